@@ -1,0 +1,1 @@
+"""The collaboration server: protocol core, rooms, HTTP/WebSocket app, config and CLI."""

@@ -1,0 +1,76 @@
+"""The starlette application: health and readiness now; the API grows here."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import structlog
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from collab.middleware import RequestContextMiddleware
+from events.errors import EventStoreError
+from events.postgres import PostgresEventStore
+
+log = structlog.get_logger("collab.app")
+
+
+def create_app(database_url: str, *, pool_size: int = 10, poll_interval: float = 1.0) -> Starlette:
+    """Build the app; the store is connected and migrated when the app starts."""
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        store = await PostgresEventStore.connect(
+            database_url, max_size=pool_size, poll_interval=poll_interval
+        )
+        try:
+            await store.migrate()
+            app.state.store = store
+            log.info("server ready for requests")
+            yield
+        finally:
+            await store.close()
+            log.info("store closed")
+
+    return Starlette(
+        routes=[
+            Route("/health", health, methods=["GET"]),
+            Route("/ready", ready, methods=["GET"]),
+        ],
+        middleware=[Middleware(RequestContextMiddleware)],
+        exception_handlers={HTTPException: http_error},
+        lifespan=lifespan,
+    )
+
+
+async def health(_request: Request) -> Response:
+    """The process is alive (says nothing about the database)."""
+    return JSONResponse({"status": "ok"})
+
+
+async def ready(request: Request) -> Response:
+    """The database answers and its schema is current; 503 with the reason otherwise."""
+    store: PostgresEventStore = request.app.state.store
+    try:
+        await store.ping()
+        status = await store.migration_status()
+    except EventStoreError as exc:
+        return JSONResponse({"status": "unavailable", "reason": str(exc)}, status_code=503)
+    if not status.current:
+        reason = f"migrations pending: {list(status.pending)}"
+        return JSONResponse({"status": "unavailable", "reason": reason}, status_code=503)
+    return JSONResponse(
+        {"status": "ready", "database": "ok", "schema_version": max(status.applied)}
+    )
+
+
+async def http_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)  # noqa: S101 - registered for HTTPException only
+    return JSONResponse(
+        {"error": exc.status_code, "message": exc.detail}, status_code=exc.status_code
+    )

@@ -1,0 +1,163 @@
+"""The ``collab`` command: serve, migrate, audit verify.
+
+Every command reads the same settings (flags, then ``COLLAB_*`` / ``DATABASE_URL``
+environment variables, then defaults), so ``COLLAB_DATA_DIR=D collab audit verify``
+checks the embedded database of data dir D, also while a server runs on it.
+
+Exit codes: 0 success; 1 verification found a broken link; 2 invalid settings or
+usage; 3 the database could not be reached or migrated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated, Any
+
+import structlog
+import typer
+
+from collab import logging as collab_logging
+from collab.config import ConfigError, Settings, load_settings
+from collab.database import Database, resolve
+from events.errors import EventStoreError
+from events.postgres import PostgresEventStore
+
+EXIT_BROKEN = 1
+EXIT_CONFIG = 2
+EXIT_UNAVAILABLE = 3
+
+app = typer.Typer(
+    help="Event-sourced collaboration server for music projects.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+audit_app = typer.Typer(help="Integrity checks of the event log.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
+
+log = structlog.get_logger("collab.cli")
+
+DataDir = Annotated[
+    Path | None,
+    typer.Option("--data-dir", help="Data folder of the embedded database [env COLLAB_DATA_DIR]"),
+]
+
+
+def _settings(**overrides: Any) -> Settings:
+    try:
+        settings = load_settings(**overrides)
+    except ConfigError as exc:
+        typer.echo(f"collab: {exc}", err=True)
+        raise typer.Exit(EXIT_CONFIG) from None
+    collab_logging.configure(settings.log_level, settings.log_format)
+    return settings
+
+
+def _database(settings: Settings) -> Database:
+    try:
+        return resolve(settings.database_url, settings.data_dir)
+    except Exception as exc:  # noqa: BLE001 - any failure to start PostgreSQL ends here
+        typer.echo(f"collab: cannot start the embedded database: {exc}", err=True)
+        raise typer.Exit(EXIT_UNAVAILABLE) from None
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address [env COLLAB_HOST]")] = None,
+    port: Annotated[int | None, typer.Option(help="Port [env COLLAB_PORT]")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Run the server (embedded PostgreSQL unless DATABASE_URL is set)."""
+    import uvicorn  # noqa: PLC0415 - only serve needs it
+
+    from collab.app import create_app  # noqa: PLC0415
+    from collab.server import Server  # noqa: PLC0415
+
+    settings = _settings(host=host, port=port, data_dir=data_dir)
+    database = _database(settings)
+    application = create_app(
+        database.url, pool_size=settings.db_pool_size, poll_interval=settings.poll_interval
+    )
+    config = uvicorn.Config(
+        application,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        ws="websockets-sansio",
+    )
+    server = Server(config)
+    log.info("serving", host=settings.host, port=settings.port, embedded=database.embedded)
+    server.run()
+    if not server.started:
+        # Startup failed (database unreachable, migration error): the log says why.
+        raise typer.Exit(EXIT_UNAVAILABLE)
+
+
+@app.command()
+def migrate(data_dir: DataDir = None) -> None:
+    """Apply pending migrations and exit."""
+    settings = _settings(data_dir=data_dir)
+    database = _database(settings)
+
+    async def run() -> list[int]:
+        store = await PostgresEventStore.connect(database.url, min_size=1, max_size=1)
+        try:
+            return await store.migrate()
+        finally:
+            await store.close()
+
+    try:
+        applied = asyncio.run(run())
+    except EventStoreError as exc:
+        typer.echo(f"collab: {exc}", err=True)
+        raise typer.Exit(EXIT_UNAVAILABLE) from None
+    typer.echo(f"migrations applied: {applied}" if applied else "schema is up to date")
+
+
+@audit_app.command("verify")
+def audit_verify(
+    project: Annotated[str | None, typer.Option(help="Verify only this project's stream")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Recompute every hash and link of the log; exit 1 at the first broken one."""
+    settings = _settings(data_dir=data_dir)
+    database = _database(settings)
+    stream_id = f"project-{project}" if project else None
+
+    async def run() -> Any:
+        store = await PostgresEventStore.connect(database.url, min_size=1, max_size=2)
+        try:
+            status = await store.migration_status()
+            if not status.current:
+                raise EventStoreError(f"schema not migrated (pending {list(status.pending)})")
+            if stream_id is not None and await store.stream_version(stream_id) == 0:
+                raise EventStoreError(f"no events for project {project!r} ({stream_id})")
+            return await store.verify(stream_id)
+        finally:
+            await store.close()
+
+    try:
+        report = asyncio.run(run())
+    except EventStoreError as exc:
+        typer.echo(f"collab: cannot verify: {exc}", err=True)
+        raise typer.Exit(EXIT_UNAVAILABLE) from None
+    scope = f"stream {stream_id}" if stream_id else "log"
+    if report.ok:
+        typer.echo(
+            f"OK: {scope} verified: {report.events} events in {report.streams} streams,"
+            f" last position {report.last_position}"
+        )
+        return
+    typer.echo(f"BROKEN: {report.first_break}")
+    typer.echo(f"checked {report.events} events before stopping", err=True)
+    raise typer.Exit(EXIT_BROKEN)
+
+
+def main() -> None:
+    app(prog_name="collab")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

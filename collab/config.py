@@ -1,0 +1,61 @@
+"""Settings, validated once: flags override environment variables override defaults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every command reads these. Environment names are ``COLLAB_<FIELD>``, except
+    ``DATABASE_URL`` (the usual name for it)."""
+
+    model_config = SettingsConfigDict(env_prefix="COLLAB_", extra="forbid", frozen=True)
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    data_dir: Path = Path(".collab")
+    database_url: str | None = Field(default=None, validation_alias="DATABASE_URL")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["auto", "json", "console"] = "auto"
+    db_pool_size: int = Field(default=10, ge=1, le=200)
+    #: seconds between subscription polls when no notification arrives
+    poll_interval: float = Field(default=1.0, gt=0, le=60)
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        assert value is not None  # noqa: S101 - narrowing for mypy
+        if not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError("must start with postgresql:// or postgres://")
+        return value
+
+
+class ConfigError(Exception):
+    """One line naming the setting and what is wrong with it."""
+
+
+_ENV_NAMES = {"database_url": "DATABASE_URL"}
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings from the environment plus explicit (non-None) overrides."""
+    given = {key: value for key, value in overrides.items() if value is not None}
+    try:
+        return Settings(**given)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = str(error["loc"][0]) if error["loc"] else "settings"
+        source = (
+            f"--{field.replace('_', '-')}"
+            if field in given
+            else _ENV_NAMES.get(field, f"COLLAB_{field.upper()}")
+        )
+        raise ConfigError(
+            f"invalid setting {source}: {error['msg']} (got {error.get('input')!r})"
+        ) from None

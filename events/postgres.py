@@ -1,0 +1,532 @@
+"""The PostgreSQL event store: the only module that imports asyncpg.
+
+Driver errors are translated here into the store's own error tree
+(``events.errors``). Appends go through the server-side function
+``collab_append`` (one round trip); see ``migrations/0001_event_log.sql`` for why
+positions are commit-ordered and dense.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final
+from uuid import UUID
+
+import asyncpg
+import structlog
+
+from events.errors import (
+    CorruptLog,
+    DuplicateEvent,
+    EventStoreError,
+    MigrationError,
+    StoreUnavailable,
+    WrongExpectedVersion,
+)
+from events.integrity import Break, ChainVerifier
+from events.records import PreparedEvent, StoredEvent, prepare
+from events.schema import migrations
+from events.store import (
+    ANY,
+    NO_STREAM,
+    AppendRequest,
+    AppendResult,
+    ExpectedVersion,
+    describe,
+)
+
+log = structlog.get_logger("events.postgres")
+
+NOTIFY_CHANNEL: Final = "collab_events"
+#: advisory lock key taken while migrating ("collab" in ASCII)
+MIGRATION_LOCK_KEY: Final = 0x636F6C6C6162
+MAX_STREAM_ID_LENGTH: Final = 200
+
+_CONNECTION_ERRORS: Final = (
+    OSError,
+    TimeoutError,
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+)
+
+_EVENT_COLUMNS: Final = (
+    "position, stream_id, stream_version, event_id, event_type, schema_version, data, "
+    "payload, metadata, daid, parents, recorded_at, content_hash, prev_hash, hash"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class MigrationStatus:
+    applied: tuple[int, ...]
+    available: tuple[int, ...]
+
+    @property
+    def pending(self) -> tuple[int, ...]:
+        return tuple(v for v in self.available if v not in self.applied)
+
+    @property
+    def current(self) -> bool:
+        return not self.pending
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyReport:
+    events: int
+    streams: int
+    last_position: int
+    first_break: Break | None
+
+    @property
+    def ok(self) -> bool:
+        return self.first_break is None
+
+
+#: awaited inside the append transaction, after the events are written and before
+#: the commit. Tests use it to hold transactions open; production passes nothing.
+BeforeCommit = Callable[[], Awaitable[None]]
+
+
+def _unavailable(exc: BaseException) -> StoreUnavailable:
+    return StoreUnavailable(f"database unavailable: {type(exc).__name__}: {exc}")
+
+
+class PostgresEventStore:
+    """Event store on PostgreSQL >= 14. Create with :meth:`connect`."""
+
+    def __init__(
+        self,
+        dsn: str,
+        pool: asyncpg.Pool,
+        *,
+        poll_interval: float,
+        append_attempts: int,
+        before_commit: BeforeCommit | None,
+    ) -> None:
+        self._dsn = dsn
+        self._pool = pool
+        self._poll_interval = poll_interval
+        self._append_attempts = append_attempts
+        self._before_commit = before_commit
+
+    @classmethod
+    async def connect(
+        cls,
+        dsn: str,
+        *,
+        min_size: int = 1,
+        max_size: int = 10,
+        poll_interval: float = 1.0,
+        append_attempts: int = 3,
+        before_commit: BeforeCommit | None = None,
+    ) -> PostgresEventStore:
+        try:
+            pool = await asyncpg.create_pool(
+                dsn, min_size=min_size, max_size=max_size, command_timeout=60
+            )
+        except _CONNECTION_ERRORS as exc:
+            raise _unavailable(exc) from exc
+        except asyncpg.PostgresError as exc:
+            raise StoreUnavailable(f"cannot connect: {exc}") from exc
+        return cls(
+            dsn,
+            pool,
+            poll_interval=poll_interval,
+            append_attempts=append_attempts,
+            before_commit=before_commit,
+        )
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+    # -- schema ---------------------------------------------------------------------------
+
+    async def migrate(self) -> list[int]:
+        """Apply pending migrations; safe when several processes start at once.
+
+        Returns the versions applied by this call (empty when already current).
+        """
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                await conn.execute("select pg_advisory_xact_lock($1)", MIGRATION_LOCK_KEY)
+                await conn.execute(
+                    "create table if not exists schema_migrations ("
+                    " version integer primary key, name text not null,"
+                    " checksum text not null, applied_at timestamptz not null default now())"
+                )
+                rows = await conn.fetch("select version, name, checksum from schema_migrations")
+                applied = {row["version"]: row["checksum"] for row in rows}
+                done = []
+                for migration in migrations():
+                    if migration.version in applied:
+                        if applied[migration.version] != migration.checksum:
+                            raise MigrationError(
+                                f"migration {migration.version:04d}_{migration.name} was "
+                                "changed after it was applied (checksum differs)"
+                            )
+                        continue
+                    await conn.execute(migration.sql)
+                    await conn.execute(
+                        "insert into schema_migrations (version, name, checksum)"
+                        " values ($1, $2, $3)",
+                        migration.version,
+                        migration.name,
+                        migration.checksum,
+                    )
+                    done.append(migration.version)
+        except _CONNECTION_ERRORS as exc:
+            raise _unavailable(exc) from exc
+        except asyncpg.PostgresError as exc:
+            raise MigrationError(f"migration failed: {exc}") from exc
+        if done:
+            log.info("migrations applied", versions=done)
+        return done
+
+    async def migration_status(self) -> MigrationStatus:
+        available = tuple(m.version for m in migrations())
+        try:
+            async with self._pool.acquire() as conn:
+                exists = await conn.fetchval("select to_regclass('schema_migrations') is not null")
+                rows = (
+                    await conn.fetch("select version from schema_migrations order by version")
+                    if exists
+                    else []
+                )
+        except _CONNECTION_ERRORS as exc:
+            raise _unavailable(exc) from exc
+        return MigrationStatus(tuple(row["version"] for row in rows), available)
+
+    async def ping(self) -> None:
+        try:
+            async with self._pool.acquire(timeout=5) as conn:
+                await conn.fetchval("select 1")
+        except _CONNECTION_ERRORS as exc:
+            raise await self._lost(exc) from exc
+
+    # -- appends --------------------------------------------------------------------------
+
+    async def append(
+        self,
+        stream_id: str,
+        events: Sequence[Any],
+        expected_version: ExpectedVersion = ANY,
+    ) -> AppendResult:
+        (result,) = await self.append_batch([AppendRequest(stream_id, events, expected_version)])
+        if isinstance(result, EventStoreError):
+            raise result
+        return result
+
+    async def append_batch(
+        self, requests: Sequence[AppendRequest]
+    ) -> list[AppendResult | EventStoreError]:
+        if not requests:
+            return []
+        prepared = [self._prepare(request) for request in requests]
+        args = _append_arguments(requests, prepared)
+        rows = await self._call_append(args)
+        return [_append_outcome(requests[row["req"] - 1], row) for row in rows]
+
+    def _prepare(self, request: AppendRequest) -> list[PreparedEvent]:
+        stream_id = request.stream_id
+        if not stream_id or len(stream_id) > MAX_STREAM_ID_LENGTH:
+            raise ValueError(f"stream id must be 1-{MAX_STREAM_ID_LENGTH} characters")
+        if not request.events:
+            raise ValueError(f"append to {stream_id!r}: no events given")
+        expected = request.expected_version
+        if isinstance(expected, int) and expected < 0:
+            raise ValueError(f"expected version must be >= 0, got {expected}")
+        return [prepare(stream_id, event) for event in request.events]
+
+    async def _call_append(self, args: list[Any]) -> list[asyncpg.Record]:
+        # Retrying is safe: every event carries its id, and a resent event that was
+        # already committed comes back as 'existing' with its stored result.
+        delay = 0.05
+        for attempt in range(1, self._append_attempts + 1):
+            try:
+                return await self._append_once(args)
+            except asyncpg.UniqueViolationError:
+                # Two writers raced with the same event id; the retry sees the stored one.
+                if attempt == self._append_attempts:
+                    raise
+            except _CONNECTION_ERRORS as exc:
+                await self._pool.expire_connections()
+                if attempt == self._append_attempts:
+                    raise _unavailable(exc) from exc
+                log.warning(
+                    "append retry after connection error",
+                    attempt=attempt,
+                    error=f"{type(exc).__name__}: {exc}",
+                )
+            await asyncio.sleep(delay * (1 + random.random()))  # noqa: S311 - jitter only
+            delay *= 2
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _append_once(self, args: list[Any]) -> list[asyncpg.Record]:
+        query = "select * from collab_append($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)"
+        async with self._pool.acquire() as conn:
+            if self._before_commit is None:
+                # A single statement is its own transaction: one round trip.
+                return list(await conn.fetch(query, *args))
+            async with conn.transaction():
+                rows = list(await conn.fetch(query, *args))
+                await self._before_commit()
+                return rows
+
+    # -- reads ----------------------------------------------------------------------------
+
+    async def stream_version(self, stream_id: str) -> int:
+        version = await self._fetchval(
+            "select version from streams where stream_id = $1", stream_id
+        )
+        return int(version) if version is not None else 0
+
+    async def head_position(self) -> int:
+        return int(await self._fetchval("select last_position from event_log_head"))
+
+    async def read_stream(
+        self,
+        stream_id: str,
+        *,
+        from_version: int = 1,
+        to_version: int | None = None,
+        backward: bool = False,
+        limit: int | None = None,
+    ) -> list[StoredEvent]:
+        """Events of one stream with ``from_version <= version <= to_version``.
+
+        Backward reads return the newest first.
+        """
+        order = "desc" if backward else "asc"
+        rows = await self._fetch(
+            f"select {_EVENT_COLUMNS} from events where stream_id = $1"
+            " and stream_version >= $2 and ($3::bigint is null or stream_version <= $3)"
+            f" order by stream_version {order} limit $4",
+            stream_id,
+            from_version,
+            to_version,
+            limit,
+        )
+        return [_stored(row) for row in rows]
+
+    async def read_all(self, after_position: int = 0, limit: int = 1000) -> list[StoredEvent]:
+        rows = await self._fetch(
+            f"select {_EVENT_COLUMNS} from events where position > $1 order by position limit $2",
+            after_position,
+            limit,
+        )
+        return [_stored(row) for row in rows]
+
+    async def _fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
+        try:
+            async with self._pool.acquire() as conn:
+                return list(await conn.fetch(query, *args))
+        except _CONNECTION_ERRORS as exc:
+            raise await self._lost(exc) from exc
+
+    async def _fetchval(self, query: str, *args: Any) -> Any:
+        try:
+            async with self._pool.acquire() as conn:
+                return await conn.fetchval(query, *args)
+        except _CONNECTION_ERRORS as exc:
+            raise await self._lost(exc) from exc
+
+    async def _lost(self, exc: BaseException) -> StoreUnavailable:
+        # After a server restart every pooled connection is dead; replace them all
+        # rather than discovering them one failed query at a time.
+        await self._pool.expire_connections()
+        return _unavailable(exc)
+
+    # -- subscription ---------------------------------------------------------------------
+
+    async def subscribe(
+        self, after_position: int = 0, *, batch_size: int = 1000
+    ) -> AsyncIterator[StoredEvent]:
+        """Every event after ``after_position``, in position order, exactly once, forever.
+
+        LISTEN is set up before each catch-up read; a notification only wakes the
+        loop, and the loop also polls every ``poll_interval`` seconds, so a lost
+        notification, a killed listening connection or a database restart delays
+        delivery but never skips or repeats an event.
+        """
+        last = after_position
+        wakeup = asyncio.Event()
+        listener: asyncpg.Connection | None = None
+        backoff = 0.05
+        try:
+            while True:
+                if listener is None or listener.is_closed():
+                    listener = await self._listen(wakeup)
+                wakeup.clear()
+                try:
+                    batch = await self.read_all(last, batch_size)
+                except StoreUnavailable as exc:
+                    log.warning(
+                        "subscription waiting for the database", error=str(exc), position=last
+                    )
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 2.0)
+                    continue
+                backoff = 0.05
+                for event in batch:
+                    if event.position != last + 1:
+                        raise CorruptLog(
+                            f"hole in the log: expected position {last + 1}, found {event.position}"
+                        )
+                    last = event.position
+                    yield event
+                if len(batch) == batch_size:
+                    continue
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wakeup.wait(), self._poll_interval)
+        finally:
+            if listener is not None and not listener.is_closed():
+                with contextlib.suppress(*_CONNECTION_ERRORS):
+                    await listener.close(timeout=2)
+
+    async def _listen(self, wakeup: asyncio.Event) -> asyncpg.Connection | None:
+        def notified(*_args: object) -> None:
+            wakeup.set()
+
+        try:
+            conn: asyncpg.Connection = await asyncpg.connect(self._dsn, timeout=5)
+            await conn.add_listener(NOTIFY_CHANNEL, notified)
+        except _CONNECTION_ERRORS as exc:
+            log.warning("cannot LISTEN; polling until it can", error=f"{type(exc).__name__}")
+            return None
+        # A dropped listener wakes the loop at once, which reconnects it.
+        conn.add_termination_listener(notified)
+        return conn
+
+    # -- integrity ------------------------------------------------------------------------
+
+    async def verify(self, stream_id: str | None = None, *, batch_size: int = 5000) -> VerifyReport:
+        """Recompute every hash and link from the raw rows (see ``events.integrity``)."""
+        verifier = ChainVerifier(check_positions=stream_id is None)
+        last = 0
+        query = (
+            f"select {_EVENT_COLUMNS} from events where position > $1"
+            + (" and stream_id = $3" if stream_id is not None else "")
+            + " order by position limit $2"
+        )
+        while True:
+            args: list[Any] = [last, batch_size]
+            if stream_id is not None:
+                args.append(stream_id)
+            rows = await self._fetch(query, *args)
+            for row in rows:
+                verifier.feed(_stored(row))
+                last = row["position"]
+            if verifier.first_break is not None or len(rows) < batch_size:
+                break
+        heads_query = "select stream_id, version, last_hash from streams where version > 0"
+        if stream_id is not None:
+            head_rows = await self._fetch(heads_query + " and stream_id = $1", stream_id)
+        else:
+            head_rows = await self._fetch(heads_query)
+        heads = {row["stream_id"]: (row["version"], bytes(row["last_hash"])) for row in head_rows}
+        log_head = await self.head_position() if stream_id is None else None
+        first_break = verifier.finish(heads, log_head)
+        return VerifyReport(verifier.events, verifier.streams, verifier.last_position, first_break)
+
+
+def _append_arguments(
+    requests: Sequence[AppendRequest], prepared: Sequence[Sequence[PreparedEvent]]
+) -> list[Any]:
+    seen: set[UUID] = set()
+    streams, expected, req = [], [], []
+    ids, types, schema, data, payloads, metadata, daids, parents, hashes = (
+        [],
+        [],
+        [],
+        [],
+        [],
+        [],
+        [],
+        [],
+        [],
+    )
+    for index, (request, events) in enumerate(zip(requests, prepared, strict=True), start=1):
+        streams.append(request.stream_id)
+        version = request.expected_version
+        expected.append(None if version is ANY else 0 if version is NO_STREAM else version)
+        for event in events:
+            if event.event_id in seen:
+                raise DuplicateEvent(
+                    event.event_id,
+                    request.stream_id,
+                    "the same event id appears twice in one append",
+                )
+            seen.add(event.event_id)
+            req.append(index)
+            ids.append(event.event_id)
+            types.append(event.event_type)
+            schema.append(event.schema_version)
+            data.append(event.data_json)
+            payloads.append(event.payload)
+            metadata.append(event.metadata_json)
+            daids.append(event.daid)
+            parents.append(json.dumps(list(event.parents)))
+            hashes.append(event.content_hash)
+    return [
+        streams,
+        expected,
+        req,
+        ids,
+        types,
+        schema,
+        data,
+        payloads,
+        metadata,
+        daids,
+        parents,
+        hashes,
+    ]
+
+
+def _append_outcome(request: AppendRequest, row: asyncpg.Record) -> AppendResult | EventStoreError:
+    status = row["status"]
+    if status in ("ok", "existing"):
+        return AppendResult(
+            request.stream_id,
+            tuple(row["versions"]),
+            tuple(row["positions"]),
+            tuple(row["daids"]),
+        )
+    if status == "wrong_version":
+        return WrongExpectedVersion(
+            request.stream_id, describe(request.expected_version), row["current_version"]
+        )
+    if status == "duplicate":
+        event_id, _, reason = str(row["detail"]).partition(": ")
+        return DuplicateEvent(UUID(event_id), request.stream_id, reason)
+    raise EventStoreError(f"unexpected append status {status!r}")  # pragma: no cover
+
+
+def _stored(row: asyncpg.Record) -> StoredEvent:
+    payload = row["payload"]
+    recorded_at: datetime = row["recorded_at"]
+    return StoredEvent(
+        position=row["position"],
+        stream_id=row["stream_id"],
+        stream_version=row["stream_version"],
+        event_id=row["event_id"],
+        event_type=row["event_type"],
+        schema_version=row["schema_version"],
+        data=json.loads(row["data"]),
+        payload=bytes(payload) if payload is not None else None,
+        metadata=json.loads(row["metadata"]),
+        daid=row["daid"],
+        parents=tuple(json.loads(row["parents"])),
+        recorded_at=recorded_at,
+        content_hash=bytes(row["content_hash"]),
+        prev_hash=bytes(row["prev_hash"]),
+        hash=bytes(row["hash"]),
+    )

@@ -1,0 +1,219 @@
+"""Events as they go into the store and as they come out of it.
+
+The hashes defined here are the integrity contract shared by the append path and
+``collab audit verify``:
+
+* ``content_hash`` = SHA-256 of the canonical JSON of everything the writer chose:
+  stream, event id, type, schema version, data, SHA-256 of the payload, metadata,
+  DAID and parent DAIDs. Computed before the append.
+* ``hash`` (the chain link) = SHA-256(``prev_hash`` ‖ ``content_hash`` ‖
+  be64(stream version) ‖ be64(global position) ‖ be64(recorded_at in µs since the
+  epoch)). Computed by the database inside the append, where version, position and
+  time are assigned. ``prev_hash`` is the ``hash`` of the previous event of the same
+  stream (32 zero bytes for the first), so changing, removing or reordering any event
+  breaks a link.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID, uuid4
+
+from events import daid as daid_module
+from events.canonical import canonical_bytes, canonical_json, sha256_hex
+from events.models import DomainEvent, EventMetadata, Json, registry
+
+GENESIS_HASH = bytes(32)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """An event a caller wants to append."""
+
+    event: DomainEvent
+    metadata: EventMetadata
+    event_id: UUID = field(default_factory=uuid4)
+    #: DAIDs this record derives from (may be minted elsewhere)
+    parents: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedEvent:
+    """A new event reduced to the column values the writer chooses, hashes included."""
+
+    event_id: UUID
+    stream_id: str
+    event_type: str
+    schema_version: int
+    data_json: str
+    payload: bytes | None
+    metadata_json: str
+    daid: str
+    parents: tuple[str, ...]
+    content_hash: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """One row of the log, as read back."""
+
+    position: int
+    stream_id: str
+    stream_version: int
+    event_id: UUID
+    event_type: str
+    schema_version: int
+    data: Json
+    payload: bytes | None
+    metadata: Json
+    daid: str
+    parents: tuple[str, ...]
+    recorded_at: datetime
+    content_hash: bytes
+    prev_hash: bytes
+    hash: bytes
+
+    def to_domain(self) -> DomainEvent:
+        """The event as its (upcast) domain model."""
+        return registry.from_record(self.event_type, self.schema_version, self.data, self.payload)
+
+
+def prepare(stream_id: str, new: NewEvent, *, moment: datetime | None = None) -> PreparedEvent:
+    """Compute everything about ``new`` that does not depend on its place in the log."""
+    event = new.event
+    data, payload = registry.to_record(event)
+    # Round-trip through the model: whatever is stored must decode again, even if the
+    # event object was built without validation (model_construct).
+    registry.from_record(event.event_type, event.schema_version, data, payload)
+    payload_digest = sha256_hex(payload) if payload is not None else None
+    parents = tuple(dict.fromkeys(new.parents))
+    body = _daid_body(
+        stream_id=stream_id,
+        event_id=new.event_id,
+        event_type=event.event_type,
+        schema_version=event.schema_version,
+        data=data,
+        payload_digest=payload_digest,
+    )
+    daid = str(
+        daid_module.generate(
+            agent_id=new.metadata.agent_id,
+            entity_type=event.daid_entity(),
+            entity_id=str(new.event_id),
+            content=body,
+            parents=parents,
+            moment=moment,
+        )
+    )
+    metadata = new.metadata.model_dump(mode="json")
+    return PreparedEvent(
+        event_id=new.event_id,
+        stream_id=stream_id,
+        event_type=event.event_type,
+        schema_version=event.schema_version,
+        data_json=canonical_json(data),
+        payload=payload,
+        metadata_json=canonical_json(metadata),
+        daid=daid,
+        parents=parents,
+        content_hash=content_hash(
+            stream_id=stream_id,
+            event_id=new.event_id,
+            event_type=event.event_type,
+            schema_version=event.schema_version,
+            data=data,
+            payload=payload,
+            metadata=metadata,
+            daid=daid,
+            parents=parents,
+        ),
+    )
+
+
+def _daid_body(
+    *,
+    stream_id: str,
+    event_id: UUID,
+    event_type: str,
+    schema_version: int,
+    data: Any,
+    payload_digest: str | None,
+) -> dict[str, Any]:
+    """What a DAID's hash16 covers besides the parents: the event's content, no metadata."""
+    return {
+        "data": data,
+        "event_id": str(event_id),
+        "payload_sha256": payload_digest,
+        "schema_version": schema_version,
+        "stream_id": stream_id,
+        "type": event_type,
+    }
+
+
+def daid_body(event: StoredEvent) -> dict[str, Any]:
+    return _daid_body(
+        stream_id=event.stream_id,
+        event_id=event.event_id,
+        event_type=event.event_type,
+        schema_version=event.schema_version,
+        data=event.data,
+        payload_digest=sha256_hex(event.payload) if event.payload is not None else None,
+    )
+
+
+def content_hash(
+    *,
+    stream_id: str,
+    event_id: UUID,
+    event_type: str,
+    schema_version: int,
+    data: Any,
+    payload: bytes | None,
+    metadata: Any,
+    daid: str,
+    parents: tuple[str, ...],
+) -> bytes:
+    document = {
+        "daid": daid,
+        "data": data,
+        "event_id": str(event_id),
+        "metadata": metadata,
+        "parents": list(parents),
+        "payload_sha256": sha256_hex(payload) if payload is not None else None,
+        "schema_version": schema_version,
+        "stream_id": stream_id,
+        "type": event_type,
+    }
+    return hashlib.sha256(canonical_bytes(document)).digest()
+
+
+def microseconds(moment: datetime) -> int:
+    """Exact microseconds since the epoch (no float rounding)."""
+    return (moment - _EPOCH) // timedelta(microseconds=1)
+
+
+def chain_hash(
+    prev_hash: bytes, content: bytes, stream_version: int, position: int, recorded_at: datetime
+) -> bytes:
+    """The link the database computes at append time (see the module docstring)."""
+    tail = struct.pack(">qqq", stream_version, position, microseconds(recorded_at))
+    return hashlib.sha256(prev_hash + content + tail).digest()
+
+
+def stored_content_hash(event: StoredEvent) -> bytes:
+    return content_hash(
+        stream_id=event.stream_id,
+        event_id=event.event_id,
+        event_type=event.event_type,
+        schema_version=event.schema_version,
+        data=event.data,
+        payload=event.payload,
+        metadata=event.metadata,
+        daid=event.daid,
+        parents=event.parents,
+    )

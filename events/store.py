@@ -1,0 +1,99 @@
+"""The event store port: what every implementation offers, and its value types.
+
+The one implementation that matters is PostgreSQL (``events.postgres``); the
+contract suite in ``tests/contract`` runs against it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from typing import Protocol
+
+from events.errors import EventStoreError
+from events.records import NewEvent, StoredEvent
+
+
+class _Special(Enum):
+    ANY = "any"
+    NO_STREAM = "no stream"
+
+
+ExpectedVersion = int | _Special
+#: append whatever the stream's version
+ANY: ExpectedVersion = _Special.ANY
+#: the stream must not exist yet (same as exact version 0)
+NO_STREAM: ExpectedVersion = _Special.NO_STREAM
+
+
+def describe(expected: ExpectedVersion) -> str:
+    return expected.value if isinstance(expected, _Special) else str(expected)
+
+
+@dataclass(frozen=True, slots=True)
+class AppendRequest:
+    stream_id: str
+    events: Sequence[NewEvent]
+    expected_version: ExpectedVersion = ANY
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    stream_id: str
+    #: stream version of each appended event, in order
+    versions: tuple[int, ...]
+    #: global position of each appended event, in order
+    positions: tuple[int, ...]
+    #: daid of each appended event, in order
+    daids: tuple[str, ...]
+
+    @property
+    def version(self) -> int:
+        """The stream's version after this append."""
+        return self.versions[-1]
+
+    @property
+    def position(self) -> int:
+        return self.positions[-1]
+
+
+class EventStore(Protocol):
+    async def append(
+        self,
+        stream_id: str,
+        events: Sequence[NewEvent],
+        expected_version: ExpectedVersion = ANY,
+    ) -> AppendResult:
+        """Append atomically; raises WrongExpectedVersion or DuplicateEvent."""
+        ...
+
+    async def append_batch(
+        self, requests: Sequence[AppendRequest]
+    ) -> list[AppendResult | EventStoreError]:
+        """Append many streams' events in one transaction.
+
+        Each request succeeds or fails on its own (its error is returned in its slot);
+        the successful ones commit together.
+        """
+        ...
+
+    async def read_stream(
+        self,
+        stream_id: str,
+        *,
+        from_version: int = 1,
+        to_version: int | None = None,
+        backward: bool = False,
+        limit: int | None = None,
+    ) -> list[StoredEvent]: ...
+
+    async def read_all(self, after_position: int = 0, limit: int = 1000) -> list[StoredEvent]: ...
+
+    async def stream_version(self, stream_id: str) -> int: ...
+
+    async def head_position(self) -> int: ...
+
+    def subscribe(self, after_position: int = 0) -> AsyncIterator[StoredEvent]:
+        """Catch up from ``after_position``, then follow new events forever."""
+        ...

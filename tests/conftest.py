@@ -1,0 +1,78 @@
+"""Real PostgreSQL for every database test.
+
+``DATABASE_URL`` (a role that may create databases) is used when set; otherwise the
+session starts an embedded PostgreSQL from the pgserver wheel. Each test gets its
+own database, cloned from a migrated template.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from events.postgres import PostgresEventStore
+from tests.support import create_database, drop_database, start_embedded, with_database
+
+TEMPLATE = "collab_template"
+
+
+@pytest.fixture(scope="session")
+def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    given = os.environ.get("DATABASE_URL")
+    if given:
+        yield given
+        return
+    server = start_embedded(tmp_path_factory.mktemp("pg") / "pgdata")
+    try:
+        yield str(server.get_uri())
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def template_database(server_url: str) -> str:
+    async def build() -> None:
+        admin_url = server_url
+        conn_name = TEMPLATE
+        await drop_database(admin_url, conn_name)
+        import asyncpg  # noqa: PLC0415
+
+        conn = await asyncpg.connect(admin_url)
+        try:
+            await conn.execute(f"create database {conn_name}")
+        finally:
+            await conn.close()
+        store = await PostgresEventStore.connect(with_database(admin_url, conn_name))
+        try:
+            await store.migrate()
+        finally:
+            await store.close()
+
+    asyncio.run(build())
+    return TEMPLATE
+
+
+@pytest.fixture
+async def database_url(server_url: str, template_database: str) -> AsyncIterator[str]:
+    """A fresh, migrated database of our own."""
+    name = await create_database(server_url, template=template_database)
+    yield with_database(server_url, name)
+    await drop_database(server_url, name)
+
+
+@pytest.fixture
+async def empty_database_url(server_url: str) -> AsyncIterator[str]:
+    """A fresh database with no schema at all."""
+    name = await create_database(server_url)
+    yield with_database(server_url, name)
+    await drop_database(server_url, name)
+
+
+@pytest.fixture
+async def store(database_url: str) -> AsyncIterator[PostgresEventStore]:
+    store = await PostgresEventStore.connect(database_url, poll_interval=0.2)
+    yield store
+    await store.close()

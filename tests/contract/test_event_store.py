@@ -1,0 +1,358 @@
+"""The event store contract, run against the real PostgreSQL implementation."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from collections import defaultdict
+
+import asyncpg
+import pytest
+
+from events import (
+    ANY,
+    NO_STREAM,
+    AppendRequest,
+    DuplicateEvent,
+    EventMetadata,
+    InvalidEvent,
+    NewEvent,
+    WrongExpectedVersion,
+)
+from events import daid as daid_module
+from events.models import DocUpdated, ProjectCreated, SnapshotTagged
+from events.postgres import PostgresEventStore
+from tests.support import eventually, timeout
+from tests.test_daid import ECOSYSTEM
+
+META = EventMetadata(actor="alice", agent_id="editor", correlation_id="req-1", client_id=42)
+
+
+def doc(n: int = 1, **kwargs) -> NewEvent:
+    return NewEvent(DocUpdated(update=n.to_bytes(4, "big"), client_id=n), META, **kwargs)
+
+
+def created(name: str = "Song") -> NewEvent:
+    return NewEvent(ProjectCreated(name=name, owner="alice"), META)
+
+
+async def test_append_and_read_back(store: PostgresEventStore):
+    first = await store.append("project-a", [created()], NO_STREAM)
+    assert (first.versions, first.positions) == ((1,), (1,))
+    second = await store.append("project-a", [doc(1), doc(2)], 1)
+    assert (second.versions, second.positions) == ((2, 3), (2, 3))
+    events = await store.read_stream("project-a")
+    assert [e.stream_version for e in events] == [1, 2, 3]
+    assert [e.event_type for e in events] == ["project.created", "doc.updated", "doc.updated"]
+    assert events[1].payload == (1).to_bytes(4, "big")
+    assert events[1].data == {"client_id": 1}
+    assert events[1].metadata == META.model_dump()
+    assert events[2].to_domain() == DocUpdated(update=(2).to_bytes(4, "big"), client_id=2)
+    assert [e.daid for e in events] == [*first.daids, *second.daids]
+    assert await store.stream_version("project-a") == 3
+    assert await store.stream_version("project-none") == 0
+    assert await store.head_position() == 3
+
+
+async def test_expected_versions(store: PostgresEventStore):
+    await store.append("s", [doc()], NO_STREAM)
+    with pytest.raises(WrongExpectedVersion) as caught:
+        await store.append("s", [doc()], NO_STREAM)
+    assert caught.value.current == 1
+    assert "no stream" in str(caught.value)
+    await store.append("s", [doc()], 1)
+    await store.append("s", [doc()], ANY)
+    with pytest.raises(WrongExpectedVersion) as caught:
+        await store.append("s", [doc()], 2)
+    assert (caught.value.expected, caught.value.current) == ("2", 3)
+    with pytest.raises(WrongExpectedVersion):
+        await store.append("fresh", [doc()], 5)
+    assert await store.stream_version("s") == 3
+
+
+async def test_wrong_expected_version_writes_nothing(store: PostgresEventStore):
+    await store.append("s", [doc(), doc()], NO_STREAM)
+    head = await store.head_position()
+    with pytest.raises(WrongExpectedVersion):
+        await store.append("s", [doc(), doc(), doc()], 1)
+    assert await store.head_position() == head
+    assert len(await store.read_all()) == 2
+    # the counter was not consumed: the next append gets the next dense position
+    result = await store.append("s", [doc()], 2)
+    assert result.positions == (3,)
+
+
+async def test_concurrent_writers_with_same_expected_version(store: PostgresEventStore):
+    await store.append("race", [doc()], NO_STREAM)
+    outcomes = await asyncio.gather(
+        *(store.append("race", [doc(i)], 1) for i in range(6)), return_exceptions=True
+    )
+    winners = [o for o in outcomes if not isinstance(o, BaseException)]
+    losers = [o for o in outcomes if isinstance(o, WrongExpectedVersion)]
+    assert len(winners) == 1
+    assert len(losers) == 5
+    assert all(loser.current == 2 for loser in losers)
+    assert [e.position for e in await store.read_all()] == [1, 2]
+
+
+async def test_idempotent_retry_returns_the_stored_result(store: PostgresEventStore):
+    batch = [doc(1), doc(2)]
+    first = await store.append("s", batch, NO_STREAM)
+    await store.append("s", [doc(3)], ANY)
+    # The retry's expected version is stale by now, and its DAID timestamps differ:
+    # it is still the same content under the same ids, so it returns what was stored.
+    again = await store.append("s", batch, NO_STREAM)
+    assert again == first
+    retried_meta = [
+        NewEvent(e.event, META.model_copy(update={"correlation_id": "retry"}), event_id=e.event_id)
+        for e in batch
+    ]
+    assert await store.append("s", retried_meta, ANY) == first
+    assert await store.head_position() == 3
+
+
+async def test_same_event_id_with_different_content_is_refused(store: PostgresEventStore):
+    event_id = uuid.uuid4()
+    await store.append("s", [doc(1, event_id=event_id)])
+    with pytest.raises(DuplicateEvent) as caught:
+        await store.append("s", [doc(2, event_id=event_id)])
+    assert caught.value.event_id == event_id
+    with pytest.raises(DuplicateEvent):
+        await store.append("other-stream", [doc(1, event_id=event_id)])
+    # a request that is only partly stored is not a retry
+    with pytest.raises(DuplicateEvent, match="only part"):
+        await store.append("s", [doc(1, event_id=event_id), doc(3)])
+    twin = uuid.uuid4()
+    with pytest.raises(DuplicateEvent, match="twice"):
+        await store.append("s", [doc(1, event_id=twin), doc(1, event_id=twin)])
+    assert await store.head_position() == 1
+
+
+async def test_batched_append_across_streams(store: PostgresEventStore):
+    await store.append("b", [doc()], NO_STREAM)
+    results = await store.append_batch(
+        [
+            AppendRequest("a", [doc(1), doc(2)], NO_STREAM),
+            AppendRequest("b", [doc(3)], NO_STREAM),  # fails alone
+            AppendRequest("c", [doc(4)], ANY),
+            AppendRequest("a", [doc(5)], 2),  # the same stream again, after the first request
+        ]
+    )
+    assert isinstance(results[1], WrongExpectedVersion)
+    assert results[1].current == 1
+    ok = [r for r in results if not isinstance(r, Exception)]
+    assert [(r.stream_id, r.versions, r.positions) for r in ok] == [
+        ("a", (1, 2), (2, 3)),
+        ("c", (1,), (4,)),
+        ("a", (3,), (5,)),
+    ]
+    assert [e.position for e in await store.read_all()] == [1, 2, 3, 4, 5]
+    # all successful requests share one transaction, hence one recorded_at
+    batch_times = {e.recorded_at for e in await store.read_all(after_position=1)}
+    assert len(batch_times) == 1
+
+
+async def test_read_stream_ranges(store: PostgresEventStore):
+    await store.append("s", [doc(i) for i in range(1, 11)])
+    versions = lambda events: [e.stream_version for e in events]  # noqa: E731
+    assert versions(await store.read_stream("s", from_version=4, to_version=6)) == [4, 5, 6]
+    assert versions(await store.read_stream("s", backward=True, limit=3)) == [10, 9, 8]
+    assert versions(await store.read_stream("s", to_version=5, backward=True, limit=2)) == [5, 4]
+    assert versions(await store.read_stream("s", from_version=9)) == [9, 10]
+    assert await store.read_stream("missing") == []
+
+
+async def test_read_all_in_batches(store: PostgresEventStore):
+    for i in range(7):
+        await store.append(f"s{i % 3}", [doc(i)])
+    seen, last = [], 0
+    while batch := await store.read_all(after_position=last, limit=3):
+        seen.extend(e.position for e in batch)
+        last = batch[-1].position
+    assert seen == list(range(1, 8))
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "update events set data = '{}'::jsonb",
+        "update events set position = position + 100",
+        "delete from events",
+        "truncate events",
+        "truncate events cascade",
+    ],
+)
+async def test_database_refuses_changing_events(store, database_url, statement):
+    await store.append("s", [doc()])
+    conn = await asyncpg.connect(database_url)
+    try:
+        with pytest.raises(asyncpg.PostgresError, match="append-only"):
+            await conn.execute(statement)
+    finally:
+        await conn.close()
+    assert len(await store.read_all()) == 1
+
+
+async def test_invalid_event_is_refused_before_anything_is_written(store: PostgresEventStore):
+    # model_construct skips validation: the store validates again before writing.
+    bad = NewEvent(SnapshotTagged.model_construct(name="", version=-1, description=""), META)
+    with pytest.raises(InvalidEvent) as caught:
+        await store.append("s", [doc(), bad])
+    assert set(caught.value.fields) == {"name", "version"}
+    with pytest.raises(ValueError, match="NUL"):
+        await store.append("s", [NewEvent(ProjectCreated(name="a\x00b", owner="x"), META)])
+    with pytest.raises(ValueError, match="no events"):
+        await store.append("s", [])
+    with pytest.raises(ValueError, match="stream id"):
+        await store.append("", [doc()])
+    assert await store.head_position() == 0
+    assert await store.read_all() == []
+
+
+async def test_stored_json_reproduces_its_hash(store: PostgresEventStore):
+    tricky = {
+        "floats": [0.1, 2.0, 1.5e-7, -0.0, 1e21, 123456789.125, -3.5e-10],
+        "ints": [0, -1, 2**62],
+        "text": 'é ✓ \u2028 "quoted" \\ \t tab 🎵',
+        "nested": {"z": [], "a": {"b": None, "c": True}},
+    }
+    await store.append("s", [NewEvent(ProjectCreated(name="x", owner="y", metadata=tricky), META)])
+    (event,) = await store.read_all()
+    assert event.to_domain() == ProjectCreated(name="x", owner="y", metadata=tricky)
+    report = await store.verify()
+    assert report.ok, report.first_break
+    assert report.events == 1
+
+
+async def test_daids_cover_content_and_parents(store: PostgresEventStore):
+    parent_result = await store.append("s", [doc(1)])
+    with_parents = await store.append("s", [doc(1, parents=(parent_result.daids[0], ECOSYSTEM[0]))])
+    (stored,) = await store.read_stream("s", from_version=2)
+    parsed = daid_module.parse(stored.daid)
+    assert stored.daid == with_parents.daids[0]
+    assert (parsed.agent_id, parsed.entity_type, parsed.entity_id) == (
+        "editor",
+        "project_version",
+        str(stored.event_id),
+    )
+    assert stored.parents == (parent_result.daids[0], ECOSYSTEM[0])
+    assert daid_module.parse(parent_result.daids[0]).hash16 != parsed.hash16
+
+
+async def _tail(store: PostgresEventStore, into: list, after: int = 0, stop_at: int | None = None):
+    async for event in store.subscribe(after):
+        into.append(event)
+        if stop_at is not None and len(into) >= stop_at:
+            return
+
+
+async def test_subscription_catches_up_then_follows(store: PostgresEventStore):
+    for i in range(5):
+        await store.append("s", [doc(i)])
+    seen: list = []
+    task = asyncio.create_task(_tail(store, seen, after=2))
+    try:
+        await eventually(lambda: len(seen) == 3, 5, "catch-up")
+        await store.append("s", [doc(9), doc(10)])
+        await eventually(lambda: len(seen) == 5, 5, "follow new events")
+        assert [e.position for e in seen] == [3, 4, 5, 6, 7]
+    finally:
+        task.cancel()
+
+
+async def test_eight_writers_with_random_delays_and_a_tailing_subscriber(database_url):
+    """Invariant 2: the tail sees every event exactly once, in position order, no gaps."""
+    rng = random.Random(20261121)
+    total, writers = 10_000, 8
+
+    async def hold_transaction_open() -> None:
+        if rng.random() < 0.3:
+            await asyncio.sleep(rng.uniform(0, 0.004))
+
+    writer_store = await PostgresEventStore.connect(
+        database_url, max_size=writers, before_commit=hold_transaction_open
+    )
+    reader = await PostgresEventStore.connect(database_url, poll_interval=0.2)
+    seen: list = []
+    tail = asyncio.create_task(_tail(reader, seen, stop_at=total))
+    appended: dict[str, list[uuid.UUID]] = defaultdict(list)
+    remaining = [total]
+
+    async def writer(index: int) -> None:
+        while remaining[0] > 0:
+            size = min(rng.randint(1, 5), remaining[0])
+            remaining[0] -= size
+            stream = f"w{index}-{rng.randint(0, 2)}"
+            batch = [doc(rng.randint(0, 1000)) for _ in range(size)]
+            await writer_store.append(stream, batch)
+            appended[stream].extend(e.event_id for e in batch)
+
+    try:
+        await asyncio.gather(*(writer(i) for i in range(writers)))
+        await asyncio.wait_for(tail, timeout(60))
+    finally:
+        tail.cancel()
+        await writer_store.close()
+        await reader.close()
+    assert [e.position for e in seen] == list(range(1, total + 1))
+    assert len({e.event_id for e in seen}) == total
+    by_stream: dict[str, list] = defaultdict(list)
+    for event in seen:
+        by_stream[event.stream_id].append(event)
+    for stream, events in by_stream.items():
+        assert [e.event_id for e in events] == appended[stream]
+        assert [e.stream_version for e in events] == list(range(1, len(events) + 1))
+
+
+async def test_subscription_survives_a_terminated_listen_connection(store, database_url):
+    seen: list = []
+    task = asyncio.create_task(_tail(store, seen))
+    admin = await asyncpg.connect(database_url)
+    try:
+        await store.append("s", [doc(1)])
+        await eventually(lambda: len(seen) == 1, 5, "first event")
+        listeners = await admin.fetch(
+            "select pid from pg_stat_activity where datname = current_database()"
+            " and query ilike 'listen%'"
+        )
+        assert listeners, "the subscriber should hold a LISTEN connection"
+        for row in listeners:
+            await admin.execute("select pg_terminate_backend($1)", row["pid"])
+        for i in range(2, 12):
+            await store.append("s", [doc(i)])
+        await eventually(lambda: len(seen) == 11, 10, "events after the listener was killed")
+        # and it listens again (notifications, not only polling, resume)
+        await eventually(
+            lambda: admin.fetchval(
+                "select count(*) > 0 from pg_stat_activity where datname = current_database()"
+                " and query ilike 'listen%'"
+            ),
+            10,
+            "LISTEN connection re-established",
+        )
+        assert [e.position for e in seen] == list(range(1, 12))
+    finally:
+        task.cancel()
+        await admin.close()
+
+
+class _DeafStore(PostgresEventStore):
+    """Fault injection: every notification is lost (the LISTEN never happens)."""
+
+    async def _listen(self, wakeup):  # type: ignore[override]
+        return None
+
+
+async def test_subscription_survives_lost_notifications(database_url):
+    deaf = await _DeafStore.connect(database_url, poll_interval=0.1)
+    seen: list = []
+    task = asyncio.create_task(_tail(deaf, seen))
+    try:
+        for i in range(20):
+            await deaf.append("s", [doc(i)])
+        await eventually(lambda: len(seen) == 20, 10, "polling delivers without notifications")
+        assert [e.position for e in seen] == list(range(1, 21))
+    finally:
+        task.cancel()
+        await deaf.close()
