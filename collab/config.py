@@ -40,9 +40,6 @@ class ConfigError(Exception):
     """One line naming the setting and what is wrong with it."""
 
 
-_ENV_NAMES = {"database_url": "DATABASE_URL"}
-
-
 def load_settings(**overrides: Any) -> Settings:
     """Build settings from the environment plus explicit (non-None) overrides."""
     given = {key: value for key, value in overrides.items() if value is not None}
@@ -51,11 +48,12 @@ def load_settings(**overrides: Any) -> Settings:
     except ValidationError as exc:
         error = exc.errors()[0]
         field = str(error["loc"][0]) if error["loc"] else "settings"
-        source = (
-            f"--{field.replace('_', '-')}"
-            if field in given
-            else _ENV_NAMES.get(field, f"COLLAB_{field.upper()}")
-        )
+        if field in given:
+            source = f"--{field.replace('_', '-')}"
+        elif field.isupper():
+            source = field  # errors of aliased fields carry the alias (DATABASE_URL)
+        else:
+            source = f"COLLAB_{field.upper()}"
         raise ConfigError(
             f"invalid setting {source}: {error['msg']} (got {error.get('input')!r})"
         ) from None

@@ -10,10 +10,16 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from decimal import Decimal
 from typing import Any
 
 JsonValue = Any
+
+_FAST = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+#: numbers the C encoder writes differently from jsonb: an exponent or a negative zero
+_INEXACT_NUMBER = re.compile(r"[0-9][eE]|-0\.0(?![0-9])")
 
 
 def _encode_float(value: float, path: str) -> str:
@@ -43,16 +49,14 @@ def _encode(value: JsonValue, path: str, out: list[str]) -> None:
             raise ValueError(f"{path or 'value'}: strings may not contain NUL characters")
         out.append(json.dumps(value, ensure_ascii=False))
     elif isinstance(value, dict):
-        for key in value:
-            if not isinstance(key, str):
-                raise ValueError(f"{path or 'value'}: object keys must be strings, got {key!r}")
+        keys = {_key(key, path): key for key in value}
         out.append("{")
-        for index, key in enumerate(sorted(value)):
+        for index, text in enumerate(sorted(keys)):
             if index:
                 out.append(",")
-            _encode(key, path, out)
+            _encode(text, path, out)
             out.append(":")
-            _encode(value[key], f"{path}.{key}" if path else key, out)
+            _encode(value[keys[text]], f"{path}.{text}" if path else text, out)
         out.append("}")
     elif isinstance(value, list | tuple):
         out.append("[")
@@ -65,8 +69,29 @@ def _encode(value: JsonValue, path: str, out: list[str]) -> None:
         raise ValueError(f"{path or 'value'}: {type(value).__name__} is not a JSON value")
 
 
+def _key(key: object, path: str) -> str:
+    # Same conversions as the json module, so both encoding paths agree.
+    if isinstance(key, str):
+        return key
+    if key is None or isinstance(key, bool):
+        return json.dumps(key)
+    if isinstance(key, int | float):
+        return float.__repr__(key) if isinstance(key, float) else str(key)
+    raise ValueError(f"{path or 'value'}: object key {key!r} is not a string")
+
+
 def canonical_json(value: JsonValue) -> str:
     """Serialise ``value`` canonically; raises ``ValueError`` naming the bad path."""
+    try:
+        text = _FAST.encode(value)
+    except (TypeError, ValueError):
+        text = None  # the exact path names the offending value
+    if (
+        text is not None
+        and "\\u0000" not in text  # a NUL (or that literal text): let the exact path judge
+        and _INEXACT_NUMBER.search(_STRING.sub("", text)) is None
+    ):
+        return text
     out: list[str] = []
     _encode(value, "", out)
     return "".join(out)

@@ -139,11 +139,31 @@ def generate(
     parent_list = list(parents)
     for parent in parent_list:
         parse(parent)
+    return make(
+        agent_id=agent_id,
+        entity_type=entity_type,
+        entity_id=entity_id,
+        hash16=content_hash16(content, parent_list),
+        moment=moment,
+    )
+
+
+def make(
+    *,
+    agent_id: str,
+    entity_type: str,
+    entity_id: str,
+    hash16: str,
+    moment: datetime | None = None,
+) -> Daid:
+    """A DAID from an already computed ``hash16`` (see :func:`content_hash16`)."""
     for name, value in (
         ("agent_id", agent_id),
         ("entity_type", entity_type),
         ("entity_id", entity_id),
     ):
         _check_component(name, value)
+    if not _HASH16.match(hash16):
+        raise DaidError("hash16", f"{hash16!r} is not 16 lowercase hex digits")
     timestamp = format_timestamp(moment or datetime.now(UTC))
-    return Daid(timestamp, agent_id, entity_type, entity_id, content_hash16(content, parent_list))
+    return Daid(timestamp, agent_id, entity_type, entity_id, hash16)

@@ -130,7 +130,11 @@ class PostgresEventStore:
     ) -> PostgresEventStore:
         try:
             pool = await asyncpg.create_pool(
-                dsn, min_size=min_size, max_size=max_size, command_timeout=60
+                dsn,
+                min_size=min_size,
+                max_size=max_size,
+                command_timeout=60,
+                reset=_reset_connection,
             )
         except _CONNECTION_ERRORS as exc:
             raise _unavailable(exc) from exc
@@ -435,6 +439,14 @@ class PostgresEventStore:
         log_head = await self.head_position() if stream_id is None else None
         first_break = verifier.finish(heads, log_head)
         return VerifyReport(verifier.events, verifier.streams, verifier.last_position, first_break)
+
+
+async def _reset_connection(conn: asyncpg.Connection) -> None:
+    # asyncpg's default reset (RESET ALL, UNLISTEN *, ...) is a second round trip on
+    # every release. Pooled connections here never change session state (LISTEN uses
+    # its own connection), so only a transaction left open by an error is undone.
+    if conn.is_in_transaction():
+        await conn.execute("rollback")
 
 
 def _append_arguments(

@@ -17,6 +17,7 @@ The hashes defined here are the integrity contract shared by the append path and
 from __future__ import annotations
 
 import hashlib
+import json
 import struct
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -84,54 +85,61 @@ class StoredEvent:
 
 
 def prepare(stream_id: str, new: NewEvent, *, moment: datetime | None = None) -> PreparedEvent:
-    """Compute everything about ``new`` that does not depend on its place in the log."""
+    """Compute everything about ``new`` that does not depend on its place in the log.
+
+    This is the append hot path: data and metadata are encoded once, and the two hash
+    documents are assembled from those pieces. They are byte for byte the canonical
+    JSON of :func:`daid_body` and :func:`content_hash`, which verification recomputes
+    from the stored rows (``tests/test_records.py`` checks that they agree).
+    """
     event = new.event
     data, payload = registry.to_record(event)
     # Round-trip through the model: whatever is stored must decode again, even if the
     # event object was built without validation (model_construct).
     registry.from_record(event.event_type, event.schema_version, data, payload)
-    payload_digest = sha256_hex(payload) if payload is not None else None
     parents = tuple(dict.fromkeys(new.parents))
-    body = _daid_body(
-        stream_id=stream_id,
-        event_id=new.event_id,
-        event_type=event.event_type,
-        schema_version=event.schema_version,
-        data=data,
-        payload_digest=payload_digest,
+    for parent in parents:
+        daid_module.parse(parent)
+    data_json = canonical_json(data)
+    metadata_json = canonical_json(new.metadata.model_dump(mode="json"))
+    digest = json.dumps(sha256_hex(payload)) if payload is not None else "null"
+    event_id = json.dumps(str(new.event_id))
+    stream = json.dumps(stream_id, ensure_ascii=False)
+    event_type = json.dumps(event.event_type, ensure_ascii=False)
+    body = (
+        f'{{"data":{data_json},"event_id":{event_id},"payload_sha256":{digest},'
+        f'"schema_version":{event.schema_version},"stream_id":{stream},"type":{event_type}}}'
     )
+    sorted_parents = json.dumps(sorted(set(parents)), separators=(",", ":"))
+    hash16 = hashlib.sha256(
+        f'{{"content":{body},"parents":{sorted_parents}}}'.encode()
+    ).hexdigest()[:16]
     daid = str(
-        daid_module.generate(
+        daid_module.make(
             agent_id=new.metadata.agent_id,
             entity_type=event.daid_entity(),
             entity_id=str(new.event_id),
-            content=body,
-            parents=parents,
+            hash16=hash16,
             moment=moment,
         )
     )
-    metadata = new.metadata.model_dump(mode="json")
+    parents_json = json.dumps(list(parents), separators=(",", ":"))
+    document = (
+        f'{{"daid":{json.dumps(daid)},"data":{data_json},"event_id":{event_id},'
+        f'"metadata":{metadata_json},"parents":{parents_json},"payload_sha256":{digest},'
+        f'"schema_version":{event.schema_version},"stream_id":{stream},"type":{event_type}}}'
+    )
     return PreparedEvent(
         event_id=new.event_id,
         stream_id=stream_id,
         event_type=event.event_type,
         schema_version=event.schema_version,
-        data_json=canonical_json(data),
+        data_json=data_json,
         payload=payload,
-        metadata_json=canonical_json(metadata),
+        metadata_json=metadata_json,
         daid=daid,
         parents=parents,
-        content_hash=content_hash(
-            stream_id=stream_id,
-            event_id=new.event_id,
-            event_type=event.event_type,
-            schema_version=event.schema_version,
-            data=data,
-            payload=payload,
-            metadata=metadata,
-            daid=daid,
-            parents=parents,
-        ),
+        content_hash=hashlib.sha256(document.encode()).digest(),
     )
 
 

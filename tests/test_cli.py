@@ -1,0 +1,168 @@
+"""The installed ``collab`` command, run as a real process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from events import EventMetadata, NewEvent
+from events.models import DocUpdated, ProjectCreated
+from events.postgres import PostgresEventStore
+from tests.support import free_port, timeout
+
+COLLAB = [sys.executable, "-m", "collab.cli"]
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COLLAB_")}
+    env.pop("DATABASE_URL", None)
+    env.update(extra)
+    return env
+
+
+def _run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*COLLAB, *args],
+        env=_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=timeout(120),
+        check=False,
+    )
+
+
+def _wait_ready(port: int, process: subprocess.Popen[str]) -> httpx.Response:
+    deadline = time.monotonic() + timeout(120)
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"serve exited early with {process.returncode}")
+        try:
+            response = httpx.get(f"http://127.0.0.1:{port}/ready", timeout=2)
+        except httpx.TransportError:
+            time.sleep(0.2)
+            continue
+        if response.status_code == 200:
+            return response
+        time.sleep(0.2)
+    raise AssertionError("serve never became ready")
+
+
+def _stop(process: subprocess.Popen[str]) -> tuple[int, str]:
+    process.send_signal(signal.SIGTERM)
+    try:
+        _, stderr = process.communicate(timeout=timeout(60))
+    except subprocess.TimeoutExpired:
+        process.kill()
+        _, stderr = process.communicate()
+        raise AssertionError(f"serve did not stop on SIGTERM:\n{stderr[-3000:]}") from None
+    return process.returncode, stderr
+
+
+def _serve(data_dir: Path, port: int) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [*COLLAB, "serve", "--port", str(port), "--data-dir", str(data_dir)],
+        env=_env(COLLAB_LOG_FORMAT="json"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+async def _append_some(data_dir: Path, count: int) -> None:
+    url = f"postgresql://postgres:@/postgres?host={data_dir / 'pgdata'}"
+    store = await PostgresEventStore.connect(url)
+    meta = EventMetadata(actor="alice")
+    try:
+        await store.append("project-p", [NewEvent(ProjectCreated(name="S", owner="a"), meta)])
+        for i in range(count - 1):
+            await store.append("project-p", [NewEvent(DocUpdated(update=bytes([i + 1])), meta)])
+    finally:
+        await store.close()
+
+
+def test_serve_with_embedded_database(tmp_path):
+    data_dir = (tmp_path / "data").resolve()
+    port = free_port()
+    process = _serve(data_dir, port)
+    try:
+        ready = _wait_ready(port, process)
+        assert ready.json() == {"status": "ready", "database": "ok", "schema_version": 1}
+        health = httpx.get(f"http://127.0.0.1:{port}/health", headers={"X-Request-ID": "req-42"})
+        assert health.json() == {"status": "ok"}
+        assert health.headers["x-request-id"] == "req-42"
+        assert len(ready.headers["x-request-id"]) == 32
+
+        asyncio.run(_append_some(data_dir, 5))
+        # a second process on the same data dir while the server runs
+        verify = _run("audit", "verify", COLLAB_DATA_DIR=str(data_dir))
+        assert verify.returncode == 0, verify.stderr
+        assert verify.stdout.startswith("OK: log verified: 5 events in 1 streams")
+        assert _wait_ready(port, process).status_code == 200
+    finally:
+        code, stderr = _stop(process)
+    assert code == 0, stderr[-3000:]
+    lines = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    assert lines, stderr[-3000:]
+    request_lines = [line for line in lines if line.get("event") == "request"]
+    assert any(
+        line["request_id"] == "req-42" and line["path"] == "/health" and line["status"] == 200
+        for line in request_lines
+    )
+    # the last handle stopped the embedded PostgreSQL
+    assert not (data_dir / "pgdata" / "postmaster.pid").exists()
+
+    # the data survives a restart of the server
+    process = _serve(data_dir, port)
+    try:
+        _wait_ready(port, process)
+        verify = _run("audit", "verify", "--project", "p", COLLAB_DATA_DIR=str(data_dir))
+        assert verify.returncode == 0, verify.stderr
+        assert "5 events in 1 streams" in verify.stdout
+    finally:
+        code, stderr = _stop(process)
+    assert code == 0, stderr[-3000:]
+
+
+def test_migrate_command(tmp_path):
+    first = _run("migrate", "--data-dir", str(tmp_path / "d"))
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.strip() == "migrations applied: [1]"
+    again = _run("migrate", COLLAB_DATA_DIR=str(tmp_path / "d"))
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.strip() == "schema is up to date"
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "named"),
+    [
+        ((), {"COLLAB_PORT": "abc"}, "COLLAB_PORT"),
+        (("--port", "70000"), {}, "--port"),
+        ((), {"DATABASE_URL": "mysql://x"}, "DATABASE_URL"),
+        ((), {"COLLAB_LOG_LEVEL": "loud"}, "COLLAB_LOG_LEVEL"),
+    ],
+)
+def test_invalid_settings_exit_2_with_one_line(args, env, named):
+    result = _run("serve", *args, **env)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"collab: invalid setting {named}:")
+
+
+def test_unreachable_database_is_a_clear_error():
+    url = f"postgresql://postgres@127.0.0.1:{free_port()}/nothing"
+    result = _run("migrate", DATABASE_URL=url)
+    assert result.returncode == 3
+    assert "database unavailable" in result.stderr
+    served = _run("serve", "--port", str(free_port()), DATABASE_URL=url)
+    assert served.returncode == 3
+    assert "database unavailable" in served.stderr

@@ -1,0 +1,67 @@
+"""The append hot path's hashes equal the definitions verification recomputes."""
+
+from __future__ import annotations
+
+import json
+import random
+import uuid
+from datetime import UTC, datetime
+
+from events import EventMetadata, NewEvent
+from events import daid as daid_module
+from events.models import AnalysisRecorded, DocUpdated, ProjectCreated
+from events.records import StoredEvent, daid_body, prepare, stored_content_hash
+from tests.test_canonical import _random_value
+from tests.test_daid import ECOSYSTEM
+
+
+def _as_stored(prepared, stream_id: str) -> StoredEvent:
+    return StoredEvent(
+        position=1,
+        stream_id=stream_id,
+        stream_version=1,
+        event_id=prepared.event_id,
+        event_type=prepared.event_type,
+        schema_version=prepared.schema_version,
+        data=json.loads(prepared.data_json),
+        payload=prepared.payload,
+        metadata=json.loads(prepared.metadata_json),
+        daid=prepared.daid,
+        parents=prepared.parents,
+        recorded_at=datetime.now(UTC),
+        content_hash=prepared.content_hash,
+        prev_hash=bytes(32),
+        hash=bytes(32),
+    )
+
+
+def test_prepared_hashes_match_their_definitions():
+    rng = random.Random(3)
+    for index in range(300):
+        metadata = EventMetadata(
+            actor=rng.choice(["alice", "bøb", 'svc "q"']),
+            agent_id="a-1",
+            correlation_id=rng.choice([None, "r-1"]),
+            client_id=rng.choice([None, 0, 99]),
+        )
+        parents = tuple(rng.sample(ECOSYSTEM, rng.randrange(4)))
+        if index % 3 == 0:
+            event = DocUpdated(update=rng.randbytes(rng.randint(1, 40)), client_id=index)
+        elif index % 3 == 1:
+            event = ProjectCreated(
+                name="Sóng", owner="x", metadata={"v": _random_value(rng), "k": [1.5e-9]}
+            )
+        else:
+            event = AnalysisRecorded(
+                analysis_type="audio_analysis",
+                target={"version": index},
+                inputs=parents,
+                results={"tempo": rng.random() * 200, "x": _random_value(rng)},
+                tool={"agent_id": "audio-agent", "model": "m", "ai_involved": True},
+            )
+        stream_id = rng.choice(["project-1", "prøject-é", 'we"ird'])
+        prepared = prepare(stream_id, NewEvent(event, metadata, uuid.uuid4(), parents))
+        stored = _as_stored(prepared, stream_id)
+        assert stored_content_hash(stored) == prepared.content_hash
+        expected16 = daid_module.content_hash16(daid_body(stored), parents)
+        assert daid_module.parse(prepared.daid).hash16 == expected16
