@@ -58,12 +58,19 @@ async def _database(server_url: str) -> tuple[str, Callable[[], Awaitable[None]]
     return url, drop
 
 
-async def _appends(url: str, writers: int, appends_per_writer: int, batch: int) -> float:
-    store = await PostgresEventStore.connect(url, min_size=writers, max_size=writers)
-    await store.migrate()
+async def _appends(
+    url: str, writers: int, appends_per_writer: int, batch: int, *, separate: bool = False
+) -> float:
+    """``writers`` tasks appending; on one store (its appends coalesce into shared
+    transactions, as in one server process) or on one store each (``separate``: the
+    transactions race in PostgreSQL, as with several processes)."""
+    count = writers if separate else 1
+    stores = [await PostgresEventStore.connect(url, max_size=writers) for _ in range(count)]
+    await stores[0].migrate()
 
     async def writer(index: int) -> None:
         stream = f"project-{index}"
+        store = stores[index % count]
         for _ in range(appends_per_writer):
             await store.append(stream, [event() for _ in range(batch)])
 
@@ -71,9 +78,10 @@ async def _appends(url: str, writers: int, appends_per_writer: int, batch: int) 
     await asyncio.gather(*(writer(i) for i in range(writers)))
     elapsed = time.perf_counter() - started
     total = writers * appends_per_writer * batch
-    if await store.head_position() != total:
+    if await stores[0].head_position() != total:
         raise RuntimeError("the log does not hold every appended event")
-    await store.close()
+    for store in stores:
+        await store.close()
     return total / elapsed
 
 
@@ -145,8 +153,18 @@ async def main() -> None:
         ("baseline: plain INSERT, 8 writers", "rows/s", lambda u: _baseline(u, 8, n(500))),
         ("append 1 event, 1 writer", "appends/s", lambda u: _appends(u, 1, n(3000), 1)),
         ("append 1 event, 8 writers", "appends/s", lambda u: _appends(u, 8, n(500), 1)),
+        (
+            "append 1 event, 8 writers on 8 stores",
+            "appends/s",
+            lambda u: _appends(u, 8, n(500), 1, separate=True),
+        ),
         ("append batches of 10, 1 writer", "events/s", lambda u: _appends(u, 1, n(1500), 10)),
         ("append batches of 10, 8 writers", "events/s", lambda u: _appends(u, 8, n(300), 10)),
+        (
+            "append batches of 10, 8 writers on 8 stores",
+            "events/s",
+            lambda u: _appends(u, 8, n(300), 10, separate=True),
+        ),
         ("append batches of 100, 1 writer", "events/s", lambda u: _appends(u, 1, n(300), 100)),
         ("append batches of 100, 8 writers", "events/s", lambda u: _appends(u, 8, n(50), 100)),
         ("subscribe catch-up, 200k events", "events/s", lambda u: _catch_up(u, n(200_000))),

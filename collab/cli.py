@@ -11,8 +11,9 @@ usage; 3 the database could not be reached or migrated.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import structlog
 import typer
@@ -21,7 +22,7 @@ from collab import logging as collab_logging
 from collab.config import ConfigError, Settings, load_settings
 from collab.database import Database, resolve
 from events.errors import EventStoreError
-from events.postgres import PostgresEventStore
+from events.postgres import PostgresEventStore, VerifyReport
 
 EXIT_BROKEN = 1
 EXIT_CONFIG = 2
@@ -58,6 +59,28 @@ def _database(settings: Settings) -> Database:
         return resolve(settings.database_url, settings.data_dir)
     except Exception as exc:  # noqa: BLE001 - any failure to start PostgreSQL ends here
         typer.echo(f"collab: cannot start the embedded database: {exc}", err=True)
+        raise typer.Exit(EXIT_UNAVAILABLE) from None
+
+
+T = TypeVar("T")
+
+
+def _with_store(
+    database: Database, work: Callable[[PostgresEventStore], Awaitable[T]], prefix: str
+) -> T:
+    """Run ``work`` with a small store; store errors end the command with exit code 3."""
+
+    async def run() -> T:
+        store = await PostgresEventStore.connect(database.url, min_size=1, max_size=2)
+        try:
+            return await work(store)
+        finally:
+            await store.close()
+
+    try:
+        return asyncio.run(run())
+    except EventStoreError as exc:
+        typer.echo(f"{prefix}: {exc}", err=True)
         raise typer.Exit(EXIT_UNAVAILABLE) from None
 
 
@@ -101,18 +124,10 @@ def migrate(data_dir: DataDir = None) -> None:
     settings = _settings(data_dir=data_dir)
     database = _database(settings)
 
-    async def run() -> list[int]:
-        store = await PostgresEventStore.connect(database.url, min_size=1, max_size=1)
-        try:
-            return await store.migrate()
-        finally:
-            await store.close()
+    async def run(store: PostgresEventStore) -> list[int]:
+        return await store.migrate()
 
-    try:
-        applied = asyncio.run(run())
-    except EventStoreError as exc:
-        typer.echo(f"collab: {exc}", err=True)
-        raise typer.Exit(EXIT_UNAVAILABLE) from None
+    applied = _with_store(database, run, "collab")
     typer.echo(f"migrations applied: {applied}" if applied else "schema is up to date")
 
 
@@ -126,23 +141,15 @@ def audit_verify(
     database = _database(settings)
     stream_id = f"project-{project}" if project else None
 
-    async def run() -> Any:
-        store = await PostgresEventStore.connect(database.url, min_size=1, max_size=2)
-        try:
-            status = await store.migration_status()
-            if not status.current:
-                raise EventStoreError(f"schema not migrated (pending {list(status.pending)})")
-            if stream_id is not None and await store.stream_version(stream_id) == 0:
-                raise EventStoreError(f"no events for project {project!r} ({stream_id})")
-            return await store.verify(stream_id)
-        finally:
-            await store.close()
+    async def run(store: PostgresEventStore) -> VerifyReport:
+        status = await store.migration_status()
+        if not status.current:
+            raise EventStoreError(f"schema not migrated (pending {list(status.pending)})")
+        if stream_id is not None and await store.stream_version(stream_id) == 0:
+            raise EventStoreError(f"no events for project {project!r} ({stream_id})")
+        return await store.verify(stream_id)
 
-    try:
-        report = asyncio.run(run())
-    except EventStoreError as exc:
-        typer.echo(f"collab: cannot verify: {exc}", err=True)
-        raise typer.Exit(EXIT_UNAVAILABLE) from None
+    report = _with_store(database, run, "collab: cannot verify")
     scope = f"stream {stream_id}" if stream_id else "log"
     if report.ok:
         typer.echo(

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import random
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -47,6 +48,8 @@ NOTIFY_CHANNEL: Final = "collab_events"
 #: advisory lock key taken while migrating ("collab" in ASCII)
 MIGRATION_LOCK_KEY: Final = 0x636F6C6C6162
 MAX_STREAM_ID_LENGTH: Final = 200
+#: most events one coalesced append transaction carries
+MAX_GROUP_EVENTS: Final = 5000
 
 _CONNECTION_ERRORS: Final = (
     OSError,
@@ -62,6 +65,15 @@ _EVENT_COLUMNS: Final = (
     "position, stream_id, stream_version, event_id, event_type, schema_version, data, "
     "payload, metadata, daid, parents, recorded_at, content_hash, prev_hash, hash"
 )
+
+
+@dataclass(frozen=True, slots=True)
+class _Waiting:
+    """One caller's append, queued for the next transaction."""
+
+    requests: Sequence[AppendRequest]
+    prepared: list[list[PreparedEvent]]
+    done: asyncio.Future[list[AppendResult | EventStoreError]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +128,8 @@ class PostgresEventStore:
         self._poll_interval = poll_interval
         self._append_attempts = append_attempts
         self._before_commit = before_commit
+        self._queue: deque[_Waiting] = deque()
+        self._writer: asyncio.Task[None] | None = None
 
     @classmethod
     async def connect(
@@ -149,6 +163,8 @@ class PostgresEventStore:
         )
 
     async def close(self) -> None:
+        if self._writer is not None and not self._writer.done():
+            await self._writer  # let queued appends finish
         await self._pool.close()
 
     # -- schema ---------------------------------------------------------------------------
@@ -231,12 +247,64 @@ class PostgresEventStore:
     async def append_batch(
         self, requests: Sequence[AppendRequest]
     ) -> list[AppendResult | EventStoreError]:
+        """Append; concurrent callers on this store share transactions (group commit).
+
+        Appends are serialised by the log head anyway, so while one transaction is in
+        flight the calls that arrive meanwhile are queued and sent together in the next
+        one. Each request still succeeds or fails on its own.
+        """
         if not requests:
             return []
         prepared = [self._prepare(request) for request in requests]
-        args = _append_arguments(requests, prepared)
-        rows = await self._call_append(args)
-        return [_append_outcome(requests[row["req"] - 1], row) for row in rows]
+        _check_unique_ids(requests, prepared)
+        waiting = _Waiting(requests, prepared, asyncio.get_running_loop().create_future())
+        self._queue.append(waiting)
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_queued(), name="event-store-writer")
+        return await waiting.done
+
+    async def _write_queued(self) -> None:
+        while self._queue:
+            group = self._take_group()
+            requests = [request for waiting in group for request in waiting.requests]
+            prepared = [events for waiting in group for events in waiting.prepared]
+            try:
+                rows = await self._call_append(_append_arguments(requests, prepared))
+            except asyncio.CancelledError:
+                for waiting in group:
+                    waiting.done.cancel()
+                raise
+            except Exception as exc:  # noqa: BLE001 - handed to every caller of the group
+                for waiting in group:
+                    if not waiting.done.done():
+                        waiting.done.set_exception(exc)
+                continue
+            outcomes = [
+                _append_outcome(requests[row["req"] - 1], row)
+                for row in sorted(rows, key=lambda row: int(row["req"]))
+            ]
+            offset = 0
+            for waiting in group:
+                count = len(waiting.requests)
+                if not waiting.done.done():  # the caller may have been cancelled
+                    waiting.done.set_result(outcomes[offset : offset + count])
+                offset += count
+
+    def _take_group(self) -> list[_Waiting]:
+        group: list[_Waiting] = []
+        ids: set[UUID] = set()
+        events = 0
+        while self._queue:
+            waiting = self._queue[0]
+            waiting_ids = {event.event_id for batch in waiting.prepared for event in batch}
+            size = sum(len(batch) for batch in waiting.prepared)
+            # An id sent twice in one call would fail the whole group: wait a round.
+            if group and (ids & waiting_ids or events + size > MAX_GROUP_EVENTS):
+                break
+            group.append(self._queue.popleft())
+            ids |= waiting_ids
+            events += size
+        return group
 
     def _prepare(self, request: AppendRequest) -> list[PreparedEvent]:
         stream_id = request.stream_id
@@ -449,26 +517,11 @@ async def _reset_connection(conn: asyncpg.Connection) -> None:
         await conn.execute("rollback")
 
 
-def _append_arguments(
+def _check_unique_ids(
     requests: Sequence[AppendRequest], prepared: Sequence[Sequence[PreparedEvent]]
-) -> list[Any]:
+) -> None:
     seen: set[UUID] = set()
-    streams, expected, req = [], [], []
-    ids, types, schema, data, payloads, metadata, daids, parents, hashes = (
-        [],
-        [],
-        [],
-        [],
-        [],
-        [],
-        [],
-        [],
-        [],
-    )
-    for index, (request, events) in enumerate(zip(requests, prepared, strict=True), start=1):
-        streams.append(request.stream_id)
-        version = request.expected_version
-        expected.append(None if version is ANY else 0 if version is NO_STREAM else version)
+    for request, events in zip(requests, prepared, strict=True):
         for event in events:
             if event.event_id in seen:
                 raise DuplicateEvent(
@@ -477,30 +530,34 @@ def _append_arguments(
                     "the same event id appears twice in one append",
                 )
             seen.add(event.event_id)
-            req.append(index)
-            ids.append(event.event_id)
-            types.append(event.event_type)
-            schema.append(event.schema_version)
-            data.append(event.data_json)
-            payloads.append(event.payload)
-            metadata.append(event.metadata_json)
-            daids.append(event.daid)
-            parents.append(json.dumps(list(event.parents)))
-            hashes.append(event.content_hash)
-    return [
-        streams,
-        expected,
-        req,
-        ids,
-        types,
-        schema,
-        data,
-        payloads,
-        metadata,
-        daids,
-        parents,
-        hashes,
+
+
+def _append_arguments(
+    requests: Sequence[AppendRequest], prepared: Sequence[Sequence[PreparedEvent]]
+) -> list[Any]:
+    """The parameters of ``collab_append``: per-request arrays, then per-event arrays."""
+    streams = [request.stream_id for request in requests]
+    expected = [
+        None if version is ANY else 0 if version is NO_STREAM else version
+        for version in (request.expected_version for request in requests)
     ]
+    per_event = [
+        (
+            index,
+            event.event_id,
+            event.event_type,
+            event.schema_version,
+            event.data_json,
+            event.payload,
+            event.metadata_json,
+            event.daid,
+            json.dumps(list(event.parents)),
+            event.content_hash,
+        )
+        for index, events in enumerate(prepared, start=1)
+        for event in events
+    ]
+    return [streams, expected, *(list(column) for column in zip(*per_event, strict=True))]
 
 
 def _append_outcome(request: AppendRequest, row: asyncpg.Record) -> AppendResult | EventStoreError:

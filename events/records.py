@@ -19,8 +19,10 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -101,16 +103,17 @@ def prepare(stream_id: str, new: NewEvent, *, moment: datetime | None = None) ->
     for parent in parents:
         daid_module.parse(parent)
     data_json = canonical_json(data)
-    metadata_json = canonical_json(new.metadata.model_dump(mode="json"))
-    digest = json.dumps(sha256_hex(payload)) if payload is not None else "null"
-    event_id = json.dumps(str(new.event_id))
-    stream = json.dumps(stream_id, ensure_ascii=False)
-    event_type = json.dumps(event.event_type, ensure_ascii=False)
+    metadata_json = _metadata_json(new.metadata)
+    # UUIDs, hex digests and validated DAIDs need no JSON escaping.
+    digest = f'"{sha256_hex(payload)}"' if payload is not None else "null"
+    event_id = f'"{new.event_id}"'
+    stream = _json_string(stream_id)
+    event_type = _json_string(event.event_type)
     body = (
         f'{{"data":{data_json},"event_id":{event_id},"payload_sha256":{digest},'
         f'"schema_version":{event.schema_version},"stream_id":{stream},"type":{event_type}}}'
     )
-    sorted_parents = json.dumps(sorted(set(parents)), separators=(",", ":"))
+    sorted_parents = _string_list(sorted(set(parents)))
     hash16 = hashlib.sha256(
         f'{{"content":{body},"parents":{sorted_parents}}}'.encode()
     ).hexdigest()[:16]
@@ -123,11 +126,11 @@ def prepare(stream_id: str, new: NewEvent, *, moment: datetime | None = None) ->
             moment=moment,
         )
     )
-    parents_json = json.dumps(list(parents), separators=(",", ":"))
     document = (
-        f'{{"daid":{json.dumps(daid)},"data":{data_json},"event_id":{event_id},'
-        f'"metadata":{metadata_json},"parents":{parents_json},"payload_sha256":{digest},'
-        f'"schema_version":{event.schema_version},"stream_id":{stream},"type":{event_type}}}'
+        f'{{"daid":"{daid}","data":{data_json},"event_id":{event_id},'
+        f'"metadata":{metadata_json},"parents":{_string_list(parents)},'
+        f'"payload_sha256":{digest},"schema_version":{event.schema_version},'
+        f'"stream_id":{stream},"type":{event_type}}}'
     )
     return PreparedEvent(
         event_id=new.event_id,
@@ -141,6 +144,22 @@ def prepare(stream_id: str, new: NewEvent, *, moment: datetime | None = None) ->
         parents=parents,
         content_hash=hashlib.sha256(document.encode()).digest(),
     )
+
+
+@lru_cache(maxsize=1024)
+def _metadata_json(metadata: EventMetadata) -> str:
+    # Callers reuse one metadata object for many events (a batch, a connection).
+    return canonical_json(metadata.model_dump(mode="json"))
+
+
+@lru_cache(maxsize=1024)
+def _json_string(text: str) -> str:
+    return json.dumps(text, ensure_ascii=False)
+
+
+def _string_list(items: Sequence[str]) -> str:
+    # Only DAIDs come here: validated, so nothing needs escaping.
+    return "[" + ",".join(f'"{item}"' for item in items) + "]"
 
 
 def _daid_body(

@@ -166,3 +166,23 @@ def test_unreachable_database_is_a_clear_error():
     served = _run("serve", "--port", str(free_port()), DATABASE_URL=url)
     assert served.returncode == 3
     assert "database unavailable" in served.stderr
+
+
+async def test_serve_uses_database_url_when_given(database_url, tmp_path):
+    port = free_port()
+    process = subprocess.Popen(  # noqa: ASYNC220 - spawning returns at once; waits are threaded
+        [*COLLAB, "serve", "--port", str(port), "--data-dir", str(tmp_path / "unused")],
+        env=_env(DATABASE_URL=database_url, COLLAB_LOG_FORMAT="json"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        ready = await asyncio.to_thread(_wait_ready, port, process)
+        assert ready.json()["status"] == "ready"
+    finally:
+        code, stderr = await asyncio.to_thread(_stop, process)
+    assert code == 0, stderr[-3000:]
+    assert '"embedded": false' in stderr
+    # no embedded database was started in the data dir
+    assert not (tmp_path / "unused" / "pgdata").exists()

@@ -153,6 +153,35 @@ async def test_batched_append_across_streams(store: PostgresEventStore):
     assert len(batch_times) == 1
 
 
+async def test_concurrent_appends_share_a_transaction(store: PostgresEventStore):
+    await store.append("taken", [doc()], NO_STREAM)
+    calls = [store.append(f"s{i}", [doc(i), doc(i + 100)], NO_STREAM) for i in range(20)]
+    calls.append(store.append("taken", [doc()], NO_STREAM))
+    outcomes = await asyncio.gather(*calls, return_exceptions=True)
+    assert isinstance(outcomes[-1], WrongExpectedVersion)
+    results = outcomes[:-1]
+    assert all(not isinstance(r, BaseException) for r in results)
+    assert sorted(p for r in results for p in r.positions) == list(range(2, 42))
+    events = await store.read_all(after_position=1)
+    # queued while the first append was in flight, then committed together
+    assert len({e.recorded_at for e in events}) <= 2
+    assert {e.stream_id for e in events} == {f"s{i}" for i in range(20)}
+
+
+async def test_cancelled_caller_does_not_disturb_others(store: PostgresEventStore):
+    first = asyncio.create_task(store.append("a", [doc(1)]))
+    second = asyncio.create_task(store.append("b", [doc(2)]))
+    await asyncio.sleep(0)
+    second.cancel()
+    assert (await first).positions == (1,)
+    with pytest.raises(asyncio.CancelledError):
+        await second
+    # the cancelled append may or may not have been written, but the log stays dense
+    events = await store.read_all()
+    assert [e.position for e in events] == list(range(1, len(events) + 1))
+    assert (await store.append("c", [doc(3)])).positions == (len(events) + 1,)
+
+
 async def test_read_stream_ranges(store: PostgresEventStore):
     await store.append("s", [doc(i) for i in range(1, 11)])
     versions = lambda events: [e.stream_version for e in events]  # noqa: E731
@@ -270,9 +299,14 @@ async def test_eight_writers_with_random_delays_and_a_tailing_subscriber(databas
         if rng.random() < 0.3:
             await asyncio.sleep(rng.uniform(0, 0.004))
 
-    writer_store = await PostgresEventStore.connect(
-        database_url, max_size=writers, before_commit=hold_transaction_open
-    )
+    # One store per writer: a store coalesces its own concurrent appends into one
+    # transaction, and this test needs eight transactions racing for positions.
+    writer_stores = [
+        await PostgresEventStore.connect(
+            database_url, max_size=1, before_commit=hold_transaction_open
+        )
+        for _ in range(writers)
+    ]
     reader = await PostgresEventStore.connect(database_url, poll_interval=0.2)
     seen: list = []
     tail = asyncio.create_task(_tail(reader, seen, stop_at=total))
@@ -285,7 +319,7 @@ async def test_eight_writers_with_random_delays_and_a_tailing_subscriber(databas
             remaining[0] -= size
             stream = f"w{index}-{rng.randint(0, 2)}"
             batch = [doc(rng.randint(0, 1000)) for _ in range(size)]
-            await writer_store.append(stream, batch)
+            await writer_stores[index].append(stream, batch)
             appended[stream].extend(e.event_id for e in batch)
 
     try:
@@ -293,7 +327,8 @@ async def test_eight_writers_with_random_delays_and_a_tailing_subscriber(databas
         await asyncio.wait_for(tail, timeout(60))
     finally:
         tail.cancel()
-        await writer_store.close()
+        for writer_store in writer_stores:
+            await writer_store.close()
         await reader.close()
     assert [e.position for e in seen] == list(range(1, total + 1))
     assert len({e.event_id for e in seen}) == total
