@@ -29,6 +29,7 @@ import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from collab import logging as collab_logging
 from events import EventMetadata, NewEvent
 from events.models import DocUpdated
 from events.postgres import PostgresEventStore
@@ -134,6 +135,7 @@ async def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smaller counts (smoke run)")
     args = parser.parse_args()
     scale = 0.1 if args.quick else 1.0
+    collab_logging.configure("warning")
 
     server = None
     server_url = os.environ.get("DATABASE_URL")
