@@ -31,7 +31,7 @@ from events.errors import (
     WrongExpectedVersion,
 )
 from events.integrity import Break, ChainVerifier
-from events.records import PreparedEvent, StoredEvent, prepare
+from events.records import NewEvent, PreparedEvent, StoredEvent, prepare
 from events.schema import migrations
 from events.store import (
     ANY,
@@ -236,7 +236,7 @@ class PostgresEventStore:
     async def append(
         self,
         stream_id: str,
-        events: Sequence[Any],
+        events: Sequence[NewEvent],
         expected_version: ExpectedVersion = ANY,
     ) -> AppendResult:
         (result,) = await self.append_batch([AppendRequest(stream_id, events, expected_version)])
@@ -324,14 +324,16 @@ class PostgresEventStore:
         for attempt in range(1, self._append_attempts + 1):
             try:
                 return await self._append_once(args)
-            except asyncpg.UniqueViolationError:
+            except asyncpg.UniqueViolationError as exc:
                 # Two writers raced with the same event id; the retry sees the stored one.
                 if attempt == self._append_attempts:
-                    raise
+                    raise EventStoreError(f"append kept conflicting: {exc}") from exc
             except _CONNECTION_ERRORS as exc:
                 await self._pool.expire_connections()
                 if attempt == self._append_attempts:
                     raise _unavailable(exc) from exc
+            except asyncpg.PostgresError as exc:
+                raise EventStoreError(f"append failed: {exc}") from exc
                 log.warning(
                     "append retry after connection error",
                     attempt=attempt,
@@ -402,13 +404,12 @@ class PostgresEventStore:
                 return list(await conn.fetch(query, *args))
         except _CONNECTION_ERRORS as exc:
             raise await self._lost(exc) from exc
+        except asyncpg.PostgresError as exc:
+            raise EventStoreError(f"read failed: {exc}") from exc
 
     async def _fetchval(self, query: str, *args: Any) -> Any:
-        try:
-            async with self._pool.acquire() as conn:
-                return await conn.fetchval(query, *args)
-        except _CONNECTION_ERRORS as exc:
-            raise await self._lost(exc) from exc
+        rows = await self._fetch(query, *args)
+        return rows[0][0] if rows else None
 
     async def _lost(self, exc: BaseException) -> StoreUnavailable:
         # After a server restart every pooled connection is dead; replace them all

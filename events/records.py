@@ -162,59 +162,25 @@ def _string_list(items: Sequence[str]) -> str:
     return "[" + ",".join(f'"{item}"' for item in items) + "]"
 
 
-def _daid_body(
-    *,
-    stream_id: str,
-    event_id: UUID,
-    event_type: str,
-    schema_version: int,
-    data: Any,
-    payload_digest: str | None,
-) -> dict[str, Any]:
+def daid_body(event: StoredEvent) -> dict[str, Any]:
     """What a DAID's hash16 covers besides the parents: the event's content, no metadata."""
     return {
-        "data": data,
-        "event_id": str(event_id),
-        "payload_sha256": payload_digest,
-        "schema_version": schema_version,
-        "stream_id": stream_id,
-        "type": event_type,
+        "data": event.data,
+        "event_id": str(event.event_id),
+        "payload_sha256": sha256_hex(event.payload) if event.payload is not None else None,
+        "schema_version": event.schema_version,
+        "stream_id": event.stream_id,
+        "type": event.event_type,
     }
 
 
-def daid_body(event: StoredEvent) -> dict[str, Any]:
-    return _daid_body(
-        stream_id=event.stream_id,
-        event_id=event.event_id,
-        event_type=event.event_type,
-        schema_version=event.schema_version,
-        data=event.data,
-        payload_digest=sha256_hex(event.payload) if event.payload is not None else None,
-    )
-
-
-def content_hash(
-    *,
-    stream_id: str,
-    event_id: UUID,
-    event_type: str,
-    schema_version: int,
-    data: Any,
-    payload: bytes | None,
-    metadata: Any,
-    daid: str,
-    parents: tuple[str, ...],
-) -> bytes:
+def stored_content_hash(event: StoredEvent) -> bytes:
+    """The content hash of a stored row, by definition (see the module docstring)."""
     document = {
-        "daid": daid,
-        "data": data,
-        "event_id": str(event_id),
-        "metadata": metadata,
-        "parents": list(parents),
-        "payload_sha256": sha256_hex(payload) if payload is not None else None,
-        "schema_version": schema_version,
-        "stream_id": stream_id,
-        "type": event_type,
+        **daid_body(event),
+        "daid": event.daid,
+        "metadata": event.metadata,
+        "parents": list(event.parents),
     }
     return hashlib.sha256(canonical_bytes(document)).digest()
 
@@ -230,17 +196,3 @@ def chain_hash(
     """The link the database computes at append time (see the module docstring)."""
     tail = struct.pack(">qqq", stream_version, position, microseconds(recorded_at))
     return hashlib.sha256(prev_hash + content + tail).digest()
-
-
-def stored_content_hash(event: StoredEvent) -> bytes:
-    return content_hash(
-        stream_id=event.stream_id,
-        event_id=event.event_id,
-        event_type=event.event_type,
-        schema_version=event.schema_version,
-        data=event.data,
-        payload=event.payload,
-        metadata=event.metadata,
-        daid=event.daid,
-        parents=event.parents,
-    )

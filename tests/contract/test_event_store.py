@@ -16,6 +16,7 @@ from events import (
     AppendRequest,
     DuplicateEvent,
     EventMetadata,
+    EventStoreError,
     InvalidEvent,
     NewEvent,
     WrongExpectedVersion,
@@ -391,3 +392,16 @@ async def test_subscription_survives_lost_notifications(database_url):
     finally:
         task.cancel()
         await deaf.close()
+
+
+async def test_driver_errors_surface_as_store_errors(empty_database_url):
+    """Nothing outside events/postgres.py sees an asyncpg exception."""
+    unmigrated = await PostgresEventStore.connect(empty_database_url)
+    try:
+        with pytest.raises(EventStoreError, match="read failed") as caught:
+            await unmigrated.head_position()
+        assert not isinstance(caught.value, asyncpg.PostgresError)
+        with pytest.raises(EventStoreError, match="append failed"):
+            await unmigrated.append("s", [doc()])
+    finally:
+        await unmigrated.close()
