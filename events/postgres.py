@@ -552,7 +552,7 @@ def _append_arguments(
             event.payload,
             event.metadata_json,
             event.daid,
-            json.dumps(list(event.parents)),
+            event.parents_json,
             event.content_hash,
         )
         for index, events in enumerate(prepared, start=1)

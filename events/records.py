@@ -58,6 +58,7 @@ class PreparedEvent:
     metadata_json: str
     daid: str
     parents: tuple[str, ...]
+    parents_json: str
     content_hash: bytes
 
 
@@ -91,7 +92,7 @@ def prepare(stream_id: str, new: NewEvent, *, moment: datetime | None = None) ->
 
     This is the append hot path: data and metadata are encoded once, and the two hash
     documents are assembled from those pieces. They are byte for byte the canonical
-    JSON of :func:`daid_body` and :func:`content_hash`, which verification recomputes
+    JSON of :func:`daid_body` and :func:`stored_content_hash`, which verification recomputes
     from the stored rows (``tests/test_records.py`` checks that they agree).
     """
     event = new.event
@@ -126,9 +127,10 @@ def prepare(stream_id: str, new: NewEvent, *, moment: datetime | None = None) ->
             moment=moment,
         )
     )
+    parents_json = _string_list(parents)
     document = (
         f'{{"daid":"{daid}","data":{data_json},"event_id":{event_id},'
-        f'"metadata":{metadata_json},"parents":{_string_list(parents)},'
+        f'"metadata":{metadata_json},"parents":{parents_json},'
         f'"payload_sha256":{digest},"schema_version":{event.schema_version},'
         f'"stream_id":{stream},"type":{event_type}}}'
     )
@@ -142,6 +144,7 @@ def prepare(stream_id: str, new: NewEvent, *, moment: datetime | None = None) ->
         metadata_json=metadata_json,
         daid=daid,
         parents=parents,
+        parents_json=parents_json,
         content_hash=hashlib.sha256(document.encode()).digest(),
     )
 
