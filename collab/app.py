@@ -1,4 +1,4 @@
-"""The starlette application: health and readiness now; the API grows here."""
+"""The starlette application: health, readiness, the live WebSocket path and the API."""
 
 from __future__ import annotations
 
@@ -11,8 +11,11 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
 
+from collab import api, ws
+from collab.live import Live, LiveSettings
+from collab.metrics import Metrics
 from collab.middleware import RequestContextMiddleware
 from events.errors import EventStoreError
 from events.postgres import PostgresEventStore
@@ -20,8 +23,15 @@ from events.postgres import PostgresEventStore
 log = structlog.get_logger("collab.app")
 
 
-def create_app(database_url: str, *, pool_size: int = 10, poll_interval: float = 1.0) -> Starlette:
+def create_app(
+    database_url: str,
+    *,
+    pool_size: int = 10,
+    poll_interval: float = 1.0,
+    live: LiveSettings | None = None,
+) -> Starlette:
     """Build the app; the store is connected and migrated when the app starts."""
+    live_settings = live or LiveSettings()
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -31,8 +41,13 @@ def create_app(database_url: str, *, pool_size: int = 10, poll_interval: float =
         try:
             await store.migrate()
             app.state.store = store
+            app.state.live = Live(store, live_settings, Metrics())
+            app.state.live.start(ws.watchdog)
             log.info("server ready for requests")
-            yield
+            try:
+                yield
+            finally:
+                await app.state.live.close()
         finally:
             await store.close()
             log.info("store closed")
@@ -41,9 +56,15 @@ def create_app(database_url: str, *, pool_size: int = 10, poll_interval: float =
         routes=[
             Route("/health", health, methods=["GET"]),
             Route("/ready", ready, methods=["GET"]),
+            *api.routes,
+            WebSocketRoute("/ws/{project_id}", ws.endpoint),
         ],
         middleware=[Middleware(RequestContextMiddleware)],
-        exception_handlers={HTTPException: http_error},
+        exception_handlers={
+            HTTPException: http_error,
+            api.ApiError: api.api_error,
+            EventStoreError: api.store_error,
+        },
         lifespan=lifespan,
     )
 
@@ -67,6 +88,13 @@ async def ready(request: Request) -> Response:
     return JSONResponse(
         {"status": "ready", "database": "ok", "schema_version": max(status.applied)}
     )
+
+
+async def drain(app: Starlette) -> None:
+    """Before uvicorn closes the connections: refuse new updates, flush the writer."""
+    live: Live | None = getattr(app.state, "live", None)
+    if live is not None:
+        await live.drain()
 
 
 async def http_error(_request: Request, exc: Exception) -> Response:

@@ -21,6 +21,7 @@ import typer
 from collab import logging as collab_logging
 from collab.config import ConfigError, Settings, load_settings
 from collab.database import Database, resolve
+from collab.live import LiveSettings
 from events.errors import EventStoreError
 from events.postgres import PostgresEventStore, VerifyReport
 
@@ -91,24 +92,23 @@ def serve(
     data_dir: DataDir = None,
 ) -> None:
     """Run the server (embedded PostgreSQL unless DATABASE_URL is set)."""
-    import uvicorn  # noqa: PLC0415 - only serve needs it
-
-    from collab.app import create_app  # noqa: PLC0415
-    from collab.server import Server  # noqa: PLC0415
+    from collab.app import create_app  # noqa: PLC0415 - only serve needs the app
+    from collab.server import Server, build_config  # noqa: PLC0415
 
     settings = _settings(host=host, port=port, data_dir=data_dir)
     database = _database(settings)
     application = create_app(
-        database.url, pool_size=settings.db_pool_size, poll_interval=settings.poll_interval
+        database.url,
+        pool_size=settings.db_pool_size,
+        poll_interval=settings.poll_interval,
+        live=live_settings(settings),
     )
-    config = uvicorn.Config(
+    config = build_config(
         application,
         host=settings.host,
         port=settings.port,
-        log_config=None,
-        access_log=False,
-        lifespan="on",
-        ws="websockets-sansio",
+        max_message_bytes=settings.max_message_bytes,
+        ping_interval=settings.ws_ping_interval,
     )
     server = Server(config)
     log.info("serving", host=settings.host, port=settings.port, embedded=database.embedded)
@@ -160,6 +160,16 @@ def audit_verify(
     typer.echo(f"BROKEN: {report.first_break}")
     typer.echo(f"checked {report.events} events before stopping", err=True)
     raise typer.Exit(EXIT_BROKEN)
+
+
+def live_settings(settings: Settings) -> LiveSettings:
+    return LiveSettings(
+        commit_window=settings.commit_window_ms / 1000,
+        max_message_bytes=settings.max_message_bytes,
+        send_queue_bytes=settings.send_queue_bytes,
+        max_pending_updates=settings.max_pending_updates,
+        room_grace=settings.room_grace,
+    )
 
 
 def main() -> None:

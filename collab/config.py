@@ -24,6 +24,18 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(default=10, ge=1, le=200)
     #: seconds between subscription polls when no notification arrives
     poll_interval: float = Field(default=1.0, gt=0, le=60)
+    #: milliseconds the group-commit writer gathers updates into one append
+    commit_window_ms: float = Field(default=2.0, ge=0, le=1000)
+    #: largest WebSocket message accepted (close 4413 above it)
+    max_message_bytes: int = Field(default=10 * 1024 * 1024, ge=1024, le=1024**3)
+    #: bytes queued for one slow client before it is disconnected (4408)
+    send_queue_bytes: int = Field(default=16 * 1024 * 1024, ge=1024, le=1024**3)
+    #: updates waiting for the database before new ones are refused (1013)
+    max_pending_updates: int = Field(default=20_000, ge=1, le=10_000_000)
+    #: seconds an unused room stays loaded
+    room_grace: float = Field(default=10.0, ge=0, le=3600)
+    #: seconds between WebSocket pings (a client silent for as long again is dropped)
+    ws_ping_interval: float = Field(default=20.0, gt=0, le=3600)
 
     @field_validator("database_url")
     @classmethod

@@ -58,6 +58,26 @@ class AppendResult:
         return self.positions[-1]
 
 
+@dataclass(frozen=True, slots=True)
+class PayloadRecord:
+    """The binary payload of one event, with its place in the log."""
+
+    version: int
+    position: int
+    event_type: str
+    payload: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class CachedState:
+    """A derived state of a stream as of ``version`` (rebuildable from the log)."""
+
+    stream_id: str
+    version: int
+    position: int
+    state: bytes
+
+
 class EventStore(Protocol):
     async def append(
         self,
@@ -93,6 +113,19 @@ class EventStore(Protocol):
     async def stream_version(self, stream_id: str) -> int: ...
 
     async def head_position(self) -> int: ...
+
+    async def read_payloads(
+        self,
+        stream_id: str,
+        event_types: Sequence[str],
+        *,
+        after_version: int = 0,
+        limit: int = 5000,
+    ) -> list[PayloadRecord]: ...
+
+    async def load_state(self, stream_id: str) -> CachedState | None: ...
+
+    async def save_state(self, cached: CachedState) -> None: ...
 
     def subscribe(self, after_position: int = 0) -> AsyncIterator[StoredEvent]:
         """Catch up from ``after_position``, then follow new events forever."""

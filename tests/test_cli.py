@@ -17,6 +17,7 @@ import pytest
 from events import EventMetadata, NewEvent
 from events.models import DocUpdated, ProjectCreated
 from events.postgres import PostgresEventStore
+from events.schema import latest_version
 from tests.support import free_port, timeout
 
 COLLAB = [sys.executable, "-m", "collab.cli"]
@@ -95,7 +96,11 @@ def test_serve_with_embedded_database(tmp_path):
     process = _serve(data_dir, port)
     try:
         ready = _wait_ready(port, process)
-        assert ready.json() == {"status": "ready", "database": "ok", "schema_version": 1}
+        assert ready.json() == {
+            "status": "ready",
+            "database": "ok",
+            "schema_version": latest_version(),
+        }
         health = httpx.get(f"http://127.0.0.1:{port}/health", headers={"X-Request-ID": "req-42"})
         assert health.json() == {"status": "ok"}
         assert health.headers["x-request-id"] == "req-42"
@@ -135,7 +140,7 @@ def test_serve_with_embedded_database(tmp_path):
 def test_migrate_command(tmp_path):
     first = _run("migrate", "--data-dir", str(tmp_path / "d"))
     assert first.returncode == 0, first.stderr
-    assert first.stdout.strip() == "migrations applied: [1]"
+    assert first.stdout.strip() == f"migrations applied: {list(range(1, latest_version() + 1))}"
     again = _run("migrate", COLLAB_DATA_DIR=str(tmp_path / "d"))
     assert again.returncode == 0, again.stderr
     assert again.stdout.strip() == "schema is up to date"

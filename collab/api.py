@@ -1,0 +1,203 @@
+"""The HTTP JSON API of the live path: projects, the document, typed edits, metrics.
+
+Errors are JSON ``{"error": status, "message": ..., "fields": [...]}``; request bodies
+are validated by pydantic and a bad field is a 422 naming it.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Annotated, Any, TypeVar
+
+import pycrdt
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from collab import document, edits
+from collab.live import Live
+from collab.rooms import UnknownProject
+from collab.writer import Committed, WriterError
+from events import EventMetadata, NewEvent
+from events.errors import EventStoreError, StoreUnavailable
+from events.models import DocUpdated, ProjectCreated
+from events.store import NO_STREAM
+
+M = TypeVar("M", bound=BaseModel)
+MAX_BODY_BYTES = 10 * 1024 * 1024
+
+
+class ApiError(Exception):
+    def __init__(
+        self, status: int, message: str, fields: list[dict[str, str]] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.fields = fields or []
+
+
+class NewProject(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    metadata: dict[str, JsonValue] = Field(default_factory=dict)
+    tempo: Annotated[float, Field(gt=0, le=1000)] = 120.0
+    time_signature: Annotated[str, Field(pattern=r"^[1-9][0-9]?/(1|2|4|8|16|32)$")] = "4/4"
+    sample_rate: Annotated[int, Field(ge=8000, le=384000)] = 48000
+
+
+def _actor(request: Request) -> str:
+    # No authentication yet: callers name themselves (defaults to "api").
+    actor = request.headers.get("x-actor", "api").strip()
+    return actor[:200] or "api"
+
+
+def _correlation(request: Request) -> str | None:
+    value = request.scope.get("state", {}).get("request_id")
+    return str(value) if value is not None else None
+
+
+async def _body(request: Request, model: type[M]) -> M:
+    raw = await request.body()
+    if len(raw) > MAX_BODY_BYTES:
+        raise ApiError(413, f"request body over {MAX_BODY_BYTES} bytes")
+    try:
+        data = json.loads(raw or b"null")
+    except ValueError as exc:
+        raise ApiError(400, f"request body is not JSON: {exc}") from None
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        fields = [
+            {
+                "field": ".".join(str(part) for part in error["loc"]) or "body",
+                "message": error["msg"],
+            }
+            for error in exc.errors()
+        ]
+        first = fields[0]
+        raise ApiError(422, f"invalid {first['field']}: {first['message']}", fields) from None
+
+
+def _live(request: Request) -> Live:
+    live: Live = request.app.state.live
+    if live.draining:
+        raise ApiError(503, "server is shutting down")
+    return live
+
+
+def _committed(done: Committed) -> dict[str, Any]:
+    return {"version": done.version, "position": done.position, "daid": done.daid}
+
+
+async def create_project(request: Request) -> Response:
+    live = _live(request)
+    body = await _body(request, NewProject)
+    project_id = str(uuid.uuid4())
+    actor = _actor(request)
+    metadata = EventMetadata(actor=actor, correlation_id=_correlation(request))
+    initial = document.new_document()
+    meta = initial.get(document.META, type=pycrdt.Map)
+    with initial.transaction():
+        meta["name"] = body.name
+        meta["tempo"] = body.tempo
+        meta["time_signature"] = body.time_signature
+        meta["sample_rate"] = body.sample_rate
+    created = ProjectCreated(name=body.name, owner=actor, metadata=body.metadata)
+    events = [
+        NewEvent(created, metadata),
+        NewEvent(DocUpdated(update=initial.get_update(), client_id=initial.client_id), metadata),
+    ]
+    result = await live.store.append(f"project-{project_id}", events, NO_STREAM)
+    return JSONResponse(
+        {
+            "id": project_id,
+            "name": body.name,
+            "version": result.version,
+            "position": result.position,
+            "daid": result.daids[0],
+        },
+        status_code=201,
+        headers={"Location": f"/api/projects/{project_id}"},
+    )
+
+
+async def get_document(request: Request) -> Response:
+    live = _live(request)
+    room = await _acquire(live, request.path_params["project_id"])
+    try:
+        return JSONResponse(
+            {
+                "project_id": room.project_id,
+                "version": room.version,
+                "position": room.position,
+                "document": document.to_json(room.doc),
+            }
+        )
+    finally:
+        live.rooms.release(room)
+
+
+async def post_edits(request: Request) -> Response:
+    live = _live(request)
+    body = await _body(request, edits.EditRequest)
+    room = await _acquire(live, request.path_params["project_id"])
+    try:
+        try:
+            update = edits.apply(room.doc, list(body.operations))
+        except edits.EditConflict as exc:
+            raise ApiError(
+                422, str(exc), [{"field": f"operations.{exc.index}", "message": str(exc)}]
+            ) from None
+        try:
+            future = room.submit(
+                update, origin=None, actor=_actor(request), correlation_id=_correlation(request)
+            )
+        except WriterError as exc:
+            raise ApiError(503, f"edit not accepted: {exc}") from None
+        if future is None:
+            return JSONResponse(
+                {"version": room.version, "position": room.position, "daid": None, "changed": False}
+            )
+        done = await future
+        return JSONResponse({**_committed(done), "changed": True})
+    finally:
+        live.rooms.release(room)
+
+
+async def _acquire(live: Live, project_id: str) -> Any:
+    try:
+        return await live.rooms.acquire(project_id)
+    except UnknownProject as exc:
+        raise ApiError(404, str(exc)) from None
+
+
+async def metrics(request: Request) -> Response:
+    live: Live = request.app.state.live
+    return Response(generate_latest(live.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+async def api_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)  # noqa: S101 - registered for ApiError only
+    body: dict[str, Any] = {"error": exc.status, "message": exc.message}
+    if exc.fields:
+        body["fields"] = exc.fields
+    return JSONResponse(body, status_code=exc.status)
+
+
+async def store_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, EventStoreError)  # noqa: S101 - registered for store errors only
+    status = 503 if isinstance(exc, StoreUnavailable) else 500
+    return JSONResponse({"error": status, "message": str(exc)}, status_code=status)
+
+
+routes = [
+    Route("/api/projects", create_project, methods=["POST"]),
+    Route("/api/projects/{project_id}/document", get_document, methods=["GET"]),
+    Route("/api/projects/{project_id}/edits", post_edits, methods=["POST"]),
+    Route("/metrics", metrics, methods=["GET"]),
+]

@@ -1,0 +1,59 @@
+"""The project document: its Yjs layout, and a JSON view of it.
+
+Editors and the server agree on this layout (docs/document.md describes it)::
+
+    meta         Map    name, tempo, time_signature, key, sample_rate
+    tracks       Map    track id -> Map(name, kind, instrument, color, volume_db, pan,
+                        mute, solo, armed, effects: Array[Map(id, type, enabled,
+                        params: Map)], clips: Map(clip id -> Map(name, start_beats,
+                        length_beats, source, notes: Array[Map(pitch, start, duration,
+                        velocity)])), automation: Map(parameter -> Array[Map(time,
+                        value, curve)]))
+    track_order  Array  track ids
+    sections     Array  Map(name, start_beats, length_beats)
+
+Root types are declared with their kinds before any update is read, so that a
+document loaded from the log and one built by an editor agree on them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pycrdt
+
+META = "meta"
+TRACKS = "tracks"
+TRACK_ORDER = "track_order"
+SECTIONS = "sections"
+
+
+def new_document() -> pycrdt.Doc[Any]:
+    """An empty document with the four root types declared."""
+    doc: pycrdt.Doc[Any] = pycrdt.Doc()
+    declare_roots(doc)
+    return doc
+
+
+def declare_roots(doc: pycrdt.Doc[Any]) -> None:
+    doc.get(META, type=pycrdt.Map)
+    doc.get(TRACKS, type=pycrdt.Map)
+    doc.get(TRACK_ORDER, type=pycrdt.Array)
+    doc.get(SECTIONS, type=pycrdt.Array)
+
+
+def to_json(doc: pycrdt.Doc[Any]) -> dict[str, Any]:
+    """The whole document as plain JSON (numbers come back as floats, as Yjs stores them)."""
+    return {
+        META: doc.get(META, type=pycrdt.Map).to_py() or {},
+        TRACKS: doc.get(TRACKS, type=pycrdt.Map).to_py() or {},
+        TRACK_ORDER: doc.get(TRACK_ORDER, type=pycrdt.Array).to_py() or [],
+        SECTIONS: doc.get(SECTIONS, type=pycrdt.Array).to_py() or [],
+    }
+
+
+def copy_of(doc: pycrdt.Doc[Any]) -> pycrdt.Doc[Any]:
+    """A separate document with the same content (and a fresh client id)."""
+    clone = new_document()
+    clone.apply_update(doc.get_update())
+    return clone

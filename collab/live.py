@@ -1,0 +1,88 @@
+"""The live path of one server: store, group-commit writer, rooms, metrics.
+
+Created with the app, started by its lifespan, and drained on shutdown: stop taking
+updates, write what is queued, then let the connections close (with 1012).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from collab.metrics import Metrics
+from collab.rooms import Rooms
+from collab.writer import GroupCommitWriter
+from events.store import EventStore
+
+if TYPE_CHECKING:
+    from collab.ws import Connection
+
+log = structlog.get_logger("collab.live")
+
+
+@dataclass(frozen=True, slots=True)
+class LiveSettings:
+    #: seconds the writer waits for more updates before committing a batch
+    commit_window: float = 0.002
+    #: largest WebSocket message accepted (close 4413 above it)
+    max_message_bytes: int = 10 * 1024 * 1024
+    #: bytes queued for one client before it is dropped as too slow (4408)
+    send_queue_bytes: int = 16 * 1024 * 1024
+    #: updates waiting for the database before new ones are refused (1013)
+    max_pending_updates: int = 20_000
+    #: seconds an unused room stays loaded
+    room_grace: float = 10.0
+    #: document versions between two saves of a room's state to the cache
+    cache_every: int = 1000
+
+
+class Live:
+    def __init__(self, store: EventStore, settings: LiveSettings, metrics: Metrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.store = store
+        self.writer = GroupCommitWriter(
+            store,
+            metrics,
+            window=settings.commit_window,
+            max_pending=settings.max_pending_updates,
+        )
+        self.rooms = Rooms(
+            store,
+            self.writer,
+            metrics,
+            grace=settings.room_grace,
+            cache_every=settings.cache_every,
+        )
+        self.draining = False
+        #: open connections and the task sending to each
+        self.connections: dict[Connection, asyncio.Task[None]] = {}
+        self._background: list[asyncio.Task[None]] = []
+
+    def start(self, *background: Callable[[Live], Coroutine[Any, Any, None]]) -> None:
+        self.writer.start()
+        self.rooms.start()
+        loop = asyncio.get_running_loop()
+        self._background = [loop.create_task(work(self)) for work in background]
+
+    async def drain(self) -> None:
+        """Refuse new connections and updates; make every queued update durable."""
+        if self.draining:
+            return
+        self.draining = True
+        pending = self.writer.pending
+        await self.writer.close()
+        log.info("writer flushed", updates=pending)
+
+    async def close(self) -> None:
+        await self.drain()
+        for task in self._background:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.rooms.close()

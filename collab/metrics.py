@@ -1,0 +1,42 @@
+"""Prometheus metrics of one server, in a registry of its own (one per app)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.connections = Gauge("collab_connections", "Open WebSocket connections", registry=r)
+        self.rooms = Gauge("collab_rooms", "Rooms loaded in memory", registry=r)
+        self.updates_received = Counter(
+            "collab_updates_received",
+            "Document updates received from clients and the API",
+            registry=r,
+        )
+        self.updates_committed = Counter(
+            "collab_updates_committed", "Document updates appended to the event log", registry=r
+        )
+        self.updates_broadcast = Counter(
+            "collab_updates_broadcast", "Update frames queued to clients after commit", registry=r
+        )
+        self.commit_batch_size = Histogram(
+            "collab_commit_batch_size",
+            "Events per group commit",
+            buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000),
+            registry=r,
+        )
+        self.commit_latency = Histogram(
+            "collab_commit_seconds",
+            "Time of one group commit (the batched append)",
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            registry=r,
+        )
+        self.refused = Counter(
+            "collab_refused_messages", "Messages refused, by reason", ["reason"], registry=r
+        )
+        self.room_load_seconds = Histogram(
+            "collab_room_load_seconds", "Time to load a room from the log", registry=r
+        )

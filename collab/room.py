@@ -1,0 +1,302 @@
+"""One live project in memory: its document, its peers, their presence.
+
+The room's document holds exactly what the log holds: an update from a client is
+checked, handed to the group-commit writer, and applied and broadcast only in the
+writer's ``on_committed`` callback. A client joining in between therefore never sees
+an update that is not yet durable, and the room never has to be repaired after a
+failed append (the sender is closed with 1013 and resends on reconnect, because Yjs
+clients keep their edits).
+
+Nothing here awaits: peers are handed frames through :class:`Peer.send`, which only
+queues them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import pycrdt
+import structlog
+
+from collab import document, protocol
+from collab.closecodes import CloseCode
+from collab.metrics import Metrics
+from collab.protocol import AwarenessEntry
+from collab.writer import Committed, GroupCommitWriter, WriterClosed, WriterError
+from events import EventMetadata, NewEvent
+from events.models import DocUpdated, ProjectRolledBack
+from events.store import CachedState
+
+log = structlog.get_logger("collab.room")
+
+#: the event types whose payload is a Yjs update of the project document
+DOCUMENT_EVENTS = (DocUpdated.event_type, ProjectRolledBack.event_type)
+#: a Yjs v1 update that changes nothing (what editors send as an empty step 2)
+EMPTY_UPDATE = b"\x00\x00"
+#: awareness states not renewed for this long are dropped (y-protocols uses 30 s)
+AWARENESS_TIMEOUT = 30.0
+
+
+def stream_of(project_id: str) -> str:
+    return f"project-{project_id}"
+
+
+class Peer(Protocol):
+    """A connected client, as the room sees it."""
+
+    @property
+    def actor(self) -> str: ...
+
+    def send(self, frame: bytes) -> None:
+        """Queue a frame; never blocks (a peer that falls behind closes itself)."""
+
+    def close(self, code: CloseCode, reason: str) -> None:
+        """Close after the frames already queued; returns at once."""
+
+
+@dataclass(slots=True)
+class _Presence:
+    clock: int
+    state_json: str
+    owner: Peer | None
+    seen: float
+
+
+class Room:
+    def __init__(
+        self,
+        project_id: str,
+        writer: GroupCommitWriter,
+        metrics: Metrics,
+        *,
+        save_state: Callable[[CachedState], None] | None = None,
+        cache_every: int = 1000,
+    ) -> None:
+        self.project_id = project_id
+        self.stream_id = stream_of(project_id)
+        self.doc = document.new_document()
+        #: stream version and global position of the last document event applied
+        self.version = 0
+        self.position = 0
+        self.peers: set[Peer] = set()
+        #: peers plus API requests using the room; it unloads when this drops to 0
+        self.holds = 0
+        self.pending = 0
+        self._writer = writer
+        self._metrics = metrics
+        self._presence: dict[int, _Presence] = {}
+        self._full_update: bytes | None = None
+        self._save_state = save_state
+        self._cache_every = cache_every
+        self._cached_version = 0
+        self._gap_from: int | None = None
+
+    # -- loading ----------------------------------------------------------------------
+
+    def load(self, updates: list[bytes], version: int, position: int) -> None:
+        """Apply updates read from the cache and the log (before any peer joins)."""
+        if updates:
+            self.doc.apply_update(
+                updates[0] if len(updates) == 1 else pycrdt.merge_updates(*updates)
+            )
+        self.version = max(self.version, version)
+        self.position = max(self.position, position)
+        self._full_update = None
+
+    def loaded_from_cache(self, version: int) -> None:
+        self._cached_version = version
+
+    # -- peers --------------------------------------------------------------------------
+
+    def attach(self, peer: Peer) -> None:
+        """A peer joins: it gets our step 1 and everyone's presence."""
+        self.peers.add(peer)
+        peer.send(protocol.encode_sync_step1(self.doc.get_state()))
+        if self._presence:
+            peer.send(protocol.encode_awareness(self._presence_entries()))
+
+    def detach(self, peer: Peer) -> None:
+        """A peer leaves: its presence is removed for everyone."""
+        self.peers.discard(peer)
+        gone = [cid for cid, p in self._presence.items() if p.owner is peer]
+        self._remove_presence(gone)
+
+    def receive(self, peer: Peer, message: protocol.Message) -> None:
+        match message:
+            case protocol.SyncStep1(state_vector):
+                peer.send(protocol.encode_sync_step2(self._update_for(state_vector)))
+            case protocol.SyncStep2(update) | protocol.Update(update):
+                self.submit(update, origin=peer, actor=peer.actor)
+            case protocol.AwarenessUpdate(entries):
+                self._awareness(peer, entries)
+            case protocol.QueryAwareness():
+                peer.send(protocol.encode_awareness(self._presence_entries()))
+            case protocol.AuthDenied():
+                pass  # only servers send it; a client echoing one changes nothing
+
+    def _update_for(self, state_vector: bytes) -> bytes:
+        if state_vector == b"\x00":
+            # Join storms ask for the whole document many times over: encode it once.
+            if self._full_update is None:
+                self._full_update = self.doc.get_update()
+            return self._full_update
+        try:
+            return self.doc.get_update(state_vector)
+        except ValueError as exc:
+            raise protocol.MalformedUpdate(f"state vector refused: {exc}") from None
+
+    # -- updates ------------------------------------------------------------------------
+
+    def submit(
+        self,
+        update: bytes,
+        *,
+        origin: Peer | None,
+        actor: str,
+        correlation_id: str | None = None,
+    ) -> asyncio.Future[Committed] | None:
+        """Queue a checked update for the log; it is applied and broadcast once durable.
+
+        Returns None for an update that changes nothing. Raises WriterError when the
+        writer refuses it (the caller decides what the client is told).
+        """
+        if update == EMPTY_UPDATE:
+            return None
+        self._metrics.updates_received.inc()
+        event = NewEvent(
+            DocUpdated(update=update, client_id=_single_client(update)),
+            EventMetadata(actor=actor, correlation_id=correlation_id),
+        )
+        try:
+            future = self._writer.submit(
+                self.stream_id,
+                event,
+                on_committed=lambda done: self._committed(update, origin, done),
+                on_failed=lambda error: self._failed(origin, error),
+            )
+        except WriterClosed:
+            if origin is not None:
+                origin.close(CloseCode.SERVICE_RESTART, "server is restarting")
+            raise
+        except WriterError as exc:
+            self._metrics.refused.labels("overloaded").inc()
+            if origin is not None:
+                origin.close(CloseCode.TRY_AGAIN_LATER, f"overloaded: {exc}")
+            raise
+        self.pending += 1
+        return future
+
+    def _committed(self, update: bytes, origin: Peer | None, done: Committed) -> None:
+        self.pending -= 1
+        if done.version != self.version + 1 and self._gap_from is None:
+            # Someone else (another node, a script) appended to this stream in between;
+            # the loader fills the gap from the log.
+            self._gap_from = self.version
+        self.apply_committed(update, done, origin)
+
+    def apply_committed(self, update: bytes, done: Committed, origin: Peer | None) -> None:
+        """Apply a durable update and send it to every peer but its origin."""
+        self.doc.apply_update(update)
+        self.version = max(self.version, done.version)
+        self.position = max(self.position, done.position)
+        self._full_update = None
+        frame = protocol.encode_update(update)
+        sent = 0
+        # A peer may close (and detach) while being sent to: iterate over a copy.
+        for peer in tuple(self.peers):
+            if peer is not origin:
+                peer.send(frame)
+                sent += 1
+        self._metrics.updates_broadcast.inc(sent)
+        if (
+            self._save_state is not None
+            and self._gap_from is None
+            and self.version - self._cached_version >= self._cache_every
+        ):
+            self.save_cache()
+
+    def _failed(self, origin: Peer | None, error: Exception) -> None:
+        self.pending -= 1
+        self._metrics.refused.labels("database").inc()
+        if origin is not None:
+            origin.close(CloseCode.TRY_AGAIN_LATER, "database unavailable; reconnect later")
+        log.warning("update not stored", project=self.project_id, error=str(error))
+
+    def take_gap(self) -> int | None:
+        gap, self._gap_from = self._gap_from, None
+        return gap
+
+    def save_cache(self) -> None:
+        if self._save_state is None or self.version == 0 or self.version <= self._cached_version:
+            return
+        self._cached_version = self.version
+        self._save_state(
+            CachedState(self.stream_id, self.version, self.position, self.doc.get_update())
+        )
+
+    # -- awareness ----------------------------------------------------------------------
+
+    def _awareness(self, peer: Peer, entries: tuple[AwarenessEntry, ...]) -> None:
+        now = time.monotonic()
+        accepted: list[AwarenessEntry] = []
+        for entry in entries:
+            known = self._presence.get(entry.client_id)
+            if known is not None and (
+                entry.clock < known.clock or (entry.clock == known.clock and not entry.removed)
+            ):
+                if entry.clock == known.clock:
+                    known.seen = now  # a renewal of the same state
+                continue
+            if entry.removed:
+                self._presence.pop(entry.client_id, None)
+            else:
+                self._presence[entry.client_id] = _Presence(
+                    entry.clock, entry.state_json, peer, now
+                )
+            accepted.append(entry)
+        if accepted:
+            self._broadcast(protocol.encode_awareness(accepted), exclude=peer)
+
+    def _presence_entries(self) -> list[AwarenessEntry]:
+        return [AwarenessEntry(cid, p.clock, p.state_json) for cid, p in self._presence.items()]
+
+    def _remove_presence(self, client_ids: list[int]) -> None:
+        removed = []
+        for cid in client_ids:
+            presence = self._presence.pop(cid)
+            removed.append(AwarenessEntry(cid, presence.clock + 1, "null"))
+        if removed:
+            self._broadcast(protocol.encode_awareness(removed), exclude=None)
+
+    def expire_presence(self, now: float | None = None) -> None:
+        """Drop states their clients stopped renewing (they went silent)."""
+        limit = (time.monotonic() if now is None else now) - AWARENESS_TIMEOUT
+        self._remove_presence([cid for cid, p in self._presence.items() if p.seen < limit])
+
+    def _broadcast(self, frame: bytes, *, exclude: Peer | None) -> None:
+        for peer in tuple(self.peers):
+            if peer is not exclude:
+                peer.send(frame)
+
+    def close_all(self, code: CloseCode, reason: str) -> None:
+        for peer in list(self.peers):
+            peer.close(code, reason)
+
+
+def _single_client(update: bytes) -> int | None:
+    """The Yjs client id that wrote ``update``, when exactly one did."""
+    state = pycrdt.get_state(update)
+    # state vector: varUint(n) then n x (client, clock); one entry means one author
+    if not state or state[0] != 1:
+        return None
+    value, shift = 0, 0
+    for byte in state[1:]:
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value
+        shift += 7
+    return None

@@ -1,0 +1,225 @@
+"""The rooms of one node: loaded once, shared by everyone who joins, unloaded when idle.
+
+``acquire`` creates a room and starts loading it; everyone acquiring it meanwhile
+waits for the same load (ten clients connecting at once to a fresh room all get the
+loaded document, never an empty one). A load reads the derived state cache, then the
+document events after it. ``release`` of the last holder starts a grace period; a room
+still unused at its end waits for its pending writes, saves its state to the cache and
+is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+
+import structlog
+
+from collab.metrics import Metrics
+from collab.room import DOCUMENT_EVENTS, Room, stream_of
+from collab.writer import Committed, GroupCommitWriter
+from events.errors import EventStoreError
+from events.store import CachedState, EventStore
+
+log = structlog.get_logger("collab.rooms")
+
+_READ_BATCH = 5000
+
+
+class UnknownProject(LookupError):
+    """No project with this id (close code 4404, HTTP 404)."""
+
+
+class Rooms:
+    def __init__(
+        self,
+        store: EventStore,
+        writer: GroupCommitWriter,
+        metrics: Metrics,
+        *,
+        grace: float = 10.0,
+        cache_every: int = 1000,
+    ) -> None:
+        self._store = store
+        self._writer = writer
+        self._metrics = metrics
+        self._grace = grace
+        self._cache_every = cache_every
+        self._rooms: dict[str, Room] = {}
+        self._loads: dict[str, asyncio.Future[Room]] = {}
+        self._unloads: dict[str, asyncio.TimerHandle] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._sweeper: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep(), name="presence")
+
+    def __len__(self) -> int:
+        return len(self._rooms)
+
+    def loaded(self, project_id: str) -> Room | None:
+        return self._rooms.get(project_id)
+
+    def all(self) -> list[Room]:
+        return list(self._rooms.values())
+
+    async def acquire(self, project_id: str) -> Room:
+        """The loaded room of ``project_id``, held until :meth:`release`.
+
+        Raises UnknownProject, or EventStoreError when the log cannot be read.
+        """
+        try:
+            project_id = str(uuid.UUID(project_id))
+        except ValueError:
+            raise UnknownProject(f"no project {project_id!r} (project ids are UUIDs)") from None
+        timer = self._unloads.pop(project_id, None)
+        if timer is not None:
+            timer.cancel()
+        room = self._rooms.get(project_id)
+        if room is not None:
+            room.holds += 1
+            return room
+        loading = self._loads.get(project_id)
+        if loading is None:
+            loading = asyncio.get_running_loop().create_future()
+            self._loads[project_id] = loading
+            self._spawn(self._load(project_id, loading))
+        room = await asyncio.shield(loading)
+        room.holds += 1
+        return room
+
+    def release(self, room: Room) -> None:
+        room.holds -= 1
+        if room.holds > 0 or self._rooms.get(room.project_id) is not room:
+            return
+        loop = asyncio.get_running_loop()
+        self._unloads[room.project_id] = loop.call_later(
+            self._grace, lambda: self._spawn(self._unload(room))
+        )
+
+    async def _load(self, project_id: str, loading: asyncio.Future[Room]) -> None:
+        started = time.perf_counter()
+        try:
+            room = await self._read_room(project_id)
+        except BaseException as exc:
+            del self._loads[project_id]
+            loading.set_exception(exc)
+            loading.exception()  # the acquirers have it; nothing else must log it
+            if not isinstance(exc, Exception):
+                raise
+            return
+        self._rooms[project_id] = room
+        del self._loads[project_id]
+        self._metrics.rooms.set(len(self._rooms))
+        self._metrics.room_load_seconds.observe(time.perf_counter() - started)
+        log.info(
+            "room loaded",
+            project=project_id,
+            version=room.version,
+            seconds=round(time.perf_counter() - started, 3),
+        )
+        loading.set_result(room)
+        # Nobody may be holding it any more (all acquirers gave up); unload it then.
+        if room.holds == 0:
+            room.holds = 1
+            self.release(room)
+
+    async def _read_room(self, project_id: str) -> Room:
+        stream_id = stream_of(project_id)
+        if await self._store.stream_version(stream_id) == 0:
+            raise UnknownProject(f"no project {project_id}")
+        room = Room(
+            project_id,
+            self._writer,
+            self._metrics,
+            save_state=self._save_state,
+            cache_every=self._cache_every,
+        )
+        cached = await self._store.load_state(stream_id)
+        if cached is not None:
+            room.load([cached.state], cached.version, cached.position)
+            room.loaded_from_cache(cached.version)
+        await self._catch_up(room)
+        return room
+
+    async def _catch_up(self, room: Room) -> None:
+        while True:
+            records = await self._store.read_payloads(
+                room.stream_id, DOCUMENT_EVENTS, after_version=room.version, limit=_READ_BATCH
+            )
+            if not records:
+                return
+            updates = [r.payload for r in records if r.payload and r.payload != b"\x00\x00"]
+            room.load(updates, records[-1].version, records[-1].position)
+            if len(records) < _READ_BATCH:
+                return
+
+    async def fill_gap(self, room: Room, after_version: int) -> None:
+        """Apply and broadcast document events another writer appended meanwhile."""
+        records = await self._store.read_payloads(
+            room.stream_id, DOCUMENT_EVENTS, after_version=after_version, limit=_READ_BATCH
+        )
+        for record in records:
+            if record.payload:
+                room.apply_committed(
+                    record.payload, Committed(record.version, record.position, ""), None
+                )
+
+    async def _unload(self, room: Room) -> None:
+        self._unloads.pop(room.project_id, None)
+        if room.holds > 0 or self._rooms.get(room.project_id) is not room:
+            return
+        while room.pending:
+            await self._writer.flush()
+        if room.holds > 0:
+            return
+        del self._rooms[room.project_id]
+        self._metrics.rooms.set(len(self._rooms))
+        room.save_cache()
+        log.info("room unloaded", project=room.project_id, version=room.version)
+
+    def _save_state(self, cached: CachedState) -> None:
+        async def save() -> None:
+            try:
+                await self._store.save_state(cached)
+            except EventStoreError as exc:
+                # Only a cache: the next load reads more of the log instead.
+                log.warning("state cache not saved", stream=cached.stream_id, error=str(exc))
+
+        self._spawn(save())
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(5.0)
+            for room in list(self._rooms.values()):
+                room.expire_presence()
+                gap = room.take_gap()
+                if gap is not None:
+                    try:
+                        await self.fill_gap(room, gap)
+                    except EventStoreError as exc:
+                        log.warning("gap not filled yet", project=room.project_id, error=str(exc))
+
+    def _spawn(self, work: object) -> None:
+        assert asyncio.iscoroutine(work)  # noqa: S101 - internal helper
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        """Save every room's state; stop timers and background work."""
+        for timer in self._unloads.values():
+            timer.cancel()
+        self._unloads.clear()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        for room in self._rooms.values():
+            room.save_cache()
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=5.0)
+        self._rooms.clear()
+        self._metrics.rooms.set(0)

@@ -1,0 +1,192 @@
+"""The WebSocket endpoint ``/ws/{project_id}``: moves bytes between a client and its room.
+
+Each connection has a bounded send queue drained by its own task, so a client that
+stops reading never slows its room: when the queue overflows the room forgets the
+connection and it is closed with 4408. Decisions about frames are made by
+``collab.protocol`` (decoding) and ``collab.room`` (what to answer and broadcast).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from collections import deque
+
+import structlog
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from collab import protocol
+from collab.closecodes import CloseCode, close_reason
+from collab.live import Live
+from collab.room import Room
+from collab.rooms import UnknownProject
+from collab.writer import WriterError
+from events.errors import EventStoreError
+
+log = structlog.get_logger("collab.ws")
+
+_ids = itertools.count(1)
+#: how long a close frame may wait behind a client that does not read
+CLOSE_TIMEOUT = 10.0
+#: a single frame blocked this long means the client stopped reading
+SEND_TIMEOUT = 30.0
+
+
+class Connection:
+    """One client; implements the room's ``Peer``."""
+
+    def __init__(self, websocket: WebSocket, live: Live, actor: str) -> None:
+        self.id = next(_ids)
+        self._ws = websocket
+        self._live = live
+        self._actor = actor
+        self._queue: deque[bytes] = deque()
+        self._queued_bytes = 0
+        self._wakeup = asyncio.Event()
+        self.closing: tuple[CloseCode, str] | None = None
+        self.room: Room | None = None
+        #: when the frame being sent started waiting (None when not sending)
+        self.sending_since: float | None = None
+
+    @property
+    def actor(self) -> str:
+        return self._actor
+
+    def send(self, frame: bytes) -> None:
+        if self.closing is not None:
+            return
+        limit = self._live.settings.send_queue_bytes
+        if self._queued_bytes + len(frame) > limit and self._queue:
+            self._live.metrics.refused.labels("slow_consumer").inc()
+            self._queue.clear()
+            self._queued_bytes = 0
+            self.close(CloseCode.TOO_SLOW, f"client fell behind (send queue over {limit} bytes)")
+            return
+        self._queue.append(frame)
+        self._queued_bytes += len(frame)
+        self._wakeup.set()
+
+    def close(self, code: CloseCode, reason: str) -> None:
+        if self.closing is not None:
+            return
+        self.closing = (code, reason)
+        if self.room is not None:
+            # Stop receiving broadcasts now: the room must not wait for this client.
+            self.room.detach(self)
+        self._wakeup.set()
+
+    async def pump(self) -> None:
+        """Send queued frames; close once asked to (after the queue drains)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._queue:
+                frame = self._queue.popleft()
+                self._queued_bytes -= len(frame)
+                self.sending_since = loop.time()
+                try:
+                    await self._ws.send_bytes(frame)
+                except Exception:  # noqa: BLE001 - the client went away
+                    return
+                finally:
+                    self.sending_since = None
+            if self.closing is not None:
+                code, reason = self.closing
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(
+                        self._ws.close(int(code), close_reason(reason)), CLOSE_TIMEOUT
+                    )
+                return
+
+
+async def endpoint(websocket: WebSocket) -> None:
+    live: Live = websocket.app.state.live
+    project_id = websocket.path_params["project_id"]
+    await websocket.accept()
+    connection = Connection(websocket, live, actor="anonymous")
+    live.metrics.connections.inc()
+    loop = asyncio.get_running_loop()
+    pump = loop.create_task(connection.pump())
+    live.connections[connection] = pump
+    room: Room | None = None
+    receiver: asyncio.Task[None] | None = None
+    try:
+        if live.draining:
+            connection.close(CloseCode.SERVICE_RESTART, "server is restarting")
+        else:
+            try:
+                room = await live.rooms.acquire(project_id)
+            except UnknownProject as exc:
+                connection.close(CloseCode.UNKNOWN_PROJECT, str(exc))
+            except EventStoreError as exc:
+                log.warning("room not loaded", project=project_id, error=str(exc))
+                connection.close(CloseCode.TRY_AGAIN_LATER, "database unavailable; reconnect later")
+        if room is not None and connection.closing is None:
+            connection.room = room
+            room.attach(connection)
+            receiver = loop.create_task(_receive(websocket, connection, room, live))
+            # However the receiver ends (client gone, bad frame), the pump ends too.
+            receiver.add_done_callback(
+                lambda _: connection.close(CloseCode.SERVICE_RESTART, "closing")
+            )
+        # The pump ends after the close frame, or when the watchdog cancels it.
+        await asyncio.wait({pump})
+    finally:
+        del live.connections[connection]
+        if receiver is not None:
+            receiver.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await receiver
+        if not pump.done():
+            pump.cancel()
+        if room is not None:
+            room.detach(connection)
+            live.rooms.release(room)
+        live.metrics.connections.dec()
+
+
+async def watchdog(live: Live) -> None:
+    """Drop connections whose frame has not left for SEND_TIMEOUT (they stopped reading)."""
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(1.0)
+        now = loop.time()
+        for connection, pump in list(live.connections.items()):
+            since = connection.sending_since
+            if since is not None and now - since > SEND_TIMEOUT:
+                live.metrics.refused.labels("slow_consumer").inc()
+                connection.close(CloseCode.TOO_SLOW, "client stopped reading")
+                pump.cancel()
+
+
+async def _receive(websocket: WebSocket, connection: Connection, room: Room, live: Live) -> None:
+    limit = live.settings.max_message_bytes
+    while connection.closing is None:
+        try:
+            message = await websocket.receive()
+        except (WebSocketDisconnect, RuntimeError):
+            return
+        if message["type"] == "websocket.disconnect":
+            return
+        frame = message.get("bytes")
+        if frame is None:
+            live.metrics.refused.labels("text_frame").inc()
+            connection.close(CloseCode.BAD_MESSAGE, "text frames are not part of the protocol")
+            return
+        if len(frame) > limit:
+            live.metrics.refused.labels("too_large").inc()
+            connection.close(
+                CloseCode.TOO_LARGE, f"message of {len(frame)} bytes exceeds the {limit}-byte limit"
+            )
+            return
+        try:
+            room.receive(connection, protocol.decode(frame))
+        except protocol.ProtocolError as exc:
+            live.metrics.refused.labels(type(exc).__name__).inc()
+            log.info("frame refused", project=room.project_id, error=str(exc))
+            connection.close(CloseCode.BAD_MESSAGE, str(exc))
+            return
+        except WriterError:
+            return  # the room has closed this connection with the reason

@@ -1,0 +1,173 @@
+"""Real servers and real Yjs clients for the live-path tests.
+
+``running_server`` runs the app under uvicorn on a free loopback port, in the test's
+event loop. ``YClient`` is a pycrdt document speaking y-websocket through pycrdt's own
+codec (not ours: the server's codec is what is under test) over the ``websockets``
+client library.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from typing import Any
+
+import httpx
+import pycrdt
+import websockets
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
+
+from collab import document
+from collab.app import create_app
+from collab.live import LiveSettings
+from collab.server import Server, build_config
+from events.postgres import PostgresEventStore
+from tests.support import eventually, free_port, timeout
+
+FAST = LiveSettings(room_grace=0.5)
+
+
+@contextlib.asynccontextmanager
+async def running_server(
+    database_url: str, settings: LiveSettings = FAST, **overrides: Any
+) -> AsyncIterator[str]:
+    """Yield ``host:port`` of a real server on the event store at ``database_url``."""
+    live = replace(settings, **overrides)
+    app = create_app(database_url, poll_interval=0.2, live=live)
+    port = free_port()
+    server = Server(
+        build_config(app, host="127.0.0.1", port=port, max_message_bytes=live.max_message_bytes)
+    )
+    task = asyncio.create_task(server.serve())
+    await eventually(lambda: server.started or task.done(), 20, "server did not start")
+    if task.done():
+        task.result()
+        raise AssertionError("server stopped during startup")
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, timeout(30))
+
+
+async def create_project(address: str, name: str = "Song") -> str:
+    async with httpx.AsyncClient(base_url=f"http://{address}") as http:
+        response = await http.post("/api/projects", json={"name": name})
+        assert response.status_code == 201, response.text
+        return str(response.json()["id"])
+
+
+async def server_document(address: str, project_id: str) -> dict[str, Any]:
+    async with httpx.AsyncClient(base_url=f"http://{address}") as http:
+        response = await http.get(f"/api/projects/{project_id}/document")
+        assert response.status_code == 200, response.text
+        return dict(response.json()["document"])
+
+
+async def log_document(database_url: str, project_id: str) -> dict[str, Any]:
+    """The document rebuilt from the event log alone, in a fresh pycrdt document."""
+    store = await PostgresEventStore.connect(database_url, min_size=1, max_size=2)
+    try:
+        events = await store.read_stream(f"project-{project_id}")
+    finally:
+        await store.close()
+    doc = document.new_document()
+    for event in events:
+        if event.event_type in ("doc.updated", "project.rolled_back") and event.payload:
+            doc.apply_update(event.payload)
+    return document.to_json(doc)
+
+
+class YClient:
+    """A pycrdt document connected to the server like a y-websocket provider."""
+
+    def __init__(self, address: str, project_id: str, doc: pycrdt.Doc[Any] | None = None) -> None:
+        self.url = f"ws://{address}/ws/{project_id}"
+        self.doc = doc or document.new_document()
+        self.ws: ClientConnection | None = None
+        self.synced = asyncio.Event()
+        #: update payloads this client received as broadcasts (not its own)
+        self.received: list[bytes] = []
+        self.awareness: list[bytes] = []
+        self._remote = False
+        self._outbox: asyncio.Queue[bytes] = asyncio.Queue()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.close_code: int | None = None
+        self.close_reason: str | None = None
+        self.doc.observe(self._local_change)
+
+    def _local_change(self, event: pycrdt.TransactionEvent) -> None:
+        if not self._remote:
+            self._outbox.put_nowait(pycrdt.create_update_message(event.update))
+
+    async def connect(self) -> YClient:
+        self.synced.clear()
+        self.close_code = None
+        self.ws = await websockets.connect(self.url, max_size=None)
+        await self.ws.send(pycrdt.create_sync_message(self.doc))
+        self._tasks = [
+            asyncio.create_task(self._read(self.ws)),
+            asyncio.create_task(self._write(self.ws)),
+        ]
+        return self
+
+    async def wait_synced(self, seconds: float = 10) -> None:
+        await asyncio.wait_for(self.synced.wait(), timeout(seconds))
+
+    async def _read(self, ws: ClientConnection) -> None:
+        try:
+            async for message in ws:
+                assert isinstance(message, bytes)
+                if message[0] == pycrdt.YMessageType.SYNC:
+                    if message[1] == pycrdt.YSyncMessageType.SYNC_UPDATE:
+                        self.received.append(pycrdt.read_message(message[2:]))
+                    self._remote = True
+                    try:
+                        reply = pycrdt.handle_sync_message(message[1:], self.doc)
+                    finally:
+                        self._remote = False
+                    if reply is not None:
+                        await ws.send(reply)
+                    if message[1] == pycrdt.YSyncMessageType.SYNC_STEP2:
+                        self.synced.set()
+                elif message[0] == pycrdt.YMessageType.AWARENESS:
+                    self.awareness.append(message)
+        except ConnectionClosed:
+            pass
+        finally:
+            self.close_code = ws.close_code
+            self.close_reason = ws.close_reason
+
+    async def _write(self, ws: ClientConnection) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            while True:
+                frame = await self._outbox.get()
+                await ws.send(frame)
+
+    async def send_raw(self, frame: bytes) -> None:
+        assert self.ws is not None
+        await self.ws.send(frame)
+
+    async def wait_closed(self, seconds: float = 10) -> int | None:
+        assert self.ws is not None
+        await asyncio.wait_for(self.ws.wait_closed(), timeout(seconds))
+        await asyncio.sleep(0)
+        return self.ws.close_code
+
+    async def disconnect(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        if self.ws is not None:
+            await self.ws.close()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        # Edits made while offline are sent by the sync exchange on reconnect.
+        while not self._outbox.empty():
+            self._outbox.get_nowait()
+
+    def json(self) -> dict[str, Any]:
+        return document.to_json(self.doc)

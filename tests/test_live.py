@@ -1,0 +1,338 @@
+"""The live path against a real server, real PostgreSQL and real pycrdt clients."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import random
+import socket
+import uuid
+from typing import Any
+
+import httpx
+import pycrdt
+import pytest
+import websockets
+
+from collab import document
+from collab.closecodes import CloseCode
+from events.postgres import PostgresEventStore
+from tests.live import YClient, create_project, log_document, running_server, server_document
+from tests.support import eventually, timeout
+
+
+async def _count_doc_events(database_url: str, project_id: str) -> int:
+    store = await PostgresEventStore.connect(database_url, min_size=1, max_size=1)
+    try:
+        events = await store.read_stream(f"project-{project_id}")
+    finally:
+        await store.close()
+    return sum(1 for e in events if e.event_type == "doc.updated")
+
+
+async def test_two_clients_sync_and_every_update_is_in_the_log(database_url: str) -> None:
+    async with running_server(database_url) as address:
+        project = await create_project(address, "Demo")
+        alice = await YClient(address, project).connect()
+        bob = await YClient(address, project).connect()
+        await alice.wait_synced()
+        await bob.wait_synced()
+        assert alice.json()["meta"]["name"] == "Demo"
+
+        tracks = alice.doc.get(document.TRACKS, type=pycrdt.Map)
+        tracks["t1"] = pycrdt.Map({"name": "Bass", "volume_db": -3.0})
+        await eventually(lambda: "t1" in bob.json()["tracks"], 5, "bob never saw alice's track")
+        assert bob.json() == alice.json()
+        assert await server_document(address, project) == alice.json()
+        assert await log_document(database_url, project) == alice.json()
+        await alice.disconnect()
+        await bob.disconnect()
+
+
+async def test_unknown_project_is_closed_with_4404(database_url: str) -> None:
+    async with running_server(database_url) as address:
+        for project in (str(uuid.uuid4()), "not-a-uuid"):
+            client = await YClient(address, project).connect()
+            assert await client.wait_closed() == CloseCode.UNKNOWN_PROJECT
+            assert client.ws is not None
+            assert "no project" in (client.ws.close_reason or "")
+
+
+async def test_ten_clients_joining_a_fresh_room_at_once_all_sync(database_url: str) -> None:
+    async with running_server(database_url, room_grace=0.2) as address:
+        project = await create_project(address, "Storm")
+        writer = await YClient(address, project).connect()
+        await writer.wait_synced()
+        notes = writer.doc.get(document.SECTIONS, type=pycrdt.Array)
+        for i in range(200):
+            notes.append(pycrdt.Map({"name": f"s{i}", "start_beats": float(i)}))
+        expected = writer.json()
+
+        async def stored() -> bool:
+            return await _count_doc_events(database_url, project) == 1 + 200
+
+        async def unloaded() -> bool:
+            return await _metric(address, "collab_rooms") == 0
+
+        await eventually(stored, 10, "edits not stored")
+        await writer.disconnect()
+        await eventually(unloaded, 10, "room did not unload")
+
+        clients = [YClient(address, project) for _ in range(10)]
+        await asyncio.gather(*(c.connect() for c in clients))
+        await asyncio.gather(*(c.wait_synced() for c in clients))
+        for client in clients:
+            assert client.json() == expected
+        for client in clients:
+            await client.disconnect()
+
+
+async def _metric(address: str, name: str) -> float:
+    async with httpx.AsyncClient(base_url=f"http://{address}") as http:
+        text = (await http.get("/metrics")).text
+    for line in text.splitlines():
+        if line.startswith((name + " ", name + "{")):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"metric {name} not exported")
+
+
+async def _close_code(ws: websockets.ClientConnection) -> int | None:
+    """Read (and drop) frames until the server closes; its close code."""
+    try:
+        while True:
+            await asyncio.wait_for(ws.recv(), timeout(10))
+    except websockets.ConnectionClosed as closed:
+        return closed.rcvd.code if closed.rcvd is not None else None
+
+
+async def _raw_websocket(
+    address: str, path: str
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    host, port = address.split(":")
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, (host, int(port)))
+    reader, writer = await asyncio.open_connection(sock=sock, limit=8192)
+    key = base64.b64encode(os.urandom(16)).decode()
+    writer.write(
+        f"GET {path} HTTP/1.1\r\nHost: {address}\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    head = await reader.readuntil(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return reader, writer
+
+
+async def _raw_close_code(reader: asyncio.StreamReader) -> int:
+    """Read server frames (unmasked) until the close frame; its code."""
+    while True:
+        first, second = await asyncio.wait_for(reader.readexactly(2), timeout(10))
+        length = second & 0x7F
+        if length == 126:
+            length = int.from_bytes(await reader.readexactly(2), "big")
+        elif length == 127:
+            length = int.from_bytes(await reader.readexactly(8), "big")
+        payload = await reader.readexactly(length)
+        if first & 0x0F == 0x8:
+            return int.from_bytes(payload[:2], "big")
+
+
+def _random_edit(rng: random.Random, doc: pycrdt.Doc[Any], who: int) -> None:
+    tracks = doc.get(document.TRACKS, type=pycrdt.Map)
+    order = doc.get(document.TRACK_ORDER, type=pycrdt.Array)
+    meta = doc.get(document.META, type=pycrdt.Map)
+    kind = rng.randrange(5)
+    if kind == 0 or len(tracks) == 0:
+        track_id = f"t{who}-{rng.randrange(10**6)}"
+        with doc.transaction():
+            tracks[track_id] = pycrdt.Map(
+                {"name": track_id, "volume_db": 0.0, "notes": pycrdt.Array()}
+            )
+            order.append(track_id)
+    elif kind == 1:
+        meta["tempo"] = float(rng.randrange(60, 180))
+    elif kind == 2:
+        track = tracks[rng.choice(sorted(tracks.keys()))]
+        track["volume_db"] = float(rng.randrange(-60, 6))
+    elif kind == 3:
+        track = tracks[rng.choice(sorted(tracks.keys()))]
+        notes = track.get("notes")
+        if isinstance(notes, pycrdt.Array):
+            notes.append(pycrdt.Map({"pitch": float(rng.randrange(128)), "start": 0.0}))
+    elif len(order) > 0:
+        del order[rng.randrange(len(order))]
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+async def test_random_concurrent_edits_with_reconnects_converge(
+    database_url: str, seed: int
+) -> None:
+    rng = random.Random(seed)
+    async with running_server(database_url) as address:
+        project = await create_project(address)
+        clients = [YClient(address, project) for _ in range(rng.randint(2, 5))]
+        for client in clients:
+            await client.connect()
+            await client.wait_synced()
+        online = [True] * len(clients)
+        for _ in range(240):
+            index = rng.randrange(len(clients))
+            client = clients[index]
+            if rng.random() < 0.05:
+                if online[index]:
+                    await client.disconnect()
+                else:
+                    await client.connect()
+                online[index] = not online[index]
+            _random_edit(rng, client.doc, index)
+            if rng.random() < 0.3:
+                await asyncio.sleep(rng.random() * 0.01)
+        for index, client in enumerate(clients):
+            if not online[index]:
+                await client.connect()
+        for client in clients:
+            await client.wait_synced()
+
+        async def converged() -> bool:
+            wanted = await server_document(address, project)
+            return all(c.json() == wanted for c in clients)
+
+        await eventually(converged, 20, "clients and server did not converge")
+        final = await server_document(address, project)
+        assert await log_document(database_url, project) == final
+        assert len(final["tracks"]) > 0
+        for client in clients:
+            await client.disconnect()
+
+
+@pytest.mark.parametrize(
+    ("frame", "words"),
+    [
+        (b"\x00\x02\x80", "varint runs past the end"),  # truncated varint
+        (b"\x09\x00", "unknown message type 9"),
+        (b"\x00\x02\x10\x00\x00", "length 16 runs past the end"),
+        (b"\x00\x02\x04\x05\x01\x02\x03", "update does not decode"),
+        (b"\x01\x03\x01\x01\x01", "awareness"),
+    ],
+)
+async def test_malformed_frames_close_4400_store_nothing_and_spare_the_room(
+    database_url: str, frame: bytes, words: str
+) -> None:
+    async with running_server(database_url) as address:
+        project = await create_project(address)
+        good = await YClient(address, project).connect()
+        other = await YClient(address, project).connect()
+        bad = await YClient(address, project).connect()
+        for client in (good, other, bad):
+            await client.wait_synced()
+        before = await _count_doc_events(database_url, project)
+
+        await bad.send_raw(frame)
+        assert await bad.wait_closed() == CloseCode.BAD_MESSAGE
+        assert bad.ws is not None
+        assert words in (bad.ws.close_reason or "")
+
+        good.doc.get(document.META, type=pycrdt.Map)["key"] = "D minor"
+        await eventually(lambda: other.json()["meta"].get("key") == "D minor", 5, "room stalled")
+        assert await _count_doc_events(database_url, project) == before + 1
+        assert await _metric(address, "collab_refused_messages_total") >= 1
+        await good.disconnect()
+        await other.disconnect()
+
+
+async def test_text_frames_are_refused(database_url: str) -> None:
+    async with running_server(database_url) as address:
+        project = await create_project(address)
+        async with websockets.connect(f"ws://{address}/ws/{project}") as ws:
+            await ws.send("hello")
+            assert await _close_code(ws) == CloseCode.BAD_MESSAGE
+
+
+async def test_oversized_message_closes_4413_and_is_not_stored(database_url: str) -> None:
+    async with running_server(database_url, max_message_bytes=64 * 1024) as address:
+        project = await create_project(address)
+        writer = await YClient(address, project).connect()
+        watcher = await YClient(address, project).connect()
+        await writer.wait_synced()
+        await watcher.wait_synced()
+        before = await _count_doc_events(database_url, project)
+        writer.doc.get(document.META, type=pycrdt.Map)["notes"] = "x" * (100 * 1024)
+        assert await writer.wait_closed() == CloseCode.TOO_LARGE
+        assert writer.ws is not None
+        assert "exceeds the 65536-byte limit" in (writer.ws.close_reason or "")
+        assert await _count_doc_events(database_url, project) == before
+        assert "notes" not in watcher.json()["meta"]
+        watcher.doc.get(document.META, type=pycrdt.Map)["key"] = "C"
+        await eventually(
+            lambda: _count_doc_events(database_url, project), 5, "watcher's edit not stored"
+        )
+        await watcher.disconnect()
+
+
+async def test_a_client_that_stops_reading_is_dropped_with_4408(database_url: str) -> None:
+    async with running_server(database_url, send_queue_bytes=256 * 1024) as address:
+        project = await create_project(address)
+        writer = await YClient(address, project).connect()
+        watcher = await YClient(address, project).connect()
+        await writer.wait_synced()
+        await watcher.wait_synced()
+        # A client that completes the handshake and then never reads; a small receive
+        # buffer keeps the kernel from absorbing megabytes on its behalf.
+        reader, stuck = await _raw_websocket(address, f"/ws/{project}")
+        meta = writer.doc.get(document.META, type=pycrdt.Map)
+        for i in range(400):
+            meta["blob"] = f"{i}:" + "y" * 60_000
+            await asyncio.sleep(0.002)
+        await eventually(
+            lambda: str(watcher.json()["meta"].get("blob", "")).startswith("399:"),
+            20,
+            "the room slowed down behind the stuck client",
+        )
+        assert await _metric(address, 'collab_refused_messages_total{reason="slow_consumer"}') == 1
+        # Once it reads again it finds the close frame after what was already sent.
+        assert await _raw_close_code(reader) == CloseCode.TOO_SLOW
+        stuck.close()
+        await writer.disconnect()
+        await watcher.disconnect()
+
+
+async def test_awareness_is_relayed_answered_and_removed_on_disconnect(database_url: str) -> None:
+    from collab import protocol  # noqa: PLC0415
+
+    async with running_server(database_url) as address:
+        project = await create_project(address)
+        alice = await YClient(address, project).connect()
+        bob = await YClient(address, project).connect()
+        await alice.wait_synced()
+        await bob.wait_synced()
+        state = protocol.AwarenessEntry(4242, 1, '{"user":{"name":"Alice"},"track":"t1"}')
+        await alice.send_raw(protocol.encode_awareness([state]))
+        await eventually(lambda: len(bob.awareness) >= 1, 5, "awareness not relayed")
+        assert protocol.decode(bob.awareness[-1]) == protocol.AwarenessUpdate((state,))
+
+        # A late joiner gets the current states on connect, and on query.
+        carol = await YClient(address, project).connect()
+        await carol.wait_synced()
+        await eventually(lambda: len(carol.awareness) >= 1, 5, "joiner got no awareness")
+        await carol.send_raw(protocol.encode_query_awareness())
+        await eventually(lambda: len(carol.awareness) >= 2, 5, "query not answered")
+        assert protocol.decode(carol.awareness[-1]) == protocol.AwarenessUpdate((state,))
+
+        # Alice leaves: everyone is told her state is gone (clock + 1, null).
+        await alice.disconnect()
+        gone = protocol.AwarenessUpdate((protocol.AwarenessEntry(4242, 2, "null"),))
+        await eventually(
+            lambda: any(protocol.decode(m) == gone for m in bob.awareness), 5, "not removed"
+        )
+        # Presence is never stored.
+        store = await PostgresEventStore.connect(database_url, min_size=1, max_size=1)
+        try:
+            types = {e.event_type for e in await store.read_stream(f"project-{project}")}
+        finally:
+            await store.close()
+        assert types == {"project.created", "doc.updated"}
+        await bob.disconnect()
+        await carol.disconnect()
