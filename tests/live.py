@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
@@ -69,16 +70,7 @@ async def server_document(address: str, project_id: str) -> dict[str, Any]:
 
 async def log_document(database_url: str, project_id: str) -> dict[str, Any]:
     """The document rebuilt from the event log alone, in a fresh pycrdt document."""
-    store = await PostgresEventStore.connect(database_url, min_size=1, max_size=2)
-    try:
-        events = await store.read_stream(f"project-{project_id}")
-    finally:
-        await store.close()
-    doc = document.new_document()
-    for event in events:
-        if event.event_type in ("doc.updated", "project.rolled_back") and event.payload:
-            doc.apply_update(event.payload)
-    return document.to_json(doc)
+    return document.to_json(await log_doc(database_url, project_id))
 
 
 class YClient:
@@ -171,3 +163,50 @@ class YClient:
 
     def json(self) -> dict[str, Any]:
         return document.to_json(self.doc)
+
+
+def random_edit(rng: random.Random, doc: pycrdt.Doc[Any], who: int) -> None:
+    tracks = doc.get(document.TRACKS, type=pycrdt.Map)
+    order = doc.get(document.TRACK_ORDER, type=pycrdt.Array)
+    meta = doc.get(document.META, type=pycrdt.Map)
+    kind = rng.randrange(5)
+    if kind == 0 or len(tracks) == 0:
+        track_id = f"t{who}-{rng.randrange(10**6)}"
+        with doc.transaction():
+            tracks[track_id] = pycrdt.Map(
+                {"name": track_id, "volume_db": 0.0, "notes": pycrdt.Array()}
+            )
+            order.append(track_id)
+    elif kind == 1:
+        meta["tempo"] = float(rng.randrange(60, 180))
+    elif kind == 2:
+        track = tracks[rng.choice(sorted(tracks.keys()))]
+        track["volume_db"] = float(rng.randrange(-60, 6))
+    elif kind == 3:
+        track = tracks[rng.choice(sorted(tracks.keys()))]
+        notes = track.get("notes")
+        if isinstance(notes, pycrdt.Array):
+            notes.append(pycrdt.Map({"pitch": float(rng.randrange(128)), "start": 0.0}))
+    elif len(order) > 0:
+        del order[rng.randrange(len(order))]
+
+
+def contains(doc: pycrdt.Doc[Any], update: bytes) -> bool:
+    """Whether ``doc`` already holds everything ``update`` carries."""
+    clone = document.copy_of(doc)
+    before_state, before_json = clone.get_state(), document.to_json(clone)
+    clone.apply_update(update)
+    return clone.get_state() == before_state and document.to_json(clone) == before_json
+
+
+async def log_doc(database_url: str, project_id: str) -> pycrdt.Doc[Any]:
+    store = await PostgresEventStore.connect(database_url, min_size=1, max_size=2)
+    try:
+        events = await store.read_stream(f"project-{project_id}")
+    finally:
+        await store.close()
+    doc = document.new_document()
+    for event in events:
+        if event.event_type in ("doc.updated", "project.rolled_back") and event.payload:
+            doc.apply_update(event.payload)
+    return doc

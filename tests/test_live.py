@@ -8,7 +8,6 @@ import os
 import random
 import socket
 import uuid
-from typing import Any
 
 import httpx
 import pycrdt
@@ -18,7 +17,14 @@ import websockets
 from collab import document
 from collab.closecodes import CloseCode
 from events.postgres import PostgresEventStore
-from tests.live import YClient, create_project, log_document, running_server, server_document
+from tests.live import (
+    YClient,
+    create_project,
+    log_document,
+    random_edit,
+    running_server,
+    server_document,
+)
 from tests.support import eventually, timeout
 
 
@@ -140,32 +146,6 @@ async def _raw_close_code(reader: asyncio.StreamReader) -> int:
             return int.from_bytes(payload[:2], "big")
 
 
-def _random_edit(rng: random.Random, doc: pycrdt.Doc[Any], who: int) -> None:
-    tracks = doc.get(document.TRACKS, type=pycrdt.Map)
-    order = doc.get(document.TRACK_ORDER, type=pycrdt.Array)
-    meta = doc.get(document.META, type=pycrdt.Map)
-    kind = rng.randrange(5)
-    if kind == 0 or len(tracks) == 0:
-        track_id = f"t{who}-{rng.randrange(10**6)}"
-        with doc.transaction():
-            tracks[track_id] = pycrdt.Map(
-                {"name": track_id, "volume_db": 0.0, "notes": pycrdt.Array()}
-            )
-            order.append(track_id)
-    elif kind == 1:
-        meta["tempo"] = float(rng.randrange(60, 180))
-    elif kind == 2:
-        track = tracks[rng.choice(sorted(tracks.keys()))]
-        track["volume_db"] = float(rng.randrange(-60, 6))
-    elif kind == 3:
-        track = tracks[rng.choice(sorted(tracks.keys()))]
-        notes = track.get("notes")
-        if isinstance(notes, pycrdt.Array):
-            notes.append(pycrdt.Map({"pitch": float(rng.randrange(128)), "start": 0.0}))
-    elif len(order) > 0:
-        del order[rng.randrange(len(order))]
-
-
 @pytest.mark.parametrize("seed", [1, 2])
 async def test_random_concurrent_edits_with_reconnects_converge(
     database_url: str, seed: int
@@ -187,7 +167,7 @@ async def test_random_concurrent_edits_with_reconnects_converge(
                 else:
                     await client.connect()
                 online[index] = not online[index]
-            _random_edit(rng, client.doc, index)
+            random_edit(rng, client.doc, index)
             if rng.random() < 0.3:
                 await asyncio.sleep(rng.random() * 0.01)
         for index, client in enumerate(clients):
