@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import subprocess
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 
 from events.postgres import PostgresEventStore
-from tests.support import create_database, drop_database, start_embedded, with_database
+from tests.support import ROOT, create_database, drop_database, start_embedded, with_database
 
 TEMPLATE = "collab_template"
 
@@ -76,3 +79,20 @@ async def store(database_url: str) -> AsyncIterator[PostgresEventStore]:
     store = await PostgresEventStore.connect(database_url, poll_interval=0.2)
     yield store
     await store.close()
+
+
+@pytest.fixture(scope="session")
+def node_client_script() -> Path:
+    """The Node Yjs client, with its locked dependencies installed on first use."""
+    node_dir = ROOT / "tests" / "node"
+    missing = [tool for tool in ("node", "npm") if shutil.which(tool) is None]
+    if missing:
+        pytest.fail(f"the Node client tests need {' and '.join(missing)} (Node 20) on PATH")
+    if not (node_dir / "node_modules" / "y-websocket").is_dir():
+        subprocess.run(
+            ["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+            cwd=node_dir,
+            check=True,
+            timeout=600,
+        )
+    return node_dir / "client.mjs"

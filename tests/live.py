@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import random
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -210,3 +212,58 @@ async def log_doc(database_url: str, project_id: str) -> pycrdt.Doc[Any]:
         if event.event_type in ("doc.updated", "project.rolled_back") and event.payload:
             doc.apply_update(event.payload)
     return doc
+
+
+class NodeClient:
+    """A stock ``yjs`` + ``y-websocket`` editor in Node (``tests/node/client.mjs``)."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+
+    @classmethod
+    async def start(cls, script: Path, address: str, project_id: str) -> NodeClient:
+        process = await asyncio.create_subprocess_exec(
+            "node",
+            str(script),
+            f"ws://{address}/ws",
+            project_id,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        return cls(process)
+
+    async def _event(self, name: str, seconds: float = 20) -> dict[str, Any]:
+        assert self.process.stdout is not None
+        while True:
+            line = await asyncio.wait_for(self.process.stdout.readline(), timeout(seconds))
+            if not line:
+                raise AssertionError(f"node client exited while waiting for {name!r}")
+            message: dict[str, Any] = json.loads(line)
+            if message.get("event") == name:
+                return message
+
+    async def _send(self, command: dict[str, Any]) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write((json.dumps(command) + "\n").encode())
+        await self.process.stdin.drain()
+
+    async def wait_synced(self) -> None:
+        await self._event("synced")
+
+    async def edit(self, count: int, seed: int) -> None:
+        await self._send({"cmd": "edit", "count": count, "seed": seed})
+        await self._event("edited", seconds=60)
+
+    async def dump(self) -> dict[str, Any]:
+        await self._send({"cmd": "dump"})
+        return dict((await self._event("dump"))["document"])
+
+    async def stop(self) -> None:
+        if self.process.returncode is None:
+            with contextlib.suppress(ConnectionError):
+                await self._send({"cmd": "quit"})
+            try:
+                await asyncio.wait_for(self.process.wait(), timeout(10))
+            except TimeoutError:
+                self.process.kill()
+                await self.process.wait()

@@ -8,6 +8,7 @@ import os
 import random
 import socket
 import uuid
+from pathlib import Path
 
 import httpx
 import pycrdt
@@ -18,6 +19,7 @@ from collab import document
 from collab.closecodes import CloseCode
 from events.postgres import PostgresEventStore
 from tests.live import (
+    NodeClient,
     YClient,
     create_project,
     log_document,
@@ -316,3 +318,40 @@ async def test_awareness_is_relayed_answered_and_removed_on_disconnect(database_
         assert types == {"project.created", "doc.updated"}
         await bob.disconnect()
         await carol.disconnect()
+
+
+async def test_stock_yjs_clients_in_node_co_edit_with_pycrdt(
+    database_url: str, node_client_script: Path
+) -> None:
+    async with running_server(database_url) as address:
+        project = await create_project(address, "Node session")
+        python = await YClient(address, project).connect()
+        await python.wait_synced()
+        nodes = [await NodeClient.start(node_client_script, address, project) for _ in range(2)]
+        try:
+            for node in nodes:
+                await node.wait_synced()
+            assert (await nodes[0].dump())["meta"]["name"] == "Node session"
+
+            rng = random.Random(11)
+
+            async def python_edits() -> None:
+                for _ in range(60):
+                    random_edit(rng, python.doc, 7)
+                    await asyncio.sleep(0.003)
+
+            await asyncio.gather(nodes[0].edit(60, 1), nodes[1].edit(60, 2), python_edits())
+
+            async def converged() -> bool:
+                wanted = await server_document(address, project)
+                dumps = [await node.dump() for node in nodes]
+                return python.json() == wanted and all(d == wanted for d in dumps)
+
+            await eventually(converged, 20, "node and pycrdt clients did not converge")
+            final = await server_document(address, project)
+            assert await log_document(database_url, project) == final
+            assert any(key.startswith("node-") for key in final["tracks"])
+        finally:
+            for node in nodes:
+                await node.stop()
+            await python.disconnect()
