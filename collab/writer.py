@@ -139,6 +139,9 @@ class GroupCommitWriter:
                 await asyncio.sleep(delay)
             batch = [self._queue.popleft() for _ in range(min(self._max_batch, len(self._queue)))]
             await self._commit(batch)
+            # The callbacks hold their rooms and connections: do not keep them alive
+            # while waiting for the next batch.
+            del batch
 
     async def _commit(self, batch: list[_Pending]) -> None:
         by_stream: dict[str, list[_Pending]] = {}

@@ -143,6 +143,7 @@ async def endpoint(websocket: WebSocket) -> None:
             pump.cancel()
         if room is not None:
             room.detach(connection)
+            connection.room = None
             live.rooms.release(room)
         live.metrics.connections.dec()
 

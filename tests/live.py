@@ -35,14 +35,24 @@ FAST = LiveSettings(room_grace=0.5)
 
 @contextlib.asynccontextmanager
 async def running_server(
-    database_url: str, settings: LiveSettings = FAST, **overrides: Any
+    database_url: str,
+    settings: LiveSettings = FAST,
+    *,
+    ping_interval: float = 20.0,
+    **overrides: Any,
 ) -> AsyncIterator[str]:
     """Yield ``host:port`` of a real server on the event store at ``database_url``."""
     live = replace(settings, **overrides)
     app = create_app(database_url, poll_interval=0.2, live=live)
     port = free_port()
     server = Server(
-        build_config(app, host="127.0.0.1", port=port, max_message_bytes=live.max_message_bytes)
+        build_config(
+            app,
+            host="127.0.0.1",
+            port=port,
+            max_message_bytes=live.max_message_bytes,
+            ping_interval=ping_interval,
+        )
     )
     task = asyncio.create_task(server.serve())
     await eventually(lambda: server.started or task.done(), 20, "server did not start")

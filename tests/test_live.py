@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gc
 import os
 import random
 import socket
 import uuid
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pycrdt
@@ -279,6 +281,51 @@ async def test_a_client_that_stops_reading_is_dropped_with_4408(database_url: st
         stuck.close()
         await writer.disconnect()
         await watcher.disconnect()
+
+
+async def test_dead_connections_are_dropped_by_pings(database_url: str) -> None:
+    async with running_server(database_url, ping_interval=0.3) as address:
+        project = await create_project(address)
+        # Completes the handshake, then never reads or answers a ping.
+        _reader, silent = await _raw_websocket(address, f"/ws/{project}")
+
+        async def connections() -> float:
+            return await _metric(address, "collab_connections")
+
+        await eventually(lambda: _is(connections, 1), 5, "the connection never opened")
+        await eventually(lambda: _is(connections, 0), 10, "the dead connection was kept")
+        silent.close()
+
+
+async def _is(read: Any, value: float) -> bool:
+    return bool(await read() == value)
+
+
+async def test_an_idle_room_unloads_and_is_freed(database_url: str) -> None:
+    from collab.room import Room  # noqa: PLC0415
+
+    def rooms_of(project: str) -> int:
+        gc.collect()
+        return sum(1 for o in gc.get_objects() if isinstance(o, Room) and o.project_id == project)
+
+    async with running_server(database_url, room_grace=0.2) as address:
+        project = await create_project(address)
+        client = await YClient(address, project).connect()
+        await client.wait_synced()
+        client.doc.get(document.META, type=pycrdt.Map)["key"] = "G"
+
+        async def stored() -> bool:
+            return await _count_doc_events(database_url, project) == 2
+
+        await eventually(stored, 5, "edit not stored")
+        assert rooms_of(project) == 1
+        await client.disconnect()
+        await eventually(lambda: rooms_of(project) == 0, 10, "the unloaded room is still in memory")
+        # Loaded again from the state cache plus the log, nothing lost.
+        again = await YClient(address, project).connect()
+        await again.wait_synced()
+        assert again.json()["meta"]["key"] == "G"
+        await again.disconnect()
 
 
 async def test_awareness_is_relayed_answered_and_removed_on_disconnect(database_url: str) -> None:

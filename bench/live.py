@@ -1,0 +1,642 @@
+"""Live-path benchmark: DAW sessions, fan-out and a join storm over real WebSockets.
+
+    .venv/bin/python bench/live.py [--runs 3] [--quick] [--peers] [--only daw,fanout,join]
+
+One load generator in this process speaks the y-websocket protocol for every client:
+pre-built update frames (one pycrdt document per client, built before the clock
+starts), one monotonic clock, and a unique token inside every update so that its
+receipt is recognised even when a server re-encodes it. Latency is from the send of
+a frame to its receipt by each other client of the room.
+
+The server under test runs as its own process: ``collab serve`` on an embedded
+PostgreSQL (pgserver, a fresh database per run). With ``--peers`` the DAW and
+fan-out scenarios also run, in the same session, against pycrdt-websocket 0.16.5
+with its SQLite store and the y-websocket reference server (@y/websocket-server
+0.1.1), installed under ``bench/.work`` by this script (never committed).
+
+Scenarios (all bounded by a duration and stop by themselves):
+  daw     R rooms x 4 clients, each client 10 small map updates/s (fader moves)
+  fanout  1 writer -> 200 observers in one room, 50 updates/s
+  join    100 clients join at once a room whose log holds 50,000 updates
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import platform
+import random
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+import warnings
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pycrdt
+import websockets
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from collab import protocol  # noqa: E402
+from events import EventMetadata, NewEvent  # noqa: E402
+from events.models import DocUpdated, ProjectCreated  # noqa: E402
+from events.postgres import PostgresEventStore  # noqa: E402
+from events.store import AppendRequest  # noqa: E402
+
+WORK = ROOT / "bench" / ".work"
+TOKEN = re.compile(rb"~(\d+)~")
+STEP1_EMPTY = protocol.encode_sync_step1(b"\x00")
+STEP2_EMPTY = protocol.encode_sync_step2(b"\x00\x00")
+
+
+def free_port() -> int:
+    import socket  # noqa: PLC0415
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# -- load generator ---------------------------------------------------------------------
+
+
+@dataclass
+class Tally:
+    #: token -> (send time, sending client); servers that echo to the sender are not
+    #: credited for it
+    sent_at: dict[int, tuple[float, int]] = field(default_factory=dict)
+    latencies: list[float] = field(default_factory=list)
+    sent: int = 0
+
+
+class Frames:
+    """Update frames of one client, built ahead of time; token ids are unique."""
+
+    _next_token = 1
+
+    def __init__(self, client_id: int, count: int) -> None:
+        doc: pycrdt.Doc[pycrdt.Map[str]] = pycrdt.Doc(client_id=client_id)
+        tracks = doc.get("tracks", type=pycrdt.Map)
+        updates: list[bytes] = []
+        doc.observe(lambda event: updates.append(event.update))
+        self.frames: list[tuple[int, bytes]] = []
+        for _ in range(count):
+            token = Frames._next_token
+            Frames._next_token += 1
+            tracks[f"fader-{client_id}"] = f"~{token}~"
+            self.frames.append((token, protocol.encode_update(updates[-1])))
+
+
+class Client:
+    def __init__(self, url: str, tally: Tally) -> None:
+        self.url = url
+        self.tally = tally
+        self.synced = asyncio.Event()
+        self.ws: websockets.ClientConnection | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    async def connect(self) -> None:
+        self.synced.clear()
+        self.ws = await websockets.connect(
+            self.url,
+            max_size=None,
+            ping_interval=None,
+            compression=None,
+            open_timeout=60,
+            close_timeout=1,
+        )
+        await self.ws.send(STEP1_EMPTY)
+        self.task = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        assert self.ws is not None
+        tally = self.tally
+        with contextlib.suppress(websockets.ConnectionClosed):
+            async for message in self.ws:
+                assert isinstance(message, bytes)
+                if message[0] != 0:
+                    continue
+                kind = message[1]
+                if kind == 2:
+                    now = time.perf_counter()
+                    found = TOKEN.search(message)
+                    if found is not None:
+                        sent = tally.sent_at.get(int(found.group(1)))
+                        if sent is not None and sent[1] != id(self):
+                            tally.latencies.append(now - sent[0])
+                elif kind == 1:
+                    self.synced.set()
+                elif kind == 0:
+                    await self.ws.send(STEP2_EMPTY)
+
+    async def send_at_rate(
+        self, frames: Frames, rate: float, duration: float, start: float
+    ) -> None:
+        assert self.ws is not None
+        interval = 1.0 / rate
+        due = start + random.random() * interval
+        end = start + duration
+        for token, frame in frames.frames:
+            if due >= end:
+                break
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            self.tally.sent_at[token] = (time.perf_counter(), id(self))
+            self.tally.sent += 1
+            await self.ws.send(frame)
+            due += interval
+
+    async def close(self) -> None:
+        if self.ws is not None:
+            await self.ws.close()
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+
+
+# -- servers under test -------------------------------------------------------------------
+
+
+@dataclass
+class Target:
+    name: str
+    process: subprocess.Popen[bytes]
+    url: Callable[[str], str]
+    new_room: Callable[[], str]
+    metrics_url: str | None = None
+    db_pids: Callable[[], list[int]] = list
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _postgres_pids() -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if (entry / "comm").read_text().strip() == "postgres":
+                    pids.append(int(entry.name))
+    return pids
+
+
+async def _wait_http(url: str, process: subprocess.Popen[bytes], seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    async with httpx.AsyncClient() as http:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"server exited with {process.returncode}")
+            with contextlib.suppress(httpx.TransportError):
+                if (await http.get(url)).status_code == 200:
+                    return
+            await asyncio.sleep(0.1)
+    raise RuntimeError(f"{url} never answered")
+
+
+@contextlib.asynccontextmanager
+async def ours(database_url: str) -> AsyncIterator[Target]:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COLLAB_")}
+    env.update(DATABASE_URL=database_url, COLLAB_LOG_LEVEL="warning", COLLAB_LOG_FORMAT="json")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "collab.cli", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        await _wait_http(f"{base}/ready", process)
+        http = httpx.Client(base_url=base)
+
+        def new_room() -> str:
+            return str(http.post("/api/projects", json={"name": "bench"}).json()["id"])
+
+        yield Target(
+            "collab (this server, durable)",
+            process,
+            lambda room: f"ws://127.0.0.1:{port}/ws/{room}",
+            new_room,
+            metrics_url=f"{base}/metrics",
+            db_pids=_postgres_pids,
+        )
+    finally:
+        Target("", process, str, str).stop()
+
+
+def ensure_peers() -> tuple[Path, Path]:
+    """Install the comparison servers under bench/.work (once)."""
+    venv = WORK / "pycrdt-websocket"
+    python = venv / "bin" / "python"
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run(
+            [
+                str(python),
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "pycrdt-websocket==0.16.5",
+                "uvicorn[standard]",
+            ],
+            check=True,
+        )
+    node_dir = WORK / "yws"
+    server = node_dir / "node_modules" / "@y" / "websocket-server" / "src" / "server.js"
+    if not server.exists():
+        node_dir.mkdir(parents=True, exist_ok=True)
+        (node_dir / "package.json").write_text('{"private": true}\n')
+        npm = shutil.which("npm") or "npm"
+        subprocess.run(
+            [
+                npm,
+                "install",
+                "--no-audit",
+                "--no-fund",
+                "--loglevel=error",
+                "@y/websocket-server@0.1.1",
+            ],
+            cwd=node_dir,
+            check=True,
+        )
+    return python, server
+
+
+@contextlib.asynccontextmanager
+async def pycrdt_websocket(python: Path) -> AsyncIterator[Target]:
+    port = free_port()
+    folder = Path(tempfile.mkdtemp())
+    process = subprocess.Popen(
+        [
+            str(python),
+            str(ROOT / "bench" / "peers" / "pycrdt_websocket_server.py"),
+            str(port),
+            str(folder / "ystore.db"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        await _wait_port(port, process)
+        yield Target(
+            "pycrdt-websocket 0.16.5 + SQLiteYStore",
+            process,
+            lambda room: f"ws://127.0.0.1:{port}/{room}",
+            lambda: uuid.uuid4().hex,
+        )
+    finally:
+        Target("", process, str, str).stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextlib.asynccontextmanager
+async def y_websocket(server: Path) -> AsyncIterator[Target]:
+    port = free_port()
+    process = subprocess.Popen(
+        ["node", str(server)],
+        env={**os.environ, "HOST": "127.0.0.1", "PORT": str(port)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        await _wait_port(port, process)
+        yield Target(
+            "y-websocket reference server (@y/websocket-server 0.1.1, in memory)",
+            process,
+            lambda room: f"ws://127.0.0.1:{port}/{room}",
+            lambda: uuid.uuid4().hex,
+        )
+    finally:
+        Target("", process, str, str).stop()
+
+
+async def _wait_port(port: int, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}")
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            await asyncio.sleep(0.1)
+            continue
+        writer.close()
+        await writer.wait_closed()
+        return
+    raise RuntimeError(f"port {port} never opened")
+
+
+# -- scenarios ------------------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    p50_ms: float
+    p99_ms: float
+    delivered: float
+    sent_per_s: float
+    durable_per_s: float | None
+    server_cpu: float
+    db_cpu: float | None
+    rss_mib: float
+
+    def line(self) -> str:
+        durable = f", durable {self.durable_per_s:,.0f}/s" if self.durable_per_s is not None else ""
+        db = f", db cpu {self.db_cpu:.0%}" if self.db_cpu is not None else ""
+        return (
+            f"p50 {self.p50_ms:.1f} ms, p99 {self.p99_ms:.1f} ms, delivered {self.delivered:.1%},"
+            f" sent {self.sent_per_s:,.0f}/s{durable}, server cpu {self.server_cpu:.0%}{db},"
+            f" rss {self.rss_mib:.0f} MiB"
+        )
+
+
+async def _committed(target: Target) -> float | None:
+    if target.metrics_url is None:
+        return None
+    async with httpx.AsyncClient() as http:
+        text = (await http.get(target.metrics_url)).text
+    for line in text.splitlines():
+        if line.startswith("collab_updates_committed_total "):
+            return float(line.split()[1])
+    return 0.0
+
+
+async def _rooms_scenario(
+    target: Target,
+    rooms: int,
+    clients_per_room: int,
+    writers_per_room: int,
+    rate: float,
+    duration: float,
+) -> Result:
+    tally = Tally()
+    room_ids = [target.new_room() for _ in range(rooms)]
+    groups = [
+        [Client(target.url(room), tally) for _ in range(clients_per_room)] for room in room_ids
+    ]
+    frames = {
+        id(client): Frames(random.randrange(1, 2**31), int(rate * duration) + 2)
+        for group in groups
+        for client in group[:writers_per_room]
+    }
+    everyone = [client for group in groups for client in group]
+    # Rooms fill one client at a time (a join storm is its own scenario); a client that
+    # has not synced after a few seconds reconnects, as an editor would.
+    retries = 0
+    for client in everyone:
+        for _attempt in range(5):
+            await client.connect()
+            try:
+                await asyncio.wait_for(client.synced.wait(), 5)
+                break
+            except TimeoutError:
+                retries += 1
+                await client.close()
+        else:
+            raise RuntimeError(f"{target.name}: a client never synced")
+    if retries:
+        print(f"  ({target.name}: {retries} joins never synced and were retried)", flush=True)
+    await asyncio.sleep(0.5)
+
+    committed_before = await _committed(target)
+    cpu_before = _cpu_seconds(target.process.pid)
+    db_pids = target.db_pids()
+    db_before = sum(_safe_cpu(pid) for pid in db_pids)
+    began = time.perf_counter()
+    start = began + 0.2
+    await asyncio.gather(
+        *(
+            client.send_at_rate(frames[id(client)], rate, duration, start)
+            for group in groups
+            for client in group[:writers_per_room]
+        )
+    )
+    await asyncio.sleep(1.0)  # stragglers
+    elapsed = time.perf_counter() - began
+    cpu = (_cpu_seconds(target.process.pid) - cpu_before) / elapsed
+    db_cpu = (sum(_safe_cpu(pid) for pid in db_pids) - db_before) / elapsed if db_pids else None
+    committed_after = await _committed(target)
+    rss = _rss_mib(target.process.pid)
+    await asyncio.gather(*(client.close() for client in everyone))
+
+    expected = (
+        tally.sent * (clients_per_room - 1)
+        if writers_per_room == clients_per_room
+        else (tally.sent * (clients_per_room - writers_per_room))
+    )
+    latencies = sorted(tally.latencies)
+    durable = None
+    if committed_before is not None and committed_after is not None:
+        durable = (committed_after - committed_before) / duration
+    return Result(
+        p50_ms=1000 * latencies[len(latencies) // 2] if latencies else float("nan"),
+        p99_ms=1000 * latencies[int(len(latencies) * 0.99)] if latencies else float("nan"),
+        delivered=len(latencies) / expected if expected else 0.0,
+        sent_per_s=tally.sent / duration,
+        durable_per_s=durable,
+        server_cpu=cpu,
+        db_cpu=db_cpu,
+        rss_mib=rss,
+    )
+
+
+def _safe_cpu(pid: int) -> float:
+    try:
+        return _cpu_seconds(pid)
+    except OSError:
+        return 0.0
+
+
+async def _join_storm(database_url: str, updates: int, joiners: int) -> float:
+    project = str(uuid.uuid4())
+    stream = f"project-{project}"
+    store = await PostgresEventStore.connect(database_url)
+    try:
+        meta = EventMetadata(actor="bench")
+        await store.append(stream, [NewEvent(ProjectCreated(name="storm", owner="bench"), meta)])
+        doc: pycrdt.Doc[pycrdt.Map[float]] = pycrdt.Doc()
+        tracks = doc.get("tracks", type=pycrdt.Map)
+        produced: list[bytes] = []
+        doc.observe(lambda event: produced.append(event.update))
+        for i in range(updates):
+            tracks[f"fader-{i % 64}"] = float(i)
+        for start in range(0, updates, 2000):
+            chunk = produced[start : start + 2000]
+            events = [NewEvent(DocUpdated(update=u), meta) for u in chunk]
+            await store.append_batch([AppendRequest(stream, events)])
+    finally:
+        await store.close()
+    async with ours(database_url) as target:
+        tally = Tally()
+        clients = [Client(target.url(project), tally) for _ in range(joiners)]
+        began = time.perf_counter()
+        await asyncio.gather(*(client.connect() for client in clients))
+        await asyncio.gather(*(client.synced.wait() for client in clients))
+        elapsed = time.perf_counter() - began
+        await asyncio.gather(*(client.close() for client in clients))
+    return elapsed
+
+
+# -- driver ---------------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def database(server_url: str) -> AsyncIterator[str]:
+    name = f"bench_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(server_url)
+    await admin.execute(f"create database {name}")
+    await admin.close()
+    base, _, query = server_url.partition("?")
+    url = f"{base.rsplit('/', 1)[0]}/{name}" + (f"?{query}" if query else "")
+    store = await PostgresEventStore.connect(url, min_size=1, max_size=1)
+    await store.migrate()
+    await store.close()
+    try:
+        yield url
+    finally:
+        admin = await asyncpg.connect(server_url)
+        await admin.execute(f"drop database if exists {name} with (force)")
+        await admin.close()
+
+
+def _summary(name: str, results: list[Result]) -> str:
+    p50 = statistics.median(r.p50_ms for r in results)
+    p99 = statistics.median(r.p99_ms for r in results)
+    cpu = statistics.median(r.server_cpu for r in results)
+    rss = statistics.median(r.rss_mib for r in results)
+    delivered = statistics.median(r.delivered for r in results)
+    durable = [r.durable_per_s for r in results if r.durable_per_s is not None]
+    extra = f", durable {statistics.median(durable):,.0f}/s" if durable else ""
+    return (
+        f"{name}: median of {len(results)}: p50 {p50:.1f} ms, p99 {p99:.1f} ms,"
+        f" delivered {delivered:.1%}{extra}, server cpu {cpu:.0%}, rss {rss:.0f} MiB"
+    )
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="short runs (smoke test)")
+    parser.add_argument("--peers", action="store_true", help="also run the peer servers")
+    parser.add_argument("--only", default="daw,fanout,join")
+    parser.add_argument("--rooms", default="25,50,75,100", help="room counts of the DAW sweep")
+    args = parser.parse_args()
+    only = set(args.only.split(","))
+    duration = 3.0 if args.quick else 10.0
+    sweep = [int(r) for r in args.rooms.split(",")]
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import pgserver  # noqa: PLC0415
+
+        pg = pgserver.get_server(Path(tempfile.mkdtemp()) / "pgdata", cleanup_mode="delete")
+    server_url = str(pg.get_uri())
+    print(
+        f"# {platform.node()} {platform.machine()} {os.cpu_count()} cores, "
+        f"python {platform.python_version()}, {time.strftime('%Y-%m-%d %H:%M')}, "
+        f"{duration:.0f} s per run",
+        flush=True,
+    )
+    targets: list[Callable[[], contextlib.AbstractAsyncContextManager[Target]]] = []
+    if args.peers:
+        python, node_server = ensure_peers()
+        targets += [lambda: pycrdt_websocket(python), lambda: y_websocket(node_server)]
+
+    async def run_ours(scenario: Callable[[Target], object]) -> Result:
+        async with database(server_url) as url, ours(url) as target:
+            return await scenario(target)  # type: ignore[misc]
+
+    try:
+        if "daw" in only:
+            for rooms in sweep:
+                results = []
+                for index in range(args.runs):
+                    result = await run_ours(
+                        lambda t, r=rooms: _rooms_scenario(t, r, 4, 4, 10.0, duration)
+                    )
+                    results.append(result)
+                    print(
+                        f"  daw {rooms} rooms, ours, run {index + 1}: {result.line()}", flush=True
+                    )
+                print(_summary(f"daw {rooms} rooms x 4 clients, ours", results), flush=True)
+            for make in targets:
+                for rooms in sweep:
+                    results = []
+                    for index in range(args.runs):
+                        async with make() as target:
+                            result = await _rooms_scenario(target, rooms, 4, 4, 10.0, duration)
+                        results.append(result)
+                        print(
+                            f"  daw {rooms} rooms, {target.name}, run {index + 1}: {result.line()}",
+                            flush=True,
+                        )
+                    print(
+                        _summary(f"daw {rooms} rooms x 4 clients, {target.name}", results),
+                        flush=True,
+                    )
+        if "fanout" in only:
+            results = []
+            for index in range(args.runs):
+                result = await run_ours(lambda t: _rooms_scenario(t, 1, 201, 1, 50.0, duration))
+                results.append(result)
+                print(f"  fanout, ours, run {index + 1}: {result.line()}", flush=True)
+            print(_summary("fanout 1 -> 200 at 50/s, ours", results), flush=True)
+            for make in targets:
+                results = []
+                for index in range(args.runs):
+                    async with make() as target:
+                        result = await _rooms_scenario(target, 1, 201, 1, 50.0, duration)
+                    results.append(result)
+                    print(f"  fanout, {target.name}, run {index + 1}: {result.line()}", flush=True)
+                print(_summary(f"fanout 1 -> 200 at 50/s, {target.name}", results), flush=True)
+        if "join" in only:
+            updates = 5_000 if args.quick else 50_000
+            times = []
+            for index in range(args.runs):
+                async with database(server_url) as url:
+                    times.append(await _join_storm(url, updates, 100))
+                print(f"  join storm run {index + 1}: {times[-1]:.2f} s", flush=True)
+            print(
+                f"join storm, 100 clients, {updates:,} updates in the log:"
+                f" median {statistics.median(times):.2f} s",
+                flush=True,
+            )
+    finally:
+        pg.cleanup()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,103 @@
+"""The room's decisions without any I/O: presence bookkeeping and sync answers."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import pycrdt
+
+from collab import protocol
+from collab.closecodes import CloseCode
+from collab.metrics import Metrics
+from collab.room import AWARENESS_TIMEOUT, Room
+from collab.writer import GroupCommitWriter
+
+
+class RecordingPeer:
+    """The room's view of a connection: records what the room hands it."""
+
+    actor = "tester"
+
+    def __init__(self) -> None:
+        self.frames: list[bytes] = []
+        self.closed: tuple[CloseCode, str] | None = None
+
+    def send(self, frame: bytes) -> None:
+        self.frames.append(frame)
+
+    def close(self, code: CloseCode, reason: str) -> None:
+        self.closed = (code, reason)
+
+    def messages(self) -> list[protocol.Message]:
+        return [protocol.decode(frame) for frame in self.frames]
+
+
+def _room() -> Room:
+    # These tests never submit updates, so the writer is never started or called.
+    writer = GroupCommitWriter(cast(Any, None), Metrics())
+    return Room("00000000-0000-0000-0000-000000000001", writer, Metrics())
+
+
+def test_join_sends_step1_then_presence() -> None:
+    room = _room()
+    first, second = RecordingPeer(), RecordingPeer()
+    room.attach(first)
+    assert first.messages() == [protocol.SyncStep1(room.doc.get_state())]
+    entry = protocol.AwarenessEntry(9, 1, '{"name":"A"}')
+    room.receive(first, protocol.AwarenessUpdate((entry,)))
+    room.attach(second)
+    assert second.messages()[1] == protocol.AwarenessUpdate((entry,))
+
+
+def test_step2_answers_share_one_encoding_per_version() -> None:
+    room = _room()
+    doc: pycrdt.Doc[Any] = pycrdt.Doc()
+    doc.get("meta", type=pycrdt.Map)["tempo"] = 90.0
+    room.load([doc.get_update()], version=2, position=2)
+    peers = [RecordingPeer() for _ in range(3)]
+    for peer in peers:
+        room.attach(peer)
+        room.receive(peer, protocol.SyncStep1(b"\x00"))
+    answers = [peer.frames[-1] for peer in peers]
+    assert answers[0] == answers[1] == answers[2]
+    replica: pycrdt.Doc[Any] = pycrdt.Doc()
+    step2 = protocol.decode(answers[0])
+    assert isinstance(step2, protocol.SyncStep2)
+    replica.apply_update(step2.update)
+    assert replica.get("meta", type=pycrdt.Map).to_py() == {"tempo": 90.0}
+
+
+def test_stale_and_duplicate_presence_is_not_relayed() -> None:
+    room = _room()
+    alice, bob = RecordingPeer(), RecordingPeer()
+    room.attach(alice)
+    room.attach(bob)
+    newer = protocol.AwarenessEntry(5, 3, '{"x":1}')
+    room.receive(alice, protocol.AwarenessUpdate((newer,)))
+    relayed = len(bob.frames)
+    room.receive(alice, protocol.AwarenessUpdate((protocol.AwarenessEntry(5, 2, '{"x":0}'),)))
+    room.receive(alice, protocol.AwarenessUpdate((newer,)))
+    assert len(bob.frames) == relayed  # older clock and pure renewals go nowhere
+    assert alice.frames[-1] != bob.frames[-1]  # the sender never gets its own state back
+
+
+def test_silent_presence_expires_and_departures_are_announced() -> None:
+    room = _room()
+    alice, bob = RecordingPeer(), RecordingPeer()
+    room.attach(alice)
+    room.attach(bob)
+    room.receive(alice, protocol.AwarenessUpdate((protocol.AwarenessEntry(5, 1, "{}"),)))
+    room.receive(bob, protocol.AwarenessUpdate((protocol.AwarenessEntry(6, 4, "{}"),)))
+
+    room.detach(bob)  # bob leaves: alice hears that client 6 is gone
+    assert alice.messages()[-1] == protocol.AwarenessUpdate(
+        (protocol.AwarenessEntry(6, 5, "null"),)
+    )
+    room.attach(bob)
+    import time  # noqa: PLC0415
+
+    room.expire_presence(now=time.monotonic() + AWARENESS_TIMEOUT + 1)
+    gone = protocol.AwarenessUpdate((protocol.AwarenessEntry(5, 2, "null"),))
+    assert bob.messages()[-1] == gone
+    room.receive(bob, protocol.QueryAwareness())
+    assert bob.messages()[-1] == protocol.AwarenessUpdate(())
