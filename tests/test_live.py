@@ -402,3 +402,28 @@ async def test_stock_yjs_clients_in_node_co_edit_with_pycrdt(
             for node in nodes:
                 await node.stop()
             await python.disconnect()
+
+
+async def test_updates_of_one_client_are_broadcast_in_the_order_received(
+    database_url: str,
+) -> None:
+    async with running_server(database_url, commit_window=0.005) as address:
+        project = await create_project(address)
+        writer = await YClient(address, project).connect()
+        reader = await YClient(address, project).connect()
+        await writer.wait_synced()
+        await reader.wait_synced()
+        meta = writer.doc.get(document.META, type=pycrdt.Map)
+        for i in range(150):
+            meta[f"k{i}"] = float(i)  # one update per key, so each broadcast names its key
+            if i % 7 == 0:
+                await asyncio.sleep(0.001)
+        await eventually(lambda: len(reader.received) == 150, 10, "not every update arrived")
+        order = []
+        for update in reader.received:
+            probe = document.new_document()
+            probe.apply_update(update)
+            order.extend(probe.get(document.META, type=pycrdt.Map).keys())
+        assert order == [f"k{i}" for i in range(150)]
+        await writer.disconnect()
+        await reader.disconnect()
