@@ -24,6 +24,7 @@ from events import (
 from events import daid as daid_module
 from events.models import DocUpdated, ProjectCreated, SnapshotTagged
 from events.postgres import PostgresEventStore
+from events.store import CachedState
 from tests.support import eventually, timeout
 from tests.test_daid import ECOSYSTEM
 
@@ -405,3 +406,32 @@ async def test_driver_errors_surface_as_store_errors(empty_database_url):
             await unmigrated.append("s", [doc()])
     finally:
         await unmigrated.close()
+
+
+async def test_read_payloads_returns_only_the_asked_types_in_order(store: PostgresEventStore):
+    await store.append("project-p", [created(), doc(1), doc(2)])
+    await store.append("project-p", [NewEvent(SnapshotTagged(name="v", version=3), META), doc(3)])
+    await store.append("project-q", [doc(9)])
+    records = await store.read_payloads("project-p", ["doc.updated"])
+    assert [(r.version, r.event_type, r.payload) for r in records] == [
+        (2, "doc.updated", (1).to_bytes(4, "big")),
+        (3, "doc.updated", (2).to_bytes(4, "big")),
+        (5, "doc.updated", (3).to_bytes(4, "big")),
+    ]
+    after = await store.read_payloads("project-p", ["doc.updated"], after_version=3, limit=5)
+    assert [r.version for r in after] == [5]
+    assert [
+        r.version for r in await store.read_payloads("project-p", ["doc.updated"], limit=1)
+    ] == [2]
+    assert [r.position for r in records] == [2, 3, 5]
+
+
+async def test_state_cache_keeps_the_newest_state(store: PostgresEventStore):
+    assert await store.load_state("project-p") is None
+    await store.save_state(CachedState("project-p", 5, 12, b"five"))
+    await store.save_state(CachedState("project-p", 3, 7, b"three"))  # older: ignored
+    assert await store.load_state("project-p") == CachedState("project-p", 5, 12, b"five")
+    await store.save_state(CachedState("project-p", 8, 20, b"eight"))
+    assert await store.load_state("project-p") == CachedState("project-p", 8, 20, b"eight")
+    await store.clear_state_cache()
+    assert await store.load_state("project-p") is None
