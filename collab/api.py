@@ -19,6 +19,7 @@ from starlette.routing import Route
 
 from collab import document, edits
 from collab.live import Live
+from collab.room import Room
 from collab.rooms import UnknownProject
 from collab.writer import Committed, WriterError
 from events import EventMetadata, NewEvent
@@ -169,7 +170,7 @@ async def post_edits(request: Request) -> Response:
         live.rooms.release(room)
 
 
-async def _acquire(live: Live, project_id: str) -> Any:
+async def _acquire(live: Live, project_id: str) -> Room:
     try:
         return await live.rooms.acquire(project_id)
     except UnknownProject as exc:

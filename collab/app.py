@@ -14,7 +14,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 
 from collab import api, ws
-from collab.live import Live, LiveSettings
+from collab.config import LiveSettings
+from collab.live import Live
 from collab.metrics import Metrics
 from collab.middleware import RequestContextMiddleware
 from events.errors import EventStoreError

@@ -19,9 +19,8 @@ import structlog
 import typer
 
 from collab import logging as collab_logging
-from collab.config import ConfigError, Settings, load_settings
+from collab.config import ConfigError, Settings, live_settings, load_settings
 from collab.database import Database, resolve
-from collab.live import LiveSettings
 from events.errors import EventStoreError
 from events.postgres import PostgresEventStore, VerifyReport
 
@@ -160,16 +159,6 @@ def audit_verify(
     typer.echo(f"BROKEN: {report.first_break}")
     typer.echo(f"checked {report.events} events before stopping", err=True)
     raise typer.Exit(EXIT_BROKEN)
-
-
-def live_settings(settings: Settings) -> LiveSettings:
-    return LiveSettings(
-        commit_window=settings.commit_window_ms / 1000,
-        max_message_bytes=settings.max_message_bytes,
-        send_queue_bytes=settings.send_queue_bytes,
-        max_pending_updates=settings.max_pending_updates,
-        room_grace=settings.room_grace,
-    )
 
 
 def main() -> None:

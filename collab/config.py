@@ -2,11 +2,31 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+@dataclass(frozen=True, slots=True)
+class LiveSettings:
+    #: seconds the writer waits for more updates before committing a batch
+    commit_window: float = 0.002
+    #: largest WebSocket message accepted (close 4413 above it)
+    max_message_bytes: int = 10 * 1024 * 1024
+    #: bytes queued for one client before it is dropped as too slow (4408)
+    send_queue_bytes: int = 16 * 1024 * 1024
+    #: updates waiting for the database before new ones are refused (1013)
+    max_pending_updates: int = 20_000
+    #: seconds an unused room stays loaded
+    room_grace: float = 10.0
+    #: document versions between two saves of a room's state to the cache
+    cache_every: int = 1000
+
+
+_LIVE = LiveSettings()
 
 
 class Settings(BaseSettings):
@@ -25,15 +45,15 @@ class Settings(BaseSettings):
     #: seconds between subscription polls when no notification arrives
     poll_interval: float = Field(default=1.0, gt=0, le=60)
     #: milliseconds the group-commit writer gathers updates into one append
-    commit_window_ms: float = Field(default=2.0, ge=0, le=1000)
+    commit_window_ms: float = Field(default=_LIVE.commit_window * 1000, ge=0, le=1000)
     #: largest WebSocket message accepted (close 4413 above it)
-    max_message_bytes: int = Field(default=10 * 1024 * 1024, ge=1024, le=1024**3)
+    max_message_bytes: int = Field(default=_LIVE.max_message_bytes, ge=1024, le=1024**3)
     #: bytes queued for one slow client before it is disconnected (4408)
-    send_queue_bytes: int = Field(default=16 * 1024 * 1024, ge=1024, le=1024**3)
+    send_queue_bytes: int = Field(default=_LIVE.send_queue_bytes, ge=1024, le=1024**3)
     #: updates waiting for the database before new ones are refused (1013)
-    max_pending_updates: int = Field(default=20_000, ge=1, le=10_000_000)
+    max_pending_updates: int = Field(default=_LIVE.max_pending_updates, ge=1, le=10_000_000)
     #: seconds an unused room stays loaded
-    room_grace: float = Field(default=10.0, ge=0, le=3600)
+    room_grace: float = Field(default=_LIVE.room_grace, ge=0, le=3600)
     #: seconds between WebSocket pings (a client silent for as long again is dropped)
     ws_ping_interval: float = Field(default=20.0, gt=0, le=3600)
 
@@ -69,3 +89,14 @@ def load_settings(**overrides: Any) -> Settings:
         raise ConfigError(
             f"invalid setting {source}: {error['msg']} (got {error.get('input')!r})"
         ) from None
+
+
+def live_settings(settings: Settings) -> LiveSettings:
+    """The live path's part of the settings."""
+    return LiveSettings(
+        commit_window=settings.commit_window_ms / 1000,
+        max_message_bytes=settings.max_message_bytes,
+        send_queue_bytes=settings.send_queue_bytes,
+        max_pending_updates=settings.max_pending_updates,
+        room_grace=settings.room_grace,
+    )

@@ -9,11 +9,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from collab.config import LiveSettings
 from collab.metrics import Metrics
 from collab.rooms import Rooms
 from collab.writer import GroupCommitWriter
@@ -23,22 +23,6 @@ if TYPE_CHECKING:
     from collab.ws import Connection
 
 log = structlog.get_logger("collab.live")
-
-
-@dataclass(frozen=True, slots=True)
-class LiveSettings:
-    #: seconds the writer waits for more updates before committing a batch
-    commit_window: float = 0.002
-    #: largest WebSocket message accepted (close 4413 above it)
-    max_message_bytes: int = 10 * 1024 * 1024
-    #: bytes queued for one client before it is dropped as too slow (4408)
-    send_queue_bytes: int = 16 * 1024 * 1024
-    #: updates waiting for the database before new ones are refused (1013)
-    max_pending_updates: int = 20_000
-    #: seconds an unused room stays loaded
-    room_grace: float = 10.0
-    #: document versions between two saves of a room's state to the cache
-    cache_every: int = 1000
 
 
 class Live:

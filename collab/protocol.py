@@ -223,6 +223,22 @@ def check_update(update: bytes) -> None:
         raise MalformedUpdate("update does not decode (decoder panicked)") from None
 
 
+def update_author(update: bytes) -> int | None:
+    """The Yjs client id that wrote ``update`` when exactly one did, else None.
+
+    A v1 update opens with ``varUint(clients)`` then, per client, ``varUint(structs)
+    varUint(client) ...``: three varints, no need to decode the rest again.
+    """
+    reader = _Reader(update)
+    try:
+        if reader.var_uint("clients") != 1:
+            return None
+        reader.var_uint("structs")
+        return reader.var_uint("client")
+    except ProtocolError:
+        return None
+
+
 def check_state_vector(state_vector: bytes) -> None:
     """Raise MalformedUpdate unless ``state_vector`` is varUint(n) n x (client, clock)."""
     reader = _Reader(state_vector)

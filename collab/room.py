@@ -168,7 +168,7 @@ class Room:
             return None
         self._metrics.updates_received.inc()
         event = NewEvent(
-            DocUpdated(update=update, client_id=_single_client(update)),
+            DocUpdated(update=update, client_id=protocol.update_author(update)),
             EventMetadata(actor=actor, correlation_id=correlation_id),
         )
         try:
@@ -285,18 +285,3 @@ class Room:
     def close_all(self, code: CloseCode, reason: str) -> None:
         for peer in list(self.peers):
             peer.close(code, reason)
-
-
-def _single_client(update: bytes) -> int | None:
-    """The Yjs client id that wrote ``update``, when exactly one did."""
-    state = pycrdt.get_state(update)
-    # state vector: varUint(n) then n x (client, clock); one entry means one author
-    if not state or state[0] != 1:
-        return None
-    value, shift = 0, 0
-    for byte in state[1:]:
-        value |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return value
-        shift += 7
-    return None

@@ -14,6 +14,8 @@ import asyncio
 import contextlib
 import time
 import uuid
+from collections.abc import Coroutine
+from typing import Any
 
 import structlog
 
@@ -202,8 +204,7 @@ class Rooms:
                     except EventStoreError as exc:
                         log.warning("gap not filled yet", project=room.project_id, error=str(exc))
 
-    def _spawn(self, work: object) -> None:
-        assert asyncio.iscoroutine(work)  # noqa: S101 - internal helper
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

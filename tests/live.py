@@ -25,7 +25,7 @@ from websockets.exceptions import ConnectionClosed
 
 from collab import document
 from collab.app import create_app
-from collab.live import LiveSettings
+from collab.config import LiveSettings
 from collab.server import Server, build_config
 from events.postgres import PostgresEventStore
 from tests.support import eventually, free_port, timeout

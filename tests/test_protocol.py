@@ -130,3 +130,15 @@ def test_var_uint_range() -> None:
     with pytest.raises(ValueError, match="out of range"):
         protocol.var_uint(-1)
     assert protocol.var_uint(protocol.MAX_VAR_UINT)[-1] < 0x80
+
+
+def test_update_author() -> None:
+    doc: pycrdt.Doc[pycrdt.Map[float]] = pycrdt.Doc(client_id=123456)
+    doc.get("meta", type=pycrdt.Map)["tempo"] = 1.0
+    assert protocol.update_author(doc.get_update()) == 123456
+    other: pycrdt.Doc[pycrdt.Map[float]] = pycrdt.Doc(client_id=7)
+    other.apply_update(doc.get_update())
+    other.get("meta", type=pycrdt.Map)["key"] = 2.0
+    assert protocol.update_author(other.get_update()) is None  # two authors
+    assert protocol.update_author(b"\x00\x00") is None
+    assert protocol.update_author(b"\x01") is None
