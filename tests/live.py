@@ -28,6 +28,7 @@ from collab.app import create_app
 from collab.config import LiveSettings
 from collab.server import Server, build_config
 from events.postgres import PostgresEventStore
+from events.records import StoredEvent
 from tests.support import eventually, free_port, timeout
 
 FAST = LiveSettings(room_grace=0.5)
@@ -71,6 +72,15 @@ async def create_project(address: str, name: str = "Song") -> str:
         response = await http.post("/api/projects", json={"name": name})
         assert response.status_code == 201, response.text
         return str(response.json()["id"])
+
+
+async def synced_clients(address: str, project_id: str, count: int) -> list[YClient]:
+    """``count`` pycrdt clients connected to the project, each synced, in order."""
+    clients = [YClient(address, project_id) for _ in range(count)]
+    for client in clients:
+        await client.connect()
+        await client.wait_synced()
+    return clients
 
 
 async def server_document(address: str, project_id: str) -> dict[str, Any]:
@@ -211,14 +221,18 @@ def contains(doc: pycrdt.Doc[Any], update: bytes) -> bool:
     return clone.get_state() == before_state and document.to_json(clone) == before_json
 
 
-async def log_doc(database_url: str, project_id: str) -> pycrdt.Doc[Any]:
-    store = await PostgresEventStore.connect(database_url, min_size=1, max_size=2)
+async def project_events(database_url: str, project_id: str) -> list[StoredEvent]:
+    """Every event of the project's stream, read straight from the store."""
+    store = await PostgresEventStore.connect(database_url, min_size=1, max_size=1)
     try:
-        events = await store.read_stream(f"project-{project_id}")
+        return await store.read_stream(f"project-{project_id}")
     finally:
         await store.close()
+
+
+async def log_doc(database_url: str, project_id: str) -> pycrdt.Doc[Any]:
     doc = document.new_document()
-    for event in events:
+    for event in await project_events(database_url, project_id):
         if event.event_type in ("doc.updated", "project.rolled_back") and event.payload:
             doc.apply_update(event.payload)
     return doc

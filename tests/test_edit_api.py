@@ -8,8 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from events.postgres import PostgresEventStore
-from tests.live import YClient, create_project, log_document, running_server
+from tests.live import YClient, create_project, log_document, project_events, running_server
 from tests.support import eventually
 
 
@@ -282,8 +281,4 @@ async def test_metrics_are_exported(database_url: str) -> None:
 
 
 async def _stream_version(database_url: str, project: str) -> int:
-    store = await PostgresEventStore.connect(database_url, min_size=1, max_size=1)
-    try:
-        return await store.stream_version(f"project-{project}")
-    finally:
-        await store.close()
+    return len(await project_events(database_url, project))

@@ -19,35 +19,29 @@ import websockets
 
 from collab import document
 from collab.closecodes import CloseCode
-from events.postgres import PostgresEventStore
 from tests.live import (
     NodeClient,
     YClient,
     create_project,
     log_document,
+    project_events,
     random_edit,
     running_server,
     server_document,
+    synced_clients,
 )
 from tests.support import eventually, timeout
 
 
 async def _count_doc_events(database_url: str, project_id: str) -> int:
-    store = await PostgresEventStore.connect(database_url, min_size=1, max_size=1)
-    try:
-        events = await store.read_stream(f"project-{project_id}")
-    finally:
-        await store.close()
+    events = await project_events(database_url, project_id)
     return sum(1 for e in events if e.event_type == "doc.updated")
 
 
 async def test_two_clients_sync_and_every_update_is_in_the_log(database_url: str) -> None:
     async with running_server(database_url) as address:
         project = await create_project(address, "Demo")
-        alice = await YClient(address, project).connect()
-        bob = await YClient(address, project).connect()
-        await alice.wait_synced()
-        await bob.wait_synced()
+        alice, bob = await synced_clients(address, project, 2)
         assert alice.json()["meta"]["name"] == "Demo"
 
         tracks = alice.doc.get(document.TRACKS, type=pycrdt.Map)
@@ -207,11 +201,7 @@ async def test_malformed_frames_close_4400_store_nothing_and_spare_the_room(
 ) -> None:
     async with running_server(database_url) as address:
         project = await create_project(address)
-        good = await YClient(address, project).connect()
-        other = await YClient(address, project).connect()
-        bad = await YClient(address, project).connect()
-        for client in (good, other, bad):
-            await client.wait_synced()
+        good, other, bad = await synced_clients(address, project, 3)
         before = await _count_doc_events(database_url, project)
 
         await bad.send_raw(frame)
@@ -238,10 +228,7 @@ async def test_text_frames_are_refused(database_url: str) -> None:
 async def test_oversized_message_closes_4413_and_is_not_stored(database_url: str) -> None:
     async with running_server(database_url, max_message_bytes=64 * 1024) as address:
         project = await create_project(address)
-        writer = await YClient(address, project).connect()
-        watcher = await YClient(address, project).connect()
-        await writer.wait_synced()
-        await watcher.wait_synced()
+        writer, watcher = await synced_clients(address, project, 2)
         before = await _count_doc_events(database_url, project)
         writer.doc.get(document.META, type=pycrdt.Map)["notes"] = "x" * (100 * 1024)
         assert await writer.wait_closed() == CloseCode.TOO_LARGE
@@ -259,10 +246,7 @@ async def test_oversized_message_closes_4413_and_is_not_stored(database_url: str
 async def test_a_client_that_stops_reading_is_dropped_with_4408(database_url: str) -> None:
     async with running_server(database_url, send_queue_bytes=256 * 1024) as address:
         project = await create_project(address)
-        writer = await YClient(address, project).connect()
-        watcher = await YClient(address, project).connect()
-        await writer.wait_synced()
-        await watcher.wait_synced()
+        writer, watcher = await synced_clients(address, project, 2)
         # A client that completes the handshake and then never reads; a small receive
         # buffer keeps the kernel from absorbing megabytes on its behalf.
         reader, stuck = await _raw_websocket(address, f"/ws/{project}")
@@ -333,10 +317,7 @@ async def test_awareness_is_relayed_answered_and_removed_on_disconnect(database_
 
     async with running_server(database_url) as address:
         project = await create_project(address)
-        alice = await YClient(address, project).connect()
-        bob = await YClient(address, project).connect()
-        await alice.wait_synced()
-        await bob.wait_synced()
+        alice, bob = await synced_clients(address, project, 2)
         state = protocol.AwarenessEntry(4242, 1, '{"user":{"name":"Alice"},"track":"t1"}')
         await alice.send_raw(protocol.encode_awareness([state]))
         await eventually(lambda: len(bob.awareness) >= 1, 5, "awareness not relayed")
@@ -357,11 +338,7 @@ async def test_awareness_is_relayed_answered_and_removed_on_disconnect(database_
             lambda: any(protocol.decode(m) == gone for m in bob.awareness), 5, "not removed"
         )
         # Presence is never stored.
-        store = await PostgresEventStore.connect(database_url, min_size=1, max_size=1)
-        try:
-            types = {e.event_type for e in await store.read_stream(f"project-{project}")}
-        finally:
-            await store.close()
+        types = {e.event_type for e in await project_events(database_url, project)}
         assert types == {"project.created", "doc.updated"}
         await bob.disconnect()
         await carol.disconnect()
@@ -409,10 +386,7 @@ async def test_updates_of_one_client_are_broadcast_in_the_order_received(
 ) -> None:
     async with running_server(database_url, commit_window=0.005) as address:
         project = await create_project(address)
-        writer = await YClient(address, project).connect()
-        reader = await YClient(address, project).connect()
-        await writer.wait_synced()
-        await reader.wait_synced()
+        writer, reader = await synced_clients(address, project, 2)
         meta = writer.doc.get(document.META, type=pycrdt.Map)
         for i in range(150):
             meta[f"k{i}"] = float(i)  # one update per key, so each broadcast names its key

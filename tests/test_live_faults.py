@@ -28,6 +28,7 @@ from tests.live import (
     random_edit,
     running_server,
     server_document,
+    synced_clients,
 )
 from tests.support import eventually, free_port, start_embedded, timeout
 
@@ -61,10 +62,7 @@ async def test_database_outage_refuses_updates_with_1013_and_recovers(tmp_path: 
         url = str(server.get_uri())
         async with running_server(url) as address:
             project = await create_project(address)
-            alice = await YClient(address, project).connect()
-            bob = await YClient(address, project).connect()
-            await alice.wait_synced()
-            await bob.wait_synced()
+            alice, bob = await synced_clients(address, project, 2)
             meta = alice.doc.get(document.META, type=pycrdt.Map)
             meta["key"] = "E"
             await eventually(lambda: bob.json()["meta"].get("key") == "E", 5, "first edit")
@@ -160,10 +158,7 @@ async def test_kill_9_under_load_loses_no_broadcast_update(
     try:
         await _ready(port, process)
         project = await create_project(address)
-        clients = [YClient(address, project) for _ in range(3)]
-        for client in clients:
-            await client.connect()
-            await client.wait_synced()
+        clients = await synced_clients(address, project, 3)
         stop = asyncio.Event()
         editors = [
             asyncio.create_task(_keep_editing(c, random.Random(i), i, stop))
@@ -205,10 +200,7 @@ async def test_sigterm_flushes_closes_with_1012_and_loses_nothing(
     try:
         await _ready(port, process)
         project = await create_project(address)
-        clients = [YClient(address, project) for _ in range(2)]
-        for client in clients:
-            await client.connect()
-            await client.wait_synced()
+        clients = await synced_clients(address, project, 2)
         rng = random.Random(3)
         for i in range(200):
             random_edit(rng, clients[i % 2].doc, i % 2)
