@@ -12,6 +12,7 @@ exceptions (asyncpg) are translated in ``events/postgres.py`` and never escape i
     ├── UnknownEventType          no model is registered under a type name
     ├── StoreUnavailable          the database cannot be reached right now
     ├── CorruptLog                the log contradicts an invariant (e.g. a hole in positions)
+    ├── QueryFailed               a read-model query was refused (bad SQL, a constraint)
     └── MigrationError            the schema cannot be brought up to date
 
     DaidError (ValueError)        a malformed DAID; ``part`` names the bad component
@@ -65,6 +66,14 @@ class StoreUnavailable(EventStoreError):
 
 class CorruptLog(EventStoreError):
     """The stored log breaks an invariant that appends guarantee."""
+
+
+class QueryFailed(EventStoreError):
+    """The database refused a read-model statement; ``sqlstate`` says why."""
+
+    def __init__(self, message: str, sqlstate: str | None = None) -> None:
+        self.sqlstate = sqlstate
+        super().__init__(message)
 
 
 class MigrationError(EventStoreError):

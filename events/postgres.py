@@ -13,7 +13,8 @@ import contextlib
 import json
 import random
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
@@ -27,12 +28,14 @@ from events.errors import (
     DuplicateEvent,
     EventStoreError,
     MigrationError,
+    QueryFailed,
     StoreUnavailable,
     WrongExpectedVersion,
 )
 from events.integrity import Break, ChainVerifier
 from events.records import NewEvent, PreparedEvent, StoredEvent, prepare
 from events.schema import migrations
+from events.sql import Row, Sql
 from events.store import (
     ANY,
     NO_STREAM,
@@ -406,9 +409,11 @@ class PostgresEventStore:
         event_types: Sequence[str],
         *,
         after_version: int = 0,
+        to_version: int | None = None,
         limit: int = 5000,
     ) -> list[PayloadRecord]:
-        """Just the binary payloads of one stream's events of ``event_types``, in order.
+        """Just the binary payloads of one stream's events of ``event_types``, in order,
+        with ``after_version < version <= to_version``.
 
         Loading a long document needs nothing else, and skipping the JSON columns makes
         it several times cheaper than :meth:`read_stream`.
@@ -416,11 +421,13 @@ class PostgresEventStore:
         rows = await self._fetch(
             "select stream_version, position, event_type, payload from events"
             " where stream_id = $1 and stream_version > $2 and event_type = any($3::text[])"
+            " and ($5::bigint is null or stream_version <= $5)"
             " order by stream_version limit $4",
             stream_id,
             after_version,
             list(event_types),
             limit,
+            to_version,
         )
         return [
             PayloadRecord(row["stream_version"], row["position"], row["event_type"], row["payload"])
@@ -462,7 +469,7 @@ class PostgresEventStore:
         except _CONNECTION_ERRORS as exc:
             raise await self._lost(exc) from exc
         except asyncpg.PostgresError as exc:
-            raise EventStoreError(f"read failed: {exc}") from exc
+            raise _query_failed(exc) from exc
 
     async def _fetchval(self, query: str, *args: Any) -> Any:
         rows = await self._fetch(query, *args)
@@ -479,7 +486,15 @@ class PostgresEventStore:
     async def subscribe(
         self, after_position: int = 0, *, batch_size: int = 1000
     ) -> AsyncIterator[StoredEvent]:
-        """Every event after ``after_position``, in position order, exactly once, forever.
+        """Every event after ``after_position``, in position order, exactly once, forever."""
+        async for batch in self.subscribe_batches(after_position, batch_size=batch_size):
+            for event in batch:
+                yield event
+
+    async def subscribe_batches(
+        self, after_position: int = 0, *, batch_size: int = 1000
+    ) -> AsyncGenerator[list[StoredEvent], None]:
+        """Like :meth:`subscribe`, in the batches it reads (never empty).
 
         LISTEN is set up before each catch-up read; a notification only wakes the
         loop, and the loop also polls every ``poll_interval`` seconds, so a lost
@@ -511,7 +526,8 @@ class PostgresEventStore:
                             f"hole in the log: expected position {last + 1}, found {event.position}"
                         )
                     last = event.position
-                    yield event
+                if batch:
+                    yield batch
                 if len(batch) == batch_size:
                     continue
                 with contextlib.suppress(TimeoutError):
@@ -534,6 +550,22 @@ class PostgresEventStore:
         # A dropped listener wakes the loop at once, which reconnects it.
         conn.add_termination_listener(notified)
         return conn
+
+    # -- read models (the SQL port) ------------------------------------------------------
+
+    @property
+    def queries(self) -> Sql:
+        return _PooledSql(self)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Sql]:
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                yield _ConnectionSql(conn)
+        except _CONNECTION_ERRORS as exc:
+            raise await self._lost(exc) from exc
+        except asyncpg.PostgresError as exc:
+            raise _query_failed(exc) from exc
 
     # -- integrity ------------------------------------------------------------------------
 
@@ -565,6 +597,57 @@ class PostgresEventStore:
         log_head = await self.head_position() if stream_id is None else None
         first_break = verifier.finish(heads, log_head)
         return VerifyReport(verifier.events, verifier.streams, verifier.last_position, first_break)
+
+
+def _query_failed(exc: asyncpg.PostgresError) -> QueryFailed:
+    return QueryFailed(f"query failed: {exc}", getattr(exc, "sqlstate", None))
+
+
+class _ConnectionSql:
+    """The SQL port on one connection (inside the caller's transaction)."""
+
+    def __init__(self, conn: asyncpg.pool.PoolConnectionProxy[asyncpg.Record]) -> None:
+        self._conn = conn
+
+    async def execute(self, query: str, *args: Any) -> None:
+        await self._conn.execute(query, *args)
+
+    async def executemany(self, query: str, args: Sequence[Sequence[Any]]) -> None:
+        await self._conn.executemany(query, args)
+
+    async def fetch(self, query: str, *args: Any) -> list[Row]:
+        return [dict(row) for row in await self._conn.fetch(query, *args)]
+
+    async def fetchrow(self, query: str, *args: Any) -> Row | None:
+        row = await self._conn.fetchrow(query, *args)
+        return dict(row) if row is not None else None
+
+    async def fetchval(self, query: str, *args: Any) -> Any:
+        return await self._conn.fetchval(query, *args)
+
+
+class _PooledSql:
+    """The SQL port on the pool: each call on its own connection, errors translated."""
+
+    def __init__(self, store: PostgresEventStore) -> None:
+        self._store = store
+
+    async def execute(self, query: str, *args: Any) -> None:
+        await self._store._fetch(query, *args)
+
+    async def executemany(self, query: str, args: Sequence[Sequence[Any]]) -> None:
+        async with self._store.transaction() as tx:
+            await tx.executemany(query, args)
+
+    async def fetch(self, query: str, *args: Any) -> list[Row]:
+        return [dict(row) for row in await self._store._fetch(query, *args)]
+
+    async def fetchrow(self, query: str, *args: Any) -> Row | None:
+        rows = await self.fetch(query, *args)
+        return rows[0] if rows else None
+
+    async def fetchval(self, query: str, *args: Any) -> Any:
+        return await self._store._fetchval(query, *args)
 
 
 async def _reset_connection(conn: asyncpg.Connection) -> None:

@@ -6,7 +6,7 @@ contract suite in ``tests/contract`` runs against it.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol
@@ -120,6 +120,7 @@ class EventStore(Protocol):
         event_types: Sequence[str],
         *,
         after_version: int = 0,
+        to_version: int | None = None,
         limit: int = 5000,
     ) -> list[PayloadRecord]: ...
 
@@ -129,4 +130,10 @@ class EventStore(Protocol):
 
     def subscribe(self, after_position: int = 0) -> AsyncIterator[StoredEvent]:
         """Catch up from ``after_position``, then follow new events forever."""
+        ...
+
+    def subscribe_batches(
+        self, after_position: int = 0, *, batch_size: int = 1000
+    ) -> AsyncGenerator[list[StoredEvent], None]:
+        """:meth:`subscribe` in the batches it reads (each non-empty)."""
         ...

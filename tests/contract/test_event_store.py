@@ -22,6 +22,7 @@ from events import (
     WrongExpectedVersion,
 )
 from events import daid as daid_module
+from events.errors import QueryFailed
 from events.models import DocUpdated, ProjectCreated, SnapshotTagged
 from events.postgres import PostgresEventStore
 from events.store import CachedState
@@ -399,9 +400,15 @@ async def test_driver_errors_surface_as_store_errors(empty_database_url):
     """Nothing outside events/postgres.py sees an asyncpg exception."""
     unmigrated = await PostgresEventStore.connect(empty_database_url)
     try:
-        with pytest.raises(EventStoreError, match="read failed") as caught:
+        with pytest.raises(QueryFailed, match="query failed") as caught:
             await unmigrated.head_position()
         assert not isinstance(caught.value, asyncpg.PostgresError)
+        assert caught.value.sqlstate == "42P01"  # undefined table
+        with pytest.raises(QueryFailed, match="does not exist"):
+            await unmigrated.queries.fetch("select * from projects")
+        with pytest.raises(QueryFailed, match="does not exist"):
+            async with unmigrated.transaction() as tx:
+                await tx.execute("insert into projects (project_id) values (gen_random_uuid())")
         with pytest.raises(EventStoreError, match="append failed"):
             await unmigrated.append("s", [doc()])
     finally:
