@@ -28,21 +28,15 @@ from collab.metrics import Metrics
 from collab.protocol import AwarenessEntry
 from collab.writer import Committed, GroupCommitWriter, WriterClosed, WriterError
 from events import EventMetadata, NewEvent
-from events.models import DocUpdated, ProjectRolledBack
+from events.models import DocUpdated, DomainEvent, project_stream
 from events.store import CachedState
 
 log = structlog.get_logger("collab.room")
 
-#: the event types whose payload is a Yjs update of the project document
-DOCUMENT_EVENTS = (DocUpdated.event_type, ProjectRolledBack.event_type)
 #: a Yjs v1 update that changes nothing (what editors send as an empty step 2)
 EMPTY_UPDATE = b"\x00\x00"
 #: awareness states not renewed for this long are dropped (y-protocols uses 30 s)
 AWARENESS_TIMEOUT = 30.0
-
-
-def stream_of(project_id: str) -> str:
-    return f"project-{project_id}"
 
 
 class Peer(Protocol):
@@ -77,7 +71,7 @@ class Room:
         cache_every: int = 1000,
     ) -> None:
         self.project_id = project_id
-        self.stream_id = stream_of(project_id)
+        self.stream_id = project_stream(project_id)
         self.doc = document.new_document()
         #: stream version and global position of the last document event applied
         self.version = 0
@@ -158,23 +152,26 @@ class Room:
         origin: Peer | None,
         actor: str,
         correlation_id: str | None = None,
+        event: DomainEvent | None = None,
     ) -> asyncio.Future[Committed] | None:
         """Queue a checked update for the log; it is applied and broadcast once durable.
 
-        Returns None for an update that changes nothing. Raises WriterError when the
-        writer refuses it (the caller decides what the client is told).
+        ``event`` replaces the ``doc.updated`` event that carries it by default (a
+        rollback appends ``project.rolled_back``). Returns None for a plain update that
+        changes nothing. Raises WriterError when the writer refuses it (the caller
+        decides what the client is told).
         """
-        if update == EMPTY_UPDATE:
+        if update == EMPTY_UPDATE and event is None:
             return None
         self._metrics.updates_received.inc()
-        event = NewEvent(
-            DocUpdated(update=update, client_id=protocol.update_author(update)),
+        new_event = NewEvent(
+            event or DocUpdated(update=update, client_id=protocol.update_author(update)),
             EventMetadata(actor=actor, correlation_id=correlation_id),
         )
         try:
             future = self._writer.submit(
                 self.stream_id,
-                event,
+                new_event,
                 on_committed=lambda done: self._committed(update, origin, done),
                 on_failed=lambda error: self._failed(origin, error),
             )
@@ -200,9 +197,11 @@ class Room:
 
     def apply_committed(self, update: bytes, done: Committed, origin: Peer | None) -> None:
         """Apply a durable update and send it to every peer but its origin."""
-        self.doc.apply_update(update)
         self.version = max(self.version, done.version)
         self.position = max(self.position, done.position)
+        if not update or update == EMPTY_UPDATE:
+            return  # a rollback to what the document already is
+        self.doc.apply_update(update)
         self._full_update = None
         frame = protocol.encode_update(update)
         sent = 0

@@ -20,9 +20,10 @@ from typing import Any
 import structlog
 
 from collab.metrics import Metrics
-from collab.room import DOCUMENT_EVENTS, Room, stream_of
+from collab.room import Room
 from collab.writer import Committed, GroupCommitWriter
 from events.errors import EventStoreError
+from events.models import DOCUMENT_EVENTS, project_stream
 from events.store import CachedState, EventStore
 
 log = structlog.get_logger("collab.rooms")
@@ -129,7 +130,7 @@ class Rooms:
             self.release(room)
 
     async def _read_room(self, project_id: str) -> Room:
-        stream_id = stream_of(project_id)
+        stream_id = project_stream(project_id)
         if await self._store.stream_version(stream_id) == 0:
             raise UnknownProject(f"no project {project_id}")
         room = Room(

@@ -168,6 +168,23 @@ class ProvenanceRecorded(DomainEvent):
         return self.entity.type
 
 
+#: the event types whose payload is a Yjs update of the project document
+DOCUMENT_EVENTS = (DocUpdated.event_type, ProjectRolledBack.event_type)
+PROJECT_STREAM_PREFIX = "project-"
+
+
+def project_stream(project_id: str) -> str:
+    """The stream holding a project's events."""
+    return f"{PROJECT_STREAM_PREFIX}{project_id}"
+
+
+def project_of(stream_id: str) -> str | None:
+    """The project id of a project stream; None for other streams."""
+    if stream_id.startswith(PROJECT_STREAM_PREFIX):
+        return stream_id[len(PROJECT_STREAM_PREFIX) :]
+    return None
+
+
 class EventMetadata(BaseModel):
     """Who and what caused an event. Stored as the ``metadata`` jsonb column."""
 
