@@ -51,18 +51,18 @@ class NewProject(BaseModel):
     sample_rate: Annotated[int, Field(ge=8000, le=384000)] = 48000
 
 
-def _actor(request: Request) -> str:
+def actor_of(request: Request) -> str:
     # No authentication yet: callers name themselves (defaults to "api").
     actor = request.headers.get("x-actor", "api").strip()
     return actor[:200] or "api"
 
 
-def _correlation(request: Request) -> str | None:
+def correlation_of(request: Request) -> str | None:
     value = request.scope.get("state", {}).get("request_id")
     return str(value) if value is not None else None
 
 
-async def _body(request: Request, model: type[M]) -> M:
+async def body_of(request: Request, model: type[M]) -> M:
     raw = await request.body()
     if len(raw) > MAX_BODY_BYTES:
         raise ApiError(413, f"request body over {MAX_BODY_BYTES} bytes")
@@ -84,7 +84,7 @@ async def _body(request: Request, model: type[M]) -> M:
         raise ApiError(422, f"invalid {first['field']}: {first['message']}", fields) from None
 
 
-def _live(request: Request) -> Live:
+def live_of(request: Request) -> Live:
     live: Live = request.app.state.live
     if live.draining:
         raise ApiError(503, "server is shutting down")
@@ -96,11 +96,11 @@ def _committed(done: Committed) -> dict[str, Any]:
 
 
 async def create_project(request: Request) -> Response:
-    live = _live(request)
-    body = await _body(request, NewProject)
+    live = live_of(request)
+    body = await body_of(request, NewProject)
     project_id = str(uuid.uuid4())
-    actor = _actor(request)
-    metadata = EventMetadata(actor=actor, correlation_id=_correlation(request))
+    actor = actor_of(request)
+    metadata = EventMetadata(actor=actor, correlation_id=correlation_of(request))
     initial = document.new_document()
     meta = initial.get(document.META, type=pycrdt.Map)
     with initial.transaction():
@@ -128,8 +128,8 @@ async def create_project(request: Request) -> Response:
 
 
 async def get_document(request: Request) -> Response:
-    live = _live(request)
-    room = await _acquire(live, request.path_params["project_id"])
+    live = live_of(request)
+    room = await acquire(live, request.path_params["project_id"])
     try:
         return JSONResponse(
             {
@@ -144,9 +144,9 @@ async def get_document(request: Request) -> Response:
 
 
 async def post_edits(request: Request) -> Response:
-    live = _live(request)
-    body = await _body(request, edits.EditRequest)
-    room = await _acquire(live, request.path_params["project_id"])
+    live = live_of(request)
+    body = await body_of(request, edits.EditRequest)
+    room = await acquire(live, request.path_params["project_id"])
     try:
         try:
             update = edits.apply(room.doc, list(body.operations))
@@ -156,7 +156,7 @@ async def post_edits(request: Request) -> Response:
             ) from None
         try:
             future = room.submit(
-                update, origin=None, actor=_actor(request), correlation_id=_correlation(request)
+                update, origin=None, actor=actor_of(request), correlation_id=correlation_of(request)
             )
         except WriterError as exc:
             raise ApiError(503, f"edit not accepted: {exc}") from None
@@ -170,7 +170,7 @@ async def post_edits(request: Request) -> Response:
         live.rooms.release(room)
 
 
-async def _acquire(live: Live, project_id: str) -> Room:
+async def acquire(live: Live, project_id: str) -> Room:
     try:
         return await live.rooms.acquire(project_id)
     except UnknownProject as exc:

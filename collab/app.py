@@ -13,13 +13,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 
-from collab import api, ws
-from collab.config import LiveSettings
+from collab import api, openapi, projects_api, ws
+from collab.config import LiveSettings, ReadSettings
 from collab.live import Live
 from collab.metrics import Metrics
 from collab.middleware import RequestContextMiddleware
 from events.errors import EventStoreError
 from events.postgres import PostgresEventStore
+from projections.projects import ProjectsProjection
+from projections.runner import ProjectionRunner
 
 log = structlog.get_logger("collab.app")
 
@@ -30,9 +32,11 @@ def create_app(
     pool_size: int = 10,
     poll_interval: float = 1.0,
     live: LiveSettings | None = None,
+    read: ReadSettings | None = None,
 ) -> Starlette:
     """Build the app; the store is connected and migrated when the app starts."""
     live_settings = live or LiveSettings()
+    read_settings = read or ReadSettings()
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -42,6 +46,13 @@ def create_app(
         try:
             await store.migrate()
             app.state.store = store
+            app.state.read_settings = read_settings
+            app.state.projections = ProjectionRunner(
+                store,
+                [ProjectsProjection(store, state_every=read_settings.state_every)],
+                batch_size=read_settings.projection_batch,
+            )
+            app.state.projections.start()
             app.state.live = Live(store, live_settings, Metrics())
             app.state.live.start(ws.watchdog)
             log.info("server ready for requests")
@@ -49,6 +60,7 @@ def create_app(
                 yield
             finally:
                 await app.state.live.close()
+                await app.state.projections.stop()
         finally:
             await store.close()
             log.info("store closed")
@@ -58,6 +70,8 @@ def create_app(
             Route("/health", health, methods=["GET"]),
             Route("/ready", ready, methods=["GET"]),
             *api.routes,
+            *projects_api.routes,
+            Route("/api/openapi.json", openapi.document, methods=["GET"]),
             WebSocketRoute("/ws/{project_id}", ws.endpoint),
         ],
         middleware=[Middleware(RequestContextMiddleware)],
@@ -78,17 +92,33 @@ async def health(_request: Request) -> Response:
 async def ready(request: Request) -> Response:
     """The database answers and its schema is current; 503 with the reason otherwise."""
     store: PostgresEventStore = request.app.state.store
+    runner: ProjectionRunner = request.app.state.projections
     try:
         await store.ping()
         status = await store.migration_status()
+        projection_status = await runner.status()
     except EventStoreError as exc:
         return JSONResponse({"status": "unavailable", "reason": str(exc)}, status_code=503)
     if not status.current:
         reason = f"migrations pending: {list(status.pending)}"
         return JSONResponse({"status": "unavailable", "reason": reason}, status_code=503)
-    return JSONResponse(
-        {"status": "ready", "database": "ok", "schema_version": max(status.applied)}
-    )
+    projections = {
+        p.name: {"state": p.state, "position": p.position, "lag": p.lag, "error": p.error}
+        for p in projection_status
+    }
+    body = {
+        "status": "ready",
+        "database": "ok",
+        "schema_version": max(status.applied),
+        "projections": projections,
+    }
+    failing = [name for name, p in projections.items() if p["state"] == "failing"]
+    if failing:
+        # Reads would be stale or time out: say so rather than look healthy.
+        body["status"] = "unavailable"
+        body["reason"] = f"projection failing: {', '.join(failing)}"
+        return JSONResponse(body, status_code=503)
+    return JSONResponse(body)
 
 
 async def drain(app: Starlette) -> None:

@@ -1,4 +1,4 @@
-"""The ``collab`` command: serve, migrate, audit verify.
+"""The ``collab`` command: serve, migrate, audit verify, projections status|rebuild.
 
 Every command reads the same settings (flags, then ``COLLAB_*`` / ``DATABASE_URL``
 environment variables, then defaults), so ``COLLAB_DATA_DIR=D collab audit verify``
@@ -11,6 +11,7 @@ usage; 3 the database could not be reached or migrated.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -19,10 +20,12 @@ import structlog
 import typer
 
 from collab import logging as collab_logging
-from collab.config import ConfigError, Settings, live_settings, load_settings
+from collab.config import ConfigError, Settings, live_settings, load_settings, read_settings
 from collab.database import Database, resolve
 from events.errors import EventStoreError
 from events.postgres import PostgresEventStore, VerifyReport
+from projections.projects import ProjectsProjection
+from projections.runner import CheckpointMoved, Projection, apply_batch, load_checkpoint, reset
 
 EXIT_BROKEN = 1
 EXIT_CONFIG = 2
@@ -35,6 +38,10 @@ app = typer.Typer(
 )
 audit_app = typer.Typer(help="Integrity checks of the event log.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
+projections_app = typer.Typer(
+    help="Read models folded from the log: status and rebuild.", no_args_is_help=True
+)
+app.add_typer(projections_app, name="projections")
 
 log = structlog.get_logger("collab.cli")
 
@@ -101,6 +108,7 @@ def serve(
         pool_size=settings.db_pool_size,
         poll_interval=settings.poll_interval,
         live=live_settings(settings),
+        read=read_settings(settings),
     )
     config = build_config(
         application,
@@ -159,6 +167,83 @@ def audit_verify(
     typer.echo(f"BROKEN: {report.first_break}")
     typer.echo(f"checked {report.events} events before stopping", err=True)
     raise typer.Exit(EXIT_BROKEN)
+
+
+def _projections(store: PostgresEventStore, settings: Settings) -> list[Projection]:
+    return [ProjectsProjection(store, state_every=settings.state_every)]
+
+
+async def _require_schema(store: PostgresEventStore) -> None:
+    status = await store.migration_status()
+    if not status.current:
+        raise EventStoreError(f"schema not migrated (pending {list(status.pending)})")
+
+
+@projections_app.command("status")
+def projections_status(data_dir: DataDir = None) -> None:
+    """Position and lag of each projection."""
+    settings = _settings(data_dir=data_dir)
+    database = _database(settings)
+
+    async def run(store: PostgresEventStore) -> list[tuple[str, int, int]]:
+        await _require_schema(store)
+        head = await store.head_position()
+        rows = []
+        for projection in _projections(store, settings):
+            async with store.transaction() as tx:
+                rows.append((projection.name, await load_checkpoint(tx, projection.name), head))
+        return rows
+
+    for name, position, head in _with_store(database, run, "collab: cannot read projections"):
+        typer.echo(f"{name}: position {position} of {head}, lag {head - position}")
+
+
+@projections_app.command("rebuild")
+def projections_rebuild(
+    name: Annotated[str | None, typer.Argument(help="Only this projection")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Empty the read models and fold the whole log again (from position 0)."""
+    settings = _settings(data_dir=data_dir)
+    database = _database(settings)
+
+    async def run(store: PostgresEventStore) -> None:
+        await _require_schema(store)
+        chosen = [p for p in _projections(store, settings) if name in (None, p.name)]
+        if not chosen:
+            raise typer.BadParameter(f"no projection named {name!r}", param_hint="NAME")
+        for projection in chosen:
+            await _rebuild(store, projection, settings.projection_batch)
+
+    _with_store(database, run, "collab: rebuild failed")
+
+
+async def _rebuild(store: PostgresEventStore, projection: Projection, batch_size: int) -> None:
+    started = time.perf_counter()
+    await reset(store, projection)
+    head = await store.head_position()
+    position = folded = 0
+    with typer.progressbar(length=head, label=f"rebuilding {projection.name}", file=None) as bar:
+        while position < head:
+            events = await store.read_all(position, min(batch_size, head - position))
+            if not events:
+                break
+            try:
+                await apply_batch(store, projection, events, position)
+            except CheckpointMoved as exc:
+                # A running server folded these meanwhile: carry on from where it got.
+                bar.update(max(0, exc.stored - position))
+                position = exc.stored
+                continue
+            folded += len(events)
+            bar.update(events[-1].position - position)
+            position = events[-1].position
+    seconds = time.perf_counter() - started
+    rate = folded / seconds if seconds > 0 else 0.0
+    typer.echo(
+        f"rebuilt {projection.name}: {folded} events folded up to position {position}"
+        f" in {seconds:.1f} s ({rate:,.0f} events/s)"
+    )
 
 
 def main() -> None:

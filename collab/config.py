@@ -29,6 +29,19 @@ class LiveSettings:
 _LIVE = LiveSettings()
 
 
+@dataclass(frozen=True, slots=True)
+class ReadSettings:
+    #: seconds a read with ``?min_position=N`` waits for the projections (then 503)
+    projection_wait: float = 5.0
+    #: versions between two stored document states (time travel replays fewer)
+    state_every: int = 500
+    #: events folded per projection transaction
+    projection_batch: int = 1000
+
+
+_READ = ReadSettings()
+
+
 class Settings(BaseSettings):
     """Every command reads these. Environment names are ``COLLAB_<FIELD>``, except
     ``DATABASE_URL`` (the usual name for it)."""
@@ -56,6 +69,12 @@ class Settings(BaseSettings):
     room_grace: float = Field(default=_LIVE.room_grace, ge=0, le=3600)
     #: seconds between WebSocket pings (a client silent for as long again is dropped)
     ws_ping_interval: float = Field(default=20.0, gt=0, le=3600)
+    #: seconds a read with ?min_position=N waits for the projections before a 503
+    projection_wait: float = Field(default=_READ.projection_wait, gt=0, le=600)
+    #: document versions between two stored states used by time travel
+    state_every: int = Field(default=_READ.state_every, ge=10, le=1_000_000)
+    #: events folded per projection transaction
+    projection_batch: int = Field(default=_READ.projection_batch, ge=1, le=100_000)
 
     @field_validator("database_url")
     @classmethod
@@ -99,4 +118,13 @@ def live_settings(settings: Settings) -> LiveSettings:
         send_queue_bytes=settings.send_queue_bytes,
         max_pending_updates=settings.max_pending_updates,
         room_grace=settings.room_grace,
+    )
+
+
+def read_settings(settings: Settings) -> ReadSettings:
+    """The read side's part of the settings."""
+    return ReadSettings(
+        projection_wait=settings.projection_wait,
+        state_every=settings.state_every,
+        projection_batch=settings.projection_batch,
     )

@@ -100,6 +100,9 @@ def test_serve_with_embedded_database(tmp_path):
             "status": "ready",
             "database": "ok",
             "schema_version": latest_version(),
+            "projections": {
+                "projects": {"state": "running", "position": 0, "lag": 0, "error": None}
+            },
         }
         health = httpx.get(f"http://127.0.0.1:{port}/health", headers={"X-Request-ID": "req-42"})
         assert health.json() == {"status": "ok"}

@@ -1,0 +1,239 @@
+"""The OpenAPI 3.1 document served at ``/api/openapi.json``.
+
+Operations are declared here next to each other, request bodies are the pydantic
+models the handlers validate with, and a test checks that every HTTP route of the
+app is declared (so the document cannot silently fall behind the code).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from collab import api, edits, projects_api
+
+_PATH_PARAM = re.compile(r"{(?P<name>[a-z_]+)(?::(?P<kind>[a-z]+))?}")
+
+
+@dataclass(frozen=True, slots=True)
+class Param:
+    name: str
+    description: str
+    kind: str = "string"
+    required: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    method: str
+    path: str
+    summary: str
+    tag: str
+    responses: tuple[tuple[int, str], ...]
+    body: type[BaseModel] | None = None
+    query: tuple[Param, ...] = ()
+
+
+MIN_POSITION = Param(
+    "min_position",
+    "Wait (bounded; then 503) until the read models have folded this global position.",
+    "integer",
+)
+LIMIT = Param("limit", "Page size.", "integer")
+CURSOR = Param("cursor", "Opaque cursor from the previous page's next_cursor.")
+NOT_FOUND = (404, "Unknown project (or version, snapshot)")
+INVALID = (422, "Invalid input; `fields` names each bad field")
+UNAVAILABLE = (503, "Database unavailable, shutting down, or read models behind")
+
+OPERATIONS: tuple[Operation, ...] = (
+    Operation("get", "/health", "The process is alive", "service", ((200, "Alive"),)),
+    Operation(
+        "get",
+        "/ready",
+        "Database reachable, schema current, projections not failing",
+        "service",
+        ((200, "Ready, with each projection's position and lag"), (503, "Not ready; reason")),
+    ),
+    Operation("get", "/metrics", "Prometheus metrics", "service", ((200, "Text exposition"),)),
+    Operation(
+        "get", "/api/openapi.json", "This document", "service", ((200, "OpenAPI 3.1 document"),)
+    ),
+    Operation(
+        "post",
+        "/api/projects",
+        "Create a project",
+        "projects",
+        ((201, "Created: id, version, position, daid"), INVALID, UNAVAILABLE),
+        body=api.NewProject,
+    ),
+    Operation(
+        "get",
+        "/api/projects",
+        "List projects, most recently changed first",
+        "projects",
+        ((200, "{projects, next_cursor}"), (400, "Bad cursor"), INVALID, UNAVAILABLE),
+        query=(
+            Param("name", "Name contains (case-insensitive)."),
+            Param("member", "Projects this user is a member of."),
+            Param("updated_since", "ISO 8601 time with zone."),
+            LIMIT,
+            CURSOR,
+            MIN_POSITION,
+        ),
+    ),
+    Operation(
+        "get",
+        "/api/projects/{project_id}",
+        "The project view: meta, tracks in order, sections, members, snapshots, analyses",
+        "projects",
+        ((200, "Project view"), NOT_FOUND, UNAVAILABLE),
+        query=(MIN_POSITION,),
+    ),
+    Operation(
+        "get",
+        "/api/projects/{project_id}/document",
+        "The live document as JSON",
+        "live",
+        ((200, "{version, position, document}"), NOT_FOUND, UNAVAILABLE),
+    ),
+    Operation(
+        "post",
+        "/api/projects/{project_id}/edits",
+        "Apply typed edit operations as one transaction",
+        "live",
+        ((200, "{version, position, daid, changed}"), NOT_FOUND, INVALID, UNAVAILABLE),
+        body=edits.EditRequest,
+    ),
+    Operation(
+        "get",
+        "/api/projects/{project_id}/history",
+        "Versions newest first, with a summary of what changed",
+        "history",
+        ((200, "{entries, next_cursor}"), (400, "Bad cursor"), NOT_FOUND, INVALID, UNAVAILABLE),
+        query=(
+            LIMIT,
+            CURSOR,
+            Param("group", "`actor`: merge consecutive edits of one actor."),
+            Param("window", "Largest gap inside a group (e.g. 5s, 500ms); default 5s."),
+            MIN_POSITION,
+        ),
+    ),
+    Operation(
+        "get",
+        "/api/projects/{project_id}/versions/{version}",
+        "The document as of a version",
+        "history",
+        ((200, "{version, document}"), NOT_FOUND, UNAVAILABLE),
+    ),
+    Operation(
+        "get",
+        "/api/projects/{project_id}/diff",
+        "Structured diff between two versions",
+        "history",
+        ((200, "{added, removed, changed}"), NOT_FOUND, INVALID, UNAVAILABLE),
+        query=(
+            Param("from", "Version to diff from.", "integer", required=True),
+            Param("to", "Version to diff to.", "integer", required=True),
+        ),
+    ),
+    Operation(
+        "get",
+        "/api/projects/{project_id}/snapshots",
+        "Named snapshots of the project",
+        "history",
+        ((200, "{snapshots}"), NOT_FOUND, UNAVAILABLE),
+        query=(MIN_POSITION,),
+    ),
+    Operation(
+        "post",
+        "/api/projects/{project_id}/snapshots",
+        "Tag the current version with a unique name",
+        "history",
+        ((201, "Tagged"), NOT_FOUND, (409, "Name already used"), INVALID, UNAVAILABLE),
+        body=projects_api.NewSnapshot,
+    ),
+    Operation(
+        "post",
+        "/api/projects/{project_id}/rollback",
+        "Roll back to a version or snapshot (live: editors receive it at once)",
+        "history",
+        (
+            (200, "{version, position, daid, target_version, changed}"),
+            NOT_FOUND,
+            INVALID,
+            UNAVAILABLE,
+        ),
+        body=projects_api.RollbackRequest,
+    ),
+)
+
+
+@cache
+def build() -> dict[str, Any]:
+    models = [op.body for op in OPERATIONS if op.body is not None]
+    keyed, definitions = models_json_schema(
+        [(model, "validation") for model in models], ref_template="#/components/schemas/{model}"
+    )
+    paths: dict[str, dict[str, Any]] = {}
+    for op in OPERATIONS:
+        path = _PATH_PARAM.sub(lambda m: "{" + m["name"] + "}", op.path)
+        parameters = [
+            {
+                "name": m["name"],
+                "in": "path",
+                "required": True,
+                "schema": {"type": "integer" if m["kind"] == "int" else "string"},
+            }
+            for m in _PATH_PARAM.finditer(op.path)
+        ]
+        parameters += [
+            {
+                "name": p.name,
+                "in": "query",
+                "required": p.required,
+                "description": p.description,
+                "schema": {"type": p.kind},
+            }
+            for p in op.query
+        ]
+        operation: dict[str, Any] = {
+            "summary": op.summary,
+            "tags": [op.tag],
+            "operationId": op.method + "_" + re.sub(r"[^a-z0-9]+", "_", path).strip("_"),
+            "responses": {str(code): {"description": text} for code, text in op.responses},
+        }
+        if parameters:
+            operation["parameters"] = parameters
+        if op.body is not None:
+            operation["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": keyed[(op.body, "validation")]}},
+            }
+        paths.setdefault(path, {})[op.method] = operation
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "collab",
+            "version": "0.1.0",
+            "description": (
+                "Event-sourced collaboration server for music projects. Live editing uses "
+                "the Yjs sync and awareness protocol over WebSocket at /ws/{project_id} "
+                "(not described here; see docs/live.md). Errors are JSON "
+                '{"error": status, "message": ..., "fields": [...]}. Callers name '
+                "themselves with the X-Actor header."
+            ),
+        },
+        "paths": paths,
+        "components": {"schemas": definitions.get("$defs", {})},
+    }
+
+
+async def document(_request: Request) -> Response:
+    return JSONResponse(build())

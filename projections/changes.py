@@ -1,0 +1,376 @@
+"""What one document event changed, as records and as sentences for the history.
+
+:class:`DocumentTracker` keeps a project's Yjs document together with its JSON view.
+Applying an update, it learns from Yjs which shared types the update touched (deep
+observers on the four roots), diffs only those parts of the JSON view before and
+after (``projections.diff``), and patches the view. A fader move on a track with a
+thousand notes therefore compares one number, not the whole document, and the view
+always equals ``document.to_json(doc)`` without ever re-reading all of it.
+
+A change *record* is JSON: ``{"op", "path", "old", "new", "where"}``. Container
+values are reduced to what names them (``{"name": "Bass"}``), and ``where`` holds the
+names of the track, clip, effect or section the path lies in, as they were then, so
+that :func:`summarize` can write ``Bass: volume_db -3.0 → -6.0`` or ``3 notes added
+to clip Verse 1`` from stored records alone, and :func:`merge` can fold consecutive
+edits (a fader drag) into one entry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import pycrdt
+
+from collab import document, protocol
+from projections.diff import MISSING, Change, Path, diff
+
+Record = dict[str, Any]
+
+_ROOT_TYPES: dict[str, type[pycrdt.Map[Any]] | type[pycrdt.Array[Any]]] = {
+    document.META: pycrdt.Map,
+    document.TRACKS: pycrdt.Map,
+    document.TRACK_ORDER: pycrdt.Array,
+    document.SECTIONS: pycrdt.Array,
+}
+
+
+class DocumentTracker:
+    """A project document and its JSON view, kept equal update by update."""
+
+    def __init__(self, state: bytes | None = None) -> None:
+        self.doc = document.new_document()
+        if state:
+            self.doc.apply_update(state)
+        self.view: dict[str, Any] = document.to_json(self.doc)
+        self._touched: list[Path] = []
+        self._subscriptions = [
+            (root, self.doc.get(name, type=kind).observe_deep(self._observer(name)))
+            for name, kind in _ROOT_TYPES.items()
+            for root in (self.doc.get(name, type=kind),)
+        ]
+
+    def _observer(self, root: str) -> Any:
+        def touched(events: list[Any]) -> None:
+            for event in events:
+                base: Path = (root, *event.path)
+                keys = getattr(event, "keys", None)
+                if isinstance(keys, dict) and keys:
+                    self._touched.extend((*base, key) for key in keys)
+                else:
+                    self._touched.append(base)
+
+        return touched
+
+    def apply(self, update: bytes) -> list[Change]:
+        """Apply a Yjs update; return what it changed in the JSON view.
+
+        Raises ``protocol.MalformedUpdate`` (changing nothing) for bytes that are not
+        a Yjs update: the live path refuses them, but the log accepts any payload.
+        """
+        self._touched.clear()
+        protocol.check_update(update)
+        self.doc.apply_update(update)
+        changes: list[Change] = []
+        for path in _outermost(self._touched):
+            changes.extend(self._refresh(path))
+        self._touched.clear()
+        return changes
+
+    def _refresh(self, path: Path) -> list[Change]:
+        # A parent created by the same update has no entry in the view yet: go up to
+        # the nearest part that exists there.
+        while len(path) > 1 and _lookup(self.view, path[:-1]) is MISSING:
+            path = path[:-1]
+        old = _lookup(self.view, path)
+        new = _read(self.doc, path)
+        changes = diff(old, new, path)
+        if changes:
+            _store(self.view, path, new)
+        return changes
+
+    def records(self, changes: Iterable[Change]) -> list[Record]:
+        """Change records naming where each change happened (from the current view)."""
+        return [
+            {
+                "op": change.op,
+                "path": list(change.path),
+                "old": _compact(change.old),
+                "new": _compact(change.new),
+                "where": _where(self.view, change),
+            }
+            for change in changes
+        ]
+
+
+def _outermost(paths: list[Path]) -> list[Path]:
+    """Distinct paths, dropping any that lies inside another one of them."""
+    # Sorted, not in the order Yjs reported them: that order varies between runs.
+    unique = sorted(set(paths), key=lambda path: (len(path), [str(p) for p in path]))
+    kept: list[Path] = []
+    for path in unique:
+        if not any(path[: len(outer)] == outer for outer in kept):
+            kept.append(path)
+    return kept
+
+
+def _lookup(view: Any, path: Path) -> Any:
+    node = view
+    for key in path:
+        in_dict = isinstance(node, dict) and isinstance(key, str) and key in node
+        in_list = isinstance(node, list) and isinstance(key, int) and 0 <= key < len(node)
+        if in_dict or in_list:
+            node = node[key]
+        else:
+            return MISSING
+    return node
+
+
+def _read(doc: pycrdt.Doc[Any], path: Path) -> Any:
+    node: Any = doc.get(str(path[0]), type=_ROOT_TYPES[str(path[0])])
+    for key in path[1:]:
+        if isinstance(node, pycrdt.Map | dict):
+            if not isinstance(key, str) or key not in node:
+                return MISSING
+            node = node[key]
+        elif isinstance(node, pycrdt.Array | list):
+            if not isinstance(key, int) or not 0 <= key < len(node):
+                return MISSING
+            node = node[key]
+        else:
+            return MISSING
+    if isinstance(node, pycrdt.Map | pycrdt.Array):
+        value = node.to_py()
+        if value is None:
+            return {} if isinstance(node, pycrdt.Map) else []
+        return value
+    if isinstance(node, pycrdt.Text):
+        return str(node)
+    return node
+
+
+def _store(view: dict[str, Any], path: Path, value: Any) -> None:
+    parent = _lookup(view, path[:-1])
+    key = path[-1]
+    if value is MISSING:
+        if isinstance(parent, dict):
+            parent.pop(key, None)
+        elif isinstance(parent, list) and isinstance(key, int) and key < len(parent):
+            del parent[key]
+    elif isinstance(parent, dict):
+        parent[key] = value
+    elif isinstance(parent, list) and isinstance(key, int):
+        if key < len(parent):
+            parent[key] = value
+        else:
+            parent.append(value)
+
+
+#: longer strings are cut in change records (the document itself keeps them whole)
+MAX_RECORDED_TEXT = 200
+
+
+def _compact(value: Any) -> Any:
+    if value is MISSING:
+        return None
+    if isinstance(value, str) and len(value) > MAX_RECORDED_TEXT:
+        return value[: MAX_RECORDED_TEXT - 1] + "…"
+
+    if isinstance(value, dict):
+        return {key: value[key] for key in ("name", "type", "id") if key in value}
+    if isinstance(value, list):
+        return {"items": len(value)}
+    return value
+
+
+def _where(view: dict[str, Any], change: Change) -> dict[str, str]:
+    """Names of the track, clip, effect or section that ``change.path`` lies in."""
+    path = change.path
+    own = change.new if change.new is not MISSING else change.old
+    where: dict[str, str] = {}
+
+    def name_of(node_path: Path, field: str) -> str:
+        node = own if node_path == path else _lookup(view, node_path)
+        if isinstance(node, dict) and node.get(field) not in (None, ""):
+            return str(node[field])
+        return str(node_path[-1])
+
+    if path[0] == document.TRACKS and len(path) >= 2:
+        where["track"] = name_of(path[:2], "name")
+        if len(path) >= 4 and path[2] == "clips":
+            where["clip"] = name_of(path[:4], "name")
+        if len(path) >= 4 and path[2] == "effects":
+            where["effect"] = name_of(path[:4], "type")
+    elif path[0] == document.SECTIONS and len(path) >= 2:
+        where["section"] = name_of(path[:2], "name")
+    return where
+
+
+# -- sentences ---------------------------------------------------------------------------
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, dict):
+        label = value.get("name") or value.get("type") or value.get("id")
+        if label is not None:
+            return str(label)
+        if "items" in value:
+            return f"{value['items']} items"
+        return "{…}"
+    return str(value)
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+def _dotted(path: Sequence[Any]) -> str:
+    return ".".join(str(part) for part in path)
+
+
+def _field_line(label: str, field: str, record: Record) -> str:
+    op = record["op"]
+    if op == "added":
+        return f"{label}: set {field} to {_fmt(record['new'])}"
+    if op == "removed":
+        return f"{label}: removed {field}"
+    return f"{label}: {field} {_fmt(record['old'])} → {_fmt(record['new'])}"
+
+
+def summarize(records: Sequence[Record]) -> list[str]:
+    """Human sentences for change records, in document order; counts are gathered."""
+    summary = _Summary()
+    for record in records:
+        summary.add(record)
+    return summary.lines()
+
+
+class _Summary:
+    def __init__(self) -> None:
+        self._lines: list[str] = []
+        self._notes: dict[tuple[str, str], int] = {}
+        self._automation: list[str] = []
+        self._tracks_added_or_removed = False
+        self._reordered = False
+
+    def add(self, record: Record) -> None:
+        path: list[Any] = record["path"]
+        root = path[0]
+        if root == document.META and len(path) == 2:
+            self._lines.append(_field_line("meta", str(path[1]), record).removeprefix("meta: "))
+        elif root == document.TRACKS and len(path) >= 2:
+            self._track(record, path)
+        elif root == document.TRACK_ORDER:
+            self._reordered = True
+        elif root == document.SECTIONS and len(path) >= 2:
+            section = (record.get("where") or {}).get("section", str(path[1]))
+            if len(path) == 2 and record["op"] in ("added", "removed"):
+                self._lines.append(f"{record['op']} section {section}")
+            else:
+                self._lines.append(_field_line(f"section {section}", _dotted(path[2:]), record))
+        else:
+            self._lines.append(f"{record['op']} {_dotted(path)}")
+
+    def _track(self, record: Record, path: list[Any]) -> None:
+        op: str = record["op"]
+        where: dict[str, str] = record.get("where") or {}
+        track = where.get("track", str(path[1]))
+        if len(path) == 2:
+            if op in ("added", "removed"):
+                self._tracks_added_or_removed = True
+                self._lines.append(f"{op} track {track}")
+            else:
+                self._lines.append(f"track {track} replaced")
+        elif len(path) == 3:
+            if path[2] == "name" and op == "changed":
+                self._lines.append(f"renamed track {_fmt(record['old'])} → {_fmt(record['new'])}")
+            else:
+                self._lines.append(_field_line(track, str(path[2]), record))
+        elif path[2] == "clips":
+            self._clip(record, path, track, where.get("clip", str(path[3])))
+        elif path[2] == "effects":
+            effect = where.get("effect", str(path[3]))
+            if len(path) == 4 and op in ("added", "removed"):
+                preposition = "to" if op == "added" else "from"
+                self._lines.append(f"{op} effect {effect} {preposition} {track}")
+            else:
+                self._lines.append(_field_line(f"{track} / {effect}", _dotted(path[4:]), record))
+        elif path[2] == "automation":
+            label = f"{track}: automation {path[3]}"
+            if label not in self._automation:
+                self._automation.append(label)
+        else:
+            self._lines.append(_field_line(track, _dotted(path[2:]), record))
+
+    def _clip(self, record: Record, path: list[Any], track: str, clip: str) -> None:
+        op: str = record["op"]
+        if len(path) == 4 and op in ("added", "removed"):
+            preposition = "to" if op == "added" else "from"
+            self._lines.append(f"{op} clip {clip} {preposition} {track}")
+        elif len(path) >= 5 and path[4] == "notes":
+            kind, count = "changed", 1
+            if len(path) == 6 and op in ("added", "removed"):
+                kind = op
+            elif len(path) == 5 and op in ("added", "removed"):
+                # the whole notes list appeared or went: count its items
+                value = record["new"] if op == "added" else record["old"]
+                kind, count = op, int((value or {}).get("items", 0))
+            self._notes[kind, clip] = self._notes.get((kind, clip), 0) + count
+        elif len(path) == 5 and path[4] == "name" and op == "changed":
+            self._lines.append(f"renamed clip {_fmt(record['old'])} → {_fmt(record['new'])}")
+        else:
+            self._lines.append(_field_line(f"{track} / {clip}", _dotted(path[4:]), record))
+
+    def lines(self) -> list[str]:
+        lines = list(self._lines)
+        for (kind, clip), count in self._notes.items():
+            if kind == "added":
+                lines.append(f"{_plural(count, 'note')} added to clip {clip}")
+            elif kind == "removed":
+                lines.append(f"{_plural(count, 'note')} removed from clip {clip}")
+            else:
+                lines.append(f"{_plural(count, 'note')} changed in clip {clip}")
+        lines.extend(f"{label} changed" for label in self._automation)
+        if self._reordered and not self._tracks_added_or_removed:
+            lines.append("reordered tracks")
+        return lines
+
+
+def merge(groups: Iterable[Sequence[Record]]) -> list[Record]:
+    """Fold the records of consecutive events (oldest first) into their net effect."""
+    merged: dict[str, Record] = {}
+    for records in groups:
+        for record in records:
+            key = _dotted(record["path"])
+            previous = merged.get(key)
+            if previous is None:
+                merged[key] = dict(record)
+                continue
+            first, then = previous["op"], record["op"]
+            if first == "added" and then == "removed":
+                del merged[key]
+                continue
+            if first == "added":
+                op = "added"
+            elif first == "removed" and then == "added":
+                op = "changed"
+            else:
+                op = then
+            merged[key] = {**previous, "op": op, "new": record["new"], "where": record["where"]}
+    # A change inside something the group added or removed is part of that.
+    wholes = [tuple(r["path"]) for r in merged.values() if r["op"] in ("added", "removed")]
+    return [
+        record
+        for record in merged.values()
+        if not (record["op"] == "changed" and record["old"] == record["new"])
+        and not any(
+            len(whole) < len(record["path"]) and tuple(record["path"][: len(whole)]) == whole
+            for whole in wholes
+        )
+    ]

@@ -1,0 +1,535 @@
+"""The ``projects`` projection: the current project, its history, and time-travel states.
+
+It folds every event of every project stream into:
+
+* ``projects``: one row per project, with the document as JSON (``document``) and
+  its meta fields as columns; ``project_tracks``, ``project_clips`` and
+  ``project_effects`` hold the document's parts as rows SQL can query;
+  ``project_members``, ``project_snapshots`` and ``project_analyses`` (counts by type);
+* ``project_history``: one row per event, with change records and sentences
+  (``projections.changes``);
+* ``project_states``: the encoded Yjs document every ``state_every`` versions, from
+  which :mod:`projections.timetravel` rebuilds any version by replaying a few events.
+
+Documents of recently active projects stay in memory (an LRU of ``cache_size``);
+one that is not there is rebuilt from its newest state plus the log after it. The
+cache is dropped whenever a batch's transaction does not commit.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Final
+
+import pycrdt
+import structlog
+
+from collab import document, protocol
+from events.models import (
+    DOCUMENT_EVENTS,
+    AnalysisRecorded,
+    MemberGranted,
+    MemberRevoked,
+    ProjectCreated,
+    ProjectRolledBack,
+    ProvenanceRecorded,
+    SnapshotTagged,
+    project_of,
+    project_stream,
+)
+from events.records import StoredEvent
+from events.sql import Sql
+from events.store import EventStore
+from projections.changes import DocumentTracker, Record, summarize
+
+log = structlog.get_logger("projections.projects")
+
+NAME: Final = "projects"
+TABLES: Final = (
+    "projects",
+    "project_members",
+    "project_tracks",
+    "project_clips",
+    "project_effects",
+    "project_snapshots",
+    "project_analyses",
+    "project_history",
+    "project_states",
+)
+
+
+@dataclass(slots=True)
+class _Project:
+    project_id: str
+    tracker: DocumentTracker
+    name: str
+    owner: str
+    created_at: datetime
+    created_position: int
+    updated_at: datetime
+    version: int = 0
+    position: int = 0
+    doc_version: int = 0
+    state_version: int = 0
+    #: the document changed in the batch being folded
+    doc_changed: bool = False
+
+
+@dataclass(slots=True)
+class _Batch:
+    projects: dict[str, _Project] = field(default_factory=dict)
+    history: list[tuple[Any, ...]] = field(default_factory=list)
+    states: list[tuple[Any, ...]] = field(default_factory=list)
+
+
+class ProjectsProjection:
+    def __init__(self, store: EventStore, *, state_every: int = 500, cache_size: int = 256) -> None:
+        self._store = store
+        self._state_every = state_every
+        self._cache_size = cache_size
+        self._cache: OrderedDict[str, _Project] = OrderedDict()
+
+    @property
+    def name(self) -> str:
+        return NAME
+
+    @property
+    def tables(self) -> tuple[str, ...]:
+        return TABLES
+
+    def forget(self) -> None:
+        self._cache.clear()
+
+    async def apply(self, tx: Sql, events: Sequence[StoredEvent]) -> None:
+        batch = _Batch()
+        for event in events:
+            project_id = _project_id(event.stream_id)
+            if project_id is None:
+                continue
+            project = batch.projects.get(project_id)
+            if project is None:
+                project = await self._project(tx, project_id, event)
+                batch.projects[project_id] = project
+            await self._fold(tx, batch, project, event)
+        await self._write(tx, batch)
+        for project_id, project in batch.projects.items():
+            project.doc_changed = False
+            self._cache[project_id] = project
+            self._cache.move_to_end(project_id)
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+
+    # -- loading ---------------------------------------------------------------------------
+
+    async def _project(self, tx: Sql, project_id: str, event: StoredEvent) -> _Project:
+        cached = self._cache.get(project_id)
+        if cached is not None:
+            return cached
+        row = await tx.fetchrow(
+            "select name, owner, created_at, created_position, updated_at, version, position,"
+            " doc_version, state_version from projects where project_id = $1",
+            project_id,
+        )
+        if row is None:
+            # Normally project.created; a stream begun some other way still gets a row.
+            created = event.data if event.event_type == ProjectCreated.event_type else {}
+            return _Project(
+                project_id,
+                DocumentTracker(),
+                name=str(created.get("name", "")),
+                owner=str(created.get("owner", event.metadata.get("actor", ""))),
+                created_at=event.recorded_at,
+                created_position=event.position,
+                updated_at=event.recorded_at,
+            )
+        state = await tx.fetchrow(
+            "select version, state from project_states where project_id = $1"
+            " order by version desc limit 1",
+            project_id,
+        )
+        tracker = await replay(
+            self._store,
+            project_id,
+            state=bytes(state["state"]) if state else None,
+            after_version=int(state["version"]) if state else 0,
+            to_version=int(row["doc_version"]),
+        )
+        return _Project(
+            project_id,
+            tracker,
+            name=row["name"],
+            owner=row["owner"],
+            created_at=row["created_at"],
+            created_position=row["created_position"],
+            updated_at=row["updated_at"],
+            version=row["version"],
+            position=row["position"],
+            doc_version=row["doc_version"],
+            state_version=row["state_version"],
+        )
+
+    # -- folding ---------------------------------------------------------------------------
+
+    async def _fold(self, tx: Sql, batch: _Batch, project: _Project, event: StoredEvent) -> None:
+        data = event.data
+        records: list[Record] = []
+        summary: list[str]
+        kind = event.event_type
+        if kind == ProjectCreated.event_type:
+            project.name = str(data["name"])
+            project.owner = str(data["owner"])
+            await tx.execute(
+                "insert into project_members (project_id, member, role, granted_at)"
+                " values ($1, $2, 'owner', $3) on conflict (project_id, member) do update"
+                " set role = excluded.role, granted_at = excluded.granted_at",
+                project.project_id,
+                project.owner,
+                event.recorded_at,
+            )
+            summary = [f'created project "{project.name}"']
+        elif kind in DOCUMENT_EVENTS:
+            records, summary = self._fold_document(batch, project, event)
+        elif kind == SnapshotTagged.event_type:
+            await tx.execute(
+                "insert into project_snapshots (project_id, name, description, version,"
+                " position, daid, actor, created_at) values ($1, $2, $3, $4, $5, $6, $7, $8)"
+                " on conflict (project_id, name) do nothing",
+                project.project_id,
+                data["name"],
+                data.get("description", ""),
+                data["version"],
+                event.position,
+                event.daid,
+                str(event.metadata.get("actor", "")),
+                event.recorded_at,
+            )
+            summary = [f'tagged snapshot "{data["name"]}" at version {data["version"]}']
+        elif kind == MemberGranted.event_type:
+            await tx.execute(
+                "insert into project_members (project_id, member, role, granted_at)"
+                " values ($1, $2, $3, $4) on conflict (project_id, member) do update"
+                " set role = excluded.role, granted_at = excluded.granted_at",
+                project.project_id,
+                data["user"],
+                data["role"],
+                event.recorded_at,
+            )
+            summary = [f"granted {data['role']} to {data['user']}"]
+        elif kind == MemberRevoked.event_type:
+            await tx.execute(
+                "delete from project_members where project_id = $1 and member = $2",
+                project.project_id,
+                data["user"],
+            )
+            summary = [f"revoked {data['user']}"]
+        elif kind == AnalysisRecorded.event_type:
+            await tx.execute(
+                "insert into project_analyses (project_id, analysis_type, count, last_version)"
+                " values ($1, $2, 1, $3) on conflict (project_id, analysis_type) do update"
+                " set count = project_analyses.count + 1, last_version = excluded.last_version",
+                project.project_id,
+                data["analysis_type"],
+                event.stream_version,
+            )
+            tool = data.get("tool", {})
+            summary = [f"recorded {data['analysis_type']} analysis by {tool.get('agent_id', '?')}"]
+        elif kind == ProvenanceRecorded.event_type:
+            entity = data.get("entity", {})
+            summary = [
+                f"recorded provenance: {data.get('activity')} of {entity.get('type')}"
+                f" {entity.get('id')}"
+            ]
+        else:
+            summary = [kind]
+        project.version = event.stream_version
+        project.position = event.position
+        project.updated_at = event.recorded_at
+        batch.history.append(
+            (
+                project.project_id,
+                event.stream_version,
+                event.position,
+                event.recorded_at,
+                str(event.metadata.get("actor", "")),
+                str(event.metadata.get("agent_id", "")),
+                kind,
+                event.daid,
+                json.dumps(records, separators=(",", ":")),
+                json.dumps(summary, ensure_ascii=False),
+            )
+        )
+
+    def _fold_document(
+        self, batch: _Batch, project: _Project, event: StoredEvent
+    ) -> tuple[list[Record], list[str]]:
+        records: list[Record] = []
+        summary: list[str] = []
+        if event.payload and event.payload != b"\x00\x00":
+            try:
+                changes = project.tracker.apply(event.payload)
+            except protocol.MalformedUpdate as exc:
+                # Retrying cannot help: the bytes will never decode. Keep going.
+                log.warning(
+                    "undecodable update ignored",
+                    project=project.project_id,
+                    version=event.stream_version,
+                    error=str(exc),
+                )
+                summary = ["update could not be decoded; ignored"]
+            else:
+                records = project.tracker.records(changes)
+                project.doc_changed = True
+        project.doc_version = event.stream_version
+        summary += summarize(records)
+        if event.event_type == ProjectRolledBack.event_type:
+            summary.insert(0, _rolled_back(event.data))
+        elif not summary:
+            summary = ["no visible change"]
+        if event.stream_version - project.state_version >= self._state_every:
+            state = project.tracker.doc.get_update()
+            batch.states.append((project.project_id, event.stream_version, event.position, state))
+            project.state_version = event.stream_version
+        return records, summary
+
+    # -- writing ---------------------------------------------------------------------------
+
+    async def _write(self, tx: Sql, batch: _Batch) -> None:
+        if not batch.projects:
+            return
+        rows = [_project_row(p) for p in batch.projects.values()]
+        await tx.executemany(
+            "insert into projects (project_id, name, owner, created_at, created_position,"
+            " updated_at, version, position, doc_version, state_version, tempo, time_signature,"
+            " key, sample_rate, document) values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,"
+            " $11, $12, $13, $14, $15::jsonb) on conflict (project_id) do update set"
+            " name = excluded.name, owner = excluded.owner, updated_at = excluded.updated_at,"
+            " version = excluded.version, position = excluded.position,"
+            " doc_version = excluded.doc_version, state_version = excluded.state_version,"
+            " tempo = excluded.tempo, time_signature = excluded.time_signature,"
+            " key = excluded.key, sample_rate = excluded.sample_rate,"
+            " document = excluded.document",
+            rows,
+        )
+        changed = [p for p in batch.projects.values() if p.doc_changed]
+        if changed:
+            await _write_parts(tx, changed)
+        if batch.history:
+            columns = list(zip(*batch.history, strict=True))
+            await tx.execute(
+                "insert into project_history (project_id, version, position, recorded_at, actor,"
+                " agent_id, event_type, daid, changes, summary)"
+                " select h.project_id, h.version, h.position, h.recorded_at, h.actor,"
+                " h.agent_id, h.event_type, h.daid, h.changes::jsonb,"
+                " array(select jsonb_array_elements_text(h.summary::jsonb))"
+                " from unnest($1::uuid[], $2::bigint[], $3::bigint[], $4::timestamptz[],"
+                " $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[])"
+                " as h(project_id, version, position, recorded_at, actor, agent_id, event_type,"
+                " daid, changes, summary)",
+                *(list(column) for column in columns),
+            )
+        if batch.states:
+            await tx.executemany(
+                "insert into project_states (project_id, version, position, state)"
+                " values ($1, $2, $3, $4) on conflict (project_id, version) do nothing",
+                batch.states,
+            )
+
+
+def _project_id(stream_id: str) -> str | None:
+    """The project of a project stream. Projects made here have UUIDs; a stream such
+    as ``project-test`` written by some script is not a project and is left alone."""
+    project_id = project_of(stream_id)
+    if project_id is None:
+        return None
+    try:
+        return str(uuid.UUID(project_id))
+    except ValueError:
+        return None
+
+
+def _rolled_back(data: dict[str, Any]) -> str:
+    snapshot = data.get("target_snapshot")
+    if snapshot:
+        return f'rolled back to snapshot "{snapshot}" (version {data["target_version"]})'
+    return f"rolled back to version {data['target_version']}"
+
+
+def _project_row(project: _Project) -> tuple[Any, ...]:
+    view = project.tracker.view
+    meta = view.get(document.META) or {}
+    return (
+        project.project_id,
+        project.name or str(meta.get("name") or ""),
+        project.owner,
+        project.created_at,
+        project.created_position,
+        project.updated_at,
+        project.version,
+        project.position,
+        project.doc_version,
+        project.state_version,
+        _number(meta.get("tempo")),
+        _text(meta.get("time_signature")),
+        _text(meta.get("key")),
+        _integer(meta.get("sample_rate")),
+        json.dumps(view, separators=(",", ":"), ensure_ascii=False),
+    )
+
+
+async def _write_parts(tx: Sql, projects: list[_Project]) -> None:
+    ids = [p.project_id for p in projects]
+    for table in ("project_tracks", "project_clips", "project_effects"):
+        await tx.execute(f"delete from {table} where project_id = any($1::uuid[])", ids)
+    tracks: list[tuple[Any, ...]] = []
+    clips: list[tuple[Any, ...]] = []
+    effects: list[tuple[Any, ...]] = []
+    for project in projects:
+        view = project.tracker.view
+        all_tracks: dict[str, Any] = view.get(document.TRACKS) or {}
+        order = [t for t in view.get(document.TRACK_ORDER) or [] if t in all_tracks]
+        order = list(dict.fromkeys(order))
+        order += sorted(t for t in all_tracks if t not in order)
+        for ordinal, track_id in enumerate(order):
+            track = all_tracks[track_id] if isinstance(all_tracks[track_id], dict) else {}
+            track_clips = track.get("clips") if isinstance(track.get("clips"), dict) else {}
+            track_effects = track.get("effects") if isinstance(track.get("effects"), list) else []
+            note_total = 0
+            for clip_id, raw_clip in (track_clips or {}).items():
+                clip = raw_clip if isinstance(raw_clip, dict) else {}
+                notes = clip.get("notes") if isinstance(clip.get("notes"), list) else []
+                note_total += len(notes or [])
+                clips.append(
+                    (
+                        project.project_id,
+                        track_id,
+                        clip_id,
+                        _text(clip.get("name")),
+                        _number(clip.get("start_beats")),
+                        _number(clip.get("length_beats")),
+                        _text(clip.get("source")),
+                        len(notes or []),
+                    )
+                )
+            for effect_ordinal, raw_effect in enumerate(track_effects or []):
+                effect = raw_effect if isinstance(raw_effect, dict) else {}
+                params = effect.get("params") if isinstance(effect.get("params"), dict) else {}
+                effects.append(
+                    (
+                        project.project_id,
+                        track_id,
+                        effect_ordinal,
+                        _text(effect.get("id")),
+                        _text(effect.get("type")),
+                        _boolean(effect.get("enabled")),
+                        json.dumps(params or {}, separators=(",", ":")),
+                    )
+                )
+            tracks.append(
+                (
+                    project.project_id,
+                    track_id,
+                    ordinal,
+                    _text(track.get("name")),
+                    _text(track.get("kind")),
+                    _text(track.get("instrument")),
+                    _text(track.get("color")),
+                    _number(track.get("volume_db")),
+                    _number(track.get("pan")),
+                    _boolean(track.get("mute")),
+                    _boolean(track.get("solo")),
+                    _boolean(track.get("armed")),
+                    len(track_clips or {}),
+                    note_total,
+                    len(track_effects or []),
+                )
+            )
+    if tracks:
+        await tx.executemany(
+            "insert into project_tracks (project_id, track_id, ordinal, name, kind, instrument,"
+            " color, volume_db, pan, mute, solo, armed, clip_count, note_count, effect_count)"
+            " values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+            tracks,
+        )
+    if clips:
+        await tx.executemany(
+            "insert into project_clips (project_id, track_id, clip_id, name, start_beats,"
+            " length_beats, source, note_count) values ($1, $2, $3, $4, $5, $6, $7, $8)",
+            clips,
+        )
+    if effects:
+        await tx.executemany(
+            "insert into project_effects (project_id, track_id, ordinal, effect_id, type,"
+            " enabled, params) values ($1, $2, $3, $4, $5, $6, $7::jsonb)",
+            effects,
+        )
+
+
+# Editors may write anything into the shared document: a column gets a value only
+# when it has the right kind.
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def _integer(value: Any) -> int | None:
+    number = _number(value)
+    if number is None or not number.is_integer() or abs(number) > 2**31 - 1:
+        return None
+    return int(number)
+
+
+def _boolean(value: Any) -> bool | None:
+    return value if isinstance(value, bool) else None
+
+
+async def replay(
+    store: EventStore,
+    project_id: str,
+    *,
+    state: bytes | None,
+    after_version: int,
+    to_version: int,
+    batch: int = 5000,
+) -> DocumentTracker:
+    """A project's document as of ``to_version``: ``state`` plus the document events
+    with ``after_version < version <= to_version``."""
+    updates: list[bytes] = [state] if state else []
+    stream_id = project_stream(project_id)
+    last = after_version
+    while last < to_version:
+        records = await store.read_payloads(
+            stream_id, DOCUMENT_EVENTS, after_version=last, to_version=to_version, limit=batch
+        )
+        updates.extend(r.payload for r in records if r.payload and r.payload != b"\x00\x00")
+        if len(records) < batch:
+            break
+        last = records[-1].version
+    if not updates:
+        return DocumentTracker()
+    try:
+        merged = updates[0] if len(updates) == 1 else pycrdt.merge_updates(*updates)
+    except ValueError:
+        # Some payload is not a Yjs update (the projection skipped it too): drop those.
+        good = [u for u in updates if _decodes(u)]
+        if not good:
+            return DocumentTracker()
+        merged = good[0] if len(good) == 1 else pycrdt.merge_updates(*good)
+    return DocumentTracker(merged)
+
+
+def _decodes(update: bytes) -> bool:
+    try:
+        protocol.check_update(update)
+    except protocol.MalformedUpdate:
+        return False
+    return True

@@ -1,0 +1,282 @@
+"""The projection runner: fold the log into read models, exactly once, in order.
+
+Each projection has a checkpoint row (``projection_checkpoints``). The runner reads
+batches of events after it and, for each batch, in **one transaction**: locks the
+checkpoint row, checks it still says where the batch starts, lets the projection
+write its rows, and moves the checkpoint to the batch's last position. A crash at
+any point therefore leaves rows and checkpoint agreeing, and a restart resumes from
+there: no event is applied twice or skipped.
+
+If the checkpoint moved underneath (``collab projections rebuild``, or another node
+running the same projection got there first) the batch is abandoned and reading
+resumes from the stored checkpoint. Any other failure is logged, shown by
+:meth:`ProjectionRunner.status` (and ``/ready``), and the same batch is retried with
+a growing delay; nothing after it is applied before it succeeds.
+
+:meth:`ProjectionRunner.wait` gives read-your-writes: the API passes the position an
+append returned and gets an answer once every projection has folded it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+import structlog
+
+from events.errors import EventStoreError
+from events.records import StoredEvent
+from events.sql import Sql, SqlDatabase
+from events.store import EventStore
+
+log = structlog.get_logger("projections.runner")
+
+State = Literal["starting", "running", "failing", "stopped"]
+
+
+class Projection(Protocol):
+    """A read model folded from the log."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def tables(self) -> tuple[str, ...]:
+        """The tables it owns (emptied by a rebuild)."""
+        ...
+
+    async def apply(self, tx: Sql, events: Sequence[StoredEvent]) -> None:
+        """Fold ``events`` (consecutive positions) inside the runner's transaction."""
+        ...
+
+    def forget(self) -> None:
+        """Drop in-memory state: the transaction it was built in did not commit."""
+        ...
+
+
+class Store(EventStore, SqlDatabase, Protocol):
+    """What the runner needs: the log and the database the read models live in."""
+
+
+class CheckpointMoved(Exception):
+    """The stored checkpoint is not where this runner's batch starts."""
+
+    def __init__(self, name: str, stored: int, expected: int) -> None:
+        self.stored = stored
+        super().__init__(
+            f"projection {name}: checkpoint is at {stored}, batch starts at {expected}"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectionStatus:
+    name: str
+    state: State
+    position: int
+    head: int
+    error: str | None
+    failures: int
+
+    @property
+    def lag(self) -> int:
+        return max(0, self.head - self.position)
+
+
+async def load_checkpoint(tx: Sql, name: str) -> int:
+    await tx.execute(
+        "insert into projection_checkpoints (name) values ($1) on conflict (name) do nothing",
+        name,
+    )
+    return int(
+        await tx.fetchval("select position from projection_checkpoints where name = $1", name)
+    )
+
+
+async def reset(store: SqlDatabase, projection: Projection) -> None:
+    """Empty the projection's tables and move its checkpoint to 0, in one transaction."""
+    async with store.transaction() as tx:
+        await load_checkpoint(tx, projection.name)
+        await tx.execute(
+            "select position from projection_checkpoints where name = $1 for update",
+            projection.name,
+        )
+        await tx.execute(f"truncate {', '.join(projection.tables)} cascade")
+        await tx.execute(
+            "update projection_checkpoints set position = 0, updated_at = now() where name = $1",
+            projection.name,
+        )
+    projection.forget()
+
+
+async def _lock_checkpoint(tx: Sql, name: str, start: int) -> None:
+    stored = await tx.fetchval(
+        "select position from projection_checkpoints where name = $1 for update", name
+    )
+    if stored != start:
+        raise CheckpointMoved(name, int(stored or 0), start)
+
+
+async def apply_batch(
+    store: SqlDatabase, projection: Projection, events: Sequence[StoredEvent], start: int
+) -> None:
+    """Fold ``events`` (which follow position ``start``) and move the checkpoint."""
+    try:
+        async with store.transaction() as tx:
+            await _lock_checkpoint(tx, projection.name, start)
+            await projection.apply(tx, events)
+            await tx.execute(
+                "update projection_checkpoints set position = $2, updated_at = now()"
+                " where name = $1",
+                projection.name,
+                events[-1].position,
+            )
+    except BaseException:
+        projection.forget()
+        raise
+
+
+class _Runner:
+    """One projection's loop."""
+
+    def __init__(self, store: Store, projection: Projection, batch_size: int) -> None:
+        self.store = store
+        self.projection = projection
+        self.batch_size = batch_size
+        self.state: State = "starting"
+        self.position = 0
+        self.error: str | None = None
+        self.failures = 0
+        self.moved = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+    async def run(self) -> None:
+        delay = 0.1
+        while True:
+            try:
+                async with self.store.transaction() as tx:
+                    self._advance(await load_checkpoint(tx, self.projection.name))
+                if self.state != "failing":
+                    self.state = "running"
+                await self._follow()
+            except EventStoreError as exc:
+                # Reading the checkpoint failed (database away): same back-off.
+                self._failed(exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
+    async def _follow(self) -> None:
+        batches = self.store.subscribe_batches(self.position, batch_size=self.batch_size)
+        # Closed on the way out (also when cancelled), so its LISTEN connection is too.
+        async with contextlib.aclosing(batches):
+            async for batch in batches:
+                if not await self._fold(batch):
+                    return
+
+    async def _fold(self, batch: list[StoredEvent]) -> bool:
+        """Fold one batch, retrying until it succeeds; False if the checkpoint moved."""
+        delay = 0.1
+        started = time.perf_counter()
+        while True:
+            try:
+                await apply_batch(self.store, self.projection, batch, self.position)
+            except CheckpointMoved as exc:
+                log.info(
+                    "checkpoint moved; resuming from it",
+                    projection=self.projection.name,
+                    stored=exc.stored,
+                    batch_start=self.position,
+                )
+                return False
+            except Exception as exc:  # noqa: BLE001 - any failure is retried, never skipped
+                self._failed(exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+                continue
+            break
+        if self.state != "running":
+            log.info(
+                "projection running", projection=self.projection.name, position=batch[-1].position
+            )
+        self.state, self.error = "running", None
+        self._advance(batch[-1].position)
+        log.debug(
+            "batch folded",
+            projection=self.projection.name,
+            events=len(batch),
+            position=self.position,
+            seconds=round(time.perf_counter() - started, 4),
+        )
+        return True
+
+    def _advance(self, position: int) -> None:
+        self.position = position
+        self.moved.set()
+        self.moved = asyncio.Event()
+
+    def _failed(self, exc: BaseException) -> None:
+        self.state = "failing"
+        self.failures += 1
+        self.error = f"{type(exc).__name__}: {exc}"
+        log.error(
+            "projection failed; retrying the same batch",
+            projection=self.projection.name,
+            position=self.position,
+            failures=self.failures,
+            error=self.error,
+            exc_info=exc if not isinstance(exc, EventStoreError) else None,
+        )
+
+
+class ProjectionRunner:
+    def __init__(
+        self, store: Store, projections: Sequence[Projection], *, batch_size: int = 1000
+    ) -> None:
+        self._store = store
+        self._runners = {p.name: _Runner(store, p, batch_size) for p in projections}
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._runners)
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        for name, runner in self._runners.items():
+            runner.task = loop.create_task(runner.run(), name=f"projection-{name}")
+
+    async def stop(self) -> None:
+        for runner in self._runners.values():
+            if runner.task is not None:
+                runner.task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await runner.task
+                runner.task = None
+            runner.state = "stopped"
+
+    def position(self, name: str | None = None) -> int:
+        """The position every projection (or the named one) has folded."""
+        runners = [self._runners[name]] if name else list(self._runners.values())
+        return min((r.position for r in runners), default=0)
+
+    async def wait(self, position: int, within: float, name: str | None = None) -> bool:
+        """True once the projections have folded ``position``; False after ``within`` s."""
+        runners = [self._runners[name]] if name else list(self._runners.values())
+        deadline = time.monotonic() + within
+        for runner in runners:
+            while runner.position < position:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(runner.moved.wait(), remaining)
+        return True
+
+    async def status(self) -> list[ProjectionStatus]:
+        head = await self._store.head_position()
+        return [
+            ProjectionStatus(name, r.state, r.position, head, r.error, r.failures)
+            for name, r in self._runners.items()
+        ]

@@ -1,0 +1,186 @@
+"""The projection runner against real PostgreSQL: exactly once through injected
+failures, kills and rebuilds; read-your-writes; failures reported by /ready."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import asyncpg
+import httpx
+import pytest
+
+from collab.app import create_app
+from events import EventMetadata, NewEvent
+from events.models import DocUpdated
+from events.postgres import PostgresEventStore
+from events.records import StoredEvent
+from events.sql import Sql
+from events.store import AppendRequest
+from projections.runner import ProjectionRunner, reset
+from tests.support import eventually, timeout
+
+EVENTS = 3000
+
+
+class Tally:
+    """Writes one row per event it folds; can fail once, or hang, at a chosen position."""
+
+    name = "tally"
+    tables = ("tally",)
+
+    def __init__(self, fail_at: int | None = None, hang_at: int | None = None) -> None:
+        self.fail_at = fail_at
+        self.hang_at = hang_at
+        self.hanging = asyncio.Event()
+        self.forgotten = 0
+
+    async def apply(self, tx: Sql, events: Sequence[StoredEvent]) -> None:
+        for event in events:
+            await tx.execute("insert into tally (position) values ($1)", event.position)
+            if event.position == self.fail_at:
+                self.fail_at = None
+                raise RuntimeError(f"injected failure at position {event.position}")
+            if event.position == self.hang_at:
+                self.hanging.set()
+                await asyncio.Event().wait()  # until the runner is killed
+
+    def forget(self) -> None:
+        self.forgotten += 1
+
+
+@pytest.fixture
+async def store(database_url):
+    """A store whose database has the tally table and a log of EVENTS events."""
+    store = await PostgresEventStore.connect(database_url, poll_interval=0.1)
+    async with store.transaction() as tx:
+        await tx.execute("create table tally (position bigint not null)")
+    await _fill(store, EVENTS)
+    yield store
+    await store.close()
+
+
+async def _fill(store: PostgresEventStore, count: int) -> None:
+    meta = EventMetadata(actor="t")
+    for start in range(0, count, 500):
+        await store.append_batch(
+            [
+                AppendRequest(f"s-{i % 7}", [NewEvent(DocUpdated(update=b"\x01"), meta)])
+                for i in range(start, min(start + 500, count))
+            ]
+        )
+
+
+async def _tallied(store: PostgresEventStore) -> tuple[int, int, int, int]:
+    row = await store.queries.fetchrow(
+        "select count(*) as n, count(distinct position) as d, coalesce(min(position), 0) as lo,"
+        " coalesce(max(position), 0) as hi from tally"
+    )
+    assert row is not None
+    return row["n"], row["d"], row["lo"], row["hi"]
+
+
+async def test_a_failure_mid_batch_is_retried_without_skipping_or_repeating(store):
+    tally = Tally(fail_at=1234)
+    runner = ProjectionRunner(store, [tally], batch_size=500)
+    runner.start()
+    try:
+        assert await runner.wait(EVENTS, timeout(30))
+        # rows written before the failure in its batch were rolled back with it
+        assert await _tallied(store) == (EVENTS, EVENTS, 1, EVENTS)
+        (status,) = await runner.status()
+        assert (status.state, status.failures, status.error) == ("running", 1, None)
+        assert status.lag == 0
+        assert tally.forgotten == 1
+    finally:
+        await runner.stop()
+
+
+async def test_a_projection_killed_mid_batch_resumes_from_its_checkpoint(store):
+    hung = Tally(hang_at=1700)
+    first = ProjectionRunner(store, [hung], batch_size=500)
+    first.start()
+    await asyncio.wait_for(hung.hanging.wait(), timeout(30))
+    assert first.position() == 1500
+    await first.stop()  # killed inside the batch 1501-2000, rows already written
+    assert await _tallied(store) == (1500, 1500, 1, 1500)
+
+    second = ProjectionRunner(store, [Tally()], batch_size=500)
+    second.start()
+    try:
+        assert await second.wait(EVENTS, timeout(30))
+        assert await _tallied(store) == (EVENTS, EVENTS, 1, EVENTS)
+    finally:
+        await second.stop()
+
+
+async def test_a_rebuild_under_a_running_projection_starts_it_over(store):
+    runner = ProjectionRunner(store, [Tally()], batch_size=500)
+    runner.start()
+    try:
+        assert await runner.wait(EVENTS, timeout(30))
+        await reset(store, Tally())
+        assert await _tallied(store) == (0, 0, 0, 0)
+        # The runner notices at its next batch, and folds everything again.
+        await _fill(store, 1)
+        await eventually(
+            lambda: _all_tallied(store, EVENTS + 1), 30, "projection did not start over"
+        )
+    finally:
+        await runner.stop()
+
+
+async def _all_tallied(store: PostgresEventStore, count: int) -> bool:
+    return await _tallied(store) == (count, count, 1, count)
+
+
+async def test_wait_gives_up_after_its_time(store):
+    runner = ProjectionRunner(store, [Tally()], batch_size=500)
+    runner.start()
+    try:
+        assert await runner.wait(EVENTS, timeout(30))
+        assert not await runner.wait(EVENTS + 10, 0.2)
+    finally:
+        await runner.stop()
+
+
+async def test_ready_reports_a_failing_projection_until_it_recovers(database_url):
+    app = create_app(database_url, poll_interval=0.1)
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://t") as client,
+    ):
+        assert (await client.get("/ready")).status_code == 200
+        conn = await asyncpg.connect(database_url)
+        try:
+            # The database now refuses the projection's writes.
+            await conn.execute(
+                "alter table project_history add constraint refuse check (version < 0) not valid"
+            )
+            created = await client.post("/api/projects", json={"name": "Stuck"})
+            assert created.status_code == 201
+
+            async def failing() -> bool:
+                response = await client.get("/ready")
+                return response.status_code == 503
+
+            await eventually(failing, 10, "/ready did not report the failing projection")
+            body = (await client.get("/ready")).json()
+            assert body["reason"] == "projection failing: projects"
+            assert "refuse" in body["projections"]["projects"]["error"]
+            assert body["projections"]["projects"]["lag"] > 0
+            await conn.execute("alter table project_history drop constraint refuse")
+        finally:
+            await conn.close()
+
+        async def ready() -> bool:
+            return (await client.get("/ready")).status_code == 200
+
+        await eventually(ready, 60, "the projection did not recover")
+        project = created.json()
+        view = await client.get(
+            f"/api/projects/{project['id']}", params={"min_position": project["position"]}
+        )
+        assert view.status_code == 200
+        assert view.json()["name"] == "Stuck"

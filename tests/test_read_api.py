@@ -1,0 +1,518 @@
+"""The read side over HTTP against a real server and PostgreSQL: project list and view,
+history with summaries and grouping, time travel, diff, snapshots, read-your-writes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+
+from collab import document
+from collab.config import ReadSettings
+from collab.openapi import build
+from events import EventMetadata, NewEvent
+from events.models import AnalysisRecorded, MemberGranted, ToolInfo
+from events.postgres import PostgresEventStore
+from projections.diff import diff
+from tests.documents import random_daw_edit
+from tests.live import YClient, create_project, project_events, running_server
+
+TRACK = {"op": "add_track", "track_id": "bass", "name": "Bass"}
+
+
+def http(address: str) -> httpx.AsyncClient:
+    return httpx.AsyncClient(base_url=f"http://{address}", timeout=30)
+
+
+async def edit(client: httpx.AsyncClient, project: str, ops: list[Any], actor: str = "ana") -> Any:
+    response = await client.post(
+        f"/api/projects/{project}/edits", json={"operations": ops}, headers={"X-Actor": actor}
+    )
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+async def history(client: httpx.AsyncClient, project: str, position: int, **params: Any) -> Any:
+    response = await client.get(
+        f"/api/projects/{project}/history", params={"min_position": position, **params}
+    )
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+async def test_history_summarizes_every_kind_of_edit(database_url):
+    clip = {"track_id": "bass", "clip_id": "v1"}
+    effect = {"track_id": "bass", "effect_id": "rv"}
+    steps: list[tuple[list[dict[str, Any]], list[str]]] = [
+        (
+            [{"op": "set_meta", "fields": {"tempo": 128, "key": "A minor"}}],
+            ["tempo 120.0 → 128.0", 'set key to "A minor"'],
+        ),
+        ([TRACK], ["added track Bass"]),
+        (
+            [{"op": "update_track", "track_id": "bass", "fields": {"volume_db": -6}}],
+            ["Bass: volume_db 0.0 → -6.0"],
+        ),
+        (
+            [{"op": "update_track", "track_id": "bass", "fields": {"name": "Low end"}}],
+            ['renamed track "Bass" → "Low end"'],
+        ),
+        ([{"op": "add_track", "track_id": "drums", "name": "Drums"}], ["added track Drums"]),
+        ([{"op": "move_track", "track_id": "drums", "index": 0}], ["reordered tracks"]),
+        (
+            [{"op": "add_clip", **clip, "name": "Verse 1", "start_beats": 0, "length_beats": 16}],
+            ["added clip Verse 1 to Low end"],
+        ),
+        (
+            [{"op": "update_clip", **clip, "fields": {"start_beats": 4}}],
+            ["Low end / Verse 1: start_beats 0.0 → 4.0"],
+        ),
+        (
+            [
+                {
+                    "op": "add_notes",
+                    **clip,
+                    "notes": [{"pitch": 60 + i, "start": i, "duration": 1} for i in range(3)],
+                }
+            ],
+            ["3 notes added to clip Verse 1"],
+        ),
+        ([{"op": "remove_notes", **clip, "indices": [0]}], ["1 note removed from clip Verse 1"]),
+        (
+            [{"op": "add_effect", **effect, "type": "reverb", "params": {"mix": 0.2}}],
+            ["added effect reverb to Low end"],
+        ),
+        (
+            [{"op": "update_effect", **effect, "params": {"mix": 0.3}}],
+            ["Low end / reverb: params.mix 0.2 → 0.3"],
+        ),
+        (
+            [{"op": "update_effect", **effect, "enabled": False}],
+            ["Low end / reverb: enabled on → off"],
+        ),
+        (
+            [
+                {
+                    "op": "set_automation",
+                    "track_id": "bass",
+                    "parameter": "volume_db",
+                    "points": [{"time": 0, "value": -6}, {"time": 8, "value": 0}],
+                }
+            ],
+            ["Low end: automation volume_db changed"],
+        ),
+        ([{"op": "remove_effect", **effect}], ["removed effect reverb from Low end"]),
+        ([{"op": "remove_clip", **clip}], ["removed clip Verse 1 from Low end"]),
+        ([{"op": "remove_track", "track_id": "drums"}], ["removed track Drums"]),
+    ]
+    async with running_server(database_url) as address, http(address) as client:
+        project = await create_project(address, "Summaries")
+        expected: dict[int, list[str]] = {}
+        position = 0
+        for ops, lines in steps:
+            done = await edit(client, project, ops)
+            expected[done["version"]] = lines
+            position = done["position"]
+        body = await history(client, project, position, limit=100)
+        entries = body["entries"]
+        assert [e["version"] for e in entries] == sorted(
+            (e["version"] for e in entries), reverse=True
+        )
+        got = {e["version"]: e["summary"] for e in entries}
+        for version, lines in expected.items():
+            assert sorted(got[version]) == sorted(lines), f"version {version}"
+        oldest = entries[-1]
+        assert oldest["event_type"] == "project.created"
+        assert oldest["summary"] == ['created project "Summaries"']
+        # (a Yjs map does not keep insertion order)
+        assert sorted(entries[-2]["summary"]) == [
+            'set name to "Summaries"',
+            "set sample_rate to 48000.0",
+            "set tempo to 120.0",
+            'set time_signature to "4/4"',
+        ]
+        newest = entries[0]
+        assert newest["actor"] == "ana"
+        assert newest["daid"].startswith("daid:v1.0:")
+        assert newest["position"] == position
+
+
+async def test_history_groups_consecutive_edits_of_one_actor(database_url):
+    async with running_server(database_url) as address, http(address) as client:
+        project = await create_project(address)
+        await edit(client, project, [TRACK], actor="ana")
+        # A fader drag: five moves by ana, then one edit by ben, then ana again.
+        for value in (-1, -2, -3, -4, -5):
+            await edit(
+                client,
+                project,
+                [{"op": "update_track", "track_id": "bass", "fields": {"volume_db": value}}],
+            )
+        await edit(client, project, [{"op": "set_meta", "fields": {"tempo": 99}}], actor="ben")
+        done = await edit(
+            client, project, [{"op": "update_track", "track_id": "bass", "fields": {"pan": 0.5}}]
+        )
+        grouped = (await history(client, project, done["position"], group="actor", window="60s"))[
+            "entries"
+        ]
+        summaries = [e["summary"] for e in grouped]
+        assert summaries[:3] == [
+            ["Bass: pan 0.0 → 0.5"],
+            ["tempo 120.0 → 99.0"],
+            # the track's creation and the drag are one group: the drag is inside it
+            ["added track Bass"],
+        ]
+        drag = grouped[2]
+        assert drag["grouped"]["count"] == 6
+        assert drag["actor"] == "ana"
+        assert drag["version"] - drag["grouped"]["from_version"] == 5
+        # A window shorter than any gap groups nothing.
+        plain = (await history(client, project, done["position"]))["entries"]
+        tiny = (await history(client, project, done["position"], group="actor", window="0ms"))[
+            "entries"
+        ]
+        assert [e["summary"] for e in tiny] == [e["summary"] for e in plain]
+        # Grouped pages: one group per page, every version exactly once overall.
+        seen: list[int] = []
+        cursor = None
+        pages = 0
+        while True:
+            params: dict[str, Any] = {"group": "actor", "window": "60s", "limit": 1}
+            if cursor:
+                params["cursor"] = cursor
+            body = await history(client, project, done["position"], **params)
+            pages += 1
+            for entry in body["entries"]:
+                first = entry.get("grouped", {}).get("from_version", entry["version"])
+                seen.extend(range(first, entry["version"] + 1))
+            cursor = body["next_cursor"]
+            if cursor is None:
+                break
+        assert sorted(seen) == list(range(1, done["version"] + 1))
+        assert pages == len(
+            (
+                await history(
+                    client, project, done["position"], group="actor", window="60s", limit=500
+                )
+            )["entries"]
+        )
+        bad = await client.get(f"/api/projects/{project}/history", params={"group": "day"})
+        assert bad.status_code == 422
+        assert bad.json()["fields"][0]["field"] == "group"
+        bad = await client.get(
+            f"/api/projects/{project}/history", params={"group": "actor", "window": "soon"}
+        )
+        assert bad.status_code == 422
+        bad = await client.get(f"/api/projects/{project}/history", params={"cursor": "nope"})
+        assert bad.status_code == 400
+
+
+async def test_history_pages_with_a_cursor(database_url):
+    async with running_server(database_url) as address, http(address) as client:
+        project = await create_project(address)
+        done = None
+        for tempo in range(60, 72):
+            done = await edit(client, project, [{"op": "set_meta", "fields": {"tempo": tempo}}])
+        assert done is not None
+        versions: list[int] = []
+        cursor = None
+        while True:
+            params: dict[str, Any] = {"limit": 5}
+            if cursor:
+                params["cursor"] = cursor
+            body = await history(client, project, done["position"], **params)
+            assert len(body["entries"]) <= 5
+            versions += [e["version"] for e in body["entries"]]
+            cursor = body["next_cursor"]
+            if cursor is None:
+                break
+        assert versions == list(range(done["version"], 0, -1))
+        missing = await client.get("/api/projects/8d0c5a44-0000-4000-8000-000000000000/history")
+        assert missing.status_code == 404
+
+
+async def _grant(database_url: str, project: str, user: str) -> None:
+    store = await PostgresEventStore.connect(database_url, min_size=1, max_size=1)
+    try:
+        meta = EventMetadata(actor="ana")
+        await store.append(
+            f"project-{project}",
+            [
+                NewEvent(MemberGranted(user=user, role="editor"), meta),
+                NewEvent(
+                    AnalysisRecorded(
+                        analysis_type="audio_analysis",
+                        target={"version": 2},
+                        results={"tempo": 120},
+                        tool=ToolInfo(agent_id="analyzer"),
+                    ),
+                    meta,
+                ),
+            ],
+        )
+    finally:
+        await store.close()
+
+
+async def test_project_list_filters_and_pages(database_url):
+    async with running_server(database_url) as address, http(address) as client:
+        names = ["Blue Monday", "Red Rain", "blue velvet", "Green Onions", "Deep Blue"]
+        ids = {name: await create_project(address, name) for name in names}
+        await _grant(database_url, ids["Red Rain"], "zoe")
+        events = await project_events(database_url, ids["Red Rain"])
+        position = events[-1].position
+        body = (await client.get("/api/projects", params={"min_position": position})).json()
+        assert [p["name"] for p in body["projects"]] == [
+            "Red Rain",
+            "Deep Blue",
+            "Green Onions",
+            "blue velvet",
+            "Blue Monday",
+        ]
+        blue = (await client.get("/api/projects", params={"name": "blue"})).json()
+        assert {p["name"] for p in blue["projects"]} == {"Blue Monday", "blue velvet", "Deep Blue"}
+        zoe = (await client.get("/api/projects", params={"member": "zoe"})).json()
+        assert [p["id"] for p in zoe["projects"]] == [ids["Red Rain"]]
+        owner = (await client.get("/api/projects", params={"member": "api"})).json()
+        assert len(owner["projects"]) == 5
+        future = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+        later = (await client.get("/api/projects", params={"updated_since": future})).json()
+        assert later["projects"] == []
+        past = (datetime.now(UTC) - timedelta(days=1)).isoformat()
+        recent = (await client.get("/api/projects", params={"updated_since": past})).json()
+        assert len(recent["projects"]) == 5
+        percent = (await client.get("/api/projects", params={"name": "%"})).json()
+        assert percent["projects"] == []
+        # pages of two, each project exactly once
+        seen: list[str] = []
+        cursor = None
+        while True:
+            params: dict[str, Any] = {"limit": 2}
+            if cursor:
+                params["cursor"] = cursor
+            page = (await client.get("/api/projects", params=params)).json()
+            seen += [p["name"] for p in page["projects"]]
+            cursor = page["next_cursor"]
+            if cursor is None:
+                break
+        assert seen == [p["name"] for p in body["projects"]]
+        for params in (
+            {"limit": 0},
+            {"limit": "x"},
+            {"updated_since": "yesterday"},
+            {"updated_since": "2026-01-01T00:00:00"},
+        ):
+            bad = await client.get("/api/projects", params=params)
+            assert bad.status_code == 422, params
+            assert bad.json()["fields"]
+
+
+async def test_project_view_shows_the_current_project(database_url):
+    async with running_server(database_url) as address, http(address) as client:
+        project = await create_project(address, "Mix")
+        clip = {"track_id": "bass", "clip_id": "v1"}
+        await edit(
+            client,
+            project,
+            [
+                TRACK,
+                {
+                    "op": "add_track",
+                    "track_id": "drums",
+                    "name": "Drums",
+                    "kind": "drums",
+                    "index": 0,
+                },
+                {
+                    "op": "update_track",
+                    "track_id": "bass",
+                    "fields": {"volume_db": -4.5, "mute": True},
+                },
+                {"op": "add_clip", **clip, "name": "Verse", "start_beats": 0, "length_beats": 8},
+                {
+                    "op": "add_notes",
+                    **clip,
+                    "notes": [
+                        {"pitch": 40, "start": 0, "duration": 1},
+                        {"pitch": 43, "start": 1, "duration": 1},
+                    ],
+                },
+                {
+                    "op": "add_effect",
+                    "track_id": "bass",
+                    "effect_id": "eq",
+                    "type": "eq",
+                    "params": {"low": -2},
+                },
+            ],
+        )
+        await _grant(database_url, project, "zoe")
+        position = (await project_events(database_url, project))[-1].position
+        response = await client.get(f"/api/projects/{project}", params={"min_position": position})
+        assert response.status_code == 200, response.text
+        view = response.json()
+        assert view["name"] == "Mix"
+        assert view["position"] == position
+        assert view["meta"]["tempo"] == 120.0
+        assert [t["id"] for t in view["tracks"]] == ["drums", "bass"]
+        bass = view["tracks"][1]
+        assert bass["mixer"] == {
+            "volume_db": -4.5,
+            "pan": 0.0,
+            "mute": True,
+            "solo": False,
+            "armed": False,
+        }
+        assert bass["effects"] == [
+            {"id": "eq", "type": "eq", "enabled": True, "params": {"low": -2.0}}
+        ]
+        assert bass["clips"] == [
+            {
+                "id": "v1",
+                "name": "Verse",
+                "start_beats": 0.0,
+                "length_beats": 8.0,
+                "source": None,
+                "note_count": 2,
+            }
+        ]
+        assert bass["note_count"] == 2
+        assert {m["user"]: m["role"] for m in view["members"]} == {"api": "owner", "zoe": "editor"}
+        assert view["analyses"] == {"audio_analysis": 1}
+        assert view["snapshots"] == []
+        assert (await client.get("/api/projects/not-a-uuid")).status_code == 404
+        unknown = await client.get("/api/projects/8d0c5a44-0000-4000-8000-000000000000")
+        assert unknown.status_code == 404
+
+
+async def test_min_position_waits_then_gives_up_with_503(database_url):
+    read = ReadSettings(projection_wait=0.3)
+    async with running_server(database_url, read=read) as address, http(address) as client:
+        project = await create_project(address)
+        done = await edit(client, project, [TRACK])
+        ok = await client.get(f"/api/projects/{project}", params={"min_position": done["position"]})
+        assert ok.status_code == 200
+        assert ok.json()["version"] >= done["version"]
+        far = await client.get(f"/api/projects/{project}", params={"min_position": 10**9})
+        assert far.status_code == 503
+        assert "have not reached position 1000000000" in far.json()["message"]
+        bad = await client.get(f"/api/projects/{project}", params={"min_position": -1})
+        assert bad.status_code == 422
+
+
+async def _log_json(database_url: str, project: str, version: int) -> dict[str, Any]:
+    """Replay the log up to ``version`` into a fresh pycrdt document (the reference)."""
+    doc = document.new_document()
+    for event in await project_events(database_url, project):
+        if event.stream_version > version:
+            break
+        if event.event_type in ("doc.updated", "project.rolled_back") and event.payload:
+            doc.apply_update(event.payload)
+    return document.to_json(doc)
+
+
+async def test_time_travel_equals_replaying_the_log(database_url):
+    # Stored states every 10 versions, so reads mix a state with replayed events.
+    read = ReadSettings(state_every=10)
+    async with running_server(database_url, read=read) as address, http(address) as client:
+        project = await create_project(address)
+        editor = await YClient(address, project).connect()
+        await editor.wait_synced()
+        rng = random.Random(7)
+        for _ in range(60):
+            random_daw_edit(rng, editor.doc)
+            await asyncio.sleep(0.005)
+        await editor.disconnect()
+        events = await project_events(database_url, project)
+        while len(events) < 40:  # the editor's last updates may still be on their way
+            await asyncio.sleep(0.1)
+            events = await project_events(database_url, project)
+        last = events[-1].stream_version
+        picks = sorted({1, 2, last, *rng.sample(range(1, last + 1), 12)})
+        for version in picks:
+            response = await client.get(f"/api/projects/{project}/versions/{version}")
+            assert response.status_code == 200, response.text
+            assert response.json()["document"] == await _log_json(database_url, project, version)
+        a, b = picks[2], picks[-2]
+        response = await client.get(f"/api/projects/{project}/diff", params={"from": a, "to": b})
+        assert response.status_code == 200
+        body = response.json()
+        expected = diff(
+            await _log_json(database_url, project, a), await _log_json(database_url, project, b)
+        )
+        assert len(body["added"]) + len(body["removed"]) + len(body["changed"]) == len(expected)
+        assert [c["path"] for c in body["changed"]] == [
+            list(c.path) for c in expected if c.op == "changed"
+        ]
+        for version in (0, last + 1):
+            missing = await client.get(f"/api/projects/{project}/versions/{version}")
+            assert missing.status_code == 404
+            assert "has no version" in missing.json()["message"]
+        assert (
+            await client.get(f"/api/projects/{project}/diff", params={"from": 1})
+        ).status_code == 422
+        assert (
+            await client.get(f"/api/projects/{project}/diff", params={"from": 1, "to": last + 5})
+        ).status_code == 404
+
+
+async def test_snapshots_are_unique_per_project(database_url):
+    async with running_server(database_url) as address, http(address) as client:
+        project = await create_project(address)
+        other = await create_project(address)
+        done = await edit(client, project, [TRACK])
+        url = f"/api/projects/{project}/snapshots"
+        created = await client.post(url, json={"name": "before mix", "description": "rough"})
+        assert created.status_code == 201, created.text
+        tag = created.json()
+        assert tag["version"] == done["version"]
+        assert tag["event_version"] == done["version"] + 1
+        again = await client.post(url, json={"name": "before mix"})
+        assert again.status_code == 409
+        assert "already has a snapshot named 'before mix'" in again.json()["message"]
+        # the same name in another project is fine
+        elsewhere = await client.post(
+            f"/api/projects/{other}/snapshots", json={"name": "before mix"}
+        )
+        assert elsewhere.status_code == 201
+        listed = (await client.get(url, params={"min_position": tag["position"]})).json()
+        assert [(s["name"], s["version"], s["description"]) for s in listed["snapshots"]] == [
+            ("before mix", done["version"], "rough")
+        ]
+        for body in ({}, {"name": ""}, {"name": "x", "extra": 1}):
+            bad = await client.post(url, json=body)
+            assert bad.status_code == 422, body
+        missing = "/api/projects/8d0c5a44-0000-4000-8000-000000000000/snapshots"
+        assert (await client.post(missing, json={"name": "x"})).status_code == 404
+        assert (await client.get(missing)).status_code == 404
+        # Racing tags with one name: exactly one wins.
+        results = await asyncio.gather(*(client.post(url, json={"name": "race"}) for _ in range(6)))
+        assert sorted(r.status_code for r in results) == [201] + [409] * 5
+        events = await project_events(database_url, project)
+        assert sum(1 for e in events if e.event_type == "snapshot.tagged") == 2
+
+
+async def test_openapi_describes_every_route(database_url):
+    from collab.app import create_app  # noqa: PLC0415
+
+    app = create_app(database_url)
+    document_paths = build()["paths"]
+    for route in app.routes:
+        methods = getattr(route, "methods", None)
+        if not methods:
+            continue  # the WebSocket route
+        path = route.path.replace(":int}", "}")
+        for method in methods - {"HEAD"}:
+            assert method.lower() in document_paths.get(path, {}), f"{method} {path}"
+    async with running_server(database_url) as address, http(address) as client:
+        served = (await client.get("/api/openapi.json")).json()
+        assert served["openapi"].startswith("3.1")
+        rollback = served["paths"]["/api/projects/{project_id}/rollback"]["post"]
+        schema = rollback["requestBody"]["content"]["application/json"]["schema"]
+        name = schema["$ref"].rsplit("/", 1)[-1]
+        assert set(served["components"]["schemas"][name]["properties"]) == {"version", "snapshot"}
+        json.dumps(served)
