@@ -35,8 +35,8 @@ class ReadSettings:
     projection_wait: float = 5.0
     #: versions between two stored document states (time travel replays fewer)
     state_every: int = 500
-    #: events folded per projection transaction
-    projection_batch: int = 1000
+    #: events folded per projection transaction (catching up folds full batches)
+    projection_batch: int = 5000
 
 
 _READ = ReadSettings()

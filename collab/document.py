@@ -18,6 +18,7 @@ document loaded from the log and one built by an editor agree on them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pycrdt
@@ -50,6 +51,24 @@ def to_json(doc: pycrdt.Doc[Any]) -> dict[str, Any]:
         TRACK_ORDER: doc.get(TRACK_ORDER, type=pycrdt.Array).to_py() or [],
         SECTIONS: doc.get(SECTIONS, type=pycrdt.Array).to_py() or [],
     }
+
+
+def transact(doc: pycrdt.Doc[Any], change: Callable[[], None]) -> bytes:
+    """Run ``change`` in one transaction of ``doc``; return the update it made.
+
+    The update holds that transaction's items and deletions only. ``get_update(state)``
+    would also carry the document's whole delete set, which grows with every
+    overwrite: on a long-edited project that made each edit kilobytes large, and
+    applying it cost time proportional to the project's history.
+    """
+    updates: list[bytes] = []
+    subscription = doc.observe(lambda event: updates.append(event.update))
+    try:
+        with doc.transaction():
+            change()
+    finally:
+        doc.unobserve(subscription)
+    return updates[0] if updates else b"\x00\x00"
 
 
 def copy_of(doc: pycrdt.Doc[Any]) -> pycrdt.Doc[Any]:

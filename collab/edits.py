@@ -363,9 +363,10 @@ def apply(doc: pycrdt.Doc[Any], operations: list[Any]) -> bytes:
     Raises :class:`EditConflict` (and changes nothing) if any operation does not fit.
     """
     scratch = document.copy_of(doc)
-    before = scratch.get_state()
     editor = _Editor(scratch)
-    with scratch.transaction():
+
+    def change() -> None:
         for index, op in enumerate(operations):
             editor.apply(index, op)
-    return scratch.get_update(before)
+
+    return document.transact(scratch, change)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import uuid
 from datetime import datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.requests import Request
@@ -130,6 +130,18 @@ async def _caught_up(request: Request) -> None:
         )
 
 
+async def _view_at(request: Request, project_id: str, version: int) -> dict[str, Any]:
+    """The document as JSON at ``version``, from the read model (waiting, bounded, for
+    it to fold that version if it has not yet)."""
+    store = _store(request)
+    folded = await project_reads.project_version(store.queries, project_id)
+    if folded is None or folded < version:
+        runner = _runner(request)
+        if not await runner.wait(await store.head_position(), _settings(request).projection_wait):
+            raise ApiError(503, f"read models have not folded version {version} yet; retry")
+    return await project_reads.view_at(store.queries, project_id, version)
+
+
 async def _known_version(request: Request, project_id: str) -> int:
     """The project's current stream version (from the log); 404 for unknown projects."""
     version = await _store(request).stream_version(project_stream(project_id))
@@ -220,10 +232,8 @@ async def get_version(request: Request) -> Response:
     current = await _known_version(request, project_id)
     if not 1 <= version <= current:
         raise ApiError(404, f"project {project_id} has no version {version} (1 to {current})")
-    tracker = await project_reads.document_at(
-        _store(request), _store(request).queries, project_id, version
-    )
-    return JSONResponse({"project_id": project_id, "version": version, "document": tracker.view})
+    view = await _view_at(request, project_id, version)
+    return JSONResponse({"project_id": project_id, "version": version, "document": view})
 
 
 async def get_diff(request: Request) -> Response:
@@ -234,10 +244,9 @@ async def get_diff(request: Request) -> Response:
     for version in (start, end):
         if version > current:
             raise ApiError(404, f"project {project_id} has no version {version} (1 to {current})")
-    store = _store(request)
-    before = await project_reads.document_at(store, store.queries, project_id, start)
-    after = await project_reads.document_at(store, store.queries, project_id, end)
-    changes = diff(before.view, after.view)
+    before = await _view_at(request, project_id, start)
+    after = await _view_at(request, project_id, end)
+    changes = diff(before, after)
     return JSONResponse(
         {
             "project_id": project_id,

@@ -31,8 +31,8 @@ def restoring_update(current: pycrdt.Doc[Any], target: pycrdt.Doc[Any]) -> bytes
     """The update that makes ``current``'s content equal ``target``'s (computed on a
     copy; ``current`` is not changed). An unchanged document gives an empty update."""
     work = document.copy_of(current)
-    before = work.get_state()
-    with work.transaction():
+
+    def change() -> None:
         for name, kind in _ROOTS:
             have = work.get(name, type=kind)
             want = target.get(name, type=kind)
@@ -40,7 +40,8 @@ def restoring_update(current: pycrdt.Doc[Any], target: pycrdt.Doc[Any]) -> bytes
                 _sync_map(have, want)
             elif isinstance(have, pycrdt.Array) and isinstance(want, pycrdt.Array):
                 _sync_array(have, want)
-    return work.get_update(before)
+
+    return document.transact(work, change)
 
 
 def _plain(value: Any) -> Any:

@@ -18,7 +18,8 @@ edits (a fader drag) into one entry.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import pycrdt
 
@@ -35,6 +36,26 @@ _ROOT_TYPES: dict[str, type[pycrdt.Map[Any]] | type[pycrdt.Array[Any]]] = {
 }
 
 
+@dataclass(frozen=True, slots=True)
+class _Seen:
+    """One change Yjs reported: a map key set, an array delta, or a part to re-read."""
+
+    path: Path
+    kind: Literal["set", "delta", "read"]
+    value: Any
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, pycrdt.Map | pycrdt.Array):
+        plain = value.to_py()
+        if plain is None:
+            return {} if isinstance(value, pycrdt.Map) else []
+        return plain
+    if isinstance(value, pycrdt.Text):
+        return str(value)
+    return value
+
+
 class DocumentTracker:
     """A project document and its JSON view, kept equal update by update."""
 
@@ -43,24 +64,37 @@ class DocumentTracker:
         if state:
             self.doc.apply_update(state)
         self.view: dict[str, Any] = document.to_json(self.doc)
-        self._touched: list[Path] = []
+        self._seen: list[_Seen] = []
+        #: what the last :meth:`apply` did to the view, as :func:`apply_patch` replays it
+        self.patch: list[list[Any]] = []
         self._subscriptions = [
-            (root, self.doc.get(name, type=kind).observe_deep(self._observer(name)))
+            self.doc.get(name, type=kind).observe_deep(self._observer(name))
             for name, kind in _ROOT_TYPES.items()
-            for root in (self.doc.get(name, type=kind),)
         ]
 
     def _observer(self, root: str) -> Any:
-        def touched(events: list[Any]) -> None:
+        # Runs inside apply_update, when the events can still be read: take the new
+        # values out of them now, so the view is patched without reading the document.
+        def seen(events: list[Any]) -> None:
             for event in events:
                 base: Path = (root, *event.path)
-                keys = getattr(event, "keys", None)
-                if isinstance(keys, dict) and keys:
-                    self._touched.extend((*base, key) for key in keys)
+                # pycrdt's events keep their fields in unannotated __slots__.
+                if isinstance(event, pycrdt.MapEvent):
+                    keys: dict[str, Any] = event.keys  # type: ignore[attr-defined]
+                    for key, change in keys.items():
+                        new = MISSING if change["action"] == "delete" else change["newValue"]
+                        self._seen.append(_Seen((*base, key), "set", _plain(new)))
+                elif isinstance(event, pycrdt.ArrayEvent):
+                    ops: list[dict[str, Any]] = event.delta  # type: ignore[attr-defined]
+                    delta = [
+                        {"insert": [_plain(v) for v in op["insert"]]} if "insert" in op else op
+                        for op in ops
+                    ]
+                    self._seen.append(_Seen(base, "delta", delta))
                 else:
-                    self._touched.append(base)
+                    self._seen.append(_Seen(base, "read", None))
 
-        return touched
+        return seen
 
     def apply(self, update: bytes) -> list[Change]:
         """Apply a Yjs update; return what it changed in the JSON view.
@@ -68,14 +102,46 @@ class DocumentTracker:
         Raises ``protocol.MalformedUpdate`` (changing nothing) for bytes that are not
         a Yjs update: the live path refuses them, but the log accepts any payload.
         """
-        self._touched.clear()
+        self._seen.clear()
+        self.patch = []
         protocol.check_update(update)
         self.doc.apply_update(update)
         changes: list[Change] = []
-        for path in _outermost(self._touched):
-            changes.extend(self._refresh(path))
-        self._touched.clear()
+        # Outer parts first, in a fixed order (Yjs reports them in an order that varies
+        # between runs). Event paths name places in the updated document: once the
+        # outer parts are patched, the inner paths point at the right items.
+        replaced: list[Path] = []
+        for seen in sorted(self._seen, key=lambda s: (len(s.path), [str(p) for p in s.path])):
+            if any(seen.path[: len(outer)] == outer for outer in replaced):
+                continue  # inside a value this update set as a whole
+            patched = self._patch(seen, changes)
+            if patched is None:
+                changes.extend(self._refresh(seen.path))
+                replaced.append(seen.path)
+            elif seen.kind == "set":
+                replaced.append(seen.path)
+        self._seen.clear()
         return changes
+
+    def _patch(self, seen: _Seen, changes: list[Change]) -> bool | None:
+        """Patch the view with one event; None when it cannot (then re-read the part)."""
+        if seen.kind == "set":
+            parent = _lookup(self.view, seen.path[:-1])
+            key = seen.path[-1]
+            if not isinstance(parent, dict) or not isinstance(key, str):
+                return None
+            old = parent.get(key, MISSING)
+            _store(self.view, seen.path, seen.value)
+            self.patch.append(_set_op(seen.path, seen.value))
+            changes.extend(diff(old, seen.value, seen.path))
+            return True
+        items = _lookup(self.view, seen.path)
+        if seen.kind != "delta" or not isinstance(items, list):
+            return None
+        if not _run_delta(items, seen.value, seen.path, changes):
+            return None
+        self.patch.append(["delta", list(seen.path), seen.value])
+        return True
 
     def _refresh(self, path: Path) -> list[Change]:
         # A parent created by the same update has no entry in the view yet: go up to
@@ -87,6 +153,7 @@ class DocumentTracker:
         changes = diff(old, new, path)
         if changes:
             _store(self.view, path, new)
+            self.patch.append(_set_op(path, new))
         return changes
 
     def records(self, changes: Iterable[Change]) -> list[Record]:
@@ -103,15 +170,52 @@ class DocumentTracker:
         ]
 
 
-def _outermost(paths: list[Path]) -> list[Path]:
-    """Distinct paths, dropping any that lies inside another one of them."""
-    # Sorted, not in the order Yjs reported them: that order varies between runs.
-    unique = sorted(set(paths), key=lambda path: (len(path), [str(p) for p in path]))
-    kept: list[Path] = []
-    for path in unique:
-        if not any(path[: len(outer)] == outer for outer in kept):
-            kept.append(path)
-    return kept
+def _set_op(path: Path, value: Any) -> list[Any]:
+    return ["unset", list(path)] if value is MISSING else ["set", list(path), value]
+
+
+def _run_delta(
+    items: list[Any], delta: list[dict[str, Any]], path: Path, changes: list[Change] | None
+) -> bool:
+    """Apply a Yjs array delta to ``items``; False if it does not fit them."""
+    old_index = new_index = 0
+    for op in delta:
+        if "retain" in op:
+            old_index += op["retain"]
+            new_index += op["retain"]
+        elif "delete" in op:
+            for _ in range(op["delete"]):
+                if new_index >= len(items):
+                    return False
+                removed = items.pop(new_index)
+                if changes is not None:
+                    changes.append(Change("removed", (*path, old_index), removed, MISSING))
+                old_index += 1
+        else:
+            for value in op["insert"]:
+                items.insert(new_index, value)
+                if changes is not None:
+                    changes.append(Change("added", (*path, new_index), MISSING, value))
+                new_index += 1
+    return True
+
+
+def apply_patch(view: dict[str, Any], patch: list[list[Any]]) -> None:
+    """Replay what :meth:`DocumentTracker.apply` did to a view (``tracker.patch``).
+
+    Time travel starts from a stored view and replays the versions after it with this,
+    instead of loading the Yjs document (seconds for a long project).
+    """
+    for op in patch:
+        path = tuple(op[1])
+        if op[0] == "set":
+            _store(view, path, op[2])
+        elif op[0] == "unset":
+            _store(view, path, MISSING)
+        else:
+            items = _lookup(view, path)
+            if not isinstance(items, list) or not _run_delta(items, op[2], path, None):
+                raise ValueError(f"patch does not fit the view at {list(path)}")
 
 
 def _lookup(view: Any, path: Path) -> Any:
@@ -139,14 +243,7 @@ def _read(doc: pycrdt.Doc[Any], path: Path) -> Any:
             node = node[key]
         else:
             return MISSING
-    if isinstance(node, pycrdt.Map | pycrdt.Array):
-        value = node.to_py()
-        if value is None:
-            return {} if isinstance(node, pycrdt.Map) else []
-        return value
-    if isinstance(node, pycrdt.Text):
-        return str(node)
-    return node
+    return _plain(node)
 
 
 def _store(view: dict[str, Any], path: Path, value: Any) -> None:

@@ -178,6 +178,7 @@ class ProjectsProjection:
     async def _fold(self, tx: Sql, batch: _Batch, project: _Project, event: StoredEvent) -> None:
         data = event.data
         records: list[Record] = []
+        patch: list[list[Any]] | None = None
         summary: list[str]
         kind = event.event_type
         if kind == ProjectCreated.event_type:
@@ -193,7 +194,7 @@ class ProjectsProjection:
             )
             summary = [f'created project "{project.name}"']
         elif kind in DOCUMENT_EVENTS:
-            records, summary = self._fold_document(batch, project, event)
+            records, summary, patch = self._fold_document(batch, project, event)
         elif kind == SnapshotTagged.event_type:
             await tx.execute(
                 "insert into project_snapshots (project_id, name, description, version,"
@@ -261,14 +262,16 @@ class ProjectsProjection:
                 event.daid,
                 json.dumps(records, separators=(",", ":")),
                 json.dumps(summary, ensure_ascii=False),
+                json.dumps(patch, separators=(",", ":")) if patch is not None else None,
             )
         )
 
     def _fold_document(
         self, batch: _Batch, project: _Project, event: StoredEvent
-    ) -> tuple[list[Record], list[str]]:
+    ) -> tuple[list[Record], list[str], list[list[Any]]]:
         records: list[Record] = []
         summary: list[str] = []
+        patch: list[list[Any]] = []
         if event.payload and event.payload != b"\x00\x00":
             try:
                 changes = project.tracker.apply(event.payload)
@@ -283,6 +286,7 @@ class ProjectsProjection:
                 summary = ["update could not be decoded; ignored"]
             else:
                 records = project.tracker.records(changes)
+                patch = project.tracker.patch
                 project.doc_changed = True
         project.doc_version = event.stream_version
         summary += summarize(records)
@@ -291,10 +295,17 @@ class ProjectsProjection:
         elif not summary:
             summary = ["no visible change"]
         if event.stream_version - project.state_version >= self._state_every:
-            state = project.tracker.doc.get_update()
-            batch.states.append((project.project_id, event.stream_version, event.position, state))
+            batch.states.append(
+                (
+                    project.project_id,
+                    event.stream_version,
+                    event.position,
+                    project.tracker.doc.get_update(),
+                    json.dumps(project.tracker.view, separators=(",", ":"), ensure_ascii=False),
+                )
+            )
             project.state_version = event.stream_version
-        return records, summary
+        return records, summary, patch
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -322,20 +333,20 @@ class ProjectsProjection:
             columns = list(zip(*batch.history, strict=True))
             await tx.execute(
                 "insert into project_history (project_id, version, position, recorded_at, actor,"
-                " agent_id, event_type, daid, changes, summary)"
+                " agent_id, event_type, daid, changes, summary, patch)"
                 " select h.project_id, h.version, h.position, h.recorded_at, h.actor,"
                 " h.agent_id, h.event_type, h.daid, h.changes::jsonb,"
-                " array(select jsonb_array_elements_text(h.summary::jsonb))"
+                " array(select jsonb_array_elements_text(h.summary::jsonb)), h.patch::jsonb"
                 " from unnest($1::uuid[], $2::bigint[], $3::bigint[], $4::timestamptz[],"
-                " $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[])"
-                " as h(project_id, version, position, recorded_at, actor, agent_id, event_type,"
-                " daid, changes, summary)",
+                " $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[],"
+                " $11::text[]) as h(project_id, version, position, recorded_at, actor, agent_id,"
+                " event_type, daid, changes, summary, patch)",
                 *(list(column) for column in columns),
             )
         if batch.states:
             await tx.executemany(
-                "insert into project_states (project_id, version, position, state)"
-                " values ($1, $2, $3, $4) on conflict (project_id, version) do nothing",
+                "insert into project_states (project_id, version, position, state, document)"
+                " values ($1, $2, $3, $4, $5::jsonb) on conflict (project_id, version) do nothing",
                 batch.states,
             )
 

@@ -172,9 +172,19 @@ class _Runner:
         batches = self.store.subscribe_batches(self.position, batch_size=self.batch_size)
         # Closed on the way out (also when cancelled), so its LISTEN connection is too.
         async with contextlib.aclosing(batches):
-            async for batch in batches:
-                if not await self._fold(batch):
-                    return
+            # The next batch is read while this one is folded (the database works on
+            # the read while Python folds).
+            reading = asyncio.ensure_future(anext(batches))
+            try:
+                while True:
+                    batch = await reading
+                    reading = asyncio.ensure_future(anext(batches))
+                    if not await self._fold(batch):
+                        return
+            finally:
+                reading.cancel()
+                with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                    await reading
 
     async def _fold(self, batch: list[StoredEvent]) -> bool:
         """Fold one batch, retrying until it succeeds; False if the checkpoint moved."""

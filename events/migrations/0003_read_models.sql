@@ -120,15 +120,20 @@ create table project_history (
     -- structured changes: [{op, path, old, new, where}] (see projections/changes.py)
     changes jsonb not null,
     summary text[] not null,
+    -- how a document event changed the JSON view, replayable (projections/changes.py
+    -- apply_patch); null for other events
+    patch jsonb,
     primary key (project_id, version)
 );
 
--- The encoded Yjs document as of a version, every N versions: time travel loads the
--- nearest one and replays the few document events after it.
+-- The document as of a version, every N versions, as a Yjs state (to load a project
+-- into the projection, and for rollback) and as JSON: time travel reads the nearest
+-- JSON view and replays the patches of the few versions after it.
 create table project_states (
     project_id uuid not null,
     version bigint not null,
     position bigint not null,
     state bytea not null,
+    document jsonb not null,
     primary key (project_id, version)
 );

@@ -1,0 +1,314 @@
+"""Projection benchmark: catch-up, time travel and rebuild of the ``projects`` read model.
+
+    .venv/bin/python bench/read_models.py [--runs 3] [--quick]
+
+Starts an embedded PostgreSQL (pgserver) in a temporary folder unless DATABASE_URL is
+set. Every count is fixed; nothing loops on time.
+
+* catch-up: ``--events`` (default 200,000) ``doc.updated`` events of realistic small
+  edits (fader and pan moves, notes, clips, tempo, tracks, effect parameters) spread
+  over 100 projects are appended first; then a fresh projection runner folds the log
+  from position 0 to its head: read, fold (Yjs apply, change records, summaries),
+  write (project rows, parts, history, stored states) and commit. Baseline in the
+  same session: the store's subscription reading the same log without folding it.
+* time travel: one project of ``--travel-events`` (default 100,000) events is folded,
+  then ``--samples`` random versions are read with ``view_at`` (the code behind
+  ``GET /api/projects/{id}/versions/{v}``, without the HTTP layer): p50 and p99 in ms.
+* rebuild: ``collab projections rebuild`` run as a process on the catch-up log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+import warnings
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pycrdt
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from collab import document
+from collab import logging as collab_logging
+from collab.config import ReadSettings
+from events import EventMetadata, NewEvent
+from events.models import DocUpdated, ProjectCreated
+from events.postgres import PostgresEventStore
+from events.store import AppendRequest
+from projections import project_reads
+from projections.projects import ProjectsProjection
+from projections.runner import ProjectionRunner
+
+META = EventMetadata(actor="bench", agent_id="bench")
+
+
+class Editor:
+    """One project's document and a seeded stream of plausible small edits."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self.rng = rng
+        self.doc = document.new_document()
+        self.tracks = self.doc.get(document.TRACKS, type=pycrdt.Map)
+        self.order = self.doc.get(document.TRACK_ORDER, type=pycrdt.Array)
+        self.meta = self.doc.get(document.META, type=pycrdt.Map)
+        self.clips: list[pycrdt.Map[Any]] = []
+
+    def update(self) -> bytes:
+        # What an editor sends: the transaction's own update (as y-websocket does).
+        return document.transact(self.doc, self._edit)
+
+    def _edit(self) -> None:
+        rng = self.rng
+        roll = rng.random()
+        if len(self.tracks) < 4 or roll < 0.01:
+            track_id = f"t{len(self.tracks)}"
+            self.tracks[track_id] = pycrdt.Map(
+                {
+                    "name": f"Track {len(self.tracks)}",
+                    "kind": "midi",
+                    "volume_db": 0.0,
+                    "pan": 0.0,
+                    "clips": pycrdt.Map(),
+                    "effects": pycrdt.Array(
+                        [
+                            pycrdt.Map(
+                                {"id": "eq", "type": "eq", "params": pycrdt.Map({"gain": 0.0})}
+                            )
+                        ]
+                    ),
+                }
+            )
+            self.order.append(track_id)
+            return
+        track = self.tracks[f"t{rng.randrange(len(self.tracks))}"]
+        if roll < 0.55:
+            track["volume_db"] = round(rng.uniform(-30, 6), 1)
+        elif roll < 0.70:
+            track["pan"] = round(rng.uniform(-1, 1), 2)
+        elif roll < 0.75 or not self.clips:
+            clip_id = f"c{len(self.clips)}"
+            clip = pycrdt.Map(
+                {
+                    "name": f"Clip {len(self.clips)}",
+                    "start_beats": 0.0,
+                    "length_beats": 16.0,
+                    "notes": pycrdt.Array(),
+                }
+            )
+            track["clips"][clip_id] = clip
+            self.clips.append(clip)
+        elif roll < 0.90:
+            notes = self.clips[rng.randrange(len(self.clips))]["notes"]
+            notes.append(
+                pycrdt.Map(
+                    {
+                        "pitch": float(rng.randrange(36, 96)),
+                        "start": float(rng.randrange(64)),
+                        "duration": 1.0,
+                        "velocity": 100.0,
+                    }
+                )
+            )
+        elif roll < 0.95:
+            self.meta["tempo"] = float(rng.randrange(80, 160))
+        else:
+            track["effects"][0]["params"]["gain"] = round(rng.uniform(-12, 12), 1)
+
+
+async def _database(server_url: str) -> str:
+    name = f"bench_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(server_url)
+    await admin.execute(f"create database {name}")
+    await admin.close()
+    base, _, query = server_url.partition("?")
+    return f"{base.rsplit('/', 1)[0]}/{name}" + (f"?{query}" if query else "")
+
+
+async def _fill(store: PostgresEventStore, projects: int, events: int, seed: int) -> list[str]:
+    """Append ``events`` doc.updated events over ``projects`` projects; return their ids."""
+    rng = random.Random(seed)
+    ids = [str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in range(projects)]
+    editors = [Editor(random.Random(seed * 1000 + i)) for i in range(projects)]
+    await store.append_batch(
+        [
+            AppendRequest(
+                f"project-{pid}", [NewEvent(ProjectCreated(name=f"Song {i}", owner="bench"), META)]
+            )
+            for i, pid in enumerate(ids)
+        ]
+    )
+    chunk: list[AppendRequest] = []
+    for index in range(events):
+        which = rng.randrange(projects)
+        update = editors[which].update()
+        chunk.append(
+            AppendRequest(f"project-{ids[which]}", [NewEvent(DocUpdated(update=update), META)])
+        )
+        if len(chunk) == 2000 or index == events - 1:
+            await store.append_batch(chunk)
+            chunk = []
+    return ids
+
+
+async def _fold_all(store: PostgresEventStore, batch: int) -> float:
+    """A fresh runner folds the whole log; events/s from start to caught up."""
+    head = await store.head_position()
+    runner = ProjectionRunner(store, [ProjectsProjection(store)], batch_size=batch)
+    started = time.perf_counter()
+    runner.start()
+    try:
+        if not await runner.wait(head, 3600):
+            raise RuntimeError("projection did not catch up")
+    finally:
+        await runner.stop()
+    return head / (time.perf_counter() - started)
+
+
+async def _read_only(store: PostgresEventStore, batch: int) -> float:
+    head = await store.head_position()
+    started = time.perf_counter()
+    async for events in store.subscribe_batches(0, batch_size=batch):
+        if events[-1].position == head:
+            break
+    return head / (time.perf_counter() - started)
+
+
+async def _reset(url: str) -> None:
+    conn = await asyncpg.connect(url)
+    await conn.execute(
+        "truncate projects, project_members, project_tracks, project_clips, project_effects,"
+        " project_snapshots, project_analyses, project_history, project_states;"
+        " update projection_checkpoints set position = 0"
+    )
+    await conn.close()
+
+
+def _rebuild(url: str) -> float:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COLLAB_")}
+    env["DATABASE_URL"] = url
+    started = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-m", "collab.cli", "projections", "rebuild"],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=3600,
+    )
+    return time.perf_counter() - started
+
+
+def _percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--travel-events", type=int, default=100_000)
+    parser.add_argument("--samples", type=int, default=200)
+    parser.add_argument("--batch", type=int, default=ReadSettings().projection_batch)
+    parser.add_argument("--quick", action="store_true", help="a tenth of the counts")
+    parser.add_argument("--only", choices=["catch-up", "travel"], help="one part only")
+    args = parser.parse_args()
+    if args.quick:
+        args.events //= 10
+        args.travel_events //= 10
+        args.samples //= 4
+    collab_logging.configure("warning")
+    server = None
+    server_url = os.environ.get("DATABASE_URL")
+    if not server_url:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import pgserver  # noqa: PLC0415
+
+            server = pgserver.get_server(Path(tempfile.mkdtemp()) / "pgdata", cleanup_mode="delete")
+        server_url = str(server.get_uri())
+    print(
+        f"# {platform.node()} {platform.machine()} {os.cpu_count()} cores, "
+        f"python {platform.python_version()}, {time.strftime('%Y-%m-%d %H:%M')}"
+    )
+    try:
+        if args.only != "travel":
+            await _catch_up_part(server_url, args)
+        if args.only != "catch-up":
+            await _travel_part(server_url, args)
+    finally:
+        if server is not None:
+            server.cleanup()
+
+
+async def _catch_up_part(server_url: str, args: argparse.Namespace) -> None:
+    url = await _database(server_url)
+    store = await PostgresEventStore.connect(url, max_size=4)
+    await store.migrate()
+    started = time.perf_counter()
+    await _fill(store, 100, args.events, seed=1)
+    print(
+        f"appended {args.events:,} doc.updated events over 100 projects"
+        f" in {time.perf_counter() - started:.1f} s",
+        flush=True,
+    )
+    reads, folds, rebuilds = [], [], []
+    for run in range(args.runs):
+        reads.append(await _read_only(store, args.batch))
+        await _reset(url)
+        folds.append(await _fold_all(store, args.batch))
+        rebuilds.append(_rebuild(url))
+        print(
+            f"  run {run + 1}: read {reads[-1]:,.0f} events/s, catch-up"
+            f" {folds[-1]:,.0f} events/s, rebuild {rebuilds[-1]:.1f} s",
+            flush=True,
+        )
+    read, fold = statistics.median(reads), statistics.median(folds)
+    print(f"subscription read only (baseline): median {read:,.0f} events/s")
+    print(
+        f"projection catch-up: median {fold:,.0f} events/s"
+        f" ({fold / read:.2f} of the read-only rate)"
+    )
+    print(
+        f"collab projections rebuild ({args.events + 100:,} events): median"
+        f" {statistics.median(rebuilds):.1f} s"
+    )
+    await store.close()
+
+
+async def _travel_part(server_url: str, args: argparse.Namespace) -> None:
+    url = await _database(server_url)
+    store = await PostgresEventStore.connect(url, max_size=4)
+    await store.migrate()
+    (project,) = await _fill(store, 1, args.travel_events, seed=2)
+    rate = await _fold_all(store, args.batch)
+    versions = args.travel_events + 1
+    print(f"one project of {versions:,} versions folded at {rate:,.0f} events/s")
+    rng = random.Random(3)
+    for run in range(args.runs):
+        timings = []
+        for _ in range(args.samples):
+            version = rng.randrange(1, versions + 1)
+            began = time.perf_counter()
+            await project_reads.view_at(store.queries, project, version)
+            timings.append((time.perf_counter() - began) * 1000)
+        print(
+            f"  time travel run {run + 1}: p50 {_percentile(timings, 0.5):.1f} ms,"
+            f" p99 {_percentile(timings, 0.99):.1f} ms, max {max(timings):.1f} ms",
+            flush=True,
+        )
+    await store.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
