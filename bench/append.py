@@ -14,14 +14,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import platform
 import statistics
 import sys
-import tempfile
 import time
 import uuid
-import warnings
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -29,6 +25,7 @@ import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.harness import fresh_database, machine_line, postgres_server
 from collab import logging as collab_logging
 from events import EventMetadata, NewEvent
 from events.models import DocUpdated
@@ -40,23 +37,6 @@ UPDATE = bytes(range(24))  # a small Yjs-sized update (a fader move is ~20-30 by
 
 def event() -> NewEvent:
     return NewEvent(DocUpdated(update=UPDATE, client_id=7), META)
-
-
-async def _database(server_url: str) -> tuple[str, Callable[[], Awaitable[None]]]:
-    name = f"bench_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(server_url)
-    await admin.execute(f"create database {name}")
-    await admin.close()
-    base, _, query = server_url.partition("?")
-    head = base.rsplit("/", 1)[0]
-    url = f"{head}/{name}" + (f"?{query}" if query else "")
-
-    async def drop() -> None:
-        conn = await asyncpg.connect(server_url)
-        await conn.execute(f"drop database if exists {name} with (force)")
-        await conn.close()
-
-    return url, drop
 
 
 async def _appends(
@@ -137,16 +117,6 @@ async def main() -> None:
     scale = 0.1 if args.quick else 1.0
     collab_logging.configure("warning")
 
-    server = None
-    server_url = os.environ.get("DATABASE_URL")
-    if not server_url:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            import pgserver  # noqa: PLC0415
-
-            server = pgserver.get_server(Path(tempfile.mkdtemp()) / "pgdata", cleanup_mode="delete")
-        server_url = str(server.get_uri())
-
     def n(count: int) -> int:
         return max(1, int(count * scale))
 
@@ -171,26 +141,17 @@ async def main() -> None:
         ("append batches of 100, 8 writers", "events/s", lambda u: _appends(u, 8, n(50), 100)),
         ("subscribe catch-up, 200k events", "events/s", lambda u: _catch_up(u, n(200_000))),
     ]
-    print(
-        f"# {platform.node()} {platform.machine()} {os.cpu_count()} cores, "
-        f"python {platform.python_version()}, {time.strftime('%Y-%m-%d %H:%M')}"
-    )
+    print(machine_line())
     medians: dict[str, float] = {}
-    try:
+    with postgres_server() as server_url:
         for name, unit, run in scenarios:
             figures = []
             for index in range(args.runs):
-                url, drop = await _database(server_url)
-                try:
+                async with fresh_database(server_url) as url:
                     figures.append(await run(url))
-                finally:
-                    await drop()
                 print(f"  {name} run {index + 1}: {figures[-1]:,.0f} {unit}", flush=True)
             medians[name] = statistics.median(figures)
             print(f"{name}: median {medians[name]:,.0f} {unit}", flush=True)
-    finally:
-        if server is not None:
-            server.cleanup()
     one = medians["append 1 event, 1 writer"] / medians["baseline: plain INSERT, 1 writer"]
     eight = medians["append 1 event, 8 writers"] / medians["baseline: plain INSERT, 8 writers"]
     print(f"ratio single appends / plain INSERT: 1 writer {one:.2f}, 8 writers {eight:.2f}")

@@ -26,7 +26,6 @@ import argparse
 import asyncio
 import contextlib
 import os
-import platform
 import random
 import re
 import shutil
@@ -36,12 +35,10 @@ import sys
 import tempfile
 import time
 import uuid
-import warnings
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import asyncpg
 import httpx
 import pycrdt
 import websockets
@@ -49,6 +46,7 @@ import websockets
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.harness import fresh_database, machine_line, postgres_server  # noqa: E402
 from collab import protocol  # noqa: E402
 from events import EventMetadata, NewEvent  # noqa: E402
 from events.models import DocUpdated, ProjectCreated  # noqa: E402
@@ -513,25 +511,6 @@ async def _join_storm(database_url: str, updates: int, joiners: int) -> float:
 # -- driver ---------------------------------------------------------------------------------
 
 
-@contextlib.asynccontextmanager
-async def database(server_url: str) -> AsyncIterator[str]:
-    name = f"bench_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(server_url)
-    await admin.execute(f"create database {name}")
-    await admin.close()
-    base, _, query = server_url.partition("?")
-    url = f"{base.rsplit('/', 1)[0]}/{name}" + (f"?{query}" if query else "")
-    store = await PostgresEventStore.connect(url, min_size=1, max_size=1)
-    await store.migrate()
-    await store.close()
-    try:
-        yield url
-    finally:
-        admin = await asyncpg.connect(server_url)
-        await admin.execute(f"drop database if exists {name} with (force)")
-        await admin.close()
-
-
 def _summary(name: str, results: list[Result]) -> str:
     p50 = statistics.median(r.p50_ms for r in results)
     p99 = statistics.median(r.p99_ms for r in results)
@@ -558,25 +537,17 @@ async def main() -> None:
     duration = 3.0 if args.quick else 10.0
     sweep = [int(r) for r in args.rooms.split(",")]
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import pgserver  # noqa: PLC0415
-
-        pg = pgserver.get_server(Path(tempfile.mkdtemp()) / "pgdata", cleanup_mode="delete")
-    server_url = str(pg.get_uri())
-    print(
-        f"# {platform.node()} {platform.machine()} {os.cpu_count()} cores, "
-        f"python {platform.python_version()}, {time.strftime('%Y-%m-%d %H:%M')}, "
-        f"{duration:.0f} s per run",
-        flush=True,
-    )
+    # Always embedded here: the peers are measured on the same local PostgreSQL.
+    embedded = contextlib.ExitStack()
+    server_url = embedded.enter_context(postgres_server(from_environment=False))
+    print(machine_line(f", {duration:.0f} s per run"), flush=True)
     targets: list[Callable[[], contextlib.AbstractAsyncContextManager[Target]]] = []
     if args.peers:
         python, node_server = ensure_peers()
         targets += [lambda: pycrdt_websocket(python), lambda: y_websocket(node_server)]
 
     async def run_ours(scenario: Callable[[Target], object]) -> Result:
-        async with database(server_url) as url, ours(url) as target:
+        async with fresh_database(server_url, migrated=True) as url, ours(url) as target:
             return await scenario(target)  # type: ignore[misc]
 
     try:
@@ -626,7 +597,7 @@ async def main() -> None:
             updates = 5_000 if args.quick else 50_000
             times = []
             for index in range(args.runs):
-                async with database(server_url) as url:
+                async with fresh_database(server_url, migrated=True) as url:
                     times.append(await _join_storm(url, updates, 100))
                 print(f"  join storm run {index + 1}: {times[-1]:.2f} s", flush=True)
             print(
@@ -635,7 +606,7 @@ async def main() -> None:
                 flush=True,
             )
     finally:
-        pg.cleanup()
+        embedded.close()
 
 
 if __name__ == "__main__":

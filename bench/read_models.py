@@ -22,15 +22,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import platform
 import random
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +36,7 @@ import pycrdt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.harness import fresh_database, machine_line, postgres_server
 from collab import document
 from collab import logging as collab_logging
 from collab.config import ReadSettings
@@ -124,15 +122,6 @@ class Editor:
             self.meta["tempo"] = float(rng.randrange(80, 160))
         else:
             track["effects"][0]["params"]["gain"] = round(rng.uniform(-12, 12), 1)
-
-
-async def _database(server_url: str) -> str:
-    name = f"bench_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(server_url)
-    await admin.execute(f"create database {name}")
-    await admin.close()
-    base, _, query = server_url.partition("?")
-    return f"{base.rsplit('/', 1)[0]}/{name}" + (f"?{query}" if query else "")
 
 
 async def _fill(store: PostgresEventStore, projects: int, events: int, seed: int) -> list[str]:
@@ -228,31 +217,17 @@ async def main() -> None:
         args.travel_events //= 10
         args.samples //= 4
     collab_logging.configure("warning")
-    server = None
-    server_url = os.environ.get("DATABASE_URL")
-    if not server_url:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            import pgserver  # noqa: PLC0415
-
-            server = pgserver.get_server(Path(tempfile.mkdtemp()) / "pgdata", cleanup_mode="delete")
-        server_url = str(server.get_uri())
-    print(
-        f"# {platform.node()} {platform.machine()} {os.cpu_count()} cores, "
-        f"python {platform.python_version()}, {time.strftime('%Y-%m-%d %H:%M')}"
-    )
-    try:
+    print(machine_line())
+    with postgres_server() as server_url:
         if args.only != "travel":
-            await _catch_up_part(server_url, args)
+            async with fresh_database(server_url) as url:
+                await _catch_up_part(url, args)
         if args.only != "catch-up":
-            await _travel_part(server_url, args)
-    finally:
-        if server is not None:
-            server.cleanup()
+            async with fresh_database(server_url) as url:
+                await _travel_part(url, args)
 
 
-async def _catch_up_part(server_url: str, args: argparse.Namespace) -> None:
-    url = await _database(server_url)
+async def _catch_up_part(url: str, args: argparse.Namespace) -> None:
     store = await PostgresEventStore.connect(url, max_size=4)
     await store.migrate()
     started = time.perf_counter()
@@ -286,8 +261,7 @@ async def _catch_up_part(server_url: str, args: argparse.Namespace) -> None:
     await store.close()
 
 
-async def _travel_part(server_url: str, args: argparse.Namespace) -> None:
-    url = await _database(server_url)
+async def _travel_part(url: str, args: argparse.Namespace) -> None:
     store = await PostgresEventStore.connect(url, max_size=4)
     await store.migrate()
     (project,) = await _fill(store, 1, args.travel_events, seed=2)
