@@ -91,6 +91,12 @@ def _with_store(
         raise typer.Exit(EXIT_UNAVAILABLE) from None
 
 
+async def _require_schema(store: PostgresEventStore) -> None:
+    status = await store.migration_status()
+    if not status.current:
+        raise EventStoreError(f"schema not migrated (pending {list(status.pending)})")
+
+
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Bind address [env COLLAB_HOST]")] = None,
@@ -149,9 +155,7 @@ def audit_verify(
     stream_id = f"project-{project}" if project else None
 
     async def run(store: PostgresEventStore) -> VerifyReport:
-        status = await store.migration_status()
-        if not status.current:
-            raise EventStoreError(f"schema not migrated (pending {list(status.pending)})")
+        await _require_schema(store)
         if stream_id is not None and await store.stream_version(stream_id) == 0:
             raise EventStoreError(f"no events for project {project!r} ({stream_id})")
         return await store.verify(stream_id)
@@ -171,12 +175,6 @@ def audit_verify(
 
 def _projections(store: PostgresEventStore, settings: Settings) -> list[Projection]:
     return [ProjectsProjection(store, state_every=settings.state_every)]
-
-
-async def _require_schema(store: PostgresEventStore) -> None:
-    status = await store.migration_status()
-    if not status.current:
-        raise EventStoreError(f"schema not migrated (pending {list(status.pending)})")
 
 
 @projections_app.command("status")

@@ -86,7 +86,8 @@ def _like_escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def _project_summary(row: Row) -> dict[str, Any]:
+def _identity(row: Row) -> dict[str, Any]:
+    """The fields a project list item and the project view share."""
     return {
         "id": str(row["project_id"]),
         "name": row["name"],
@@ -95,6 +96,12 @@ def _project_summary(row: Row) -> dict[str, Any]:
         "updated_at": row["updated_at"].isoformat(),
         "version": row["version"],
         "position": row["position"],
+    }
+
+
+def _project_summary(row: Row) -> dict[str, Any]:
+    return {
+        **_identity(row),
         "tempo": row["tempo"],
         "time_signature": row["time_signature"],
         "key": row["key"],
@@ -163,14 +170,8 @@ async def get_project(sql: Sql, project_id: str) -> dict[str, Any] | None:
             }
         )
     return {
-        "id": str(row["project_id"]),
-        "name": row["name"],
-        "owner": row["owner"],
-        "created_at": row["created_at"].isoformat(),
-        "updated_at": row["updated_at"].isoformat(),
-        "version": row["version"],
+        **_identity(row),
         "document_version": row["doc_version"],
-        "position": row["position"],
         "meta": doc.get("meta", {}),
         "tracks": [
             {
