@@ -73,15 +73,21 @@ async def body_of(request: Request, model: type[M]) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        fields = [
-            {
-                "field": ".".join(str(part) for part in error["loc"]) or "body",
-                "message": error["msg"],
-            }
-            for error in exc.errors()
-        ]
-        first = fields[0]
-        raise ApiError(422, f"invalid {first['field']}: {first['message']}", fields) from None
+        raise invalid(exc) from None
+
+
+def invalid(exc: ValidationError, prefix: str = "") -> ApiError:
+    """A 422 naming every bad field (``prefix`` places a nested model in the body)."""
+    head = [prefix] if prefix else []
+    fields = [
+        {
+            "field": ".".join([*head, *(str(part) for part in error["loc"])]) or "body",
+            "message": error["msg"],
+        }
+        for error in exc.errors()
+    ]
+    first = fields[0]
+    return ApiError(422, f"invalid {first['field']}: {first['message']}", fields)
 
 
 def live_of(request: Request) -> Live:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import structlog
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -13,13 +16,17 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 
-from collab import api, openapi, projects_api, ws
-from collab.config import LiveSettings, ReadSettings
+from collab import api, audit_api, lineage_api, openapi, projects_api, provenance_api, ws
+from collab.audit_key import load_or_create
+from collab.config import AuditSettings, LiveSettings, ReadSettings
 from collab.live import Live
 from collab.metrics import Metrics
 from collab.middleware import RequestContextMiddleware
+from events.checkpoints import Signer
 from events.errors import EventStoreError
 from events.postgres import PostgresEventStore
+from projections.audit_log import AuditLogProjection
+from projections.lineage import LineageProjection
 from projections.projects import ProjectsProjection
 from projections.runner import ProjectionRunner
 
@@ -33,10 +40,12 @@ def create_app(
     poll_interval: float = 1.0,
     live: LiveSettings | None = None,
     read: ReadSettings | None = None,
+    audit: AuditSettings | None = None,
 ) -> Starlette:
     """Build the app; the store is connected and migrated when the app starts."""
     live_settings = live or LiveSettings()
     read_settings = read or ReadSettings()
+    audit_settings = audit or AuditSettings()
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -47,18 +56,35 @@ def create_app(
             await store.migrate()
             app.state.store = store
             app.state.read_settings = read_settings
+            app.state.signer = _signer(audit_settings)
+            app.state.audit_log = AuditLogProjection(
+                app.state.signer,
+                checkpoint_every=audit_settings.checkpoint_every,
+                checkpoint_seconds=audit_settings.checkpoint_seconds,
+            )
             app.state.projections = ProjectionRunner(
                 store,
-                [ProjectsProjection(store, state_every=read_settings.state_every)],
+                [
+                    ProjectsProjection(store, state_every=read_settings.state_every),
+                    LineageProjection(),
+                    app.state.audit_log,
+                ],
                 batch_size=read_settings.projection_batch,
             )
             app.state.projections.start()
+            sealing = asyncio.create_task(
+                _seal_quiet_log(app.state.audit_log, store, audit_settings.checkpoint_seconds),
+                name="audit-sealing",
+            )
             app.state.live = Live(store, live_settings, Metrics())
             app.state.live.start(ws.watchdog)
             log.info("server ready for requests")
             try:
                 yield
             finally:
+                sealing.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sealing
                 await app.state.live.close()
                 await app.state.projections.stop()
         finally:
@@ -71,6 +97,9 @@ def create_app(
             Route("/ready", ready, methods=["GET"]),
             *api.routes,
             *projects_api.routes,
+            *provenance_api.routes,
+            *lineage_api.routes,
+            *audit_api.routes,
             Route("/api/openapi.json", openapi.document, methods=["GET"]),
             WebSocketRoute("/ws/{project_id}", ws.endpoint),
         ],
@@ -82,6 +111,26 @@ def create_app(
         },
         lifespan=lifespan,
     )
+
+
+def _signer(settings: AuditSettings) -> Signer:
+    if settings.key_file is None:
+        log.warning("audit checkpoints are signed with a throwaway key (no key file set)")
+        return Signer(Ed25519PrivateKey.generate())
+    return Signer(load_or_create(settings.key_file))
+
+
+async def _seal_quiet_log(
+    audit: AuditLogProjection, store: PostgresEventStore, every: float
+) -> None:
+    """Checkpoint events that arrived after the last batch was sealed, once they are old
+    enough (a busy log gets checkpoints from the projection itself)."""
+    while True:
+        await asyncio.sleep(max(0.05, every / 4))
+        try:
+            await audit.seal_due(store)
+        except EventStoreError as exc:
+            log.warning("audit sealing failed; will retry", error=str(exc))
 
 
 async def health(_request: Request) -> Response:

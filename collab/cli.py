@@ -1,4 +1,5 @@
-"""The ``collab`` command: serve, migrate, audit verify, projections status|rebuild.
+"""The ``collab`` command: serve, migrate, audit verify|export|public-key, projections
+status|rebuild.
 
 Every command reads the same settings (flags, then ``COLLAB_*`` / ``DATABASE_URL``
 environment variables, then defaults), so ``COLLAB_DATA_DIR=D collab audit verify``
@@ -11,19 +12,43 @@ usage; 3 the database could not be reached or migrated.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import structlog
 import typer
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from collab import logging as collab_logging
-from collab.config import ConfigError, Settings, live_settings, load_settings, read_settings
+from collab.audit_key import KeyFileError, load_or_create
+from collab.config import (
+    ConfigError,
+    Settings,
+    audit_settings,
+    live_settings,
+    load_settings,
+    read_settings,
+)
 from collab.database import Database, resolve
+from events import bundle as bundle_module
+from events import merkle
+from events.checkpoints import (
+    CheckpointError,
+    CheckpointVerifier,
+    parse_public_key,
+    public_key_text,
+    verify_all,
+)
 from events.errors import EventStoreError
+from events.integrity import Break
 from events.postgres import PostgresEventStore, VerifyReport
+from projections import audit_log
+from projections.audit_log import AuditLogProjection
+from projections.lineage import LineageProjection
 from projections.projects import ProjectsProjection
 from projections.runner import CheckpointMoved, Projection, apply_batch, load_checkpoint, reset
 
@@ -115,6 +140,7 @@ def serve(
         poll_interval=settings.poll_interval,
         live=live_settings(settings),
         read=read_settings(settings),
+        audit=audit_settings(settings),
     )
     config = build_config(
         application,
@@ -147,34 +173,180 @@ def migrate(data_dir: DataDir = None) -> None:
 @audit_app.command("verify")
 def audit_verify(
     project: Annotated[str | None, typer.Option(help="Verify only this project's stream")] = None,
+    bundle: Annotated[
+        Path | None,
+        typer.Option(help="Verify this exported bundle offline (no database is opened)"),
+    ] = None,
+    public_key: Annotated[
+        str | None,
+        typer.Option(
+            "--public-key",
+            help="Ed25519 public key (base64) that signed the checkpoints"
+            " [default: the one of the server's key file, if present]",
+        ),
+    ] = None,
     data_dir: DataDir = None,
 ) -> None:
-    """Recompute every hash and link of the log; exit 1 at the first broken one."""
+    """Recompute every hash and link of the log and check the Merkle log against the
+    signed checkpoints; exit 1 at the first broken one."""
     settings = _settings(data_dir=data_dir)
+    key = _public_key(public_key, settings, required=bundle is not None)
+    if bundle is not None:
+        _verify_bundle(bundle, key)
+        return
     database = _database(settings)
     stream_id = f"project-{project}" if project else None
-
-    async def run(store: PostgresEventStore) -> VerifyReport:
-        await _require_schema(store)
-        if stream_id is not None and await store.stream_version(stream_id) == 0:
-            raise EventStoreError(f"no events for project {project!r} ({stream_id})")
-        return await store.verify(stream_id)
-
-    report = _with_store(database, run, "collab: cannot verify")
+    report = _with_store(
+        database, lambda store: _verify_log(store, stream_id, key), "collab: cannot verify"
+    )
     scope = f"stream {stream_id}" if stream_id else "log"
-    if report.ok:
+    if report.chain.ok and report.merkle_break is None:
         typer.echo(
-            f"OK: {scope} verified: {report.events} events in {report.streams} streams,"
-            f" last position {report.last_position}"
+            f"OK: {scope} verified: {report.chain.events} events in {report.chain.streams}"
+            f" streams, last position {report.chain.last_position}"
         )
+        if stream_id is None:
+            typer.echo(report.checkpoints_line)
         return
-    typer.echo(f"BROKEN: {report.first_break}")
-    typer.echo(f"checked {report.events} events before stopping", err=True)
+    typer.echo(f"BROKEN: {report.chain.first_break or report.merkle_break}")
+    typer.echo(f"checked {report.chain.events} events before stopping", err=True)
     raise typer.Exit(EXIT_BROKEN)
 
 
+@dataclass(frozen=True, slots=True)
+class _LogReport:
+    chain: VerifyReport
+    merkle_break: Break | None
+    checkpoints_line: str
+
+
+async def _verify_log(
+    store: PostgresEventStore, stream_id: str | None, key: Ed25519PublicKey | None
+) -> _LogReport:
+    await _require_schema(store)
+    if stream_id is not None:
+        if await store.stream_version(stream_id) == 0:
+            raise EventStoreError(
+                f"no events for project {stream_id.removeprefix('project-')!r} ({stream_id})"
+            )
+        return _LogReport(await store.verify(stream_id), None, "")
+    signed = await audit_log.checkpoints(store.queries)
+    merkle_check = CheckpointVerifier(signed)
+    chain = await store.verify(observe=lambda event: merkle_check.feed(event.position, event.hash))
+    if not chain.ok:
+        return _LogReport(chain, None, "")
+    broken = merkle_check.finish()
+    if broken is None and key is not None:
+        try:
+            verify_all(signed, key)
+        except CheckpointError as exc:
+            size = signed[0].tree_size if signed else 0
+            broken = Break("(checkpoint)", size, "signature", "valid", str(exc))
+    if not signed:
+        line = "no signed checkpoints yet: the Merkle log was not checked"
+    else:
+        newest = signed[-1]
+        how = "roots and signatures" if key is not None else "roots only (no public key given)"
+        line = (
+            f"OK: {len(signed)} checkpoints verified ({how}); newest covers"
+            f" {newest.tree_size} events, signed {newest.signed_at.isoformat()}"
+        )
+    return _LogReport(chain, broken, line)
+
+
+def _public_key(text: str | None, settings: Settings, *, required: bool) -> Ed25519PublicKey | None:
+    try:
+        if text is not None:
+            return parse_public_key(text)
+        key_file = audit_settings(settings).key_file
+        if key_file is not None and key_file.exists():
+            return load_or_create(key_file).public_key()
+    except (CheckpointError, KeyFileError) as exc:
+        typer.echo(f"collab: {exc}", err=True)
+        raise typer.Exit(EXIT_CONFIG) from None
+    if required:
+        typer.echo("collab: give --public-key to verify a bundle", err=True)
+        raise typer.Exit(EXIT_CONFIG)
+    return None
+
+
+def _verify_bundle(path: Path, key: Ed25519PublicKey | None) -> None:
+    assert key is not None  # noqa: S101 - _public_key required one
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        report = bundle_module.verify(data, key)
+    except (OSError, ValueError) as exc:
+        typer.echo(f"collab: cannot read bundle {path}: {exc}", err=True)
+        raise typer.Exit(EXIT_CONFIG) from None
+    if not report.ok:
+        typer.echo(f"BROKEN: {report.first_break}")
+        raise typer.Exit(EXIT_BROKEN)
+    typer.echo(
+        f"OK: bundle verified: {report.events} events, {report.proven} proven in the log"
+        f" signed at tree size {report.tree_size}"
+        + (f"; {report.unproven} newer events chain-checked only" if report.unproven else "")
+    )
+
+
+@audit_app.command("export")
+def audit_export(
+    project: Annotated[str, typer.Argument(help="The project id")],
+    data_dir: DataDir = None,
+) -> None:
+    """Print a project's audit bundle (events, signed checkpoint, inclusion proofs) as JSON."""
+    settings = _settings(data_dir=data_dir)
+    key = _public_key(None, settings, required=False)
+    database = _database(settings)
+
+    async def run(store: PostgresEventStore) -> dict[str, Any]:
+        await _require_schema(store)
+        stream_id = f"project-{project}"
+        events = await store.read_stream(stream_id)
+        if not events:
+            raise EventStoreError(f"no events for project {project!r} ({stream_id})")
+        newest = await audit_log.latest_checkpoint(store.queries)
+        proofs: dict[int, list[bytes]] = {}
+        if newest is not None:
+            size = newest.tree_size
+            covered = [e.position - 1 for e in events if e.position <= size]
+            nodes = await audit_log.nodes_for(
+                store.queries,
+                lambda n: [merkle.inclusion_proof(i, size, n) for i in covered],
+            )
+            proofs = {i + 1: merkle.inclusion_proof(i, size, nodes) for i in covered}
+        return bundle_module.build(
+            project_id=project,
+            stream_id=stream_id,
+            events=events,
+            checkpoint=newest,
+            proofs=proofs,
+            public_key=public_key_text(key) if key is not None else "",
+        )
+
+    data = _with_store(database, run, "collab: cannot export")
+    if data["checkpoint"] is None:
+        typer.echo("collab: warning: no checkpoint signed yet; the bundle proves nothing", err=True)
+    typer.echo(json.dumps(data, indent=1, sort_keys=True))
+
+
+@audit_app.command("public-key")
+def audit_public_key(data_dir: DataDir = None) -> None:
+    """Print the public key that verifies this server's checkpoints (base64)."""
+    settings = _settings(data_dir=data_dir)
+    key = _public_key(None, settings, required=False)
+    if key is None:
+        typer.echo("collab: no audit key yet (the server creates it on first start)", err=True)
+        raise typer.Exit(EXIT_CONFIG)
+    typer.echo(public_key_text(key))
+
+
 def _projections(store: PostgresEventStore, settings: Settings) -> list[Projection]:
-    return [ProjectsProjection(store, state_every=settings.state_every)]
+    # Only the server signs checkpoints; a rebuild here checks the roots it passes.
+    return [
+        ProjectsProjection(store, state_every=settings.state_every),
+        LineageProjection(),
+        AuditLogProjection(None),
+    ]
 
 
 @projections_app.command("status")

@@ -42,6 +42,20 @@ class ReadSettings:
 _READ = ReadSettings()
 
 
+@dataclass(frozen=True, slots=True)
+class AuditSettings:
+    #: the Ed25519 key that signs checkpoints (PEM, created when missing); None means a
+    #: throwaway key held in memory (tests and benchmarks only)
+    key_file: Path | None = None
+    #: events added since the last checkpoint that call for a new one
+    checkpoint_every: int = 1000
+    #: seconds after which new events get a checkpoint however few they are
+    checkpoint_seconds: float = 10.0
+
+
+_AUDIT = AuditSettings()
+
+
 class Settings(BaseSettings):
     """Every command reads these. Environment names are ``COLLAB_<FIELD>``, except
     ``DATABASE_URL`` (the usual name for it)."""
@@ -75,6 +89,13 @@ class Settings(BaseSettings):
     state_every: int = Field(default=_READ.state_every, ge=10, le=1_000_000)
     #: events folded per projection transaction
     projection_batch: int = Field(default=_READ.projection_batch, ge=1, le=100_000)
+
+    #: PEM file of the Ed25519 key signing audit checkpoints (default: in the data dir)
+    audit_key_file: Path | None = None
+    #: events between two signed audit checkpoints
+    checkpoint_every: int = Field(default=_AUDIT.checkpoint_every, ge=1, le=10_000_000)
+    #: seconds after which pending events get a signed checkpoint anyway
+    checkpoint_seconds: float = Field(default=_AUDIT.checkpoint_seconds, gt=0, le=86_400)
 
     @field_validator("database_url")
     @classmethod
@@ -127,4 +148,13 @@ def read_settings(settings: Settings) -> ReadSettings:
         projection_wait=settings.projection_wait,
         state_every=settings.state_every,
         projection_batch=settings.projection_batch,
+    )
+
+
+def audit_settings(settings: Settings) -> AuditSettings:
+    """The audit log's part of the settings; the key lives in the data dir by default."""
+    return AuditSettings(
+        key_file=settings.audit_key_file or settings.data_dir / "audit-ed25519.pem",
+        checkpoint_every=settings.checkpoint_every,
+        checkpoint_seconds=settings.checkpoint_seconds,
     )

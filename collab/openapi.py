@@ -17,7 +17,7 @@ from pydantic.json_schema import models_json_schema
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from collab import api, edits, projects_api
+from collab import api, edits, projects_api, provenance_api
 
 _PATH_PARAM = re.compile(r"{(?P<name>[a-z_]+)(?::(?P<kind>[a-z]+))?}")
 
@@ -51,6 +51,13 @@ CURSOR = Param("cursor", "Opaque cursor from the previous page's next_cursor.")
 NOT_FOUND = (404, "Unknown project (or version, snapshot)")
 INVALID = (422, "Invalid input; `fields` names each bad field")
 UNAVAILABLE = (503, "Database unavailable, shutting down, or read models behind")
+AS_OF = Param("as_of", "Answer with what the log knew at this position or ISO-8601 time.")
+WALK_PARAMS = (
+    Param("depth", "Most edges from the DAID (default 50, at most 10000).", "integer"),
+    Param("max_nodes", "Most nodes returned (default 1000); beyond, truncated.", "integer"),
+    AS_OF,
+    MIN_POSITION,
+)
 
 OPERATIONS: tuple[Operation, ...] = (
     Operation("get", "/health", "The process is alive", "service", ((200, "Alive"),)),
@@ -171,6 +178,106 @@ OPERATIONS: tuple[Operation, ...] = (
             UNAVAILABLE,
         ),
         body=projects_api.RollbackRequest,
+    ),
+    Operation(
+        "post",
+        "/api/projects/{project_id}/analyses",
+        "Record an analysis of a project version (typed results for audio_analysis,"
+        " performance_analysis and transcription; free JSON for other types)",
+        "provenance",
+        ((201, "{daid, position, target, parents}"), NOT_FOUND, INVALID, UNAVAILABLE),
+        body=provenance_api.NewAnalysis,
+    ),
+    Operation(
+        "get",
+        "/api/projects/{project_id}/analyses",
+        "Analyses of a project, newest first",
+        "provenance",
+        ((200, "{analyses, next_cursor}"), NOT_FOUND, INVALID, UNAVAILABLE),
+        query=(
+            Param("type", "Only this analysis type."),
+            Param("track_id", "Only analyses of this track."),
+            Param("version", "Only analyses of this project version.", "integer"),
+            LIMIT,
+            CURSOR,
+            MIN_POSITION,
+        ),
+    ),
+    Operation(
+        "post",
+        "/api/provenance",
+        "Record provenance of an entity (render, export, import, generate, ...),"
+        " attached to a project version or global",
+        "provenance",
+        ((201, "{daid, position, stream_id, parents}"), NOT_FOUND, INVALID, UNAVAILABLE),
+        body=provenance_api.NewProvenance,
+    ),
+    Operation(
+        "get",
+        "/api/daids/{daid}",
+        "One DAID: its node, parents, children and a check of its hashes",
+        "lineage",
+        ((200, "Node"), (404, "Unknown DAID"), INVALID, UNAVAILABLE),
+        query=(AS_OF, MIN_POSITION),
+    ),
+    Operation(
+        "get",
+        "/api/daids/{daid}/lineage",
+        "Ancestors and/or descendants of a DAID",
+        "lineage",
+        ((200, "{nodes, edges, truncated}"), (404, "Unknown DAID"), INVALID, UNAVAILABLE),
+        query=(
+            Param("direction", "ancestors (default), descendants or both."),
+            *WALK_PARAMS,
+        ),
+    ),
+    Operation(
+        "get",
+        "/api/daids/{daid}/prov",
+        "W3C PROV-JSON of a DAID and its ancestors",
+        "lineage",
+        ((200, "PROV-JSON document"), (404, "Unknown DAID"), INVALID, UNAVAILABLE),
+        query=WALK_PARAMS,
+    ),
+    Operation(
+        "get",
+        "/api/daids/{daid}/contributors",
+        "People, services and AI models among a DAID's ancestors",
+        "lineage",
+        ((200, "{people, services, ai_models}"), (404, "Unknown DAID"), INVALID, UNAVAILABLE),
+        query=WALK_PARAMS,
+    ),
+    Operation(
+        "get",
+        "/api/audit/checkpoint",
+        "The newest signed checkpoint of the Merkle log, with the public key",
+        "audit",
+        (
+            (200, "{tree_size, root, signed_at, key_id, signature, public_key}"),
+            (404, "None signed yet"),
+        ),
+    ),
+    Operation(
+        "get",
+        "/api/audit/proof/inclusion",
+        "RFC 6962 inclusion proof of the event at a position",
+        "audit",
+        ((200, "{leaf_hash, proof, root}"), (404, "No such event or checkpoint"), INVALID),
+        query=(
+            Param("position", "The event's global position.", "integer", required=True),
+            Param("tree_size", "Tree size (default: the newest checkpoint's).", "integer"),
+        ),
+    ),
+    Operation(
+        "get",
+        "/api/audit/proof/consistency",
+        "RFC 6962 consistency proof between two tree sizes",
+        "audit",
+        ((200, "{from_root, to_root, proof}"), (404, "No checkpoint"), INVALID),
+        query=(
+            Param("from", "The older tree size.", "integer", required=True),
+            Param("to", "The newer tree size (default: the newest checkpoint's).", "integer"),
+        ),
     ),
 )
 

@@ -9,10 +9,8 @@ Rollback appends through the live path, so connected editors receive it at once.
 
 from __future__ import annotations
 
-import re
-import uuid
-from datetime import datetime, timedelta
-from typing import Annotated, Any
+from datetime import datetime
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.requests import Request
@@ -20,16 +18,25 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from collab.api import ApiError, acquire, actor_of, body_of, correlation_of, live_of
-from collab.config import ReadSettings
+from collab.params import (
+    caught_up,
+    duration,
+    field_error,
+    int_param,
+    known_version,
+    project_id_of,
+    runner_of,
+    settings_of,
+    store_of,
+    view_at,
+)
 from collab.rollback import restoring_update
 from collab.room import EMPTY_UPDATE
 from collab.writer import WriterError
 from events import EventMetadata, NewEvent, WrongExpectedVersion
 from events.models import ProjectRolledBack, SnapshotTagged, project_stream
-from events.postgres import PostgresEventStore
 from projections import project_reads
 from projections.diff import MISSING, diff
-from projections.runner import ProjectionRunner
 
 #: attempts at tagging a snapshot while other writers keep appending to the project
 SNAPSHOT_ATTEMPTS = 50
@@ -55,106 +62,11 @@ class RollbackRequest(BaseModel):
         return self
 
 
-def _store(request: Request) -> PostgresEventStore:
-    store: PostgresEventStore = request.app.state.store
-    return store
-
-
-def _settings(request: Request) -> ReadSettings:
-    settings: ReadSettings = request.app.state.read_settings
-    return settings
-
-
-def _runner(request: Request) -> ProjectionRunner:
-    runner: ProjectionRunner = request.app.state.projections
-    return runner
-
-
-def _project_id(request: Request) -> str:
-    raw = request.path_params["project_id"]
-    try:
-        return str(uuid.UUID(raw))
-    except ValueError:
-        raise ApiError(404, f"no project {raw!r} (project ids are UUIDs)") from None
-
-
-def _int_param(request: Request, name: str, default: int | None, low: int, high: int) -> int:
-    raw = request.query_params.get(name)
-    if raw is None:
-        if default is None:
-            raise ApiError(422, f"missing query parameter {name}", [_field(name, "required")])
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ApiError(
-            422, f"invalid {name}: {raw!r} is not an integer", [_field(name, "not an integer")]
-        ) from None
-    if not low <= value <= high:
-        message = f"must be between {low} and {high}"
-        raise ApiError(422, f"invalid {name}: {message}", [_field(name, message)])
-    return value
-
-
-def _field(name: str, message: str) -> dict[str, str]:
-    return {"field": name, "message": message}
-
-
-_DURATION = re.compile(r"^(?P<amount>\d+(?:\.\d+)?)(?P<unit>ms|s|m|h)?$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
-
-
-def _duration(raw: str, name: str) -> timedelta:
-    match = _DURATION.match(raw.strip())
-    if match is None:
-        message = "a duration such as 5s, 500ms or 2m"
-        raise ApiError(422, f"invalid {name}: expected {message}", [_field(name, message)])
-    seconds = float(match["amount"]) * _UNIT_SECONDS[match["unit"]]
-    if seconds > 86_400:
-        raise ApiError(422, f"invalid {name}: at most 1 day", [_field(name, "at most 1 day")])
-    return timedelta(seconds=seconds)
-
-
-async def _caught_up(request: Request) -> None:
-    """Honour ``?min_position=N``: wait for the projections, or answer 503."""
-    position = _int_param(request, "min_position", 0, 0, 2**62)
-    if position == 0:
-        return
-    runner = _runner(request)
-    wait = _settings(request).projection_wait
-    if not await runner.wait(position, wait):
-        raise ApiError(
-            503,
-            f"read models have not reached position {position} within {wait:g} s"
-            f" (they are at {runner.position()}); retry later",
-        )
-
-
-async def _view_at(request: Request, project_id: str, version: int) -> dict[str, Any]:
-    """The document as JSON at ``version``, from the read model (waiting, bounded, for
-    it to fold that version if it has not yet)."""
-    store = _store(request)
-    folded = await project_reads.project_version(store.queries, project_id)
-    if folded is None or folded < version:
-        runner = _runner(request)
-        if not await runner.wait(await store.head_position(), _settings(request).projection_wait):
-            raise ApiError(503, f"read models have not folded version {version} yet; retry")
-    return await project_reads.view_at(store.queries, project_id, version)
-
-
-async def _known_version(request: Request, project_id: str) -> int:
-    """The project's current stream version (from the log); 404 for unknown projects."""
-    version = await _store(request).stream_version(project_stream(project_id))
-    if version == 0:
-        raise ApiError(404, f"no project {project_id}")
-    return version
-
-
 # -- reads ------------------------------------------------------------------------------
 
 
 async def list_projects(request: Request) -> Response:
-    await _caught_up(request)
+    await caught_up(request)
     params = request.query_params
     updated_since = None
     if "updated_since" in params:
@@ -163,20 +75,20 @@ async def list_projects(request: Request) -> Response:
         except ValueError:
             message = "expected an ISO 8601 time, e.g. 2026-11-21T10:00:00+00:00"
             raise ApiError(
-                422, f"invalid updated_since: {message}", [_field("updated_since", message)]
+                422, f"invalid updated_since: {message}", [field_error("updated_since", message)]
             ) from None
         if updated_since.tzinfo is None:
             message = "give a time zone (e.g. +00:00 or Z)"
             raise ApiError(
-                422, f"invalid updated_since: {message}", [_field("updated_since", message)]
+                422, f"invalid updated_since: {message}", [field_error("updated_since", message)]
             )
     try:
         page = await project_reads.list_projects(
-            _store(request).queries,
+            store_of(request).queries,
             name=params.get("name") or None,
             member=params.get("member") or None,
             updated_since=updated_since,
-            limit=_int_param(request, "limit", 50, 1, 200),
+            limit=int_param(request, "limit", 50, 1, 200),
             cursor=params.get("cursor"),
         )
     except project_reads.BadCursor as exc:
@@ -185,11 +97,11 @@ async def list_projects(request: Request) -> Response:
 
 
 async def get_project(request: Request) -> Response:
-    project_id = _project_id(request)
-    await _caught_up(request)
-    view = await project_reads.get_project(_store(request).queries, project_id)
+    project_id = project_id_of(request)
+    await caught_up(request)
+    view = await project_reads.get_project(store_of(request).queries, project_id)
     if view is None:
-        await _known_version(request, project_id)
+        await known_version(request, project_id)
         raise ApiError(
             503, f"project {project_id} is not in the read model yet; retry with ?min_position"
         )
@@ -197,25 +109,25 @@ async def get_project(request: Request) -> Response:
 
 
 async def get_history(request: Request) -> Response:
-    project_id = _project_id(request)
-    await _caught_up(request)
+    project_id = project_id_of(request)
+    await caught_up(request)
     params = request.query_params
     group = params.get("group")
     window = None
     if group is not None:
         if group != "actor":
             message = "only 'actor' is supported"
-            raise ApiError(422, f"invalid group: {message}", [_field("group", message)])
-        window = _duration(params.get("window", "5s"), "window")
+            raise ApiError(422, f"invalid group: {message}", [field_error("group", message)])
+        window = duration(params.get("window", "5s"), "window")
     elif "window" in params:
         message = "window needs group=actor"
-        raise ApiError(422, f"invalid window: {message}", [_field("window", message)])
-    await _known_version(request, project_id)
+        raise ApiError(422, f"invalid window: {message}", [field_error("window", message)])
+    await known_version(request, project_id)
     try:
         page = await project_reads.history(
-            _store(request).queries,
+            store_of(request).queries,
             project_id,
-            limit=_int_param(request, "limit", 50, 1, 500),
+            limit=int_param(request, "limit", 50, 1, 500),
             cursor=params.get("cursor"),
             group_window=window,
         )
@@ -227,25 +139,25 @@ async def get_history(request: Request) -> Response:
 
 
 async def get_version(request: Request) -> Response:
-    project_id = _project_id(request)
+    project_id = project_id_of(request)
     version = int(request.path_params["version"])
-    current = await _known_version(request, project_id)
+    current = await known_version(request, project_id)
     if not 1 <= version <= current:
         raise ApiError(404, f"project {project_id} has no version {version} (1 to {current})")
-    view = await _view_at(request, project_id, version)
+    view = await view_at(request, project_id, version)
     return JSONResponse({"project_id": project_id, "version": version, "document": view})
 
 
 async def get_diff(request: Request) -> Response:
-    project_id = _project_id(request)
-    start = _int_param(request, "from", None, 1, 2**62)
-    end = _int_param(request, "to", None, 1, 2**62)
-    current = await _known_version(request, project_id)
+    project_id = project_id_of(request)
+    start = int_param(request, "from", None, 1, 2**62)
+    end = int_param(request, "to", None, 1, 2**62)
+    current = await known_version(request, project_id)
     for version in (start, end):
         if version > current:
             raise ApiError(404, f"project {project_id} has no version {version} (1 to {current})")
-    before = await _view_at(request, project_id, start)
-    after = await _view_at(request, project_id, end)
+    before = await view_at(request, project_id, start)
+    after = await view_at(request, project_id, end)
     changes = diff(before, after)
     return JSONResponse(
         {
@@ -269,10 +181,10 @@ async def get_diff(request: Request) -> Response:
 
 
 async def list_snapshots(request: Request) -> Response:
-    project_id = _project_id(request)
-    await _caught_up(request)
-    await _known_version(request, project_id)
-    items = await project_reads.snapshots(_store(request).queries, project_id)
+    project_id = project_id_of(request)
+    await caught_up(request)
+    await known_version(request, project_id)
+    items = await project_reads.snapshots(store_of(request).queries, project_id)
     return JSONResponse({"project_id": project_id, "snapshots": items})
 
 
@@ -280,10 +192,10 @@ async def create_snapshot(request: Request) -> Response:
     """Tag the current version. Names are unique per project: the read model knows the
     tags up to the version it has folded, the log the ones after it, and the append
     expects exactly the version that was checked, so two racing tags cannot both win."""
-    project_id = _project_id(request)
+    project_id = project_id_of(request)
     body = await body_of(request, NewSnapshot)
-    store = _store(request)
-    await _known_version(request, project_id)
+    store = store_of(request)
+    await known_version(request, project_id)
     stream_id = project_stream(project_id)
     names = {s["name"] for s in await project_reads.snapshots(store.queries, project_id)}
     checked = await project_reads.project_version(store.queries, project_id) or 0
@@ -300,8 +212,12 @@ async def create_snapshot(request: Request) -> Response:
         if body.name in names:
             raise ApiError(409, f"project {project_id} already has a snapshot named {body.name!r}")
         tag = SnapshotTagged(name=body.name, description=body.description, version=checked)
+        tagged = await store.version_daid(stream_id, checked)
+        parents = (tagged,) if tagged is not None else ()
         try:
-            result = await store.append(stream_id, [NewEvent(tag, metadata)], checked)
+            result = await store.append(
+                stream_id, [NewEvent(tag, metadata, parents=parents)], checked
+            )
         except WrongExpectedVersion:
             continue  # someone appended meanwhile: look at what, then try again
         return JSONResponse(
@@ -324,16 +240,16 @@ async def create_snapshot(request: Request) -> Response:
 async def rollback(request: Request) -> Response:
     """Append ``project.rolled_back`` with the update that restores the target version,
     through the live path: every connected editor receives it as an ordinary update."""
-    project_id = _project_id(request)
+    project_id = project_id_of(request)
     live = live_of(request)
     body = await body_of(request, RollbackRequest)
-    store = _store(request)
+    store = store_of(request)
     room = await acquire(live, project_id)
     try:
         if body.snapshot is not None:
             # A tag made just before must be visible: read the model at the log's head.
             head = await store.head_position()
-            if not await _runner(request).wait(head, _settings(request).projection_wait):
+            if not await runner_of(request).wait(head, settings_of(request).projection_wait):
                 raise ApiError(503, "read models are behind the log; retry later")
             tagged = await project_reads.snapshot(store.queries, project_id, body.snapshot)
             if tagged is None:
@@ -348,6 +264,7 @@ async def rollback(request: Request) -> Response:
                     404, f"project {project_id} has no version {target_version} (1 to {current})"
                 )
         target = await project_reads.document_at(store, store.queries, project_id, target_version)
+        target_daid = await store.version_daid(room.stream_id, target_version)
         update = restoring_update(room.doc, target.doc)
         event = ProjectRolledBack(
             target_version=target_version, target_snapshot=body.snapshot, update=update
@@ -359,6 +276,7 @@ async def rollback(request: Request) -> Response:
                 actor=actor_of(request),
                 correlation_id=correlation_of(request),
                 event=event,
+                parents=(target_daid,) if target_daid is not None else (),
             )
         except WriterError as exc:
             raise ApiError(503, f"rollback not accepted: {exc}") from None

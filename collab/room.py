@@ -153,12 +153,14 @@ class Room:
         actor: str,
         correlation_id: str | None = None,
         event: DomainEvent | None = None,
+        parents: tuple[str, ...] = (),
     ) -> asyncio.Future[Committed] | None:
         """Queue a checked update for the log; it is applied and broadcast once durable.
 
         ``event`` replaces the ``doc.updated`` event that carries it by default (a
-        rollback appends ``project.rolled_back``). Returns None for a plain update that
-        changes nothing. Raises WriterError when the writer refuses it (the caller
+        rollback appends ``project.rolled_back``); ``parents`` are DAIDs it derives from
+        besides the previous version, which the store adds itself. Returns None for a
+        plain update that changes nothing. Raises WriterError when the writer refuses it (the caller
         decides what the client is told).
         """
         if update == EMPTY_UPDATE and event is None:
@@ -167,6 +169,7 @@ class Room:
         new_event = NewEvent(
             event or DocUpdated(update=update, client_id=protocol.update_author(update)),
             EventMetadata(actor=actor, correlation_id=correlation_id),
+            parents=parents,
         )
         try:
             future = self._writer.submit(

@@ -16,6 +16,11 @@ from events.errors import DaidError
 from events.records import GENESIS_HASH, StoredEvent, chain_hash, daid_body, stored_content_hash
 
 
+def stored_daid_hash16(event: StoredEvent) -> str:
+    """What the DAID of a stored row must end with, recomputed from the row."""
+    return daid_module.content_hash16(daid_body(event), event.parents)
+
+
 @dataclass(frozen=True, slots=True)
 class Break:
     stream_id: str
@@ -77,7 +82,7 @@ class ChainVerifier:
             parsed = daid_module.parse(event.daid)
         except DaidError as exc:
             return broken("daid", "a well-formed DAID", f"{event.daid!r} ({exc})")
-        expected_hash16 = daid_module.content_hash16(daid_body(event), event.parents)
+        expected_hash16 = stored_daid_hash16(event)
         if parsed.hash16 != expected_hash16:
             return broken("daid hash", expected_hash16, parsed.hash16)
         if event.prev_hash != state.hash:

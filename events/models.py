@@ -8,11 +8,22 @@ forward by upcasters registered per ``(event_type, from_version)``.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
+from events import analysis
 from events import daid as daid_module
 from events.errors import DaidError, InvalidEvent, UnknownEventType
 
@@ -47,6 +58,9 @@ class DomainEvent(BaseModel):
     payload_field: ClassVar[str | None] = None
     #: DAID entity type of the record this event creates
     daid_entity_type: ClassVar[str] = "event"
+    #: the event makes a new version of its stream's document; the store then adds the
+    #: previous version's DAID to its parents (the version lineage)
+    is_version: ClassVar[bool] = False
 
     def daid_entity(self) -> str:
         """The DAID entity type; overridden where the data names it."""
@@ -58,6 +72,7 @@ E = TypeVar("E", bound=DomainEvent)
 
 class ProjectCreated(DomainEvent):
     event_type: ClassVar[str] = "project.created"
+    is_version: ClassVar[bool] = True
     daid_entity_type: ClassVar[str] = "project"
 
     name: Name
@@ -67,6 +82,7 @@ class ProjectCreated(DomainEvent):
 
 class DocUpdated(DomainEvent):
     event_type: ClassVar[str] = "doc.updated"
+    is_version: ClassVar[bool] = True
     payload_field: ClassVar[str | None] = "update"
     daid_entity_type: ClassVar[str] = "project_version"
 
@@ -85,6 +101,7 @@ class SnapshotTagged(DomainEvent):
 
 class ProjectRolledBack(DomainEvent):
     event_type: ClassVar[str] = "project.rolled_back"
+    is_version: ClassVar[bool] = True
     payload_field: ClassVar[str | None] = "update"
     daid_entity_type: ClassVar[str] = "project_version"
 
@@ -141,6 +158,17 @@ class AnalysisRecorded(DomainEvent):
     results: dict[str, JsonValue]
     tool: ToolInfo
 
+    @field_validator("results")
+    @classmethod
+    def _typed_results(cls, value: dict[str, JsonValue], info: ValidationInfo) -> dict[str, Any]:
+        try:
+            return analysis.check_results(str(info.data.get("analysis_type")), value)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+            )
+            raise ValueError(problems) from None
+
     def daid_entity(self) -> str:
         return self.analysis_type
 
@@ -153,6 +181,9 @@ class EntityRef(BaseModel):
     content_hash: Sha256Hex
 
 
+AiInvolvement = Literal["none", "assisted", "generated"]
+
+
 class ProvenanceRecorded(DomainEvent):
     event_type: ClassVar[str] = "provenance.recorded"
     daid_entity_type: ClassVar[str] = "provenance"
@@ -160,7 +191,7 @@ class ProvenanceRecorded(DomainEvent):
     entity: EntityRef
     activity: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
     tool: ToolInfo
-    ai_involvement: Literal["none", "assisted", "generated"] = "none"
+    ai_involvement: AiInvolvement = "none"
     derived_from: tuple[DaidStr, ...] = ()
     attributes: dict[str, JsonValue] = Field(default_factory=dict)
 
@@ -170,6 +201,8 @@ class ProvenanceRecorded(DomainEvent):
 
 #: the event types whose payload is a Yjs update of the project document
 DOCUMENT_EVENTS = (DocUpdated.event_type, ProjectRolledBack.event_type)
+#: the event types that make a version of the project document (its lineage chain)
+VERSION_EVENTS = (ProjectCreated.event_type, *DOCUMENT_EVENTS)
 PROJECT_STREAM_PREFIX = "project-"
 
 
@@ -183,6 +216,18 @@ def project_of(stream_id: str) -> str | None:
     if stream_id.startswith(PROJECT_STREAM_PREFIX):
         return stream_id[len(PROJECT_STREAM_PREFIX) :]
     return None
+
+
+def project_uuid(stream_id: str) -> str | None:
+    """The project of a project stream, normalised. Projects made here have UUIDs; a
+    stream such as ``project-test`` written by some script is not a project."""
+    project_id = project_of(stream_id)
+    if project_id is None:
+        return None
+    try:
+        return str(uuid.UUID(project_id))
+    except ValueError:
+        return None
 
 
 class EventMetadata(BaseModel):

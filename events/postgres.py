@@ -12,10 +12,10 @@ import asyncio
 import contextlib
 import json
 import random
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Final
 from uuid import UUID
@@ -33,6 +33,7 @@ from events.errors import (
     WrongExpectedVersion,
 )
 from events.integrity import Break, ChainVerifier
+from events.models import VERSION_EVENTS
 from events.records import NewEvent, PreparedEvent, StoredEvent, prepare
 from events.schema import migrations
 from events.sql import Row, Sql
@@ -55,6 +56,10 @@ MIGRATION_LOCK_KEY: Final = 0x636F6C6C6162
 MAX_STREAM_ID_LENGTH: Final = 200
 #: most events one coalesced append transaction carries
 MAX_GROUP_EVENTS: Final = 5000
+#: streams whose version tip (last version DAID) is remembered between appends
+TIP_CACHE_SIZE: Final = 10_000
+#: attempts of a request whose version tip moved on under it (another writer)
+LINEAGE_ATTEMPTS: Final = 8
 
 _CONNECTION_ERRORS: Final = (
     OSError,
@@ -78,7 +83,19 @@ class _Waiting:
 
     requests: Sequence[AppendRequest]
     prepared: list[list[PreparedEvent]]
+    #: per request, the version tip it was prepared against and the one it makes
+    #: (both None when the request makes no version)
+    tips: list[tuple[str | None, str | None]]
     done: asyncio.Future[list[AppendResult | EventStoreError]]
+
+
+class _StaleLineage(EventStoreError):
+    """Internal: a request was prepared against a version tip that moved on."""
+
+    def __init__(self, stream_id: str, tip: str | None) -> None:
+        self.stream_id = stream_id
+        self.tip = tip
+        super().__init__(f"stream {stream_id!r}: its version lineage moved on; retry")
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +152,10 @@ class PostgresEventStore:
         self._before_commit = before_commit
         self._queue: deque[_Waiting] = deque()
         self._writer: asyncio.Task[None] | None = None
+        # stream -> DAID of its last version as this process expects it once the
+        # queued appends commit; checked by collab_append, so a stale entry costs a
+        # retry, never a wrong parent.
+        self._tips: OrderedDict[str, str | None] = OrderedDict()
 
     @classmethod
     async def connect(
@@ -260,27 +281,98 @@ class PostgresEventStore:
         """
         if not requests:
             return []
-        prepared = [self._prepare(request) for request in requests]
+        for request in requests:
+            _check_request(request)
+        outcomes: list[AppendResult | EventStoreError] = [EventStoreError("not attempted")] * len(
+            requests
+        )
+        todo = list(range(len(requests)))
+        for _attempt in range(LINEAGE_ATTEMPTS):
+            results = await self._append_queued([requests[index] for index in todo])
+            for index, result in zip(todo, results, strict=True):
+                outcomes[index] = result
+            todo = [index for index in todo if isinstance(outcomes[index], _StaleLineage)]
+            if not todo:
+                return outcomes
+        for index in todo:
+            outcomes[index] = EventStoreError(
+                f"stream {requests[index].stream_id!r}: other writers kept appending versions; "
+                f"gave up after {LINEAGE_ATTEMPTS} attempts"
+            )
+        return outcomes
+
+    async def _append_queued(
+        self, requests: Sequence[AppendRequest]
+    ) -> list[AppendResult | EventStoreError]:
+        await self._learn_tips(requests)
+        prepared: list[list[PreparedEvent]] = []
+        tips: list[tuple[str | None, str | None]] = []
+        for request in requests:
+            events, tip = self._prepare(request)
+            prepared.append(events)
+            tips.append(tip)
         _check_unique_ids(requests, prepared)
-        waiting = _Waiting(requests, prepared, asyncio.get_running_loop().create_future())
+        waiting = _Waiting(requests, prepared, tips, asyncio.get_running_loop().create_future())
         self._queue.append(waiting)
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write_queued(), name="event-store-writer")
-        return await waiting.done
+        try:
+            outcomes = await waiting.done
+        except BaseException:
+            self._forget_tips(requests)
+            raise
+        for request, (_base, made), outcome in zip(requests, tips, outcomes, strict=True):
+            if made is None or (isinstance(outcome, AppendResult) and made in outcome.daids):
+                continue
+            # Not written as prepared: what the queue assumed about this stream is wrong.
+            self._tips.pop(request.stream_id, None)
+            if isinstance(outcome, _StaleLineage):
+                self._remember_tip(request.stream_id, outcome.tip)
+        return outcomes
+
+    async def _learn_tips(self, requests: Sequence[AppendRequest]) -> None:
+        unknown = {
+            request.stream_id
+            for request in requests
+            if request.stream_id not in self._tips
+            and any(type(new.event).is_version for new in request.events)
+        }
+        if not unknown:
+            return
+        rows = await self._fetch(
+            "select stream_id, last_version_daid from streams where stream_id = any($1)",
+            sorted(unknown),
+        )
+        found = {row["stream_id"]: row["last_version_daid"] for row in rows}
+        for stream_id in unknown:
+            if stream_id not in self._tips:  # another caller may have learnt it meanwhile
+                self._remember_tip(stream_id, found.get(stream_id))
+
+    def _remember_tip(self, stream_id: str, tip: str | None) -> None:
+        self._tips[stream_id] = tip
+        self._tips.move_to_end(stream_id)
+        while len(self._tips) > TIP_CACHE_SIZE:
+            self._tips.popitem(last=False)
+
+    def _forget_tips(self, requests: Sequence[AppendRequest]) -> None:
+        for request in requests:
+            self._tips.pop(request.stream_id, None)
 
     async def _write_queued(self) -> None:
         while self._queue:
             group = self._take_group()
             requests = [request for waiting in group for request in waiting.requests]
             prepared = [events for waiting in group for events in waiting.prepared]
+            tips = [tip for waiting in group for tip in waiting.tips]
             try:
-                rows = await self._call_append(_append_arguments(requests, prepared))
+                rows = await self._call_append(_append_arguments(requests, prepared, tips))
             except asyncio.CancelledError:
                 for waiting in group:
                     waiting.done.cancel()
                 raise
             except Exception as exc:  # noqa: BLE001 - handed to every caller of the group
                 for waiting in group:
+                    self._forget_tips(waiting.requests)
                     if not waiting.done.done():
                         waiting.done.set_exception(exc)
                 continue
@@ -311,16 +403,29 @@ class PostgresEventStore:
             events += size
         return group
 
-    def _prepare(self, request: AppendRequest) -> list[PreparedEvent]:
+    def _prepare(
+        self, request: AppendRequest
+    ) -> tuple[list[PreparedEvent], tuple[str | None, str | None]]:
+        """Prepare a request's events; a version event derives from the version before it.
+
+        Returns the events and (the tip assumed before them, the tip after them).
+        """
         stream_id = request.stream_id
-        if not stream_id or len(stream_id) > MAX_STREAM_ID_LENGTH:
-            raise ValueError(f"stream id must be 1-{MAX_STREAM_ID_LENGTH} characters")
-        if not request.events:
-            raise ValueError(f"append to {stream_id!r}: no events given")
-        expected = request.expected_version
-        if isinstance(expected, int) and expected < 0:
-            raise ValueError(f"expected version must be >= 0, got {expected}")
-        return [prepare(stream_id, event) for event in request.events]
+        if not any(type(new.event).is_version for new in request.events):
+            return [prepare(stream_id, new) for new in request.events], (None, None)
+        base = tip = self._tips.get(stream_id)
+        prepared = []
+        for new in request.events:
+            if type(new.event).is_version:
+                if tip is not None:
+                    new = replace(new, parents=(tip, *new.parents))  # noqa: PLW2901
+                event = prepare(stream_id, new)
+                tip = event.daid
+            else:
+                event = prepare(stream_id, new)
+            prepared.append(event)
+        self._remember_tip(stream_id, tip)
+        return prepared, (base, tip)
 
     async def _call_append(self, args: list[Any]) -> list[asyncpg.Record]:
         # Retrying is safe: every event carries its id, and a resent event that was
@@ -349,7 +454,7 @@ class PostgresEventStore:
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _append_once(self, args: list[Any]) -> list[asyncpg.Record]:
-        query = "select * from collab_append($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)"
+        query = "select * from collab_append($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14)"
         async with self._pool.acquire() as conn:
             if self._before_commit is None:
                 # A single statement is its own transaction: one round trip.
@@ -366,6 +471,20 @@ class PostgresEventStore:
             "select version from streams where stream_id = $1", stream_id
         )
         return int(version) if version is not None else 0
+
+    async def event_by_daid(self, daid: str) -> StoredEvent | None:
+        rows = await self._fetch(f"select {_EVENT_COLUMNS} from events where daid = $1", daid)
+        return _stored(rows[0]) if rows else None
+
+    async def version_daid(self, stream_id: str, version: int) -> str | None:
+        daid: str | None = await self._fetchval(
+            "select daid from events where stream_id = $1 and stream_version <= $2"
+            " and event_type = any($3) order by stream_version desc limit 1",
+            stream_id,
+            version,
+            list(VERSION_EVENTS),
+        )
+        return daid
 
     async def head_position(self) -> int:
         return int(await self._fetchval("select last_position from event_log_head"))
@@ -543,10 +662,18 @@ class PostgresEventStore:
 
         try:
             conn: asyncpg.Connection = await asyncpg.connect(self._dsn, timeout=5)
-            await conn.add_listener(NOTIFY_CHANNEL, notified)
         except _CONNECTION_ERRORS as exc:
             log.warning("cannot LISTEN; polling until it can", error=f"{type(exc).__name__}")
             return None
+        try:
+            await conn.add_listener(NOTIFY_CHANNEL, notified)
+        except _CONNECTION_ERRORS as exc:
+            conn.terminate()
+            log.warning("cannot LISTEN; polling until it can", error=f"{type(exc).__name__}")
+            return None
+        except BaseException:
+            conn.terminate()  # cancelled while subscribing: do not leak the connection
+            raise
         # A dropped listener wakes the loop at once, which reconnects it.
         conn.add_termination_listener(notified)
         return conn
@@ -569,8 +696,17 @@ class PostgresEventStore:
 
     # -- integrity ------------------------------------------------------------------------
 
-    async def verify(self, stream_id: str | None = None, *, batch_size: int = 5000) -> VerifyReport:
-        """Recompute every hash and link from the raw rows (see ``events.integrity``)."""
+    async def verify(
+        self,
+        stream_id: str | None = None,
+        *,
+        batch_size: int = 5000,
+        observe: Callable[[StoredEvent], None] | None = None,
+    ) -> VerifyReport:
+        """Recompute every hash and link from the raw rows (see ``events.integrity``).
+
+        ``observe`` sees every event read, in position order (another check can run in
+        the same pass)."""
         verifier = ChainVerifier(check_positions=stream_id is None)
         last = 0
         query = (
@@ -584,7 +720,10 @@ class PostgresEventStore:
                 args.append(stream_id)
             rows = await self._fetch(query, *args)
             for row in rows:
-                verifier.feed(_stored(row))
+                event = _stored(row)
+                verifier.feed(event)
+                if observe is not None:
+                    observe(event)
                 last = row["position"]
             if verifier.first_break is not None or len(rows) < batch_size:
                 break
@@ -658,6 +797,17 @@ async def _reset_connection(conn: asyncpg.Connection) -> None:
         await conn.execute("rollback")
 
 
+def _check_request(request: AppendRequest) -> None:
+    stream_id = request.stream_id
+    if not stream_id or len(stream_id) > MAX_STREAM_ID_LENGTH:
+        raise ValueError(f"stream id must be 1-{MAX_STREAM_ID_LENGTH} characters")
+    if not request.events:
+        raise ValueError(f"append to {stream_id!r}: no events given")
+    expected = request.expected_version
+    if isinstance(expected, int) and expected < 0:
+        raise ValueError(f"expected version must be >= 0, got {expected}")
+
+
 def _check_unique_ids(
     requests: Sequence[AppendRequest], prepared: Sequence[Sequence[PreparedEvent]]
 ) -> None:
@@ -674,7 +824,9 @@ def _check_unique_ids(
 
 
 def _append_arguments(
-    requests: Sequence[AppendRequest], prepared: Sequence[Sequence[PreparedEvent]]
+    requests: Sequence[AppendRequest],
+    prepared: Sequence[Sequence[PreparedEvent]],
+    tips: Sequence[tuple[str | None, str | None]],
 ) -> list[Any]:
     """The parameters of ``collab_append``: per-request arrays, then per-event arrays."""
     streams = [request.stream_id for request in requests]
@@ -698,7 +850,13 @@ def _append_arguments(
         for index, events in enumerate(prepared, start=1)
         for event in events
     ]
-    return [streams, expected, *(list(column) for column in zip(*per_event, strict=True))]
+    return [
+        streams,
+        expected,
+        *(list(column) for column in zip(*per_event, strict=True)),
+        [base for base, _made in tips],
+        [made for _base, made in tips],
+    ]
 
 
 def _append_outcome(request: AppendRequest, row: asyncpg.Record) -> AppendResult | EventStoreError:
@@ -714,6 +872,8 @@ def _append_outcome(request: AppendRequest, row: asyncpg.Record) -> AppendResult
         return WrongExpectedVersion(
             request.stream_id, describe(request.expected_version), row["current_version"]
         )
+    if status == "stale_lineage":
+        return _StaleLineage(request.stream_id, row["detail"])
     if status == "duplicate":
         event_id, _, reason = str(row["detail"]).partition(": ")
         return DuplicateEvent(UUID(event_id), request.stream_id, reason)

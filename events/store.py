@@ -114,6 +114,13 @@ class EventStore(Protocol):
 
     async def head_position(self) -> int: ...
 
+    async def event_by_daid(self, daid: str) -> StoredEvent | None: ...
+
+    async def version_daid(self, stream_id: str, version: int) -> str | None:
+        """The DAID of the stream's document as of ``version``: that of its last version
+        event (``is_version``) at or before it; None when there is none."""
+        ...
+
     async def read_payloads(
         self,
         stream_id: str,

@@ -19,7 +19,6 @@ cache is dropped whenever a batch's transaction does not commit.
 from __future__ import annotations
 
 import json
-import uuid
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -39,8 +38,8 @@ from events.models import (
     ProjectRolledBack,
     ProvenanceRecorded,
     SnapshotTagged,
-    project_of,
     project_stream,
+    project_uuid,
 )
 from events.records import StoredEvent
 from events.sql import Sql
@@ -58,6 +57,7 @@ TABLES: Final = (
     "project_effects",
     "project_snapshots",
     "project_analyses",
+    "project_analysis_results",
     "project_history",
     "project_states",
 )
@@ -108,7 +108,7 @@ class ProjectsProjection:
     async def apply(self, tx: Sql, events: Sequence[StoredEvent]) -> None:
         batch = _Batch()
         for event in events:
-            project_id = _project_id(event.stream_id)
+            project_id = project_uuid(event.stream_id)
             if project_id is None:
                 continue
             project = batch.projects.get(project_id)
@@ -238,6 +238,27 @@ class ProjectsProjection:
                 event.stream_version,
             )
             tool = data.get("tool", {})
+            target = data.get("target", {})
+            await tx.execute(
+                "insert into project_analysis_results (project_id, position, event_version,"
+                " daid, analysis_type, target_version, target_daid, track_id, clip_id, inputs,"
+                " results, tool, actor, recorded_at) values ($1, $2, $3, $4, $5, $6, $7, $8,"
+                " $9, $10::jsonb, $11::jsonb, $12::jsonb, $13, $14)",
+                project.project_id,
+                event.position,
+                event.stream_version,
+                event.daid,
+                data["analysis_type"],
+                target.get("version", 0),
+                _target_daid(event),
+                target.get("track_id"),
+                target.get("clip_id"),
+                json.dumps(data.get("inputs", [])),
+                json.dumps(data.get("results", {})),
+                json.dumps(tool),
+                str(event.metadata.get("actor", "")),
+                event.recorded_at,
+            )
             summary = [f"recorded {data['analysis_type']} analysis by {tool.get('agent_id', '?')}"]
         elif kind == ProvenanceRecorded.event_type:
             entity = data.get("entity", {})
@@ -351,16 +372,10 @@ class ProjectsProjection:
             )
 
 
-def _project_id(stream_id: str) -> str | None:
-    """The project of a project stream. Projects made here have UUIDs; a stream such
-    as ``project-test`` written by some script is not a project and is left alone."""
-    project_id = project_of(stream_id)
-    if project_id is None:
-        return None
-    try:
-        return str(uuid.UUID(project_id))
-    except ValueError:
-        return None
+def _target_daid(event: StoredEvent) -> str | None:
+    """The analysed version's DAID: the parent that is not one of the inputs."""
+    inputs = set(event.data.get("inputs", ()))
+    return next((parent for parent in event.parents if parent not in inputs), None)
 
 
 def _rolled_back(data: dict[str, Any]) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import signal
@@ -101,7 +102,8 @@ def test_serve_with_embedded_database(tmp_path):
             "database": "ok",
             "schema_version": latest_version(),
             "projections": {
-                "projects": {"state": "running", "position": 0, "lag": 0, "error": None}
+                name: {"state": "running", "position": 0, "lag": 0, "error": None}
+                for name in ("projects", "lineage", "audit_log")
             },
         }
         health = httpx.get(f"http://127.0.0.1:{port}/health", headers={"X-Request-ID": "req-42"})
@@ -115,6 +117,12 @@ def test_serve_with_embedded_database(tmp_path):
         assert verify.returncode == 0, verify.stderr
         assert verify.stdout.startswith("OK: log verified: 5 events in 1 streams")
         assert _wait_ready(port, process).status_code == 200
+        # the signing key was created in the data dir, for the owner's eyes only
+        key_file = data_dir / "audit-ed25519.pem"
+        assert key_file.stat().st_mode & 0o777 == 0o600
+        public = _run("audit", "public-key", COLLAB_DATA_DIR=str(data_dir))
+        assert public.returncode == 0, public.stderr
+        assert len(base64.b64decode(public.stdout.strip())) == 32
     finally:
         code, stderr = _stop(process)
     assert code == 0, stderr[-3000:]

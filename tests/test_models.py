@@ -77,10 +77,37 @@ def test_ecosystem_daids_accepted_as_inputs():
         analysis_type="audio_analysis",
         target={"version": 1},
         inputs=tuple(ECOSYSTEM),
-        results={"tempo": 120.0},
+        results={"tempo_bpm": 120.0},
         tool={"agent_id": "audio-agent", "ai_involved": True},
     )
     assert event.daid_entity() == "audio_analysis"
+
+
+def test_typed_results_are_checked_by_the_event_model_too():
+    with pytest.raises(InvalidEvent) as caught:
+        registry.from_record(
+            "analysis.recorded",
+            1,
+            {
+                "analysis_type": "performance_analysis",
+                "target": {"version": 3},
+                "results": {"pitch_accuracy": 2},
+                "tool": {"agent_id": "audio-agent"},
+            },
+        )
+    assert caught.value.fields == ["results"]
+    assert "pitch_accuracy" in str(caught.value)
+    free = registry.from_record(
+        "analysis.recorded",
+        1,
+        {
+            "analysis_type": "mood",
+            "target": {"version": 3},
+            "results": {"anything": [1, "x"]},
+            "tool": {"agent_id": "a"},
+        },
+    )
+    assert free.results == {"anything": [1, "x"]}
 
 
 def test_provenance_content_hash_must_be_sha256():

@@ -247,7 +247,7 @@ async def _grant(database_url: str, project: str, user: str) -> None:
                     AnalysisRecorded(
                         analysis_type="audio_analysis",
                         target={"version": 2},
-                        results={"tempo": 120},
+                        results={"tempo_bpm": 120},
                         tool=ToolInfo(agent_id="analyzer"),
                     ),
                     meta,

@@ -16,6 +16,8 @@ import httpx
 
 from collab import document
 from collab.config import ReadSettings
+from projections.audit_log import AuditLogProjection
+from projections.lineage import LineageProjection
 from projections.projects import TABLES
 from tests.documents import random_daw_edit
 from tests.live import create_project, running_server, server_document, synced_clients
@@ -83,10 +85,10 @@ async def _dump(database_url: str) -> dict[str, list[Any]]:
     conn = await asyncpg.connect(database_url)
     try:
         tables: dict[str, list[Any]] = {}
-        for table in TABLES:
+        for table in (*TABLES, *LineageProjection.tables, *AuditLogProjection.tables):
             if table == "project_states":
                 continue
-            rows = await conn.fetch(f"select to_jsonb(t)::text as r from {table} t order by 1")
+            rows = await conn.fetch(f"select to_jsonb(t)::text as r from {table} t order by r")
             tables[table] = [json.loads(row["r"]) for row in rows]
         # Stored states are compared by content: two encodings of one document may differ.
         states = []
@@ -101,9 +103,8 @@ async def _dump(database_url: str) -> dict[str, list[Any]]:
             )
         tables["project_states"] = states
         tables["checkpoint"] = [
-            await conn.fetchval(
-                "select position from projection_checkpoints where name = 'projects'"
-            )
+            await conn.fetchval("select position from projection_checkpoints where name = $1", name)
+            for name in ("projects", "lineage", "audit_log")
         ]
         return tables
     finally:
@@ -138,13 +139,16 @@ async def test_rebuild_gives_the_rows_the_live_fold_gave(database_url):
     head = await _head(database_url)
     rebuilt = await asyncio.to_thread(_collab, database_url, "projections", "rebuild")
     assert rebuilt.returncode == 0, rebuilt.stderr
-    assert f"rebuilt projects: {head} events folded up to position {head}" in rebuilt.stdout
+    for name in ("projects", "lineage", "audit_log"):
+        assert f"rebuilt {name}: {head} events folded up to position {head}" in rebuilt.stdout
     after = await _dump(database_url)
     assert after == incremental, _first_difference(incremental, after)
 
     status = await asyncio.to_thread(_collab, database_url, "projections", "status")
     assert status.returncode == 0, status.stderr
-    assert status.stdout.strip() == f"projects: position {head} of {head}, lag 0"
+    assert status.stdout.splitlines() == [
+        f"{name}: position {head} of {head}, lag 0" for name in ("projects", "lineage", "audit_log")
+    ]
     unknown = await asyncio.to_thread(_collab, database_url, "projections", "rebuild", "nope")
     assert unknown.returncode == 2
     assert "no projection named 'nope'" in unknown.stderr

@@ -53,7 +53,7 @@ def test_prepared_hashes_match_their_definitions():
             )
         else:
             event = AnalysisRecorded(
-                analysis_type="audio_analysis",
+                analysis_type="mood_analysis",
                 target={"version": index},
                 inputs=parents,
                 results={"tempo": rng.random() * 200, "x": _random_value(rng)},

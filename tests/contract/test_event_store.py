@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import uuid
 from collections import defaultdict
@@ -272,6 +273,76 @@ async def test_daids_cover_content_and_parents(store: PostgresEventStore):
     assert daid_module.parse(parent_result.daids[0]).hash16 != parsed.hash16
 
 
+async def test_each_version_derives_from_the_previous_version(store: PostgresEventStore):
+    made = await store.append("project-v", [created()], NO_STREAM)
+    tagged = NewEvent(SnapshotTagged(name="mix", version=1), META)
+    await store.append("project-v", [doc(1), tagged, doc(2)])
+    await store.append_batch(
+        [AppendRequest("project-v", [doc(3)]), AppendRequest("project-v", [doc(4)])]
+    )
+    await store.append("project-v", [doc(5, parents=(ECOSYSTEM[1],))])
+    events = await store.read_stream("project-v")
+    assert events[0].daid == made.daids[0]
+    assert events[0].parents == ()
+    versions = [e for e in events if e.event_type != "snapshot.tagged"]
+    for previous, event in itertools.pairwise(versions):
+        assert event.parents[0] == previous.daid
+    assert events[-1].parents == (versions[-2].daid, ECOSYSTEM[1])
+    # not a version: it names no implicit parent
+    assert next(e for e in events if e.event_type == "snapshot.tagged").parents == ()
+    report = await store.verify()
+    assert report.ok, report.first_break
+
+
+async def test_version_lineage_stays_linear_with_two_writers(database_url: str):
+    # Two stores are two server processes: each guesses the stream's tip from what it
+    # wrote itself, and the database corrects the guess whenever the other one wrote.
+    first = await PostgresEventStore.connect(database_url, poll_interval=0.2)
+    second = await PostgresEventStore.connect(database_url, poll_interval=0.2)
+    try:
+        await first.append("project-two", [created()], NO_STREAM)
+
+        async def write(store: PostgresEventStore, start: int) -> None:
+            for n in range(start, start + 40):
+                await store.append("project-two", [doc(n)])
+                await asyncio.sleep(random.random() * 0.002)
+
+        await asyncio.gather(write(first, 0), write(second, 1000))
+    finally:
+        await first.close()
+        await second.close()
+    verifier = await PostgresEventStore.connect(database_url, poll_interval=0.2)
+    try:
+        events = await verifier.read_stream("project-two")
+        assert len(events) == 81
+        for previous, event in itertools.pairwise(events):
+            assert event.parents == (previous.daid,)
+        assert (await verifier.verify()).ok
+    finally:
+        await verifier.close()
+
+
+async def test_retry_of_a_version_after_the_tip_moved_is_still_idempotent(
+    store: PostgresEventStore, database_url: str
+):
+    await store.append("project-r", [created()], NO_STREAM)
+    first = await store.append("project-r", [doc(1)])
+    again = await store.append("project-r", [doc(1, event_id=(await _ids(store))[-1])])
+    assert again == first
+    # another process retries it, knowing the tip only from the database
+    other = await PostgresEventStore.connect(database_url, poll_interval=0.2)
+    try:
+        retried = await other.append("project-r", [doc(1, event_id=(await _ids(store))[-1])])
+    finally:
+        await other.close()
+    assert retried == first
+    assert await store.head_position() == 2
+
+
+async def _ids(store: PostgresEventStore) -> list[uuid.UUID]:
+    return [event.event_id for event in await store.read_stream("project-r")]
+
+
 async def _tail(store: PostgresEventStore, into: list, after: int = 0, stop_at: int | None = None):
     async for event in store.subscribe(after):
         into.append(event)
@@ -410,6 +481,9 @@ async def test_driver_errors_surface_as_store_errors(empty_database_url):
             async with unmigrated.transaction() as tx:
                 await tx.execute("insert into projects (project_id) values (gen_random_uuid())")
         with pytest.raises(EventStoreError, match="append failed"):
+            await unmigrated.append("s", [NewEvent(SnapshotTagged(name="v", version=0), META)])
+        # a version event first asks for the stream's version tip
+        with pytest.raises(QueryFailed, match="does not exist"):
             await unmigrated.append("s", [doc()])
     finally:
         await unmigrated.close()

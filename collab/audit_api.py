@@ -1,0 +1,128 @@
+"""The HTTP API of the global Merkle log: the newest signed checkpoint, and RFC 6962
+inclusion and consistency proofs against any tree size the log has sealed.
+
+Proof hashes are hex; leaf ``position - 1`` is the event at ``position``, and its leaf
+hash is SHA-256(0x00 ‖ the event's chain hash).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from collab.api import ApiError
+from collab.params import field_error, int_param, store_of
+from events import merkle
+from events.checkpoints import Signer, public_key_text
+from projections import audit_log
+
+
+def _signer(request: Request) -> Signer:
+    signer: Signer = request.app.state.signer
+    return signer
+
+
+async def _sealed_size(request: Request) -> int:
+    """How many events the Merkle log has folded (its subtrees are stored)."""
+    value = await store_of(request).queries.fetchval(
+        "select position from projection_checkpoints where name = $1", audit_log.NAME
+    )
+    return int(value or 0)
+
+
+async def _default_size(request: Request) -> int:
+    newest = await audit_log.latest_checkpoint(store_of(request).queries)
+    if newest is None:
+        raise ApiError(404, "no checkpoint has been signed yet; give tree_size")
+    return newest.tree_size
+
+
+def _check_size(name: str, size: int, sealed: int) -> None:
+    if size > sealed:
+        message = f"the Merkle log holds {sealed} events so far"
+        raise ApiError(422, f"invalid {name}: {message}", [field_error(name, message)])
+
+
+async def get_checkpoint(request: Request) -> Response:
+    newest = await audit_log.latest_checkpoint(store_of(request).queries)
+    signer = _signer(request)
+    if newest is None:
+        raise ApiError(404, "no checkpoint has been signed yet")
+    return JSONResponse(
+        {
+            **newest.to_json(),
+            "public_key": public_key_text(signer.public_key),
+            "signed_by_current_key": newest.key_id == signer.key_id,
+            "log": "collab-audit-v1",
+        }
+    )
+
+
+async def get_inclusion(request: Request) -> Response:
+    sealed = await _sealed_size(request)
+    size = (
+        int_param(request, "tree_size", None, 1, 2**62)
+        if "tree_size" in request.query_params
+        else await _default_size(request)
+    )
+    _check_size("tree_size", size, sealed)
+    position = int_param(request, "position", None, 1, size)
+    sql = store_of(request).queries
+    events = await store_of(request).read_all(position - 1, 1)
+    if not events or events[0].position != position:
+        raise ApiError(404, f"no event at position {position}")
+    index = position - 1
+    nodes = await audit_log.nodes_for(
+        sql, lambda n: (merkle.inclusion_proof(index, size, n), merkle.root(size, n))
+    )
+    body: dict[str, Any] = {
+        "position": position,
+        "leaf_index": index,
+        "tree_size": size,
+        "event_hash": events[0].hash.hex(),
+        "leaf_hash": merkle.leaf_hash(events[0].hash).hex(),
+        "proof": [h.hex() for h in merkle.inclusion_proof(index, size, nodes)],
+        "root": merkle.root(size, nodes).hex(),
+    }
+    signed = await audit_log.checkpoint_at_least(sql, size)
+    if signed is not None and signed.tree_size == size:
+        body["checkpoint"] = signed.to_json()
+    return JSONResponse(body)
+
+
+async def get_consistency(request: Request) -> Response:
+    sealed = await _sealed_size(request)
+    new = (
+        int_param(request, "to", None, 1, 2**62)
+        if "to" in request.query_params
+        else await _default_size(request)
+    )
+    _check_size("to", new, sealed)
+    old = int_param(request, "from", None, 1, new)
+    nodes = await audit_log.nodes_for(
+        store_of(request).queries,
+        lambda n: (
+            merkle.consistency_proof(old, new, n),
+            merkle.root(old, n),
+            merkle.root(new, n),
+        ),
+    )
+    return JSONResponse(
+        {
+            "from": old,
+            "to": new,
+            "from_root": merkle.root(old, nodes).hex(),
+            "to_root": merkle.root(new, nodes).hex(),
+            "proof": [h.hex() for h in merkle.consistency_proof(old, new, nodes)],
+        }
+    )
+
+
+routes = [
+    Route("/api/audit/checkpoint", get_checkpoint, methods=["GET"]),
+    Route("/api/audit/proof/inclusion", get_inclusion, methods=["GET"]),
+    Route("/api/audit/proof/consistency", get_consistency, methods=["GET"]),
+]

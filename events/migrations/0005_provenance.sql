@@ -1,0 +1,84 @@
+-- Provenance and audit read models. Everything here except audit_checkpoints is
+-- derived from the log and emptied by `collab projections rebuild`.
+
+-- Analyses, one row each (projection `projects`; project_analyses keeps the counts).
+create table project_analysis_results (
+    project_id uuid not null,
+    position bigint primary key,
+    event_version bigint not null,
+    daid text not null,
+    analysis_type text not null,
+    target_version bigint not null,
+    target_daid text,
+    track_id text,
+    clip_id text,
+    inputs jsonb not null,
+    results jsonb not null,
+    tool jsonb not null,
+    actor text not null,
+    recorded_at timestamptz not null
+);
+create index project_analysis_results_project_idx
+    on project_analysis_results (project_id, analysis_type, position);
+
+-- The DAID lineage graph (projection `lineage`). A node is an event of the log, or a
+-- DAID that events name as a parent but that was minted elsewhere (known = false).
+create table lineage_nodes (
+    daid text primary key,
+    known boolean not null,
+    -- the event's position; for an external DAID, where it was first named
+    position bigint not null,
+    stream_id text,
+    project_id uuid,
+    stream_version bigint,
+    event_type text,
+    entity_type text not null,
+    entity_id text not null,
+    agent_id text not null,
+    actor text,
+    activity text not null,
+    tool jsonb,
+    -- what the record says about itself (entity and content hash, analysis target, ...)
+    details jsonb not null,
+    recorded_at timestamptz not null
+);
+create index lineage_nodes_position_idx on lineage_nodes (position);
+create index lineage_nodes_time_idx on lineage_nodes (recorded_at);
+
+-- child derives from parent; position is the child's event (edges are never removed).
+create table lineage_edges (
+    child text not null,
+    parent text not null,
+    relation text not null,
+    position bigint not null,
+    primary key (child, parent)
+);
+create index lineage_edges_parent_idx on lineage_edges (parent, child);
+
+-- The global Merkle log over event positions (RFC 6962), projection `audit_log`:
+-- every complete subtree, leaves at level 0 (leaf index = position - 1).
+create table audit_nodes (
+    level smallint not null,
+    index bigint not null,
+    hash bytea not null,
+    primary key (level, index)
+);
+
+-- Signed tree heads. Not derived: each is a statement made at a moment with a key, and
+-- what auditors keep; a rebuild leaves them alone and verification checks the log
+-- against them. Append-only like the events.
+create table audit_checkpoints (
+    tree_size bigint primary key check (tree_size > 0),
+    root bytea not null,
+    signed_at timestamptz not null,
+    key_id text not null,
+    signature bytea not null
+);
+
+create trigger audit_checkpoints_append_only
+    before update or delete on audit_checkpoints
+    for each row execute function events_refuse_change();
+
+create trigger audit_checkpoints_no_truncate
+    before truncate on audit_checkpoints
+    for each statement execute function events_refuse_change();
