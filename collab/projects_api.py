@@ -197,8 +197,10 @@ async def create_snapshot(request: Request) -> Response:
     store = store_of(request)
     await known_version(request, project_id)
     stream_id = project_stream(project_id)
-    names = {s["name"] for s in await project_reads.snapshots(store.queries, project_id)}
+    # The version first: whatever the read model folds after this read is still in the
+    # log after that version, which is read below (the other order can miss a tag).
     checked = await project_reads.project_version(store.queries, project_id) or 0
+    names = {s["name"] for s in await project_reads.snapshots(store.queries, project_id)}
     metadata = EventMetadata(actor=actor_of(request), correlation_id=correlation_of(request))
     for _attempt in range(SNAPSHOT_ATTEMPTS):
         while True:

@@ -82,3 +82,75 @@ create trigger audit_checkpoints_append_only
 create trigger audit_checkpoints_no_truncate
     before truncate on audit_checkpoints
     for each statement execute function events_refuse_change();
+
+-- A lineage walk: the nodes reached from p_start along edges towards parents (p_up)
+-- or children, each with the depth at which it was first reached, its row and its
+-- edges towards parents (as 'parent relation' texts). Every path stops at p_depth and
+-- the walk after p_budget rows (a node reached by several paths is read once per path
+-- and depth), so no graph, cyclic or dense, can make it run away; rows_read =
+-- p_budget means it was cut short. One call, one round trip. The planner settings pin
+-- index lookups: a plan chosen while the tables are small (a hash join over a
+-- sequential scan, repeated at every level) would be kept for a walk a thousand
+-- levels deep.
+create function lineage_walk(
+    p_start text, p_depth integer, p_as_of bigint, p_budget integer, p_limit integer,
+    p_up boolean
+) returns table (
+    daid text, depth integer, rows_read bigint, known boolean, "position" bigint,
+    stream_id text, project_id uuid, stream_version bigint, event_type text,
+    entity_type text, entity_id text, agent_id text, actor text, activity text,
+    tool jsonb, details jsonb, recorded_at timestamptz, up text[]
+)
+language plpgsql stable
+set enable_seqscan = off
+set enable_hashjoin = off
+set enable_mergejoin = off
+as $$
+declare
+    nodes text[];
+    levels integer[];
+    total bigint;
+begin
+    if p_up then
+        with recursive walk(node, level) as (
+            select p_start, 0
+            union
+            select e.parent, w.level + 1
+              from walk w join lineage_edges e on e.child = w.node
+             where w.level < p_depth and e.position <= p_as_of
+        ), reached as (
+            select r.node, min(r.level) as level, (sum(count(*)) over ())::bigint as total
+              from (select node, level from walk limit p_budget) as r
+             group by r.node
+             order by 2, 1
+             limit p_limit
+        )
+        select array_agg(x.node), array_agg(x.level), max(x.total)
+          into nodes, levels, total from reached x;
+    else
+        with recursive walk(node, level) as (
+            select p_start, 0
+            union
+            select e.child, w.level + 1
+              from walk w join lineage_edges e on e.parent = w.node
+             where w.level < p_depth and e.position <= p_as_of
+        ), reached as (
+            select r.node, min(r.level) as level, (sum(count(*)) over ())::bigint as total
+              from (select node, level from walk limit p_budget) as r
+             group by r.node
+             order by 2, 1
+             limit p_limit
+        )
+        select array_agg(x.node), array_agg(x.level), max(x.total)
+          into nodes, levels, total from reached x;
+    end if;
+    return query
+    select x.node, x.level, total, n.known, n.position, n.stream_id, n.project_id,
+           n.stream_version, n.event_type, n.entity_type, n.entity_id, n.agent_id,
+           n.actor, n.activity, n.tool, n.details, n.recorded_at,
+           array(select e.parent || ' ' || e.relation from lineage_edges e
+                  where e.child = x.node and e.position <= p_as_of order by e.parent)
+      from unnest(nodes, levels) as x(node, level)
+      join lineage_nodes n on n.daid = x.node;
+end;
+$$;
