@@ -61,14 +61,18 @@ async def get_checkpoint(request: Request) -> Response:
     )
 
 
+async def _tree_size(request: Request, name: str) -> int:
+    """The tree size a proof is asked against: given (and sealed), or the newest
+    checkpoint's."""
+    if name not in request.query_params:
+        return await _default_size(request)
+    size = int_param(request, name, None, 1, 2**62)
+    _check_size(name, size, await _sealed_size(request))
+    return size
+
+
 async def get_inclusion(request: Request) -> Response:
-    sealed = await _sealed_size(request)
-    size = (
-        int_param(request, "tree_size", None, 1, 2**62)
-        if "tree_size" in request.query_params
-        else await _default_size(request)
-    )
-    _check_size("tree_size", size, sealed)
+    size = await _tree_size(request, "tree_size")
     position = int_param(request, "position", None, 1, size)
     sql = store_of(request).queries
     events = await store_of(request).read_all(position - 1, 1)
@@ -94,13 +98,7 @@ async def get_inclusion(request: Request) -> Response:
 
 
 async def get_consistency(request: Request) -> Response:
-    sealed = await _sealed_size(request)
-    new = (
-        int_param(request, "to", None, 1, 2**62)
-        if "to" in request.query_params
-        else await _default_size(request)
-    )
-    _check_size("to", new, sealed)
+    new = await _tree_size(request, "to")
     old = int_param(request, "from", None, 1, new)
     nodes = await audit_log.nodes_for(
         store_of(request).queries,

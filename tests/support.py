@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import subprocess
+import sys
 import uuid
 import warnings
 from collections.abc import Awaitable, Callable
@@ -54,6 +56,19 @@ def start_embedded(pgdata: Path) -> Any:
         import pgserver  # noqa: PLC0415
 
         return pgserver.get_server(pgdata, cleanup_mode="delete")
+
+
+def run_collab(database_url: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """The ``collab`` command on ``database_url``, with only the given COLLAB_* settings."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("COLLAB_")}
+    return subprocess.run(
+        [sys.executable, "-m", "collab.cli", *args],
+        env={**clean, "DATABASE_URL": database_url, **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout(300),
+        check=False,
+    )
 
 
 def free_port() -> int:

@@ -8,9 +8,7 @@ import asyncio
 import base64
 import hashlib
 import json
-import os
 import subprocess
-import sys
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -28,7 +26,7 @@ from events.integrity import stored_daid_hash16
 from events.postgres import PostgresEventStore
 from events.records import chain_hash, stored_content_hash
 from tests.live import running_server
-from tests.support import eventually, timeout
+from tests.support import eventually, run_collab, timeout
 from tests.test_merkle import mth, root_from_path, roots_from_proof
 from tests.test_read_api import TRACK, edit, http
 
@@ -36,18 +34,8 @@ from tests.test_read_api import TRACK, edit, http
 def collab(
     database_url: str, *args: str, key_file: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("COLLAB_")}
-    env["DATABASE_URL"] = database_url
-    if key_file is not None:
-        env["COLLAB_AUDIT_KEY_FILE"] = str(key_file)
-    return subprocess.run(
-        [sys.executable, "-m", "collab.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout(120),
-        check=False,
-    )
+    env = {"COLLAB_AUDIT_KEY_FILE": str(key_file)} if key_file is not None else {}
+    return run_collab(database_url, *args, **env)
 
 
 async def _event_hashes(database_url: str) -> list[bytes]:

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import random
 import subprocess
-import sys
 from typing import Any
 
 import asyncpg
@@ -21,7 +19,7 @@ from projections.lineage import LineageProjection
 from projections.projects import TABLES
 from tests.documents import random_daw_edit
 from tests.live import create_project, running_server, server_document, synced_clients
-from tests.support import eventually, timeout
+from tests.support import eventually, run_collab
 
 READ = ReadSettings(state_every=20)
 
@@ -112,16 +110,7 @@ async def _dump(database_url: str) -> dict[str, list[Any]]:
 
 
 def _collab(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("COLLAB_")}
-    env.update(DATABASE_URL=database_url, COLLAB_STATE_EVERY=str(READ.state_every))
-    return subprocess.run(
-        [sys.executable, "-m", "collab.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout(300),
-        check=False,
-    )
+    return run_collab(database_url, *args, COLLAB_STATE_EVERY=str(READ.state_every))
 
 
 async def test_rebuild_gives_the_rows_the_live_fold_gave(database_url):

@@ -111,6 +111,8 @@ declare
     levels integer[];
     total bigint;
 begin
+    -- Two branches that differ only in the edge's direction: a join column chosen by
+    -- a parameter (a CASE) would lose its index.
     if p_up then
         with recursive walk(node, level) as (
             select p_start, 0
