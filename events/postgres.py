@@ -331,12 +331,18 @@ class PostgresEventStore:
         return outcomes
 
     async def _learn_tips(self, requests: Sequence[AppendRequest]) -> None:
-        unknown = {
-            request.stream_id
-            for request in requests
-            if request.stream_id not in self._tips
-            and any(type(new.event).is_version for new in request.events)
-        }
+        unknown = set()
+        for request in requests:
+            if request.stream_id in self._tips or not any(
+                type(new.event).is_version for new in request.events
+            ):
+                continue
+            if request.expected_version in (NO_STREAM, 0):
+                # A new stream has no version yet (if it does exist the append fails on
+                # its expected version anyway): no need to ask, nor to wait for it.
+                self._remember_tip(request.stream_id, None)
+            else:
+                unknown.add(request.stream_id)
         if not unknown:
             return
         rows = await self._fetch(
