@@ -201,8 +201,6 @@ class ProvenanceRecorded(DomainEvent):
 
 #: the event types whose payload is a Yjs update of the project document
 DOCUMENT_EVENTS = (DocUpdated.event_type, ProjectRolledBack.event_type)
-#: the event types that make a version of the project document (its lineage chain)
-VERSION_EVENTS = (ProjectCreated.event_type, *DOCUMENT_EVENTS)
 PROJECT_STREAM_PREFIX = "project-"
 
 
@@ -347,3 +345,7 @@ for _cls in (
     ProvenanceRecorded,
 ):
     registry.register(_cls)
+
+#: the event types that make a version of the project document (its lineage chain):
+#: those whose class says ``is_version``
+VERSION_EVENTS = tuple(name for name in registry.names() if registry.get(name).is_version)

@@ -27,6 +27,7 @@ from typing import Any, Final
 from events import daid as daid_module
 from events.errors import DaidError
 from events.models import (
+    VERSION_EVENTS,
     AnalysisRecorded,
     DocUpdated,
     MemberGranted,
@@ -50,9 +51,6 @@ _ACTIVITIES: Final = {
     MemberGranted.event_type: "grant",
     MemberRevoked.event_type: "revoke",
 }
-_VERSIONS: Final = frozenset(
-    (ProjectCreated.event_type, DocUpdated.event_type, ProjectRolledBack.event_type)
-)
 
 
 def activity_of(event: StoredEvent) -> str:
@@ -104,7 +102,7 @@ def relation(event: StoredEvent, index: int, parent: str) -> str:
         return "derived_from" if parent in data.get("derived_from", ()) else "version"
     if kind == SnapshotTagged.event_type:
         return "tags"
-    if kind in _VERSIONS:
+    if kind in VERSION_EVENTS:
         # The store puts the previous version first; only a stream's first version
         # has none (it is version 1 of its stream).
         if index == 0 and (kind == ProjectRolledBack.event_type or event.stream_version > 1):
