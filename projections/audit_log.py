@@ -6,8 +6,8 @@ stored hashes away (``events.merkle``). A checkpoint is signed when
 ``checkpoint_every`` events have been added since the last one, or when the last one
 is older than ``checkpoint_seconds`` (:meth:`AuditLogProjection.seal_due` covers a
 quiet log). Checkpoints are not emptied by a rebuild: they are statements auditors
-keep, and a rebuilt tree that does not reproduce their roots stops this projection
-with an error instead of signing over a rewritten log.
+keep, and a rebuilt tree that does not reproduce their roots, at every signed size it
+passes, stops this projection with an error instead of signing over a rewritten log.
 """
 
 from __future__ import annotations
@@ -48,27 +48,21 @@ async def nodes_for(sql: Sql, operation: merkle.Operation) -> dict[merkle.Key, b
     return await fetch_nodes(sql, merkle.plan(operation))
 
 
+_CHECKPOINTS = "select tree_size, root, signed_at, key_id, signature from audit_checkpoints"
+
+
 async def latest_checkpoint(sql: Sql) -> Checkpoint | None:
-    row = await sql.fetchrow(
-        "select tree_size, root, signed_at, key_id, signature from audit_checkpoints"
-        " order by tree_size desc limit 1"
-    )
+    row = await sql.fetchrow(_CHECKPOINTS + " order by tree_size desc limit 1")
     return _checkpoint(row) if row is not None else None
 
 
 async def checkpoints(sql: Sql) -> list[Checkpoint]:
-    rows = await sql.fetch(
-        "select tree_size, root, signed_at, key_id, signature from audit_checkpoints"
-        " order by tree_size"
-    )
-    return [_checkpoint(row) for row in rows]
+    return [_checkpoint(row) for row in await sql.fetch(_CHECKPOINTS + " order by tree_size")]
 
 
 async def checkpoint_at_least(sql: Sql, tree_size: int) -> Checkpoint | None:
     row = await sql.fetchrow(
-        "select tree_size, root, signed_at, key_id, signature from audit_checkpoints"
-        " where tree_size >= $1 order by tree_size limit 1",
-        tree_size,
+        _CHECKPOINTS + " where tree_size >= $1 order by tree_size limit 1", tree_size
     )
     return _checkpoint(row) if row is not None else None
 
@@ -107,6 +101,7 @@ class AuditLogProjection:
 
     async def apply(self, tx: Sql, events: Sequence[StoredEvent]) -> None:
         builder = await self._load(tx, events[0].position - 1)
+        signed = await self._signed_roots(tx, builder.size, events[-1].position)
         levels: list[int] = []
         indexes: list[int] = []
         hashes: list[bytes] = []
@@ -119,6 +114,11 @@ class AuditLogProjection:
                 levels.append(level)
                 indexes.append(index)
                 hashes.append(digest)
+            if builder.size in signed and builder.root() != signed[builder.size]:
+                raise CorruptLog(
+                    f"merkle log: the first {builder.size} events no longer have the root"
+                    " that was signed for them; the log was changed (run `collab audit verify`)"
+                )
         await tx.execute(
             "insert into audit_nodes (level, index, hash)"
             " select * from unnest($1::smallint[], $2::bigint[], $3::bytea[])",
@@ -126,7 +126,6 @@ class AuditLogProjection:
             indexes,
             hashes,
         )
-        await self._check_signed(tx, builder)
         if self._due(builder.size):
             await self._seal(tx, builder.size, builder.root())
 
@@ -143,18 +142,18 @@ class AuditLogProjection:
             self._sealed = (0, time.monotonic())
         return self._builder
 
-    async def _check_signed(self, tx: Sql, builder: merkle.Builder) -> None:
-        """A rebuild passes sizes that were signed before: the roots must agree."""
-        if self._sealed is None or builder.size > self._sealed[0]:
-            return
-        row = await tx.fetchrow(
-            "select root from audit_checkpoints where tree_size = $1", builder.size
+    async def _signed_roots(self, tx: Sql, start: int, end: int) -> dict[int, bytes]:
+        """Roots signed for tree sizes in (start, end]: a rebuild passes sizes that were
+        signed before, and the roots it computes there must agree."""
+        if self._sealed is None or start >= self._sealed[0]:
+            return {}
+        rows = await tx.fetch(
+            "select tree_size, root from audit_checkpoints where tree_size > $1"
+            " and tree_size <= $2",
+            start,
+            end,
         )
-        if row is not None and bytes(row["root"]) != builder.root():
-            raise CorruptLog(
-                f"merkle log: the first {builder.size} events no longer have the root that"
-                " was signed for them; the log was changed (run `collab audit verify`)"
-            )
+        return {int(row["tree_size"]): bytes(row["root"]) for row in rows}
 
     def _due(self, size: int) -> bool:
         if self._signer is None or self._sealed is None:
@@ -164,7 +163,7 @@ class AuditLogProjection:
             return False
         return size - sealed_size >= self._every or (time.monotonic() - sealed_at >= self._seconds)
 
-    async def _seal(self, tx: Sql, size: int, root: bytes) -> None:
+    async def _seal(self, tx: Sql, size: int, root: bytes) -> Checkpoint:
         assert self._signer is not None  # noqa: S101 - _due checked it
         checkpoint = self._signer.sign(size, root)
         await tx.execute(
@@ -178,6 +177,7 @@ class AuditLogProjection:
         )
         self._sealed = (size, time.monotonic())
         log.info("checkpoint signed", tree_size=size, root=root.hex(), key_id=checkpoint.key_id)
+        return checkpoint
 
     async def seal_due(self, database: SqlDatabase) -> Checkpoint | None:
         """Sign the folded tree if its newest events have waited ``checkpoint_seconds``.
@@ -200,6 +200,4 @@ class AuditLogProjection:
             if age is not None and age < self._seconds:
                 return None
             nodes = await nodes_for(tx, lambda n: merkle.root(size, n))
-            root = merkle.root(size, nodes)
-            await self._seal(tx, size, root)
-        return await latest_checkpoint(database.queries)
+            return await self._seal(tx, size, merkle.root(size, nodes))

@@ -240,6 +240,11 @@ async def test_a_consistent_rewrite_is_caught_by_the_signed_root(database_url, t
     )
     assert result.returncode == 1, result.stdout + result.stderr
     assert f"root of the first {head} events" in result.stdout
+    # Rebuilding the Merkle log over the rewritten events refuses to go past the
+    # checkpoint it no longer reproduces.
+    rebuilt = await asyncio.to_thread(collab, database_url, "projections", "rebuild", "audit_log")
+    assert rebuilt.returncode == 3, rebuilt.stdout + rebuilt.stderr
+    assert f"the first {head} events no longer have the root" in rebuilt.stderr
 
 
 async def test_a_forged_checkpoint_signature_is_caught(database_url, tmp_path):
