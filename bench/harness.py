@@ -62,3 +62,9 @@ def machine_line(extra: str = "") -> str:
         f"# {platform.node()} {platform.machine()} {os.cpu_count()} cores, "
         f"python {platform.python_version()}, {time.strftime('%Y-%m-%d %H:%M')}{extra}"
     )
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    """The value below which ``fraction`` of ``values`` lie (nearest rank)."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]

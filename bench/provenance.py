@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from bench.harness import fresh_database, machine_line, postgres_server
+from bench.harness import fresh_database, machine_line, percentile, postgres_server
 from collab import logging as collab_logging
 from events import EventMetadata, NewEvent, merkle
 from events.checkpoints import Signer
@@ -45,30 +45,15 @@ from events.store import AppendRequest
 from projections.audit_log import AuditLogProjection
 from projections.lineage import LineageProjection
 from projections.lineage_reads import walk
-from projections.runner import ProjectionRunner, apply_batch, reset
+from projections.runner import ProjectionRunner, apply_batch, rebuild, reset
 
 META = EventMetadata(actor="bench", agent_id="bench")
 EVERYTHING = 2**62
 
 
-def _percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
-
-
 def _ms(values: list[float]) -> str:
-    p50, p99 = _percentile(values, 0.5) * 1000, _percentile(values, 0.99) * 1000
+    p50, p99 = percentile(values, 0.5) * 1000, percentile(values, 0.99) * 1000
     return f"p50 {p50:.2f} ms, p99 {p99:.2f} ms"
-
-
-async def _fold(
-    store: PostgresEventStore, projection: LineageProjection | AuditLogProjection
-) -> None:
-    await reset(store, projection)
-    position = 0
-    while events := await store.read_all(position, 5000):
-        await apply_batch(store, projection, events, position)
-        position = events[-1].position
 
 
 async def _lineage_part(url: str, args: argparse.Namespace) -> None:
@@ -96,7 +81,7 @@ async def _lineage_part(url: str, args: argparse.Namespace) -> None:
                 )
                 events.append(NewEvent(record, META, parents=parents))
             known.extend((await store.append("provenance", events)).daids)
-        await _fold(store, LineageProjection())
+        await rebuild(store, LineageProjection(), 5000)
         sql = store.queries
         for run in range(args.runs):
             baseline: list[float] = []
@@ -136,11 +121,11 @@ async def _lineage_part(url: str, args: argparse.Namespace) -> None:
                 )
                 graph_down.append(time.perf_counter() - started)
                 down_nodes += len(result.nodes)
-            base = _percentile(baseline, 0.5)
+            base = percentile(baseline, 0.5)
             print(
                 f"run {run + 1}: baseline select 1 {_ms(baseline)}\n"
                 f"  chain ancestors depth 1000 ({chain_nodes} nodes): {_ms(chain)}"
-                f" (p50 {_percentile(chain, 0.5) / base:.0f}x baseline)\n"
+                f" (p50 {percentile(chain, 0.5) / base:.0f}x baseline)\n"
                 f"  graph of {len(known)}: ancestors depth 50"
                 f" (mean {up_nodes / args.samples:.0f} nodes): {_ms(graph_up)};"
                 f" descendants depth 3 (mean {down_nodes / args.samples:.0f} nodes):"

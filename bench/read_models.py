@@ -36,7 +36,7 @@ import pycrdt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.harness import fresh_database, machine_line, postgres_server
+from bench.harness import fresh_database, machine_line, percentile, postgres_server
 from collab import document
 from collab import logging as collab_logging
 from collab.config import ReadSettings
@@ -197,11 +197,6 @@ def _rebuild(url: str) -> float:
     return time.perf_counter() - started
 
 
-def _percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
-
-
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3)
@@ -277,8 +272,8 @@ async def _travel_part(url: str, args: argparse.Namespace) -> None:
             await project_reads.view_at(store.queries, project, version)
             timings.append((time.perf_counter() - began) * 1000)
         print(
-            f"  time travel run {run + 1}: p50 {_percentile(timings, 0.5):.1f} ms,"
-            f" p99 {_percentile(timings, 0.99):.1f} ms, max {max(timings):.1f} ms",
+            f"  time travel run {run + 1}: p50 {percentile(timings, 0.5):.1f} ms,"
+            f" p99 {percentile(timings, 0.99):.1f} ms, max {max(timings):.1f} ms",
             flush=True,
         )
     await store.close()

@@ -50,7 +50,7 @@ from projections import audit_log
 from projections.audit_log import AuditLogProjection
 from projections.lineage import LineageProjection
 from projections.projects import ProjectsProjection
-from projections.runner import CheckpointMoved, Projection, apply_batch, load_checkpoint, reset
+from projections.runner import Projection, load_checkpoint, rebuild
 
 EXIT_BROKEN = 1
 EXIT_CONFIG = 2
@@ -390,28 +390,20 @@ def projections_rebuild(
 
 async def _rebuild(store: PostgresEventStore, projection: Projection, batch_size: int) -> None:
     started = time.perf_counter()
-    await reset(store, projection)
     head = await store.head_position()
-    position = folded = 0
     with typer.progressbar(length=head, label=f"rebuilding {projection.name}", file=None) as bar:
-        while position < head:
-            events = await store.read_all(position, min(batch_size, head - position))
-            if not events:
-                break
-            try:
-                await apply_batch(store, projection, events, position)
-            except CheckpointMoved as exc:
-                # A running server folded these meanwhile: carry on from where it got.
-                bar.update(max(0, exc.stored - position))
-                position = exc.stored
-                continue
-            folded += len(events)
-            bar.update(events[-1].position - position)
-            position = events[-1].position
+        shown = 0
+
+        def advance(position: int) -> None:
+            nonlocal shown
+            bar.update(max(0, position - shown))
+            shown = max(shown, position)
+
+        folded = await rebuild(store, projection, batch_size, advance)
     seconds = time.perf_counter() - started
     rate = folded / seconds if seconds > 0 else 0.0
     typer.echo(
-        f"rebuilt {projection.name}: {folded} events folded up to position {position}"
+        f"rebuilt {projection.name}: {folded} events folded up to position {shown}"
         f" in {seconds:.1f} s ({rate:,.0f} events/s)"
     )
 

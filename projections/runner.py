@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -137,6 +137,37 @@ async def apply_batch(
     except BaseException:
         projection.forget()
         raise
+
+
+async def rebuild(
+    store: Store,
+    projection: Projection,
+    batch_size: int,
+    progress: Callable[[int], None] | None = None,
+) -> int:
+    """Empty the projection and fold the log again from position 0, up to the head as it
+    was when this started; returns how many events this call folded.
+
+    A running server may fold some batches meanwhile (its checkpoint moves): those are
+    skipped. ``progress`` gets the folded position after each batch.
+    """
+    await reset(store, projection)
+    head = await store.head_position()
+    position = folded = 0
+    while position < head:
+        events = await store.read_all(position, min(batch_size, head - position))
+        if not events:
+            break
+        try:
+            await apply_batch(store, projection, events, position)
+        except CheckpointMoved as exc:
+            position = exc.stored
+        else:
+            folded += len(events)
+            position = events[-1].position
+        if progress is not None:
+            progress(position)
+    return folded
 
 
 class _Runner:

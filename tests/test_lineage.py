@@ -17,7 +17,7 @@ from events.models import DocUpdated, EntityRef, ProvenanceRecorded, ToolInfo
 from events.postgres import PostgresEventStore
 from projections.lineage import LineageProjection
 from projections.lineage_reads import walk
-from projections.runner import apply_batch, reset
+from projections.runner import rebuild
 from tests.test_daid import ECOSYSTEM
 
 META = EventMetadata(actor="gen", agent_id="generator")
@@ -36,12 +36,7 @@ def record(n: int, parents: list[str]) -> NewEvent:
 
 
 async def fold(store: PostgresEventStore) -> None:
-    projection = LineageProjection()
-    await reset(store, projection)
-    position = 0
-    while events := await store.read_all(position, 5000):
-        await apply_batch(store, projection, events, position)
-        position = events[-1].position
+    await rebuild(store, LineageProjection(), 5000)
 
 
 async def generate_graph(
