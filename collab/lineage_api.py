@@ -27,7 +27,11 @@ from projections.prov import contributors, prov_document
 EVERYTHING: Final = 2**62
 DEFAULT_DEPTH: Final = 50
 DEFAULT_MAX_NODES: Final = 1000
-_DIRECTIONS: Final = ("ancestors", "descendants", "both")
+_DIRECTIONS: Final[dict[str, Direction]] = {
+    "ancestors": "ancestors",
+    "descendants": "descendants",
+    "both": "both",
+}
 
 
 def _daid(request: Request) -> str:
@@ -100,13 +104,14 @@ async def get_daid(request: Request) -> Response:
 
 
 async def get_lineage(request: Request) -> Response:
-    direction = request.query_params.get("direction", "ancestors")
-    if direction not in _DIRECTIONS:
+    asked = request.query_params.get("direction", "ancestors")
+    direction = _DIRECTIONS.get(asked)
+    if direction is None:
         message = f"one of {', '.join(_DIRECTIONS)}"
         raise ApiError(
             422, f"invalid direction: expected {message}", [field_error("direction", message)]
         )
-    daid, walk = await _walk(request, direction)  # type: ignore[arg-type]
+    daid, walk = await _walk(request, direction)
     return JSONResponse(
         {
             "daid": daid,
