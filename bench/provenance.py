@@ -12,6 +12,8 @@ set. Every count is fixed; nothing loops on time.
   behind ``GET /api/daids/{daid}/lineage``, without HTTP): ancestors of the chain's tip
   at depth 1,000 (1,001 nodes back), and ancestors (depth 50) and descendants (depth 3)
   of random graph nodes. Baseline in the same session: a ``select 1`` round trip.
+  After the setup the process calls ``gc.freeze()``, as the server does once started
+  (``--no-freeze`` measures without it).
 * sealing: ``--events`` (default 200,000) small events are appended, then the
   ``audit_log`` projection folds them from position 0 (leaf hashes, every complete
   subtree written, a signed checkpoint every 1,000 events). Reported: the fold alone
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import random
 import statistics
 import sys
@@ -83,6 +86,8 @@ async def _lineage_part(url: str, args: argparse.Namespace) -> None:
             known.extend((await store.append("provenance", events)).daids)
         await rebuild(store, LineageProjection(), 5000)
         sql = store.queries
+        if not args.no_freeze:
+            gc.freeze()  # as the server does once started (collab/app.py)
         for run in range(args.runs):
             baseline: list[float] = []
             chain: list[float] = []
@@ -208,6 +213,9 @@ async def main() -> None:
     parser.add_argument("--samples", type=int, default=200)
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--quick", action="store_true", help="smaller counts")
+    parser.add_argument(
+        "--no-freeze", action="store_true", help="walks without gc.freeze() after the setup"
+    )
     parser.add_argument("--only", choices=["lineage", "sealing"], help="one part only")
     args = parser.parse_args()
     if args.quick:

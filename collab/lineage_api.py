@@ -112,15 +112,7 @@ async def get_lineage(request: Request) -> Response:
             422, f"invalid direction: expected {message}", [field_error("direction", message)]
         )
     daid, walk = await _walk(request, direction)
-    return JSONResponse(
-        {
-            "daid": daid,
-            "direction": direction,
-            "nodes": walk.nodes,
-            "edges": walk.edges,
-            "truncated": walk.truncated,
-        }
-    )
+    return Response(walk.json(daid=daid, direction=direction), media_type="application/json")
 
 
 async def get_prov(request: Request) -> Response:

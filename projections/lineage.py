@@ -119,33 +119,105 @@ class LineageProjection:
         """Nothing is kept in memory."""
 
     async def apply(self, tx: Sql, events: Sequence[StoredEvent]) -> None:
+        chains = await _Chains.load(tx, events)
         nodes: list[tuple[Any, ...]] = []
-        edges: list[tuple[str, str, str, int]] = []
+        edges: list[tuple[str, str, str, int, bool]] = []
         named: dict[str, int] = {}
         for event in events:
-            nodes.append(_node(event))
-            for index, parent in enumerate(event.parents):
-                edges.append((event.daid, parent, relation(event, index, parent), event.position))
+            relations = [
+                relation(event, index, parent) for index, parent in enumerate(event.parents)
+            ]
+            head, seq, chained = chains.place(event, relations)
+            parents = "\n".join(
+                f"{parent} {why}" for parent, why in zip(event.parents, relations, strict=True)
+            )
+            nodes.append((*_node(event), head, seq, parents))
+            for index, (parent, why) in enumerate(zip(event.parents, relations, strict=True)):
+                edges.append((event.daid, parent, why, event.position, chained and index == 0))
                 named.setdefault(parent, event.position)
         await _insert_nodes(tx, nodes, known=True)
         external = [_external(daid, position) for daid, position in named.items()]
-        await _insert_nodes(tx, [row for row in external if row is not None], known=False)
+        await _insert_nodes(
+            tx, [(*row, None, None, "") for row in external if row is not None], known=False
+        )
         if edges:
-            children, parents, relations, positions = zip(*edges, strict=True)
             await tx.execute(
-                "insert into lineage_edges (child, parent, relation, position)"
-                " select * from unnest($1::text[], $2::text[], $3::text[], $4::bigint[])"
-                " on conflict do nothing",
-                list(children),
-                list(parents),
-                list(relations),
-                list(positions),
+                "insert into lineage_edges (child, parent, relation, position, chained)"
+                " select * from unnest($1::text[], $2::text[], $3::text[], $4::bigint[],"
+                " $5::boolean[]) on conflict do nothing",
+                *(list(column) for column in zip(*edges, strict=True)),
             )
+
+
+class _Chains:
+    """Numbers the version chains of one batch (see migration 0006).
+
+    A version continues the chain of the version it names as previous, unless that one
+    already has a successor; otherwise it starts a chain of its own.
+    """
+
+    def __init__(self, known: dict[str, tuple[str, int, bool]]) -> None:
+        #: daid -> (chain head, place in the chain, has a successor)
+        self._known = known
+
+    @classmethod
+    async def load(cls, tx: Sql, events: Sequence[StoredEvent]) -> _Chains:
+        in_batch = {event.daid for event in events}
+        wanted = sorted(
+            {
+                event.parents[0]
+                for event in events
+                if event.event_type in VERSION_EVENTS
+                and event.parents
+                and event.parents[0] not in in_batch
+            }
+        )
+        if not wanted:
+            return cls({})
+        rows = await tx.fetch(
+            "select n.daid, n.chain_head, n.chain_seq, exists("
+            "   select 1 from lineage_nodes s"
+            "    where s.chain_head = n.chain_head and s.chain_seq = n.chain_seq + 1) as followed"
+            " from lineage_nodes n where n.daid = any($1::text[]) and n.chain_head is not null",
+            wanted,
+        )
+        return cls(
+            {row["daid"]: (row["chain_head"], row["chain_seq"], row["followed"]) for row in rows}
+        )
+
+    def place(
+        self, event: StoredEvent, relations: list[str]
+    ) -> tuple[str | None, int | None, bool]:
+        """(chain head, place, whether the first parent edge continues the chain)."""
+        if event.event_type not in VERSION_EVENTS:
+            return None, None, False
+        head, seq, chained = event.daid, 1, False
+        if relations and relations[0] == "previous_version":
+            previous = self._known.get(event.parents[0])
+            if previous is not None and not previous[2]:
+                head, seq, chained = previous[0], previous[1] + 1, True
+                self._known[event.parents[0]] = (previous[0], previous[1], True)
+        self._known[event.daid] = (head, seq, False)
+        return head, seq, chained
 
 
 _NODE_COLUMNS: Final = (
     "daid, known, position, stream_id, project_id, stream_version, event_type, entity_type,"
-    " entity_id, agent_id, actor, activity, tool, details, recorded_at"
+    " entity_id, agent_id, actor, activity, tool, details, recorded_at, chain_head, chain_seq,"
+    " parents"
+)
+
+# A node as the API shows it, made once when the node is written: a walk of a thousand
+# nodes then returns stored text instead of building a thousand objects. Times are
+# written in UTC with a fixed width, so that they also compare as strings.
+_DOC: Final = (
+    "json_build_object('daid', u.daid, 'known', u.known, 'external', not u.known,"
+    " 'position', u.position, 'project_id', u.project_id, 'stream_id', u.stream_id,"
+    " 'version', u.stream_version, 'event_type', u.event_type, 'entity_type', u.entity_type,"
+    " 'entity_id', u.entity_id, 'agent_id', u.agent_id, 'actor', u.actor,"
+    " 'activity', u.activity, 'tool', u.tool, 'details', u.details,"
+    " 'time', to_char(u.recorded_at at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"+00:00\"')"
+    ")::text"
 )
 
 
@@ -203,16 +275,26 @@ async def _insert_nodes(tx: Sql, rows: list[tuple[Any, ...]], *, known: bool) ->
     # a known node is never overwritten by a mere mention.
     conflict = (
         "on conflict (daid) do update set "
-        + ", ".join(f"{c} = excluded.{c}" for c in _NODE_COLUMNS.replace(" ", "").split(","))
+        + ", ".join(f"{c} = excluded.{c}" for c in [*_COLUMN_NAMES, "doc"])
         + " where not lineage_nodes.known"
         if known
         else "on conflict (daid) do nothing"
     )
     await tx.execute(
-        f"insert into lineage_nodes ({_NODE_COLUMNS})"
-        " select * from unnest($1::text[], $2::boolean[], $3::bigint[], $4::text[],"
+        f"insert into lineage_nodes ({_NODE_COLUMNS}, doc)"
+        f" select {_SELECTED}, {_DOC}"
+        " from unnest($1::text[], $2::boolean[], $3::bigint[], $4::text[],"
         " $5::uuid[], $6::bigint[], $7::text[], $8::text[], $9::text[], $10::text[],"
-        " $11::text[], $12::text[], $13::jsonb[], $14::jsonb[], $15::timestamptz[])"
-        f" {conflict}",
+        " $11::text[], $12::text[], $13::jsonb[], $14::jsonb[], $15::timestamptz[],"
+        " $16::text[], $17::integer[], $18::text[])"
+        f" as u({_NODE_COLUMNS}) {conflict}",
         *(list(column) for column in columns),
     )
+
+
+_COLUMN_NAMES: Final = [name.strip() for name in _NODE_COLUMNS.split(",")]
+# Parents arrive as one text per node (arrays of arrays must be rectangular).
+_SELECTED: Final = ", ".join(
+    "string_to_array(u.parents, E'\\n')" if name == "parents" else f"u.{name}"
+    for name in _COLUMN_NAMES
+)

@@ -14,9 +14,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 from typing import Any, Final, Literal
 
-from events.sql import Sql
+from events.sql import Row, Sql
 
 Direction = Literal["ancestors", "descendants", "both"]
 
@@ -26,24 +27,29 @@ MAX_NODES: Final = 10_000
 ROW_BUDGET_FACTOR: Final = 10
 MIN_ROW_BUDGET: Final = 10_000
 
-# A node as the API shows it, built by PostgreSQL: a walk of a thousand nodes then
-# costs one JSON parse instead of a thousand rows decoded and rebuilt in Python.
-_NODE_JSON: Final = (
-    "json_build_object('daid', n.daid, 'known', n.known, 'external', not n.known,"
-    " 'position', n.position, 'project_id', n.project_id, 'stream_id', n.stream_id,"
-    " 'version', n.stream_version, 'event_type', n.event_type, 'entity_type', n.entity_type,"
-    " 'entity_id', n.entity_id, 'agent_id', n.agent_id, 'actor', n.actor,"
-    " 'activity', n.activity, 'tool', n.tool, 'details', n.details, 'time', n.recorded_at"
-)
 
-
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Walk:
     #: daid -> depth (shortest number of edges from the start)
     depths: dict[str, int]
-    nodes: list[dict[str, Any]]
+    #: each node as JSON text (with its depth), in the result's order: depth, position,
+    #: DAID. The API splices these into its response without decoding them.
+    texts: list[str]
     edges: list[dict[str, Any]]
     truncated: bool
+
+    @cached_property
+    def nodes(self) -> list[dict[str, Any]]:
+        return [json.loads(text) for text in self.texts]
+
+    def json(self, **fields: Any) -> str:
+        """The API's answer: ``fields``, then nodes, edges and truncated, as JSON text."""
+        head = json.dumps(fields, separators=(",", ":"), ensure_ascii=False)[:-1]
+        return (
+            f'{head}{"," if fields else ""}"nodes":[{",".join(self.texts)}],'
+            f'"edges":{json.dumps(self.edges, separators=(",", ":"))},'
+            f'"truncated":{json.dumps(self.truncated)}}}'
+        )
 
 
 async def position_at(sql: Sql, moment: datetime) -> int:
@@ -56,9 +62,8 @@ async def position_at(sql: Sql, moment: datetime) -> int:
 
 
 async def node(sql: Sql, daid: str, *, as_of: int | None = None) -> dict[str, Any] | None:
-    text = await sql.fetchval(
-        f"select {_NODE_JSON})::text from lineage_nodes n where n.daid = $1", daid
-    )
+    # The node as the API shows it was written by the projection (projections.lineage).
+    text = await sql.fetchval("select doc from lineage_nodes where daid = $1", daid)
     if text is None:
         return None
     found: dict[str, Any] = json.loads(text)
@@ -94,13 +99,13 @@ async def walk(
 ) -> Walk:
     directions = ("ancestors", "descendants") if direction == "both" else (direction,)
     budget = max(MIN_ROW_BUDGET, ROW_BUDGET_FACTOR * max_nodes)
-    found: dict[str, dict[str, Any]] = {}
+    found: dict[str, Row] = {}
     truncated = False
     for way in directions:
-        text = await sql.fetchval(
-            f"select coalesce(json_agg({_NODE_JSON}, 'depth', n.depth, 'rows_read',"
-            " n.rows_read, 'up', n.up)), '[]')::text"
-            " from lineage_walk($1, $2, $3, $4, $5, $6) as n",
+        reached = await sql.fetch(
+            "select n.daid, n.depth, n.position, n.rows_read, n.doc, n.up"
+            " from lineage_walk($1, $2, $3, $4, $5, $6) as n"
+            " order by n.depth, n.position, n.daid",
             daid,
             depth,
             as_of,
@@ -108,26 +113,34 @@ async def walk(
             max_nodes + 1,
             way == "ancestors",
         )
-        reached: list[dict[str, Any]] = json.loads(text)
-        reached.sort(key=lambda n: (n["depth"], n["daid"]))
         if len(reached) > max_nodes or (reached and reached[0]["rows_read"] >= budget):
             truncated = True
-            reached = reached[:max_nodes]
-        for item in reached:
-            if item["daid"] not in found or item["depth"] < found[item["daid"]]["depth"]:
-                found[item["daid"]] = item
-    if len(found) > max_nodes:
+            # The closest nodes, ties by DAID (as the walk chose them).
+            kept = set(_closest(reached, max_nodes))
+            reached = [row for row in reached if row["daid"] in kept]
+        for row in reached:
+            if row["daid"] not in found or row["depth"] < found[row["daid"]]["depth"]:
+                found[row["daid"]] = row
+    rows = list(found.values())
+    if len(rows) > max_nodes:
         truncated = True
-        found = dict(sorted(found.items(), key=lambda kv: (kv[1]["depth"], kv[0]))[:max_nodes])
-    depths = {name: item["depth"] for name, item in found.items()}
+        kept = set(_closest(rows, max_nodes))
+        rows = [row for row in rows if row["daid"] in kept]
+    if len(directions) > 1:
+        rows.sort(key=lambda row: (row["depth"], row["position"], row["daid"]))
+    depths = {row["daid"]: row["depth"] for row in rows}
     # The edges between two nodes of the result (whichever way the walk went).
     edges = [
-        {"child": name, "parent": parent, "relation": relation}
-        for name, item in found.items()
-        for parent, _, relation in (text.partition(" ") for text in item.pop("up"))
+        {"child": row["daid"], "parent": parent, "relation": relation}
+        for row in rows
+        for parent, _, relation in (text.partition(" ") for text in row["up"])
         if parent in depths
     ]
-    for item in found.values():
-        del item["rows_read"]
-    nodes = sorted(found.values(), key=lambda n: (n["depth"], n["position"], n["daid"]))
-    return Walk(depths, nodes, edges, truncated)
+    # The stored text starts with '{'; the depth goes first.
+    texts = [f'{{"depth":{row["depth"]},{row["doc"][1:]}' for row in rows]
+    return Walk(depths, texts, edges, truncated)
+
+
+def _closest(rows: list[Row], count: int) -> list[str]:
+    ordered = sorted(rows, key=lambda row: (row["depth"], row["daid"]))
+    return [row["daid"] for row in ordered[:count]]

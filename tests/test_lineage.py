@@ -9,15 +9,23 @@ from __future__ import annotations
 
 import random
 from collections import deque
+from dataclasses import replace
 
 import pytest
 
 from events import EventMetadata, NewEvent
-from events.models import DocUpdated, EntityRef, ProvenanceRecorded, ToolInfo
+from events.models import (
+    DocUpdated,
+    EntityRef,
+    ProjectCreated,
+    ProjectRolledBack,
+    ProvenanceRecorded,
+    ToolInfo,
+)
 from events.postgres import PostgresEventStore
 from projections.lineage import LineageProjection
 from projections.lineage_reads import walk
-from projections.runner import rebuild
+from projections.runner import apply_batch, rebuild, reset
 from tests.test_daid import ECOSYSTEM
 
 META = EventMetadata(actor="gen", agent_id="generator")
@@ -215,6 +223,81 @@ async def test_a_chain_is_cut_exactly_at_the_depth_asked(store):
     assert len(everything.depths) == 1200
 
 
+async def generate_chains(store: PostgresEventStore, *, steps: int, seed: int) -> None:
+    """Version chains of four projects woven together: edits that also derive from other
+    nodes, rollbacks to earlier versions, and records derived from versions and records."""
+    rng = random.Random(seed)
+    streams = [f"project-00000000-0000-4000-8000-00000000000{i}" for i in range(4)]
+    versions: dict[str, list[str]] = {}
+    known: list[str] = []
+    for stream in streams:
+        result = await store.append(stream, [NewEvent(ProjectCreated(name="P", owner="o"), META)])
+        versions[stream] = list(result.daids)
+        known.extend(result.daids)
+    for step in range(steps):
+        roll = rng.random()
+        stream = rng.choice(streams)
+        if roll < 0.6:
+            extra = (rng.choice(known),) if rng.random() < 0.15 else ()
+            update = DocUpdated(update=bytes([1, step % 250 + 1]), client_id=1)
+            result = await store.append(stream, [NewEvent(update, META, parents=extra)])
+            versions[stream].extend(result.daids)
+        elif roll < 0.7:
+            target = rng.randrange(len(versions[stream]))
+            rollback = ProjectRolledBack(target_version=target, update=b"")
+            result = await store.append(
+                stream, [NewEvent(rollback, META, parents=(versions[stream][target],))]
+            )
+            versions[stream].extend(result.daids)
+        else:
+            chosen = sorted(set(rng.sample(known, rng.randint(1, 2))))
+            result = await store.append("provenance", [record(step, chosen)])
+        known.extend(result.daids)
+
+
+async def test_walks_along_version_chains_match_breadth_first_search(store):
+    # Walks jump along version chains (migration 0006); the depths must still be those
+    # of a breadth-first search over every edge, whatever enters or leaves a chain.
+    await generate_chains(store, steps=1500, seed=23)
+    await fold(store)
+    stored = await store.read_all(0, 10_000)
+    parents = {event.daid: list(event.parents) for event in stored}
+    positions = {event.daid: event.position for event in stored}
+    children = children_of(parents)
+    chained = await store.queries.fetchval("select count(*) from lineage_edges where chained")
+    assert chained > 1000  # the walks below do cross chains
+    rng = random.Random(5)
+    daids = list(parents)
+    for start in [daids[-1], *rng.sample(daids, 12)]:
+        for depth in (1, 3, 40, 10_000):
+            for way, edges in (("ancestors", parents), ("descendants", children)):
+                got = await walk(
+                    store.queries,
+                    start,
+                    direction=way,
+                    depth=depth,
+                    max_nodes=10_000,
+                    as_of=EVERYTHING,
+                )
+                expected = reference(start, edges, depth)
+                assert got.depths == expected, (way, depth)
+                assert {(e["child"], e["parent"]) for e in got.edges} == {
+                    (c, p) for c in expected for p in parents.get(c, ()) if p in expected
+                }
+    as_of = sorted(positions.values())[700]
+    allowed = {d for d, p in positions.items() if p <= as_of}
+    for start in rng.sample([d for d in daids if d in allowed], 5):
+        got = await walk(
+            store.queries,
+            start,
+            direction="descendants",
+            depth=10_000,
+            max_nodes=10_000,
+            as_of=as_of,
+        )
+        assert got.depths == reference(start, children, 10_000, allowed=allowed)
+
+
 async def test_a_cycle_in_the_graph_cannot_hang_a_walk(store, graph):
     parents, _positions = graph
     # The log cannot make a cycle (a parent exists before its child); a read model
@@ -241,3 +324,46 @@ async def test_a_cycle_in_the_graph_cannot_hang_a_walk(store, graph):
         store.queries, a, direction="both", depth=10_000, max_nodes=10_000, as_of=EVERYTHING
     )
     assert {a, b, c} <= set(both.depths)
+
+
+async def test_a_version_whose_previous_already_has_a_successor_starts_a_chain(store):
+    # Only a log written before version lineage (migration 0004) can hold two versions
+    # naming the same previous one: made here by rewriting what the projection reads.
+    stream = "project-00000000-0000-4000-8000-00000000000a"
+    await store.append(stream, [NewEvent(ProjectCreated(name="P", owner="o"), META)])
+    for step in range(3):
+        await store.append(stream, [NewEvent(DocUpdated(update=bytes([1, step + 1])), META)])
+    first, second, third, fourth = await store.read_stream(stream)
+    forked = replace(third, parents=(first.daid,))  # second's sibling, not its child
+    after = replace(fourth, parents=(forked.daid,))
+    projection = LineageProjection()
+    await reset(store, projection)
+    await apply_batch(store, projection, [first, second], 0)
+    await apply_batch(store, projection, [forked, after], second.position)
+    rows = await store.queries.fetch(
+        "select daid, chain_head, chain_seq from lineage_nodes order by position"
+    )
+    assert [(r["chain_head"], r["chain_seq"]) for r in rows] == [
+        (first.daid, 1),
+        (first.daid, 2),
+        (forked.daid, 1),
+        (forked.daid, 2),
+    ]
+    down = await walk(
+        store.queries,
+        first.daid,
+        direction="descendants",
+        depth=10,
+        max_nodes=100,
+        as_of=EVERYTHING,
+    )
+    assert down.depths == {first.daid: 0, second.daid: 1, forked.daid: 1, after.daid: 2}
+    up = await walk(
+        store.queries,
+        after.daid,
+        direction="ancestors",
+        depth=10,
+        max_nodes=100,
+        as_of=EVERYTHING,
+    )
+    assert up.depths == {after.daid: 0, forked.daid: 1, first.daid: 2}
