@@ -5,9 +5,10 @@
 Starts an embedded PostgreSQL (pgserver) in a temporary folder unless DATABASE_URL is
 set, and a fresh database per scenario run. Every scenario is bounded by a count of
 operations. Prints one line per run and a median per scenario, plus a *baseline*
-measured in the same session: plain single-row INSERTs into a bigserial table with
-no ordering guarantee, no idempotency and no hashing (the unsafe design the event
-store replaces), so the ratio says what the guarantees cost on this machine today.
+measured in the same session: plain INSERTs (one row, or ten in one statement) into a
+bigserial table with no ordering guarantee, no idempotency and no hashing (the unsafe
+design the event store replaces), so the ratio says what the guarantees cost on this
+machine today.
 """
 
 from __future__ import annotations
@@ -66,7 +67,8 @@ async def _appends(
     return total / elapsed
 
 
-async def _baseline(url: str, writers: int, inserts_per_writer: int) -> float:
+async def _baseline(url: str, writers: int, inserts_per_writer: int, batch: int = 1) -> float:
+    """Plain INSERTs of ``batch`` rows per transaction (one statement, autocommit)."""
     pool = await asyncpg.create_pool(url, min_size=writers, max_size=writers)
     await pool.execute(
         "create table plain_events (position bigserial primary key, stream_id text,"
@@ -74,12 +76,13 @@ async def _baseline(url: str, writers: int, inserts_per_writer: int) -> float:
     )
 
     async def writer(index: int) -> None:
+        stream = f"project-{index}"
         for _ in range(inserts_per_writer):
             await pool.execute(
                 "insert into plain_events (stream_id, event_id, data, payload)"
-                " values ($1, $2, $3, $4)",
-                f"project-{index}",
-                uuid.uuid4(),
+                " select $1, unnest($2::uuid[]), $3, $4",
+                stream,
+                [uuid.uuid4() for _ in range(batch)],
                 '{"client_id":7}',
                 UPDATE,
             )
@@ -88,7 +91,7 @@ async def _baseline(url: str, writers: int, inserts_per_writer: int) -> float:
     await asyncio.gather(*(writer(i) for i in range(writers)))
     elapsed = time.perf_counter() - started
     await pool.close()
-    return writers * inserts_per_writer / elapsed
+    return writers * inserts_per_writer * batch / elapsed
 
 
 async def _catch_up(url: str, total: int) -> float:
@@ -123,6 +126,11 @@ async def main() -> None:
     scenarios: list[tuple[str, str, Callable[[str], Awaitable[float]]]] = [
         ("baseline: plain INSERT, 1 writer", "rows/s", lambda u: _baseline(u, 1, n(3000))),
         ("baseline: plain INSERT, 8 writers", "rows/s", lambda u: _baseline(u, 8, n(500))),
+        (
+            "baseline: plain INSERT of 10 rows, 1 writer",
+            "rows/s",
+            lambda u: _baseline(u, 1, n(1500), 10),
+        ),
         ("append 1 event, 1 writer", "appends/s", lambda u: _appends(u, 1, n(3000), 1)),
         ("append 1 event, 8 writers", "appends/s", lambda u: _appends(u, 8, n(500), 1)),
         (
@@ -154,7 +162,14 @@ async def main() -> None:
             print(f"{name}: median {medians[name]:,.0f} {unit}", flush=True)
     one = medians["append 1 event, 1 writer"] / medians["baseline: plain INSERT, 1 writer"]
     eight = medians["append 1 event, 8 writers"] / medians["baseline: plain INSERT, 8 writers"]
-    print(f"ratio single appends / plain INSERT: 1 writer {one:.2f}, 8 writers {eight:.2f}")
+    ten = (
+        medians["append batches of 10, 1 writer"]
+        / medians["baseline: plain INSERT of 10 rows, 1 writer"]
+    )
+    print(
+        f"ratio appends / plain INSERT: single, 1 writer {one:.2f}; single, 8 writers"
+        f" {eight:.2f}; batches of 10, 1 writer {ten:.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -448,13 +448,13 @@ class PostgresEventStore:
                 await self._pool.expire_connections()
                 if attempt == self._append_attempts:
                     raise _unavailable(exc) from exc
-            except asyncpg.PostgresError as exc:
-                raise EventStoreError(f"append failed: {exc}") from exc
                 log.warning(
                     "append retry after connection error",
                     attempt=attempt,
                     error=f"{type(exc).__name__}: {exc}",
                 )
+            except asyncpg.PostgresError as exc:
+                raise EventStoreError(f"append failed: {exc}") from exc
             await asyncio.sleep(delay * (1 + random.random()))  # noqa: S311 - jitter only
             delay *= 2
         raise AssertionError("unreachable")  # pragma: no cover
