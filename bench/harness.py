@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import platform
+import socket
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -13,6 +17,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import asyncpg
+import httpx
 
 from events.postgres import PostgresEventStore
 
@@ -68,3 +73,50 @@ def percentile(values: list[float], fraction: float) -> float:
     """The value below which ``fraction`` of ``values`` lie (nearest rank)."""
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def wait_http(url: str, process: subprocess.Popen[bytes], seconds: float = 60) -> None:
+    """Until ``url`` answers 200 (or the process exits, or ``seconds`` pass)."""
+    deadline = time.monotonic() + seconds
+    async with httpx.AsyncClient() as http:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"server exited with {process.returncode}")
+            with contextlib.suppress(httpx.TransportError):
+                if (await http.get(url)).status_code == 200:
+                    return
+            await asyncio.sleep(0.1)
+    raise RuntimeError(f"{url} never answered")
+
+
+@contextlib.asynccontextmanager
+async def collab_server(database_url: str) -> AsyncIterator[tuple[str, subprocess.Popen[bytes]]]:
+    """``collab serve`` as its own process on ``database_url``, on a free loopback port;
+    yields its base URL once ``/ready`` answers, and stops it afterwards."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COLLAB_")}
+    env.update(DATABASE_URL=database_url, COLLAB_LOG_LEVEL="warning", COLLAB_LOG_FORMAT="json")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "collab.cli", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        await wait_http(f"{base}/ready", process)
+        yield base, process
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()

@@ -46,7 +46,13 @@ import websockets
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.harness import fresh_database, machine_line, postgres_server  # noqa: E402
+from bench.harness import (  # noqa: E402
+    collab_server,
+    free_port,
+    fresh_database,
+    machine_line,
+    postgres_server,
+)
 from collab import protocol  # noqa: E402
 from events import EventMetadata, NewEvent  # noqa: E402
 from events.models import DocUpdated, ProjectCreated  # noqa: E402
@@ -57,14 +63,6 @@ WORK = ROOT / "bench" / ".work"
 TOKEN = re.compile(rb"~(\d+)~")
 STEP1_EMPTY = protocol.encode_sync_step1(b"\x00")
 STEP2_EMPTY = protocol.encode_sync_step2(b"\x00\x00")
-
-
-def free_port() -> int:
-    import socket  # noqa: PLC0415
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # -- load generator ---------------------------------------------------------------------
@@ -210,34 +208,11 @@ def _postgres_pids() -> list[int]:
     return pids
 
 
-async def _wait_http(url: str, process: subprocess.Popen[bytes], seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    async with httpx.AsyncClient() as http:
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(f"server exited with {process.returncode}")
-            with contextlib.suppress(httpx.TransportError):
-                if (await http.get(url)).status_code == 200:
-                    return
-            await asyncio.sleep(0.1)
-    raise RuntimeError(f"{url} never answered")
-
-
 @contextlib.asynccontextmanager
 async def ours(database_url: str) -> AsyncIterator[Target]:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("COLLAB_")}
-    env.update(DATABASE_URL=database_url, COLLAB_LOG_LEVEL="warning", COLLAB_LOG_FORMAT="json")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "collab.cli", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        await _wait_http(f"{base}/ready", process)
+    async with collab_server(database_url) as (base, process):
         http = httpx.Client(base_url=base)
+        port = base.rsplit(":", 1)[1]
 
         def new_room() -> str:
             return str(http.post("/api/projects", json={"name": "bench"}).json()["id"])
@@ -250,8 +225,6 @@ async def ours(database_url: str) -> AsyncIterator[Target]:
             metrics_url=f"{base}/metrics",
             db_pids=_postgres_pids,
         )
-    finally:
-        Target("", process, str, str).stop()
 
 
 def ensure_peers() -> tuple[Path, Path]:

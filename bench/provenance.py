@@ -12,6 +12,9 @@ set. Every count is fixed; nothing loops on time.
   behind ``GET /api/daids/{daid}/lineage``, without HTTP): ancestors of the chain's tip
   at depth 1,000 (1,001 nodes back), and ancestors (depth 50) and descendants (depth 3)
   of random graph nodes. Baseline in the same session: a ``select 1`` round trip.
+  Then ``collab serve`` is started on the same database and the chain walk is timed
+  again as ``GET /api/daids/{tip}/lineage`` from an httpx client (baseline: ``GET
+  /health``).
   After the setup the process calls ``gc.freeze()``, as the server does once started
   (``--no-freeze`` measures without it).
 * sealing: ``--events`` (default 200,000) small events are appended, then the
@@ -35,9 +38,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from bench.harness import fresh_database, machine_line, percentile, postgres_server
+from bench.harness import (
+    collab_server,
+    fresh_database,
+    machine_line,
+    percentile,
+    postgres_server,
+)
 from collab import logging as collab_logging
 from events import EventMetadata, NewEvent, merkle
 from events.checkpoints import Signer
@@ -136,8 +146,46 @@ async def _lineage_part(url: str, args: argparse.Namespace) -> None:
                 f" descendants depth 3 (mean {down_nodes / args.samples:.0f} nodes):"
                 f" {_ms(graph_down)}"
             )
+        head = await store.head_position()
     finally:
         await store.close()
+    await _lineage_over_http(url, tip, head, args)
+
+
+async def _lineage_over_http(url: str, tip: str, head: int, args: argparse.Namespace) -> None:
+    """The same chain walk as ``GET /api/daids/{tip}/lineage`` from a running server."""
+    async with (
+        collab_server(url) as (base, _process),
+        httpx.AsyncClient(base_url=base, timeout=60) as http,
+    ):
+        path = f"/api/daids/{tip}/lineage"
+        asked = {"direction": "ancestors", "depth": 1000, "max_nodes": 10_000}
+        # The server folds the lineage projection from the log when it starts; each
+        # read with min_position waits for it (bounded, then 503).
+        for _attempt in range(60):
+            ready = await http.get(path, params={**asked, "min_position": head})
+            if ready.status_code == 200:
+                break
+        else:
+            raise RuntimeError("the server's lineage projection did not catch up")
+        for run in range(args.runs):
+            baseline: list[float] = []
+            chain: list[float] = []
+            size = 0
+            for _ in range(args.samples):
+                started = time.perf_counter()
+                await http.get("/health")
+                baseline.append(time.perf_counter() - started)
+                started = time.perf_counter()
+                response = await http.get(path, params=asked)
+                chain.append(time.perf_counter() - started)
+                size = len(response.content)
+                if response.status_code != 200:
+                    raise RuntimeError(f"lineage answered {response.status_code}")
+            print(
+                f"run {run + 1} over HTTP: baseline GET /health {_ms(baseline)}\n"
+                f"  GET .../lineage?depth=1000 ({size:,} bytes, body not decoded): {_ms(chain)}"
+            )
 
 
 async def _sealing_part(url: str, args: argparse.Namespace) -> None:

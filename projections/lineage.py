@@ -131,14 +131,15 @@ class LineageProjection:
             parents = "\n".join(
                 f"{parent} {why}" for parent, why in zip(event.parents, relations, strict=True)
             )
-            nodes.append((*_node(event), head, seq, parents))
+            free = len(event.parents) > (1 if chained else 0)
+            nodes.append((*_node(event), head, seq, parents, free))
             for index, (parent, why) in enumerate(zip(event.parents, relations, strict=True)):
                 edges.append((event.daid, parent, why, event.position, chained and index == 0))
                 named.setdefault(parent, event.position)
         await _insert_nodes(tx, nodes, known=True)
         external = [_external(daid, position) for daid, position in named.items()]
         await _insert_nodes(
-            tx, [(*row, None, None, "") for row in external if row is not None], known=False
+            tx, [(*row, None, None, "", False) for row in external if row is not None], known=False
         )
         if edges:
             await tx.execute(
@@ -204,7 +205,7 @@ class _Chains:
 _NODE_COLUMNS: Final = (
     "daid, known, position, stream_id, project_id, stream_version, event_type, entity_type,"
     " entity_id, agent_id, actor, activity, tool, details, recorded_at, chain_head, chain_seq,"
-    " parents"
+    " parents, free_parents"
 )
 
 # A node as the API shows it, made once when the node is written: a walk of a thousand
@@ -286,7 +287,7 @@ async def _insert_nodes(tx: Sql, rows: list[tuple[Any, ...]], *, known: bool) ->
         " from unnest($1::text[], $2::boolean[], $3::bigint[], $4::text[],"
         " $5::uuid[], $6::bigint[], $7::text[], $8::text[], $9::text[], $10::text[],"
         " $11::text[], $12::text[], $13::jsonb[], $14::jsonb[], $15::timestamptz[],"
-        " $16::text[], $17::integer[], $18::text[])"
+        " $16::text[], $17::integer[], $18::text[], $19::boolean[])"
         f" as u({_NODE_COLUMNS}) {conflict}",
         *(list(column) for column in columns),
     )

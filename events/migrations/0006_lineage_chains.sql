@@ -24,6 +24,8 @@ alter table lineage_nodes
     add column chain_head text,
     add column chain_seq integer,
     add column parents text[] not null default '{}',
+    -- whether some parent edge is not chained (a walk up need not look otherwise)
+    add column free_parents boolean not null default false,
     add column doc text not null default '{}';
 create index lineage_nodes_chain_idx on lineage_nodes (chain_head, chain_seq)
     include (daid, position) where chain_head is not null;
@@ -38,7 +40,9 @@ drop function lineage_walk(text, integer, bigint, integer, integer, boolean);
 
 -- The nodes within p_depth edges of p_start (ancestors when p_up, else descendants),
 -- each with its shortest depth, at most p_limit of them (the closest first, ties by
--- DAID), after reading at most p_budget rows; rows_read says how many were read.
+-- DAID), after reading at most p_budget rows. rows_read says how many rows the nodes
+-- returned were reached by: all rows read, unless p_limit cut the answer (which the
+-- caller sees from the count anyway).
 --
 -- A walk row reached by an ordinary edge (or the start) that lies on a version chain
 -- jumps along the chain: every version within the remaining depth, at its distance,
@@ -65,16 +69,19 @@ begin
     -- Two branches that differ only in the edge's direction: a join column chosen by
     -- a parameter (a CASE) would lose its index.
     if p_up then
-        with recursive walk(node, level, jumped) as (
-            select p_start, 0, false
+        -- probe: whether the row's node may have parents off its chain (a row
+        -- reached by a jump knows it from free_parents, and skips the lookup).
+        with recursive walk(node, level, jumped, probe) as (
+            select p_start, 0, false, true
             union
-            select s.node, w.level + s.step, s.jumped
+            select s.node, w.level + s.step, s.jumped, s.probe
               from walk w cross join lateral (
-                  select e.parent, 1, false
+                  select e.parent, 1, false, true
                     from lineage_edges e
-                   where e.child = w.node and not e.chained and e.position <= p_as_of
+                   where w.probe and e.child = w.node and not e.chained
+                     and e.position <= p_as_of
                   union all
-                  select c.daid, n.chain_seq - c.chain_seq, true
+                  select c.daid, n.chain_seq - c.chain_seq, true, c.free_parents
                     from lineage_nodes n
                     join lineage_nodes c
                       on c.chain_head = n.chain_head
@@ -82,16 +89,16 @@ begin
                      and c.chain_seq < n.chain_seq
                    where n.daid = w.node and not w.jumped and n.chain_head is not null
                      and c.position <= p_as_of
-              ) as s(node, step, jumped)
+              ) as s(node, step, jumped, probe)
              where w.level < p_depth
         ), reached as (
-            select r.node, min(r.level) as level, (sum(count(*)) over ())::bigint as total
+            select r.node, min(r.level) as level, count(*) as seen
               from (select node, level from walk limit p_budget) as r
              group by r.node
              order by 2, 1
              limit p_limit
         )
-        select array_agg(x.node), array_agg(x.level), max(x.total)
+        select array_agg(x.node), array_agg(x.level), sum(x.seen)
           into nodes, levels, total from reached x;
     else
         with recursive walk(node, level, jumped) as (
@@ -114,13 +121,13 @@ begin
               ) as s(node, step, jumped)
              where w.level < p_depth
         ), reached as (
-            select r.node, min(r.level) as level, (sum(count(*)) over ())::bigint as total
+            select r.node, min(r.level) as level, count(*) as seen
               from (select node, level from walk limit p_budget) as r
              group by r.node
              order by 2, 1
              limit p_limit
         )
-        select array_agg(x.node), array_agg(x.level), max(x.total)
+        select array_agg(x.node), array_agg(x.level), sum(x.seen)
           into nodes, levels, total from reached x;
     end if;
     return query
