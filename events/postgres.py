@@ -34,6 +34,7 @@ from events.errors import (
 )
 from events.integrity import Break, ChainVerifier
 from events.models import VERSION_EVENTS
+from events.pacing import Pacer
 from events.records import NewEvent, PreparedEvent, StoredEvent, prepare
 from events.schema import migrations
 from events.sql import Row, Sql
@@ -518,7 +519,7 @@ class PostgresEventStore:
             to_version,
             limit,
         )
-        return [_stored(row) for row in rows]
+        return await _decoded(rows)
 
     async def read_all(self, after_position: int = 0, limit: int = 1000) -> list[StoredEvent]:
         rows = await self._fetch(
@@ -526,7 +527,7 @@ class PostgresEventStore:
             after_position,
             limit,
         )
-        return [_stored(row) for row in rows]
+        return await _decoded(rows)
 
     async def read_payloads(
         self,
@@ -884,6 +885,16 @@ def _append_outcome(request: AppendRequest, row: asyncpg.Record) -> AppendResult
         event_id, _, reason = str(row["detail"]).partition(": ")
         return DuplicateEvent(UUID(event_id), request.stream_id, reason)
     raise EventStoreError(f"unexpected append status {status!r}")  # pragma: no cover
+
+
+async def _decoded(rows: Sequence[asyncpg.Record]) -> list[StoredEvent]:
+    # Up to a batch of thousands of rows: decoded in slices, so the live path keeps going.
+    pacer = Pacer()
+    events = []
+    for row in rows:
+        events.append(_stored(row))
+        await pacer.pause()
+    return events
 
 
 def _stored(row: asyncpg.Record) -> StoredEvent:

@@ -21,6 +21,7 @@ import structlog
 from events import merkle
 from events.checkpoints import Checkpoint, Signer
 from events.errors import CorruptLog
+from events.pacing import Pacer
 from events.records import StoredEvent
 from events.sql import Row, Sql, SqlDatabase
 
@@ -105,7 +106,9 @@ class AuditLogProjection:
         levels: list[int] = []
         indexes: list[int] = []
         hashes: list[bytes] = []
+        pacer = Pacer()
         for event in events:
+            await pacer.pause()
             if event.position != builder.size + 1:
                 raise CorruptLog(
                     f"merkle log: expected position {builder.size + 1}, got {event.position}"

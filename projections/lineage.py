@@ -38,6 +38,7 @@ from events.models import (
     SnapshotTagged,
     project_uuid,
 )
+from events.pacing import Pacer
 from events.records import StoredEvent
 from events.sql import Sql
 
@@ -123,7 +124,9 @@ class LineageProjection:
         nodes: list[tuple[Any, ...]] = []
         edges: list[tuple[str, str, str, int, bool]] = []
         named: dict[str, int] = {}
+        pacer = Pacer()
         for event in events:
+            await pacer.pause()
             relations = [
                 relation(event, index, parent) for index, parent in enumerate(event.parents)
             ]

@@ -41,6 +41,7 @@ from events.models import (
     project_stream,
     project_uuid,
 )
+from events.pacing import Pacer
 from events.records import StoredEvent
 from events.sql import Sql
 from events.store import EventStore
@@ -107,7 +108,9 @@ class ProjectsProjection:
 
     async def apply(self, tx: Sql, events: Sequence[StoredEvent]) -> None:
         batch = _Batch()
+        pacer = Pacer()
         for event in events:
+            await pacer.pause()
             project_id = project_uuid(event.stream_id)
             if project_id is None:
                 continue

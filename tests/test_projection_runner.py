@@ -4,6 +4,7 @@ failures, kills and rebuilds; read-your-writes; failures reported by /ready."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 
 import asyncpg
@@ -13,6 +14,7 @@ import pytest
 from collab.app import create_app
 from events import EventMetadata, NewEvent
 from events.models import DocUpdated
+from events.pacing import Pacer
 from events.postgres import PostgresEventStore
 from events.records import StoredEvent
 from events.sql import Sql
@@ -184,3 +186,61 @@ async def test_ready_reports_a_failing_projection_until_it_recovers(database_url
         )
         assert view.status_code == 200
         assert view.json()["name"] == "Stuck"
+
+
+class Settings:
+    """Records the commit setting of the transactions it folds in."""
+
+    name = "settings"
+    tables = ("tally",)
+
+    def __init__(self) -> None:
+        self.seen: set[str] = set()
+
+    async def apply(self, tx: Sql, events: Sequence[StoredEvent]) -> None:
+        self.seen.add(str(await tx.fetchval("show synchronous_commit")))
+
+    def forget(self) -> None:
+        """Nothing kept."""
+
+
+async def test_folds_do_not_wait_for_the_wal_flush_but_appends_do(store):
+    projection = Settings()
+    runner = ProjectionRunner(store, [projection], batch_size=500)
+    runner.start()
+    try:
+        assert await runner.wait(EVENTS, timeout(30))
+    finally:
+        await runner.stop()
+    assert projection.seen == {"off"}
+    # The setting is local to the fold's transaction: the pool's connections, which
+    # the appends use, keep the server's default.
+    async with store.transaction() as tx:
+        assert await tx.fetchval("show synchronous_commit") == "on"
+
+
+async def test_a_paced_loop_lets_other_tasks_run_while_it_works():
+    ran_during: list[float] = []
+    done = asyncio.Event()
+
+    async def other() -> None:
+        while not done.is_set():
+            ran_during.append(time.perf_counter())
+            await asyncio.sleep(0)
+
+    async def busy() -> float:
+        pacer = Pacer(0.001)
+        started = time.perf_counter()
+        while time.perf_counter() - started < 0.05:  # 50 ms of work
+            sum(range(200))
+            await pacer.pause()
+        done.set()
+        return started
+
+    task = asyncio.create_task(other())
+    await asyncio.sleep(0)
+    started = await busy()
+    await task
+    during = [moment for moment in ran_during if moment > started]
+    # Given way about every millisecond: the other task ran many times meanwhile.
+    assert len(during) >= 10
