@@ -264,8 +264,18 @@ async def test_exported_bundle_verifies_offline_and_catches_changes(database_url
     # Checkpoints every 10 events only: the last events of the bundle come after it.
     audit = _audit(tmp_path, checkpoint_seconds=600)
     async with running_server(database_url, audit=audit) as address, http(address) as client:
-        project, head = await _fill(client, address, 12)
+        project, _head = await _fill(client, address, 12)
         checkpoint = await _checkpoint(client, 10)
+        # A few more (fewer than the next checkpoint needs) come after it, however the
+        # audit log batched the first ones.
+        for n in range(3):
+            done = await edit(
+                client,
+                project,
+                [{"op": "update_track", "track_id": "bass", "fields": {"pan": n / 10}}],
+            )
+        head = int(done["position"])
+        assert (await client.get("/api/audit/checkpoint")).json() == checkpoint
         assert checkpoint["tree_size"] < head
         public_key = checkpoint["public_key"]
         exported = await asyncio.to_thread(
