@@ -52,6 +52,7 @@ from bench.harness import (  # noqa: E402
     fresh_database,
     machine_line,
     postgres_server,
+    stop,
 )
 from collab import protocol  # noqa: E402
 from events import EventMetadata, NewEvent  # noqa: E402
@@ -177,13 +178,7 @@ class Target:
     db_pids: Callable[[], list[int]] = list
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop(self.process)
 
 
 def _cpu_seconds(pid: int) -> float:

@@ -131,14 +131,13 @@ class LineageProjection:
                 relation(event, index, parent) for index, parent in enumerate(event.parents)
             ]
             head, seq, chained = chains.place(event, relations)
-            parents = "\n".join(
-                f"{parent} {why}" for parent, why in zip(event.parents, relations, strict=True)
-            )
-            free = len(event.parents) > (1 if chained else 0)
-            nodes.append((*_node(event), head, seq, parents, free))
+            parents: list[str] = []
             for index, (parent, why) in enumerate(zip(event.parents, relations, strict=True)):
+                parents.append(f"{parent} {why}")
                 edges.append((event.daid, parent, why, event.position, chained and index == 0))
                 named.setdefault(parent, event.position)
+            free = len(event.parents) > (1 if chained else 0)
+            nodes.append((*_node(event), head, seq, "\n".join(parents), free))
         await _insert_nodes(tx, nodes, known=True)
         external = [_external(daid, position) for daid, position in named.items()]
         await _insert_nodes(
