@@ -13,13 +13,15 @@ import tempfile
 import time
 import uuid
 import warnings
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 
 import asyncpg
 import httpx
 
 from events.postgres import PostgresEventStore
+from projections.progress import ProjectionProgress
+from projections.runner import Projection, ProjectionRunner
 
 
 @contextlib.contextmanager
@@ -96,12 +98,16 @@ async def wait_http(url: str, process: subprocess.Popen[bytes], seconds: float =
 
 
 @contextlib.asynccontextmanager
-async def collab_server(database_url: str) -> AsyncIterator[tuple[str, subprocess.Popen[bytes]]]:
-    """``collab serve`` as its own process on ``database_url``, on a free loopback port;
-    yields its base URL once ``/ready`` answers, and stops it afterwards."""
+async def collab_server(
+    database_url: str, **settings: str
+) -> AsyncIterator[tuple[str, subprocess.Popen[bytes]]]:
+    """``collab serve`` as its own process on ``database_url``, on a free loopback port,
+    with ``settings`` as environment variables; yields its base URL once ``/ready``
+    answers, and stops it afterwards."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("COLLAB_")}
     env.update(DATABASE_URL=database_url, COLLAB_LOG_LEVEL="warning", COLLAB_LOG_FORMAT="json")
+    env.update(settings)
     process = subprocess.Popen(
         [sys.executable, "-m", "collab.cli", "serve", "--port", str(port)],
         env=env,
@@ -125,3 +131,23 @@ def stop(process: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+async def fold_to_head(
+    store: PostgresEventStore, projections: Sequence[Projection], batch_size: int
+) -> float:
+    """A fresh runner folds the log from the projections' checkpoints to the head as it
+    is now; returns the seconds it took (start to every checkpoint at the head)."""
+    head = await store.head_position()
+    progress = ProjectionProgress(store, [p.name for p in projections])
+    await progress.start()
+    runner = ProjectionRunner(store, projections, batch_size=batch_size)
+    started = time.perf_counter()
+    runner.start()
+    try:
+        if not await progress.wait(head, 3600):
+            raise RuntimeError("the projections did not catch up within an hour")
+        return time.perf_counter() - started
+    finally:
+        await runner.stop()
+        await progress.stop()

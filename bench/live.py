@@ -177,6 +177,14 @@ class Target:
     metrics_url: str | None = None
     db_pids: Callable[[], list[int]] = list
 
+    def helper_pids(self) -> list[int]:
+        """The server's child processes (our projection worker)."""
+        pid = self.process.pid
+        with contextlib.suppress(OSError):
+            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+            return [int(child) for child in children]
+        return []
+
     def stop(self) -> None:
         stop(self.process)
 
@@ -204,8 +212,8 @@ def _postgres_pids() -> list[int]:
 
 
 @contextlib.asynccontextmanager
-async def ours(database_url: str) -> AsyncIterator[Target]:
-    async with collab_server(database_url) as (base, process):
+async def ours(database_url: str, projections: str = "worker") -> AsyncIterator[Target]:
+    async with collab_server(database_url, COLLAB_PROJECTIONS=projections) as (base, process):
         http = httpx.Client(base_url=base)
         port = base.rsplit(":", 1)[1]
 
@@ -338,10 +346,14 @@ class Result:
     server_cpu: float
     db_cpu: float | None
     rss_mib: float
+    #: the projection worker's CPU (None when the projections run in the server)
+    worker_cpu: float | None = None
 
     def line(self) -> str:
         durable = f", durable {self.durable_per_s:,.0f}/s" if self.durable_per_s is not None else ""
         db = f", db cpu {self.db_cpu:.0%}" if self.db_cpu is not None else ""
+        if self.worker_cpu is not None:
+            db += f", worker cpu {self.worker_cpu:.0%}"
         return (
             f"p50 {self.p50_ms:.1f} ms, p99 {self.p99_ms:.1f} ms, delivered {self.delivered:.1%},"
             f" sent {self.sent_per_s:,.0f}/s{durable}, server cpu {self.server_cpu:.0%}{db},"
@@ -401,6 +413,8 @@ async def _rooms_scenario(
     cpu_before = _cpu_seconds(target.process.pid)
     db_pids = target.db_pids()
     db_before = sum(_safe_cpu(pid) for pid in db_pids)
+    helpers = target.helper_pids()
+    helpers_before = sum(_safe_cpu(pid) for pid in helpers)
     began = time.perf_counter()
     start = began + 0.2
     await asyncio.gather(
@@ -414,6 +428,8 @@ async def _rooms_scenario(
     elapsed = time.perf_counter() - began
     cpu = (_cpu_seconds(target.process.pid) - cpu_before) / elapsed
     db_cpu = (sum(_safe_cpu(pid) for pid in db_pids) - db_before) / elapsed if db_pids else None
+    helper_cpu = sum(_safe_cpu(pid) for pid in helpers) - helpers_before
+    worker_cpu = helper_cpu / elapsed if helpers else None
     committed_after = await _committed(target)
     rss = _rss_mib(target.process.pid)
     await asyncio.gather(*(client.close() for client in everyone))
@@ -436,6 +452,7 @@ async def _rooms_scenario(
         server_cpu=cpu,
         db_cpu=db_cpu,
         rss_mib=rss,
+        worker_cpu=worker_cpu,
     )
 
 
@@ -483,13 +500,15 @@ def _summary(name: str, results: list[Result]) -> str:
     p50 = statistics.median(r.p50_ms for r in results)
     p99 = statistics.median(r.p99_ms for r in results)
     cpu = statistics.median(r.server_cpu for r in results)
+    workers = [r.worker_cpu for r in results if r.worker_cpu is not None]
+    extra_cpu = f", worker cpu {statistics.median(workers):.0%}" if workers else ""
     rss = statistics.median(r.rss_mib for r in results)
     delivered = statistics.median(r.delivered for r in results)
     durable = [r.durable_per_s for r in results if r.durable_per_s is not None]
     extra = f", durable {statistics.median(durable):,.0f}/s" if durable else ""
     return (
         f"{name}: median of {len(results)}: p50 {p50:.1f} ms, p99 {p99:.1f} ms,"
-        f" delivered {delivered:.1%}{extra}, server cpu {cpu:.0%}, rss {rss:.0f} MiB"
+        f" delivered {delivered:.1%}{extra}, server cpu {cpu:.0%}{extra_cpu}, rss {rss:.0f} MiB"
     )
 
 
@@ -500,6 +519,12 @@ async def main() -> None:
     parser.add_argument("--peers", action="store_true", help="also run the peer servers")
     parser.add_argument("--only", default="daw,fanout,join")
     parser.add_argument("--rooms", default="25,50,75,100", help="room counts of the DAW sweep")
+    parser.add_argument(
+        "--projections",
+        default="worker",
+        help="where our server folds its projections (COLLAB_PROJECTIONS): worker, inline,"
+        " none; several, comma-separated, alternate run by run",
+    )
     args = parser.parse_args()
     only = set(args.only.split(","))
     duration = 3.0 if args.quick else 10.0
@@ -514,23 +539,30 @@ async def main() -> None:
         python, node_server = ensure_peers()
         targets += [lambda: pycrdt_websocket(python), lambda: y_websocket(node_server)]
 
-    async def run_ours(scenario: Callable[[Target], object]) -> Result:
-        async with fresh_database(server_url, migrated=True) as url, ours(url) as target:
+    modes = args.projections.split(",")
+
+    async def run_ours(scenario: Callable[[Target], object], mode: str) -> Result:
+        async with fresh_database(server_url, migrated=True) as url, ours(url, mode) as target:
             return await scenario(target)  # type: ignore[misc]
+
+    async def ours_runs(label: str, scenario: Callable[[Target], object]) -> None:
+        """``args.runs`` runs of each projection mode, alternating (the machine drifts)."""
+        results: dict[str, list[Result]] = {mode: [] for mode in modes}
+        for index in range(args.runs):
+            for mode in modes:
+                result = await run_ours(scenario, mode)
+                results[mode].append(result)
+                print(f"  {label}, ours ({mode}), run {index + 1}: {result.line()}", flush=True)
+        for mode in modes:
+            print(_summary(f"{label}, ours ({mode})", results[mode]), flush=True)
 
     try:
         if "daw" in only:
             for rooms in sweep:
-                results = []
-                for index in range(args.runs):
-                    result = await run_ours(
-                        lambda t, r=rooms: _rooms_scenario(t, r, 4, 4, 10.0, duration)
-                    )
-                    results.append(result)
-                    print(
-                        f"  daw {rooms} rooms, ours, run {index + 1}: {result.line()}", flush=True
-                    )
-                print(_summary(f"daw {rooms} rooms x 4 clients, ours", results), flush=True)
+                await ours_runs(
+                    f"daw {rooms} rooms x 4 clients",
+                    lambda t, r=rooms: _rooms_scenario(t, r, 4, 4, 10.0, duration),
+                )
             for make in targets:
                 for rooms in sweep:
                     results = []
@@ -547,12 +579,9 @@ async def main() -> None:
                         flush=True,
                     )
         if "fanout" in only:
-            results = []
-            for index in range(args.runs):
-                result = await run_ours(lambda t: _rooms_scenario(t, 1, 201, 1, 50.0, duration))
-                results.append(result)
-                print(f"  fanout, ours, run {index + 1}: {result.line()}", flush=True)
-            print(_summary("fanout 1 -> 200 at 50/s, ours", results), flush=True)
+            await ours_runs(
+                "fanout 1 -> 200 at 50/s", lambda t: _rooms_scenario(t, 1, 201, 1, 50.0, duration)
+            )
             for make in targets:
                 results = []
                 for index in range(args.runs):

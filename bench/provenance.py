@@ -43,6 +43,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bench.harness import (
     collab_server,
+    fold_to_head,
     fresh_database,
     machine_line,
     percentile,
@@ -58,7 +59,7 @@ from events.store import AppendRequest
 from projections.audit_log import AuditLogProjection
 from projections.lineage import LineageProjection
 from projections.lineage_reads import walk
-from projections.runner import ProjectionRunner, apply_batch, rebuild, reset
+from projections.runner import apply_batch, rebuild, reset
 
 META = EventMetadata(actor="bench", agent_id="bench")
 EVERYTHING = 2**62
@@ -230,15 +231,7 @@ async def _sealing_part(url: str, args: argparse.Namespace) -> None:
 
             projection = AuditLogProjection(signer, checkpoint_every=1000, checkpoint_seconds=3600)
             await reset(store, projection)
-            runner = ProjectionRunner(store, [projection], batch_size=5000)
-            started = time.perf_counter()
-            runner.start()
-            try:
-                if not await runner.wait(head, 3600):
-                    raise RuntimeError("audit log did not catch up")
-            finally:
-                await runner.stop()
-            catch_up.append(head / (time.perf_counter() - started))
+            catch_up.append(head / await fold_to_head(store, [projection], 5000))
             print(
                 f"run {run + 1}: {head} events; in memory {memory[-1]:,.0f}/s;"
                 f" sealing fold {fold[-1]:,.0f}/s; catch-up with reads {catch_up[-1]:,.0f}/s"

@@ -36,7 +36,7 @@ import pycrdt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.harness import fresh_database, machine_line, percentile, postgres_server
+from bench.harness import fold_to_head, fresh_database, machine_line, percentile, postgres_server
 from collab import document
 from collab import logging as collab_logging
 from collab.config import ReadSettings
@@ -46,7 +46,6 @@ from events.postgres import PostgresEventStore
 from events.store import AppendRequest
 from projections import project_reads
 from projections.projects import ProjectsProjection
-from projections.runner import ProjectionRunner
 
 META = EventMetadata(actor="bench", agent_id="bench")
 
@@ -153,15 +152,7 @@ async def _fill(store: PostgresEventStore, projects: int, events: int, seed: int
 async def _fold_all(store: PostgresEventStore, batch: int) -> float:
     """A fresh runner folds the whole log; events/s from start to caught up."""
     head = await store.head_position()
-    runner = ProjectionRunner(store, [ProjectsProjection(store)], batch_size=batch)
-    started = time.perf_counter()
-    runner.start()
-    try:
-        if not await runner.wait(head, 3600):
-            raise RuntimeError("projection did not catch up")
-    finally:
-        await runner.stop()
-    return head / (time.perf_counter() - started)
+    return head / await fold_to_head(store, [ProjectsProjection(store)], batch)
 
 
 async def _read_only(store: PostgresEventStore, batch: int) -> float:

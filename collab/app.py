@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import gc
 from collections.abc import AsyncIterator
@@ -17,19 +16,17 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 
-from collab import api, audit_api, lineage_api, openapi, projects_api, provenance_api, ws
+from collab import api, audit_api, lineage_api, openapi, projects_api, provenance_api, worker, ws
 from collab.audit_key import load_or_create
 from collab.config import AuditSettings, LiveSettings, ReadSettings
 from collab.live import Live
 from collab.metrics import Metrics
 from collab.middleware import RequestContextMiddleware
+from collab.worker import ProjectionWorker
 from events.checkpoints import Signer
 from events.errors import EventStoreError
 from events.postgres import PostgresEventStore
-from projections.audit_log import AuditLogProjection
-from projections.lineage import LineageProjection
-from projections.projects import ProjectsProjection
-from projections.runner import ProjectionRunner
+from projections.progress import ProjectionProgress
 
 log = structlog.get_logger("collab.app")
 
@@ -54,45 +51,38 @@ def create_app(
             database_url, max_size=pool_size, poll_interval=poll_interval
         )
         try:
-            await store.migrate()
-            app.state.store = store
-            app.state.read_settings = read_settings
-            app.state.signer = _signer(audit_settings)
-            app.state.audit_log = AuditLogProjection(
-                app.state.signer,
-                checkpoint_every=audit_settings.checkpoint_every,
-                checkpoint_seconds=audit_settings.checkpoint_seconds,
-            )
-            app.state.projections = ProjectionRunner(
-                store,
-                [
-                    ProjectsProjection(store, state_every=read_settings.state_every),
-                    LineageProjection(),
-                    app.state.audit_log,
-                ],
-                batch_size=read_settings.projection_batch,
-            )
-            app.state.projections.start()
-            sealing = asyncio.create_task(
-                _seal_quiet_log(app.state.audit_log, store, audit_settings.checkpoint_seconds),
-                name="audit-sealing",
-            )
-            app.state.live = Live(store, live_settings, Metrics())
-            app.state.live.start(ws.watchdog)
-            # What exists now lives as long as the server: keep it out of the cyclic
-            # collector's full passes, which otherwise walk every module, schema and
-            # cache and show up as 20-30 ms stalls in request latency (measured on
-            # lineage walks, docs/benchmarks.md).
-            gc.freeze()
-            log.info("server ready for requests")
-            try:
+            async with contextlib.AsyncExitStack() as stack:
+                await store.migrate()
+                key = _audit_key(audit_settings)
+                app.state.store = store
+                app.state.read_settings = read_settings
+                app.state.signer = Signer(key)
+                app.state.projections = await _projections(
+                    stack,
+                    store=store,
+                    key=key,
+                    poll_interval=poll_interval,
+                    read=read_settings,
+                    audit=audit_settings,
+                )
+                app.state.projection_worker = await _worker(
+                    stack,
+                    database_url=database_url,
+                    key=key,
+                    poll_interval=poll_interval,
+                    read=read_settings,
+                    audit=audit_settings,
+                )
+                app.state.live = Live(store, live_settings, Metrics())
+                app.state.live.start(ws.watchdog)
+                stack.push_async_callback(app.state.live.close)
+                # What exists now lives as long as the server: keep it out of the cyclic
+                # collector's full passes, which otherwise walk every module, schema and
+                # cache and show up as 20-30 ms stalls in request latency (measured on
+                # lineage walks, docs/benchmarks.md).
+                gc.freeze()
+                log.info("server ready for requests", projections=read_settings.projections)
                 yield
-            finally:
-                sealing.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await sealing
-                await app.state.live.close()
-                await app.state.projections.stop()
         finally:
             await store.close()
             log.info("store closed")
@@ -119,24 +109,48 @@ def create_app(
     )
 
 
-def _signer(settings: AuditSettings) -> Signer:
+def _audit_key(settings: AuditSettings) -> Ed25519PrivateKey:
     if settings.key_file is None:
         log.warning("audit checkpoints are signed with a throwaway key (no key file set)")
-        return Signer(Ed25519PrivateKey.generate())
-    return Signer(load_or_create(settings.key_file))
+        return Ed25519PrivateKey.generate()
+    return load_or_create(settings.key_file)
 
 
-async def _seal_quiet_log(
-    audit: AuditLogProjection, store: PostgresEventStore, every: float
-) -> None:
-    """Checkpoint events that arrived after the last batch was sealed, once they are old
-    enough (a busy log gets checkpoints from the projection itself)."""
-    while True:
-        await asyncio.sleep(max(0.05, every / 4))
-        try:
-            await audit.seal_due(store)
-        except EventStoreError as exc:
-            log.warning("audit sealing failed; will retry", error=str(exc))
+async def _projections(
+    stack: contextlib.AsyncExitStack,
+    *,
+    store: PostgresEventStore,
+    key: Ed25519PrivateKey,
+    poll_interval: float,
+    read: ReadSettings,
+    audit: AuditSettings,
+) -> ProjectionProgress:
+    """Follow the projections' progress; fold them here too when they run inline."""
+    progress = ProjectionProgress(store, worker.NAMES, poll_interval=poll_interval)
+    await progress.start()
+    stack.push_async_callback(progress.stop)
+    if read.projections == "inline":
+        await stack.enter_async_context(worker.folding(store, read, audit, Signer(key)))
+    return progress
+
+
+async def _worker(
+    stack: contextlib.AsyncExitStack,
+    *,
+    database_url: str,
+    key: Ed25519PrivateKey,
+    poll_interval: float,
+    read: ReadSettings,
+    audit: AuditSettings,
+) -> ProjectionWorker | None:
+    if read.projections != "worker":
+        return None
+    process = ProjectionWorker(
+        database_url, poll_interval=poll_interval, read=read, audit=audit, key=key
+    )
+    await process.start()
+    stack.push_async_callback(process.stop)
+    return process
 
 
 async def health(_request: Request) -> Response:
@@ -147,26 +161,43 @@ async def health(_request: Request) -> Response:
 async def ready(request: Request) -> Response:
     """The database answers and its schema is current; 503 with the reason otherwise."""
     store: PostgresEventStore = request.app.state.store
-    runner: ProjectionRunner = request.app.state.projections
+    progress: ProjectionProgress = request.app.state.projections
     try:
         await store.ping()
         status = await store.migration_status()
-        projection_status = await runner.status()
+        projection_status = await progress.status()
     except EventStoreError as exc:
         return JSONResponse({"status": "unavailable", "reason": str(exc)}, status_code=503)
     if not status.current:
         reason = f"migrations pending: {list(status.pending)}"
         return JSONResponse({"status": "unavailable", "reason": reason}, status_code=503)
     projections = {
-        p.name: {"state": p.state, "position": p.position, "lag": p.lag, "error": p.error}
+        p.name: {
+            "state": p.state,
+            "position": p.position,
+            "lag": p.lag,
+            "error": p.error,
+            "failures": p.failures,
+        }
         for p in projection_status
     }
-    body = {
+    settings: ReadSettings = request.app.state.read_settings
+    body: dict[str, object] = {
         "status": "ready",
         "database": "ok",
         "schema_version": max(status.applied),
+        "projections_run": settings.projections,
         "projections": projections,
     }
+    process: ProjectionWorker | None = request.app.state.projection_worker
+    if process is not None:
+        body["projection_worker"] = {"pid": process.pid, "last_exit_code": process.exit_code}
+        if not process.running:
+            body["status"] = "unavailable"
+            body["reason"] = (
+                f"projection worker not running (it exited with {process.exit_code}); restarting it"
+            )
+            return JSONResponse(body, status_code=503)
     failing = [name for name, p in projections.items() if p["state"] == "failing"]
     if failing:
         # Reads would be stale or time out: say so rather than look healthy.

@@ -1,5 +1,5 @@
 """The ``collab`` command: serve, migrate, audit verify|export|public-key, projections
-status|rebuild.
+status|run|rebuild.
 
 Every command reads the same settings (flags, then ``COLLAB_*`` / ``DATABASE_URL``
 environment variables, then defaults), so ``COLLAB_DATA_DIR=D collab audit verify``
@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -24,6 +27,7 @@ import typer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from collab import logging as collab_logging
+from collab import worker
 from collab.audit_key import KeyFileError, load_or_create
 from collab.config import (
     ConfigError,
@@ -39,6 +43,7 @@ from events import merkle
 from events.checkpoints import (
     CheckpointError,
     CheckpointVerifier,
+    Signer,
     parse_public_key,
     public_key_text,
     verify_all,
@@ -48,9 +53,8 @@ from events.integrity import Break
 from events.postgres import PostgresEventStore, VerifyReport
 from projections import audit_log
 from projections.audit_log import AuditLogProjection
-from projections.lineage import LineageProjection
-from projections.projects import ProjectsProjection
-from projections.runner import Projection, load_checkpoint, rebuild
+from projections.progress import ProjectionProgress, ProjectionStatus
+from projections.runner import Projection, rebuild
 
 EXIT_BROKEN = 1
 EXIT_CONFIG = 2
@@ -64,7 +68,7 @@ app = typer.Typer(
 audit_app = typer.Typer(help="Integrity checks of the event log.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
 projections_app = typer.Typer(
-    help="Read models folded from the log: status and rebuild.", no_args_is_help=True
+    help="Read models folded from the log: status, run and rebuild.", no_args_is_help=True
 )
 app.add_typer(projections_app, name="projections")
 
@@ -342,30 +346,83 @@ def audit_public_key(data_dir: DataDir = None) -> None:
 
 def _projections(store: PostgresEventStore, settings: Settings) -> list[Projection]:
     # Only the server signs checkpoints; a rebuild here checks the roots it passes.
-    return [
-        ProjectsProjection(store, state_every=settings.state_every),
-        LineageProjection(),
-        AuditLogProjection(None),
-    ]
+    return worker.build(store, read_settings(settings), AuditLogProjection(None))
 
 
 @projections_app.command("status")
 def projections_status(data_dir: DataDir = None) -> None:
-    """Position and lag of each projection."""
+    """Position, lag and state of each projection."""
     settings = _settings(data_dir=data_dir)
     database = _database(settings)
 
-    async def run(store: PostgresEventStore) -> list[tuple[str, int, int]]:
+    async def run(store: PostgresEventStore) -> list[ProjectionStatus]:
         await _require_schema(store)
-        head = await store.head_position()
-        rows = []
-        for projection in _projections(store, settings):
-            async with store.transaction() as tx:
-                rows.append((projection.name, await load_checkpoint(tx, projection.name), head))
-        return rows
+        return await ProjectionProgress(store, worker.NAMES).status()
 
-    for name, position, head in _with_store(database, run, "collab: cannot read projections"):
-        typer.echo(f"{name}: position {position} of {head}, lag {head - position}")
+    for status in _with_store(database, run, "collab: cannot read projections"):
+        line = f"{status.name}: position {status.position} of {status.head}, lag {status.lag}"
+        line += f", {status.state}"
+        if status.error:
+            line += f" ({status.failures} failures in a row, last: {status.error})"
+        typer.echo(line)
+
+
+@projections_app.command("run")
+def projections_run(
+    nice: Annotated[
+        int, typer.Option(min=0, max=19, help="Lower this process's CPU priority by this much")
+    ] = 0,
+    supervised: Annotated[  # noqa: FBT002 - typer reads options from the signature
+        bool,
+        typer.Option(
+            hidden=True,
+            help="Started by a server: the signing key comes on stdin, which closing stops us",
+        ),
+    ] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Fold the log into the read models until stopped (SIGTERM or Ctrl-C).
+
+    For servers started with COLLAB_PROJECTIONS=none; several may run at once (each
+    batch is folded by one of them). Signs audit checkpoints with the key file of
+    the data dir, like the server.
+    """
+    settings = _settings(data_dir=data_dir)
+    os.nice(nice)
+    if supervised:
+        key = worker.read_key_line(sys.stdin.buffer.readline())
+    else:
+        key_file = audit_settings(settings).key_file
+        assert key_file is not None  # noqa: S101 - the CLI always names one
+        try:
+            key = load_or_create(key_file)
+        except KeyFileError as exc:
+            typer.echo(f"collab: {exc}", err=True)
+            raise typer.Exit(EXIT_CONFIG) from None
+    database = _database(settings)
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        if supervised:
+            worker.stop_when_stdin_closes(loop, stop)
+        else:
+            loop.add_signal_handler(signal.SIGINT, stop.set)
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        await worker.run(
+            database.url,
+            poll_interval=settings.poll_interval,
+            read=read_settings(settings),
+            audit=audit_settings(settings),
+            signer=Signer(key),
+            stop=stop,
+        )
+
+    try:
+        asyncio.run(run())
+    except EventStoreError as exc:
+        typer.echo(f"collab: projections stopped: {exc}", err=True)
+        raise typer.Exit(EXIT_UNAVAILABLE) from None
 
 
 @projections_app.command("rebuild")

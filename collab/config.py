@@ -9,6 +9,8 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+ProjectionMode = Literal["worker", "inline", "none"]
+
 
 @dataclass(frozen=True, slots=True)
 class LiveSettings:
@@ -37,6 +39,11 @@ class ReadSettings:
     state_every: int = 500
     #: events folded per projection transaction (catching up folds full batches)
     projection_batch: int = 5000
+    #: where the projections run: a worker process the server supervises, the
+    #: server's own event loop, or elsewhere (``collab projections run``)
+    projections: ProjectionMode = "worker"
+    #: how much lower the worker's CPU priority is than the server's (``nice``)
+    projection_nice: int = 10
 
 
 _READ = ReadSettings()
@@ -89,6 +96,10 @@ class Settings(BaseSettings):
     state_every: int = Field(default=_READ.state_every, ge=10, le=1_000_000)
     #: events folded per projection transaction
     projection_batch: int = Field(default=_READ.projection_batch, ge=1, le=100_000)
+    #: where the projections run: worker (a process of their own), inline, none
+    projections: ProjectionMode = _READ.projections
+    #: how much lower the projection worker's CPU priority is (nice, 0-19)
+    projection_nice: int = Field(default=_READ.projection_nice, ge=0, le=19)
 
     #: PEM file of the Ed25519 key signing audit checkpoints (default: in the data dir)
     audit_key_file: Path | None = None
@@ -148,6 +159,8 @@ def read_settings(settings: Settings) -> ReadSettings:
         projection_wait=settings.projection_wait,
         state_every=settings.state_every,
         projection_batch=settings.projection_batch,
+        projections=settings.projections,
+        projection_nice=settings.projection_nice,
     )
 
 

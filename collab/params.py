@@ -18,7 +18,7 @@ from collab.config import ReadSettings
 from events.models import project_stream
 from events.postgres import PostgresEventStore
 from projections import project_reads
-from projections.runner import ProjectionRunner
+from projections.progress import ProjectionProgress
 
 
 def store_of(request: Request) -> PostgresEventStore:
@@ -31,9 +31,9 @@ def settings_of(request: Request) -> ReadSettings:
     return settings
 
 
-def runner_of(request: Request) -> ProjectionRunner:
-    runner: ProjectionRunner = request.app.state.projections
-    return runner
+def progress_of(request: Request) -> ProjectionProgress:
+    progress: ProjectionProgress = request.app.state.projections
+    return progress
 
 
 def project_id_of(request: Request) -> str:
@@ -90,13 +90,13 @@ async def caught_up(request: Request) -> None:
     position = int_param(request, "min_position", 0, 0, 2**62)
     if position == 0:
         return
-    runner = runner_of(request)
+    progress = progress_of(request)
     wait = settings_of(request).projection_wait
-    if not await runner.wait(position, wait):
+    if not await progress.wait(position, wait):
         raise ApiError(
             503,
             f"read models have not reached position {position} within {wait:g} s"
-            f" (they are at {runner.position()}); retry later",
+            f" (they are at {progress.position()}); retry later",
         )
 
 
@@ -114,7 +114,8 @@ async def view_at(request: Request, project_id: str, version: int) -> dict[str, 
     store = store_of(request)
     folded = await project_reads.project_version(store.queries, project_id)
     if folded is None or folded < version:
-        runner = runner_of(request)
-        if not await runner.wait(await store.head_position(), settings_of(request).projection_wait):
+        progress = progress_of(request)
+        head = await store.head_position()
+        if not await progress.wait(head, settings_of(request).projection_wait):
             raise ApiError(503, f"read models have not folded version {version} yet; retry")
     return await project_reads.view_at(store.queries, project_id, version)

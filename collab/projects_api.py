@@ -24,8 +24,8 @@ from collab.params import (
     field_error,
     int_param,
     known_version,
+    progress_of,
     project_id_of,
-    runner_of,
     settings_of,
     store_of,
     view_at,
@@ -251,7 +251,7 @@ async def rollback(request: Request) -> Response:
         if body.snapshot is not None:
             # A tag made just before must be visible: read the model at the log's head.
             head = await store.head_position()
-            if not await runner_of(request).wait(head, settings_of(request).projection_wait):
+            if not await progress_of(request).wait(head, settings_of(request).projection_wait):
                 raise ApiError(503, "read models are behind the log; retry later")
             tagged = await project_reads.snapshot(store.queries, project_id, body.snapshot)
             if tagged is None:

@@ -667,13 +667,22 @@ class PostgresEventStore:
         def notified(*_args: object) -> None:
             wakeup.set()
 
+        return await self._listener(NOTIFY_CHANNEL, notified, notified)
+
+    async def _listener(
+        self,
+        channel: str,
+        on_payload: Callable[[object, object, object, object], None],
+        on_lost: Callable[[object], None],
+    ) -> asyncpg.Connection | None:
+        """A connection LISTENing on ``channel``, or None (logged) when there is none."""
         try:
             conn: asyncpg.Connection = await asyncpg.connect(self._dsn, timeout=5)
         except _CONNECTION_ERRORS as exc:
             log.warning("cannot LISTEN; polling until it can", error=f"{type(exc).__name__}")
             return None
         try:
-            await conn.add_listener(NOTIFY_CHANNEL, notified)
+            await conn.add_listener(channel, on_payload)
         except _CONNECTION_ERRORS as exc:
             conn.terminate()
             log.warning("cannot LISTEN; polling until it can", error=f"{type(exc).__name__}")
@@ -682,8 +691,41 @@ class PostgresEventStore:
             conn.terminate()  # cancelled while subscribing: do not leak the connection
             raise
         # A dropped listener wakes the loop at once, which reconnects it.
-        conn.add_termination_listener(notified)
+        conn.add_termination_listener(on_lost)
         return conn
+
+    async def notifications(self, channel: str) -> AsyncGenerator[str | None, None]:
+        """The payloads of NOTIFY on ``channel``, forever.
+
+        ``None`` comes first and after every reconnection: notifications sent while no
+        connection listened are lost, so the consumer should look at what they were
+        about. While the database is away this retries every ``poll_interval``.
+        """
+        # payloads, or None once the connection is gone
+        queue: asyncio.Queue[str | None] = asyncio.Queue()
+        listener: asyncpg.Connection | None = None
+
+        def payload(_conn: object, _pid: object, _channel: object, text: object) -> None:
+            queue.put_nowait(str(text))
+
+        def dropped(_conn: object) -> None:
+            queue.put_nowait(None)
+
+        try:
+            while True:
+                listener = await self._listener(channel, payload, dropped)
+                if listener is None:
+                    await asyncio.sleep(self._poll_interval)
+                    continue
+                yield None
+                while isinstance(item := await queue.get(), str):
+                    yield item
+                listener.terminate()
+                listener = None
+        finally:
+            if listener is not None and not listener.is_closed():
+                with contextlib.suppress(*_CONNECTION_ERRORS):
+                    await listener.close(timeout=2)
 
     # -- read models (the SQL port) ------------------------------------------------------
 

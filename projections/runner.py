@@ -9,12 +9,10 @@ there: no event is applied twice or skipped.
 
 If the checkpoint moved underneath (``collab projections rebuild``, or another node
 running the same projection got there first) the batch is abandoned and reading
-resumes from the stored checkpoint. Any other failure is logged, shown by
-:meth:`ProjectionRunner.status` (and ``/ready``), and the same batch is retried with
-a growing delay; nothing after it is applied before it succeeds.
-
-:meth:`ProjectionRunner.wait` gives read-your-writes: the API passes the position an
-append returned and gets an answer once every projection has folded it.
+resumes from the stored checkpoint. Any other failure is logged, written to the
+checkpoint row (state ``failing``, the error, the failure count: what ``/ready``
+shows, through :mod:`projections.progress`), and the same batch is retried with a
+growing delay; nothing after it is applied before it succeeds.
 """
 
 from __future__ import annotations
@@ -23,8 +21,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Final, Literal, Protocol
+from typing import Final, Protocol
 
 import structlog
 
@@ -32,10 +29,9 @@ from events.errors import EventStoreError
 from events.records import StoredEvent
 from events.sql import Sql, SqlDatabase
 from events.store import EventStore
+from projections.progress import State
 
 log = structlog.get_logger("projections.runner")
-
-State = Literal["starting", "running", "failing", "stopped"]
 
 #: seconds a runner at the head of the log waits before reading again (what a read
 #: with ``min_position`` may wait more than the fold itself)
@@ -76,20 +72,6 @@ class CheckpointMoved(Exception):
         )
 
 
-@dataclass(frozen=True, slots=True)
-class ProjectionStatus:
-    name: str
-    state: State
-    position: int
-    head: int
-    error: str | None
-    failures: int
-
-    @property
-    def lag(self) -> int:
-        return max(0, self.head - self.position)
-
-
 async def load_checkpoint(tx: Sql, name: str) -> int:
     await tx.execute(
         "insert into projection_checkpoints (name) values ($1) on conflict (name) do nothing",
@@ -125,9 +107,19 @@ async def _lock_checkpoint(tx: Sql, name: str, start: int) -> None:
 
 
 async def apply_batch(
-    store: SqlDatabase, projection: Projection, events: Sequence[StoredEvent], start: int
+    store: SqlDatabase,
+    projection: Projection,
+    events: Sequence[StoredEvent],
+    start: int,
+    *,
+    running: bool = True,
 ) -> None:
-    """Fold ``events`` (which follow position ``start``) and move the checkpoint."""
+    """Fold ``events`` (which follow position ``start``) and move the checkpoint.
+
+    The row then says the projection is ``running`` (no error), or, for a one-off
+    fold such as a rebuild (``running=False``), keeps its state, unless that was
+    ``failing``: the failed batch is folded now, and nothing is running it.
+    """
     try:
         async with store.transaction() as tx:
             # Read models are derived: if a crash loses the last commits, it loses their
@@ -137,10 +129,12 @@ async def apply_batch(
             await _lock_checkpoint(tx, projection.name, start)
             await projection.apply(tx, events)
             await tx.execute(
-                "update projection_checkpoints set position = $2, updated_at = now()"
-                " where name = $1",
+                "update projection_checkpoints set position = $2, updated_at = now(),"
+                " error = null, failures = 0, state = case when $3 then 'running'"
+                " when state = 'failing' then 'stopped' else state end where name = $1",
                 projection.name,
                 events[-1].position,
+                running,
             )
     except BaseException:
         projection.forget()
@@ -167,7 +161,7 @@ async def rebuild(
         if not events:
             break
         try:
-            await apply_batch(store, projection, events, position)
+            await apply_batch(store, projection, events, position, running=False)
         except CheckpointMoved as exc:
             position = exc.stored
         else:
@@ -192,7 +186,6 @@ class _Runner:
         self.position = 0
         self.error: str | None = None
         self.failures = 0
-        self.moved = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
 
     async def run(self) -> None:
@@ -200,13 +193,19 @@ class _Runner:
         while True:
             try:
                 async with self.store.transaction() as tx:
-                    self._advance(await load_checkpoint(tx, self.projection.name))
+                    self.position = await load_checkpoint(tx, self.projection.name)
+                    # A failing batch stays failing until it folds.
+                    await tx.execute(
+                        "update projection_checkpoints set state = 'running'"
+                        " where name = $1 and state <> 'failing'",
+                        self.projection.name,
+                    )
                 if self.state != "failing":
                     self.state = "running"
                 await self._follow()
             except EventStoreError as exc:
                 # Reading the checkpoint failed (database away): same back-off.
-                self._failed(exc)
+                await self._failed(exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
 
@@ -252,7 +251,7 @@ class _Runner:
                 )
                 return False
             except Exception as exc:  # noqa: BLE001 - any failure is retried, never skipped
-                self._failed(exc)
+                await self._failed(exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
                 continue
@@ -262,7 +261,7 @@ class _Runner:
                 "projection running", projection=self.projection.name, position=batch[-1].position
             )
         self.state, self.error = "running", None
-        self._advance(batch[-1].position)
+        self.position = batch[-1].position
         log.debug(
             "batch folded",
             projection=self.projection.name,
@@ -272,12 +271,7 @@ class _Runner:
         )
         return True
 
-    def _advance(self, position: int) -> None:
-        self.position = position
-        self.moved.set()
-        self.moved = asyncio.Event()
-
-    def _failed(self, exc: BaseException) -> None:
+    async def _failed(self, exc: BaseException) -> None:
         self.state = "failing"
         self.failures += 1
         self.error = f"{type(exc).__name__}: {exc}"
@@ -289,6 +283,15 @@ class _Runner:
             error=self.error,
             exc_info=exc if not isinstance(exc, EventStoreError) else None,
         )
+        # For readers in other processes; when the database itself is the failure they
+        # learn that from it.
+        with contextlib.suppress(EventStoreError):
+            await self.store.queries.execute(
+                "update projection_checkpoints set state = 'failing', error = $2,"
+                " failures = failures + 1 where name = $1",
+                self.projection.name,
+                self.error,
+            )
 
 
 class ProjectionRunner:
@@ -320,28 +323,11 @@ class ProjectionRunner:
                     await runner.task
                 runner.task = None
             runner.state = "stopped"
-
-    def position(self, name: str | None = None) -> int:
-        """The position every projection (or the named one) has folded."""
-        runners = [self._runners[name]] if name else list(self._runners.values())
-        return min((r.position for r in runners), default=0)
-
-    async def wait(self, position: int, within: float, name: str | None = None) -> bool:
-        """True once the projections have folded ``position``; False after ``within`` s."""
-        runners = [self._runners[name]] if name else list(self._runners.values())
-        deadline = time.monotonic() + within
-        for runner in runners:
-            while runner.position < position:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(runner.moved.wait(), remaining)
-        return True
-
-    async def status(self) -> list[ProjectionStatus]:
-        head = await self._store.head_position()
-        return [
-            ProjectionStatus(name, r.state, r.position, head, r.error, r.failures)
-            for name, r in self._runners.items()
-        ]
+        # Best effort, and only what this process stopped: another process running
+        # the same projections marks them running again with its next batch.
+        with contextlib.suppress(EventStoreError):
+            await self._store.queries.execute(
+                "update projection_checkpoints set state = 'stopped'"
+                " where name = any($1::text[]) and state = 'running'",
+                self.names,
+            )

@@ -69,6 +69,17 @@ async def running_server(
         await asyncio.wait_for(task, timeout(30))
 
 
+async def projections_running(address: str) -> None:
+    """Wait until /ready says every projection runs (the worker takes a moment)."""
+
+    async def running() -> bool:
+        async with httpx.AsyncClient(base_url=f"http://{address}") as http:
+            body = (await http.get("/ready")).json()
+        return {p["state"] for p in body["projections"].values()} == {"running"}
+
+    await eventually(running, 30, "the projections did not start")
+
+
 async def create_project(address: str, name: str = "Song") -> str:
     async with httpx.AsyncClient(base_url=f"http://{address}") as http:
         response = await http.post("/api/projects", json={"name": name})

@@ -42,7 +42,10 @@ def _run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _wait_ready(port: int, process: subprocess.Popen[str]) -> httpx.Response:
+def _wait_ready(
+    port: int, process: subprocess.Popen[str], *, folding: bool = False
+) -> httpx.Response:
+    """/ready once it answers 200 (and, with ``folding``, every projection runs)."""
     deadline = time.monotonic() + timeout(120)
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -52,10 +55,17 @@ def _wait_ready(port: int, process: subprocess.Popen[str]) -> httpx.Response:
         except httpx.TransportError:
             time.sleep(0.2)
             continue
-        if response.status_code == 200:
+        states = {p["state"] for p in response.json().get("projections", {}).values()}
+        if response.status_code == 200 and (not folding or states == {"running"}):
             return response
         time.sleep(0.2)
     raise AssertionError("serve never became ready")
+
+
+def _niceness(pid: int) -> int:
+    # /proc/PID/stat: the 19th field; the command name (2nd) is in parentheses
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[16])
 
 
 def _stop(process: subprocess.Popen[str]) -> tuple[int, str]:
@@ -96,16 +106,22 @@ def test_serve_with_embedded_database(tmp_path):
     port = free_port()
     process = _serve(data_dir, port)
     try:
-        ready = _wait_ready(port, process)
-        assert ready.json() == {
+        ready = _wait_ready(port, process, folding=True)
+        body = ready.json()
+        worker = body.pop("projection_worker")
+        assert body == {
             "status": "ready",
             "database": "ok",
             "schema_version": latest_version(),
+            "projections_run": "worker",
             "projections": {
-                name: {"state": "running", "position": 0, "lag": 0, "error": None}
+                name: {"state": "running", "position": 0, "lag": 0, "error": None, "failures": 0}
                 for name in ("projects", "lineage", "audit_log")
             },
         }
+        # the projections fold in a process of their own, at a lower CPU priority
+        assert worker["last_exit_code"] is None
+        assert _niceness(worker["pid"]) == _niceness(process.pid) + 10
         health = httpx.get(f"http://127.0.0.1:{port}/health", headers={"X-Request-ID": "req-42"})
         assert health.json() == {"status": "ok"}
         assert health.headers["x-request-id"] == "req-42"
@@ -133,8 +149,10 @@ def test_serve_with_embedded_database(tmp_path):
         line["request_id"] == "req-42" and line["path"] == "/health" and line["status"] == 200
         for line in request_lines
     )
-    # the last handle stopped the embedded PostgreSQL
+    # the last handle stopped the embedded PostgreSQL, and the worker is gone
     assert not (data_dir / "pgdata" / "postmaster.pid").exists()
+    assert not Path(f"/proc/{worker['pid']}").exists()
+    assert any(line.get("event") == "projections stopped" for line in lines)
 
     # the data survives a restart of the server
     process = _serve(data_dir, port)

@@ -1,17 +1,20 @@
 """The projection runner against real PostgreSQL: exactly once through injected
-failures, kills and rebuilds; read-your-writes; failures reported by /ready."""
+failures, kills and rebuilds; read-your-writes and state through the checkpoint rows
+(what a reader in another process sees); failures reported by /ready."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 
 import asyncpg
 import httpx
 import pytest
 
 from collab.app import create_app
+from collab.config import ReadSettings
 from events import EventMetadata, NewEvent
 from events.models import DocUpdated
 from events.pacing import Pacer
@@ -19,7 +22,8 @@ from events.postgres import PostgresEventStore
 from events.records import StoredEvent
 from events.sql import Sql
 from events.store import AppendRequest
-from projections.runner import ProjectionRunner, reset
+from projections.progress import ProjectionProgress
+from projections.runner import Projection, ProjectionRunner, reset
 from tests.support import eventually, timeout
 
 EVENTS = 3000
@@ -73,6 +77,22 @@ async def _fill(store: PostgresEventStore, count: int) -> None:
         )
 
 
+@contextlib.asynccontextmanager
+async def running(
+    store: PostgresEventStore, projection: Projection
+) -> AsyncIterator[ProjectionProgress]:
+    """A runner folding ``projection``, and its progress as a reader follows it."""
+    progress = ProjectionProgress(store, [projection.name], poll_interval=0.1)
+    await progress.start()
+    runner = ProjectionRunner(store, [projection], batch_size=500)
+    runner.start()
+    try:
+        yield progress
+    finally:
+        await runner.stop()
+        await progress.stop()
+
+
 async def _tallied(store: PostgresEventStore) -> tuple[int, int, int, int]:
     row = await store.queries.fetchrow(
         "select count(*) as n, count(distinct position) as d, coalesce(min(position), 0) as lo,"
@@ -84,52 +104,66 @@ async def _tallied(store: PostgresEventStore) -> tuple[int, int, int, int]:
 
 async def test_a_failure_mid_batch_is_retried_without_skipping_or_repeating(store):
     tally = Tally(fail_at=1234)
-    runner = ProjectionRunner(store, [tally], batch_size=500)
-    runner.start()
-    try:
-        assert await runner.wait(EVENTS, timeout(30))
+    async with running(store, tally) as progress:
+        assert await progress.wait(EVENTS, timeout(30))
         # rows written before the failure in its batch were rolled back with it
         assert await _tallied(store) == (EVENTS, EVENTS, 1, EVENTS)
-        (status,) = await runner.status()
-        assert (status.state, status.failures, status.error) == ("running", 1, None)
+        (status,) = await progress.status()
+        assert (status.state, status.failures, status.error) == ("running", 0, None)
         assert status.lag == 0
         assert tally.forgotten == 1
-    finally:
-        await runner.stop()
+    (status,) = await progress.status()
+    assert status.state == "stopped"
+
+
+async def test_a_failing_projection_is_reported_from_its_checkpoint_row(store):
+    class Refusing(Tally):
+        async def apply(self, tx: Sql, events: Sequence[StoredEvent]) -> None:
+            if events[-1].position > 1000:
+                raise RuntimeError("refused")
+            await super().apply(tx, events)
+
+    async with running(store, Refusing()) as progress:
+
+        async def failing() -> bool:
+            (status,) = await progress.status()
+            return status.failures >= 2
+
+        await eventually(failing, 30, "the failures were not recorded")
+        (status,) = await progress.status()
+        assert (status.state, status.position) == ("failing", 1000)
+        assert status.error == "RuntimeError: refused"
+        assert status.lag == EVENTS - 1000
+        assert not await progress.wait(1001, 0.3)
 
 
 async def test_a_projection_killed_mid_batch_resumes_from_its_checkpoint(store):
     hung = Tally(hang_at=1700)
-    first = ProjectionRunner(store, [hung], batch_size=500)
-    first.start()
-    await asyncio.wait_for(hung.hanging.wait(), timeout(30))
-    assert first.position() == 1500
-    await first.stop()  # killed inside the batch 1501-2000, rows already written
+    async with running(store, hung) as progress:
+        await asyncio.wait_for(hung.hanging.wait(), timeout(30))
+        assert await progress.wait(1500, timeout(5))
+        assert progress.position() == 1500
+    # killed inside the batch 1501-2000, rows already written
     assert await _tallied(store) == (1500, 1500, 1, 1500)
 
-    second = ProjectionRunner(store, [Tally()], batch_size=500)
-    second.start()
-    try:
-        assert await second.wait(EVENTS, timeout(30))
+    async with running(store, Tally()) as progress:
+        assert await progress.wait(EVENTS, timeout(30))
         assert await _tallied(store) == (EVENTS, EVENTS, 1, EVENTS)
-    finally:
-        await second.stop()
 
 
 async def test_a_rebuild_under_a_running_projection_starts_it_over(store):
-    runner = ProjectionRunner(store, [Tally()], batch_size=500)
-    runner.start()
-    try:
-        assert await runner.wait(EVENTS, timeout(30))
+    async with running(store, Tally()) as progress:
+        assert await progress.wait(EVENTS, timeout(30))
         await reset(store, Tally())
         assert await _tallied(store) == (0, 0, 0, 0)
+        # Readers hear of the reset: the checkpoint moved back.
+        await eventually(lambda: progress.position() < EVENTS, 10, "reset not announced")
         # The runner notices at its next batch, and folds everything again.
         await _fill(store, 1)
         await eventually(
             lambda: _all_tallied(store, EVENTS + 1), 30, "projection did not start over"
         )
-    finally:
-        await runner.stop()
+        assert await progress.wait(EVENTS + 1, timeout(30))
 
 
 async def _all_tallied(store: PostgresEventStore, count: int) -> bool:
@@ -137,17 +171,22 @@ async def _all_tallied(store: PostgresEventStore, count: int) -> bool:
 
 
 async def test_wait_gives_up_after_its_time(store):
-    runner = ProjectionRunner(store, [Tally()], batch_size=500)
-    runner.start()
-    try:
-        assert await runner.wait(EVENTS, timeout(30))
-        assert not await runner.wait(EVENTS + 10, 0.2)
-    finally:
-        await runner.stop()
+    async with running(store, Tally()) as progress:
+        assert await progress.wait(EVENTS, timeout(30))
+        assert not await progress.wait(EVENTS + 10, 0.2)
 
 
-async def test_ready_reports_a_failing_projection_until_it_recovers(database_url):
-    app = create_app(database_url, poll_interval=0.1)
+async def test_wait_sees_moves_it_was_not_told_about(store):
+    """A reader whose notification is lost (or that listens to nothing) still learns
+    of the checkpoint by reading it while it waits."""
+    deaf = ProjectionProgress(store, ["tally"], poll_interval=0.1)  # never started
+    async with running(store, Tally()):
+        assert await deaf.wait(EVENTS, timeout(30))
+
+
+@pytest.mark.parametrize("where", ["inline", "worker"])
+async def test_ready_reports_a_failing_projection_until_it_recovers(database_url, where):
+    app = create_app(database_url, poll_interval=0.1, read=ReadSettings(projections=where))
     transport = httpx.ASGITransport(app=app)
     async with (
         app.router.lifespan_context(app),
@@ -206,12 +245,8 @@ class Settings:
 
 async def test_folds_do_not_wait_for_the_wal_flush_but_appends_do(store):
     projection = Settings()
-    runner = ProjectionRunner(store, [projection], batch_size=500)
-    runner.start()
-    try:
-        assert await runner.wait(EVENTS, timeout(30))
-    finally:
-        await runner.stop()
+    async with running(store, projection) as progress:
+        assert await progress.wait(EVENTS, timeout(30))
     assert projection.seen == {"off"}
     # The setting is local to the fold's transaction: the pool's connections, which
     # the appends use, keep the server's default.

@@ -19,7 +19,13 @@ from events.models import AnalysisRecorded, MemberGranted, ToolInfo
 from events.postgres import PostgresEventStore
 from projections.diff import diff
 from tests.documents import random_daw_edit
-from tests.live import YClient, create_project, project_events, running_server
+from tests.live import (
+    YClient,
+    create_project,
+    project_events,
+    projections_running,
+    running_server,
+)
 
 TRACK = {"op": "add_track", "track_id": "bass", "name": "Bass"}
 
@@ -392,6 +398,7 @@ async def test_project_view_shows_the_current_project(database_url):
 async def test_min_position_waits_then_gives_up_with_503(database_url):
     read = ReadSettings(projection_wait=0.3)
     async with running_server(database_url, read=read) as address, http(address) as client:
+        await projections_running(address)
         project = await create_project(address)
         done = await edit(client, project, [TRACK])
         ok = await client.get(f"/api/projects/{project}", params={"min_position": done["position"]})

@@ -1,0 +1,243 @@
+"""Where the projections run: a worker process the server supervises (the default),
+the server's own event loop (``inline``), or elsewhere (``none``: a
+``collab projections run`` on another machine, say).
+
+Folding shares nothing with the live path but the database, and it is the heavier
+of the two: in the server's event loop it took a third of the CPU and its batches
+held the loop long enough to triple the live path's p99 (docs/benchmarks.md). The
+worker folds in a process of its own at a lower CPU priority (``nice``), so under
+load the kernel runs the live path first and the read models lag instead. Readers
+learn the worker's progress from the database (:mod:`projections.progress`).
+
+The worker gets the audit signing key on its standard input and stops when that
+closes: when the server stops it, or dies without a word.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Final
+
+import structlog
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+
+from collab.config import AuditSettings, ReadSettings
+from events.checkpoints import Signer
+from events.errors import EventStoreError
+from events.postgres import PostgresEventStore
+from projections import audit_log, lineage, projects
+from projections.audit_log import AuditLogProjection
+from projections.lineage import LineageProjection
+from projections.projects import ProjectsProjection
+from projections.runner import Projection, ProjectionRunner
+
+log = structlog.get_logger("collab.worker")
+
+#: every projection, in the order they are built and reported
+NAMES: Final = (projects.NAME, lineage.NAME, audit_log.NAME)
+#: a worker that lived this long had started fine: restart it without delay
+_STABLE_SECONDS: Final = 60.0
+
+
+def build(
+    store: PostgresEventStore, read: ReadSettings, audit: AuditLogProjection
+) -> list[Projection]:
+    """The projections, in :data:`NAMES` order."""
+    return [ProjectsProjection(store, state_every=read.state_every), LineageProjection(), audit]
+
+
+@asynccontextmanager
+async def folding(
+    store: PostgresEventStore, read: ReadSettings, audit: AuditSettings, signer: Signer
+) -> AsyncIterator[ProjectionRunner]:
+    """Run every projection, and the sealing of a quiet audit log, in this event loop."""
+    audit_projection = AuditLogProjection(
+        signer, checkpoint_every=audit.checkpoint_every, checkpoint_seconds=audit.checkpoint_seconds
+    )
+    runner = ProjectionRunner(
+        store, build(store, read, audit_projection), batch_size=read.projection_batch
+    )
+    runner.start()
+    sealing = asyncio.create_task(
+        _seal_quiet_log(audit_projection, store, audit.checkpoint_seconds), name="audit-sealing"
+    )
+    try:
+        yield runner
+    finally:
+        sealing.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sealing
+        await runner.stop()
+
+
+async def _seal_quiet_log(
+    audit_projection: AuditLogProjection, store: PostgresEventStore, every: float
+) -> None:
+    """Checkpoint events that arrived after the last batch was sealed, once they are old
+    enough (a busy log gets checkpoints from the projection itself)."""
+    while True:
+        await asyncio.sleep(max(0.05, every / 4))
+        try:
+            await audit_projection.seal_due(store)
+        except EventStoreError as exc:
+            log.warning("audit sealing failed; will retry", error=str(exc))
+
+
+async def run(
+    database_url: str,
+    *,
+    poll_interval: float,
+    read: ReadSettings,
+    audit: AuditSettings,
+    signer: Signer,
+    stop: asyncio.Event,
+) -> None:
+    """The worker's life: migrate (as any process on the database may), fold until
+    ``stop`` is set."""
+    store = await PostgresEventStore.connect(
+        database_url, min_size=1, max_size=4, poll_interval=poll_interval
+    )
+    try:
+        await store.migrate()
+        async with folding(store, read, audit, signer):
+            log.info("projections running", projections=list(NAMES), pid=os.getpid())
+            await stop.wait()
+    finally:
+        await store.close()
+    log.info("projections stopped")
+
+
+def key_line(key: Ed25519PrivateKey) -> bytes:
+    """The signing key as the worker reads it from its standard input."""
+    return key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption()).hex().encode() + b"\n"
+
+
+def read_key_line(line: bytes) -> Ed25519PrivateKey:
+    return Ed25519PrivateKey.from_private_bytes(bytes.fromhex(line.decode().strip()))
+
+
+def stop_when_stdin_closes(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
+    """Set ``stop`` once standard input reaches its end (the supervisor closed it or
+    died). Interrupts from a terminal are left to the supervisor, which reaches every
+    process of the group first and then closes the pipe."""
+
+    def watch() -> None:
+        with contextlib.suppress(OSError, ValueError):
+            while sys.stdin.buffer.read(4096):
+                pass
+        loop.call_soon_threadsafe(stop.set)
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=watch, name="stdin-watch", daemon=True).start()
+
+
+class ProjectionWorker:
+    """Runs ``collab projections run --supervised`` and restarts it when it exits."""
+
+    def __init__(
+        self,
+        database_url: str,
+        *,
+        poll_interval: float,
+        read: ReadSettings,
+        audit: AuditSettings,
+        key: Ed25519PrivateKey,
+    ) -> None:
+        self._argv = [
+            sys.executable,
+            "-m",
+            "collab.cli",
+            "projections",
+            "run",
+            "--supervised",
+            "--nice",
+            str(read.projection_nice),
+        ]
+        self._env = {
+            **os.environ,
+            "DATABASE_URL": database_url,
+            "COLLAB_POLL_INTERVAL": repr(poll_interval),
+            "COLLAB_STATE_EVERY": str(read.state_every),
+            "COLLAB_PROJECTION_BATCH": str(read.projection_batch),
+            "COLLAB_CHECKPOINT_EVERY": str(audit.checkpoint_every),
+            "COLLAB_CHECKPOINT_SECONDS": repr(audit.checkpoint_seconds),
+        }
+        self._key = key_line(key)
+        self._process: asyncio.subprocess.Process | None = None
+        self._task: asyncio.Task[None] | None = None
+        #: exit status of the last worker that ended, while none runs
+        self.exit_code: int | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.returncode is None
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self.running and self._process else None
+
+    async def start(self) -> None:
+        """Start the worker; it is restarted (with a growing delay) whenever it exits."""
+        first = await self._spawn()
+        self._task = asyncio.create_task(self._supervise(first), name="projection-worker")
+
+    async def _spawn(self) -> asyncio.subprocess.Process | None:
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *self._argv, stdin=asyncio.subprocess.PIPE, env=self._env
+            )
+        except OSError as exc:
+            log.exception("cannot start the projection worker", error=str(exc))
+            return None
+        assert process.stdin is not None  # noqa: S101 - asked for a pipe
+        process.stdin.write(self._key)
+        self._process, self.exit_code = process, None
+        log.info("projection worker started", pid=process.pid)
+        return process
+
+    async def _supervise(self, process: asyncio.subprocess.Process | None) -> None:
+        delay = 0.5
+        while True:
+            started = time.monotonic()
+            if process is not None:
+                self.exit_code = await process.wait()
+                self._process = None
+                if time.monotonic() - started > _STABLE_SECONDS:
+                    delay = 0.5
+                log.error(
+                    "projection worker exited; restarting it",
+                    exit_code=self.exit_code,
+                    in_seconds=delay,
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
+            process = await self._spawn()
+
+    async def stop(self, grace: float = 15.0) -> None:
+        """Close the worker's input (it finishes its batch and exits); kill it if it is
+        still there after ``grace`` seconds."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        process, self._process = self._process, None
+        if process is None or process.returncode is not None:
+            return
+        assert process.stdin is not None  # noqa: S101 - asked for a pipe
+        process.stdin.close()
+        try:
+            await asyncio.wait_for(process.wait(), grace)
+        except TimeoutError:
+            log.warning("projection worker did not stop; killing it", pid=process.pid)
+            process.kill()
+            await process.wait()
