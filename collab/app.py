@@ -47,8 +47,13 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        inline = read_settings.projections == "inline"
         store = await PostgresEventStore.connect(
-            database_url, max_size=pool_size, poll_interval=poll_interval
+            database_url,
+            max_size=pool_size,
+            poll_interval=poll_interval,
+            # Every projection reads the same batches: decoded once, for all of them.
+            read_cache=2 * read_settings.projection_batch if inline else 0,
         )
         try:
             async with contextlib.AsyncExitStack() as stack:

@@ -104,7 +104,12 @@ async def run(
     """The worker's life: migrate (as any process on the database may), fold until
     ``stop`` is set."""
     store = await PostgresEventStore.connect(
-        database_url, min_size=1, max_size=4, poll_interval=poll_interval
+        database_url,
+        min_size=1,
+        max_size=4,
+        poll_interval=poll_interval,
+        # Every projection reads the same batches: decoded once, for all of them.
+        read_cache=2 * read.projection_batch,
     )
     try:
         await store.migrate()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import random
 from collections import OrderedDict, deque
@@ -145,6 +146,7 @@ class PostgresEventStore:
         poll_interval: float,
         append_attempts: int,
         before_commit: BeforeCommit | None,
+        read_cache: int = 0,
     ) -> None:
         self._dsn = dsn
         self._pool = pool
@@ -157,6 +159,7 @@ class PostgresEventStore:
         # queued appends commit; checked by collab_append, so a stale entry costs a
         # retry, never a wrong parent.
         self._tips: OrderedDict[str, str | None] = OrderedDict()
+        self._recent = _RecentEvents(read_cache)
 
     @classmethod
     async def connect(
@@ -168,7 +171,15 @@ class PostgresEventStore:
         poll_interval: float = 1.0,
         append_attempts: int = 3,
         before_commit: BeforeCommit | None = None,
+        read_cache: int = 0,
     ) -> PostgresEventStore:
+        """A store on a new pool.
+
+        ``read_cache`` keeps that many of the events :meth:`read_all` decoded, by
+        position, for the next reader of the same range: several subscribers in one
+        process (the projections) then read and decode the log once. Events never
+        change and positions are dense, so nothing in it goes stale.
+        """
         try:
             pool = await asyncpg.create_pool(
                 dsn,
@@ -187,6 +198,7 @@ class PostgresEventStore:
             poll_interval=poll_interval,
             append_attempts=append_attempts,
             before_commit=before_commit,
+            read_cache=read_cache,
         )
 
     async def close(self) -> None:
@@ -522,12 +534,19 @@ class PostgresEventStore:
         return await _decoded(rows)
 
     async def read_all(self, after_position: int = 0, limit: int = 1000) -> list[StoredEvent]:
+        cached = self._recent.take(after_position, limit) if self._recent else []
+        if len(cached) == limit:
+            return cached
+        after = cached[-1].position if cached else after_position
         rows = await self._fetch(
             f"select {_EVENT_COLUMNS} from events where position > $1 order by position limit $2",
-            after_position,
-            limit,
+            after,
+            limit - len(cached),
         )
-        return await _decoded(rows)
+        events = await _decoded(rows)
+        if self._recent:
+            self._recent.keep(events)
+        return cached + events if cached else events
 
     async def read_payloads(
         self,
@@ -927,6 +946,34 @@ def _append_outcome(request: AppendRequest, row: asyncpg.Record) -> AppendResult
         event_id, _, reason = str(row["detail"]).partition(": ")
         return DuplicateEvent(UUID(event_id), request.stream_id, reason)
     raise EventStoreError(f"unexpected append status {status!r}")  # pragma: no cover
+
+
+class _RecentEvents:
+    """Decoded events by position: at most ``size``, the first kept leaving first."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._events: dict[int, StoredEvent] = {}
+
+    def __bool__(self) -> bool:
+        return self._size > 0
+
+    def take(self, after_position: int, limit: int) -> list[StoredEvent]:
+        """The cached events that follow ``after_position`` without a gap."""
+        events: list[StoredEvent] = []
+        position = after_position + 1
+        while len(events) < limit and (event := self._events.get(position)) is not None:
+            events.append(event)
+            position += 1
+        return events
+
+    def keep(self, events: Sequence[StoredEvent]) -> None:
+        for event in events:
+            self._events[event.position] = event
+        overflow = len(self._events) - self._size
+        if overflow > 0:
+            for position in list(itertools.islice(self._events, overflow)):
+                del self._events[position]
 
 
 async def _decoded(rows: Sequence[asyncpg.Record]) -> list[StoredEvent]:
