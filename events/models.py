@@ -8,6 +8,7 @@ forward by upcasters registered per ``(event_type, from_version)``.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Callable
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
@@ -216,6 +217,7 @@ def project_of(stream_id: str) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=4096)
 def project_uuid(stream_id: str) -> str | None:
     """The project of a project stream, normalised. Projects made here have UUIDs; a
     stream such as ``project-test`` written by some script is not a project."""

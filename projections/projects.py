@@ -49,6 +49,12 @@ from projections.changes import DocumentTracker, Record, summarize
 
 log = structlog.get_logger("projections.projects")
 
+# Built once: json.dumps with options builds an encoder per call, and a fold writes
+# three JSON texts per event.
+_json_compact = json.JSONEncoder(separators=(",", ":")).encode
+_json_unicode = json.JSONEncoder(ensure_ascii=False).encode
+_json_compact_unicode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
 NAME: Final = "projects"
 TABLES: Final = (
     "projects",
@@ -284,9 +290,9 @@ class ProjectsProjection:
                 str(event.metadata.get("agent_id", "")),
                 kind,
                 event.daid,
-                json.dumps(records, separators=(",", ":")),
-                json.dumps(summary, ensure_ascii=False),
-                json.dumps(patch, separators=(",", ":")) if patch is not None else None,
+                _json_compact(records),
+                _json_unicode(summary),
+                _json_compact(patch) if patch is not None else None,
             )
         )
 
@@ -325,7 +331,7 @@ class ProjectsProjection:
                     event.stream_version,
                     event.position,
                     project.tracker.doc.get_update(),
-                    json.dumps(project.tracker.view, separators=(",", ":"), ensure_ascii=False),
+                    _json_compact_unicode(project.tracker.view),
                 )
             )
             project.state_version = event.stream_version
@@ -406,7 +412,7 @@ def _project_row(project: _Project) -> tuple[Any, ...]:
         _text(meta.get("time_signature")),
         _text(meta.get("key")),
         _integer(meta.get("sample_rate")),
-        json.dumps(view, separators=(",", ":"), ensure_ascii=False),
+        _json_compact_unicode(view),
     )
 
 
@@ -455,7 +461,7 @@ async def _write_parts(tx: Sql, projects: list[_Project]) -> None:
                         _text(effect.get("id")),
                         _text(effect.get("type")),
                         _boolean(effect.get("enabled")),
-                        json.dumps(params or {}, separators=(",", ":")),
+                        _json_compact(params or {}),
                     )
                 )
             tracks.append(
