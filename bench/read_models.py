@@ -11,6 +11,8 @@ set. Every count is fixed; nothing loops on time.
   from position 0 to its head: read, fold (Yjs apply, change records, summaries),
   write (project rows, parts, history, stored states) and commit. Baseline in the
   same session: the store's subscription reading the same log without folding it.
+  Then all three projections (``projects``, ``lineage``, ``audit_log``) from position
+  0 as the worker process folds them: one store whose decoded batches they share.
 * time travel: one project of ``--travel-events`` (default 100,000) events is folded,
   then ``--samples`` random versions are read with ``view_at`` (the code behind
   ``GET /api/projects/{id}/versions/{v}``, without the HTTP layer): p50 and p99 in ms.
@@ -37,7 +39,7 @@ import pycrdt
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.harness import fold_to_head, fresh_database, machine_line, percentile, postgres_server
-from collab import document
+from collab import document, worker
 from collab import logging as collab_logging
 from collab.config import ReadSettings
 from events import EventMetadata, NewEvent
@@ -45,7 +47,9 @@ from events.models import DocUpdated, ProjectCreated
 from events.postgres import PostgresEventStore
 from events.store import AppendRequest
 from projections import project_reads
+from projections.audit_log import AuditLogProjection
 from projections.projects import ProjectsProjection
+from projections.runner import reset
 
 META = EventMetadata(actor="bench", agent_id="bench")
 
@@ -155,6 +159,20 @@ async def _fold_all(store: PostgresEventStore, batch: int) -> float:
     return head / await fold_to_head(store, [ProjectsProjection(store)], batch)
 
 
+async def _fold_every(url: str, batch: int) -> float:
+    """All three projections from position 0, as the worker folds them (one store,
+    decoded batches shared); events/s until every one is at the head."""
+    store = await PostgresEventStore.connect(url, max_size=6, read_cache=2 * batch)
+    try:
+        projections = worker.build(store, ReadSettings(), AuditLogProjection(None))
+        for projection in projections:
+            await reset(store, projection)
+        head = await store.head_position()
+        return head / await fold_to_head(store, projections, batch)
+    finally:
+        await store.close()
+
+
 async def _read_only(store: PostgresEventStore, batch: int) -> float:
     head = await store.head_position()
     started = time.perf_counter()
@@ -223,15 +241,17 @@ async def _catch_up_part(url: str, args: argparse.Namespace) -> None:
         f" in {time.perf_counter() - started:.1f} s",
         flush=True,
     )
-    reads, folds, rebuilds = [], [], []
+    reads, folds, everything, rebuilds = [], [], [], []
     for run in range(args.runs):
         reads.append(await _read_only(store, args.batch))
         await _reset(url)
         folds.append(await _fold_all(store, args.batch))
+        everything.append(await _fold_every(url, args.batch))
         rebuilds.append(_rebuild(url))
         print(
             f"  run {run + 1}: read {reads[-1]:,.0f} events/s, catch-up"
-            f" {folds[-1]:,.0f} events/s, rebuild {rebuilds[-1]:.1f} s",
+            f" {folds[-1]:,.0f} events/s, all three {everything[-1]:,.0f} events/s,"
+            f" rebuild {rebuilds[-1]:.1f} s",
             flush=True,
         )
     read, fold = statistics.median(reads), statistics.median(folds)
@@ -239,6 +259,10 @@ async def _catch_up_part(url: str, args: argparse.Namespace) -> None:
     print(
         f"projection catch-up: median {fold:,.0f} events/s"
         f" ({fold / read:.2f} of the read-only rate)"
+    )
+    print(
+        f"catch-up of all three projections (projects, lineage, audit_log): median"
+        f" {statistics.median(everything):,.0f} events/s"
     )
     print(
         f"collab projections rebuild ({args.events + 100:,} events): median"

@@ -62,16 +62,9 @@ def create_app(
                 app.state.store = store
                 app.state.read_settings = read_settings
                 app.state.signer = Signer(key)
-                app.state.projections = await _projections(
+                app.state.projections, app.state.projection_worker = await _projections(
                     stack,
                     store=store,
-                    key=key,
-                    poll_interval=poll_interval,
-                    read=read_settings,
-                    audit=audit_settings,
-                )
-                app.state.projection_worker = await _worker(
-                    stack,
                     database_url=database_url,
                     key=key,
                     poll_interval=poll_interval,
@@ -125,37 +118,27 @@ async def _projections(
     stack: contextlib.AsyncExitStack,
     *,
     store: PostgresEventStore,
-    key: Ed25519PrivateKey,
-    poll_interval: float,
-    read: ReadSettings,
-    audit: AuditSettings,
-) -> ProjectionProgress:
-    """Follow the projections' progress; fold them here too when they run inline."""
-    progress = ProjectionProgress(store, worker.NAMES, poll_interval=poll_interval)
-    await progress.start()
-    stack.push_async_callback(progress.stop)
-    if read.projections == "inline":
-        await stack.enter_async_context(worker.folding(store, read, audit, Signer(key)))
-    return progress
-
-
-async def _worker(
-    stack: contextlib.AsyncExitStack,
-    *,
     database_url: str,
     key: Ed25519PrivateKey,
     poll_interval: float,
     read: ReadSettings,
     audit: AuditSettings,
-) -> ProjectionWorker | None:
+) -> tuple[ProjectionProgress, ProjectionWorker | None]:
+    """Follow the projections' progress, and fold them where the settings say: in the
+    worker process (returned), in this event loop, or not here."""
+    progress = ProjectionProgress(store, worker.NAMES, poll_interval=poll_interval)
+    await progress.start()
+    stack.push_async_callback(progress.stop)
+    if read.projections == "inline":
+        await stack.enter_async_context(worker.folding(store, read, audit, Signer(key)))
     if read.projections != "worker":
-        return None
+        return progress, None
     process = ProjectionWorker(
         database_url, poll_interval=poll_interval, read=read, audit=audit, key=key
     )
     await process.start()
     stack.push_async_callback(process.stop)
-    return process
+    return progress, process
 
 
 async def health(_request: Request) -> Response:

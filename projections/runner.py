@@ -194,10 +194,11 @@ class _Runner:
             try:
                 async with self.store.transaction() as tx:
                     self.position = await load_checkpoint(tx, self.projection.name)
-                    # A failing batch stays failing until it folds.
+                    # Also after a failure: a batch that still fails says so again at
+                    # once, and anything else that failed has just worked. The last
+                    # error stays until a batch folds.
                     await tx.execute(
-                        "update projection_checkpoints set state = 'running'"
-                        " where name = $1 and state <> 'failing'",
+                        "update projection_checkpoints set state = 'running' where name = $1",
                         self.projection.name,
                     )
                 if self.state != "failing":
