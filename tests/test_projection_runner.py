@@ -279,3 +279,21 @@ async def test_a_paced_loop_lets_other_tasks_run_while_it_works():
     during = [moment for moment in ran_during if moment > started]
     # Given way about every millisecond: the other task ran many times meanwhile.
     assert len(during) >= 10
+
+
+async def test_a_runner_that_starts_clears_a_failure_that_no_batch_repeats(store):
+    """A failure recorded outside a batch (say the checkpoint could not be read) must
+    not leave the projection marked failing once the runner works again."""
+    async with running(store, Tally()) as progress:
+        assert await progress.wait(EVENTS, timeout(30))
+    await store.queries.execute(
+        "update projection_checkpoints set state = 'failing', error = 'was away'"
+        " where name = 'tally'"
+    )
+    async with running(store, Tally()) as progress:
+
+        async def running_again() -> bool:
+            (status,) = await progress.status()
+            return status.state == "running"
+
+        await eventually(running_again, 10, "the projection stayed failing")
