@@ -64,9 +64,12 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation(
         "get",
         "/ready",
-        "Database reachable, schema current, projections not failing",
+        "Database reachable, schema current, projection worker running, projections not failing",
         "service",
-        ((200, "Ready, with each projection's position and lag"), (503, "Not ready; reason")),
+        (
+            (200, "Ready, with each projection's state, position, lag and last error"),
+            (503, "Not ready; reason"),
+        ),
     ),
     Operation("get", "/metrics", "Prometheus metrics", "service", ((200, "Text exposition"),)),
     Operation(
