@@ -13,6 +13,8 @@ set. Every count is fixed; nothing loops on time.
   same session: the store's subscription reading the same log without folding it.
   Then all three projections (``projects``, ``lineage``, ``audit_log``) from position
   0 as the worker process folds them: one store whose decoded batches they share.
+  And the floor of the fold on one core: the same kind of edits applied in memory,
+  with and without the change tracking the history needs.
 * time travel: one project of ``--travel-events`` (default 100,000) events is folded,
   then ``--samples`` random versions are read with ``view_at`` (the code behind
   ``GET /api/projects/{id}/versions/{v}``, without the HTTP layer): p50 and p99 in ms.
@@ -48,6 +50,7 @@ from events.postgres import PostgresEventStore
 from events.store import AppendRequest
 from projections import project_reads
 from projections.audit_log import AuditLogProjection
+from projections.changes import DocumentTracker, summarize
 from projections.projects import ProjectsProjection
 from projections.runner import reset
 
@@ -159,6 +162,30 @@ async def _fold_all(store: PostgresEventStore, batch: int) -> float:
     return head / await fold_to_head(store, [ProjectsProjection(store)], batch)
 
 
+def _tracking_floor(projects: int, events: int, seed: int) -> tuple[float, float]:
+    """Microseconds per event of (bare pycrdt apply, the change tracking the history
+    needs: apply with deep observers, records, sentences), in memory, on the same
+    kind of edits: what one core spends before any reading or writing."""
+    rng = random.Random(seed)
+    editors = [Editor(random.Random(seed * 1000 + i)) for i in range(projects)]
+    updates = []
+    for _ in range(events):
+        which = rng.randrange(projects)
+        updates.append((which, editors[which].update()))
+    docs = [document.new_document() for _ in range(projects)]
+    started = time.perf_counter()
+    for which, update in updates:
+        docs[which].apply_update(update)
+    bare = time.perf_counter() - started
+    trackers = [DocumentTracker() for _ in range(projects)]
+    started = time.perf_counter()
+    for which, update in updates:
+        tracker = trackers[which]
+        summarize(tracker.records(tracker.apply(update)))
+    tracked = time.perf_counter() - started
+    return bare / events * 1e6, tracked / events * 1e6
+
+
 async def _fold_every(url: str, batch: int) -> float:
     """All three projections from position 0, as the worker folds them (one store,
     decoded batches shared); events/s until every one is at the head."""
@@ -241,8 +268,9 @@ async def _catch_up_part(url: str, args: argparse.Namespace) -> None:
         f" in {time.perf_counter() - started:.1f} s",
         flush=True,
     )
-    reads, folds, everything, rebuilds = [], [], [], []
+    reads, folds, everything, rebuilds, floors = [], [], [], [], []
     for run in range(args.runs):
+        floors.append(_tracking_floor(100, min(args.events, 20_000), seed=run + 1))
         reads.append(await _read_only(store, args.batch))
         await _reset(url)
         folds.append(await _fold_all(store, args.batch))
@@ -251,7 +279,8 @@ async def _catch_up_part(url: str, args: argparse.Namespace) -> None:
         print(
             f"  run {run + 1}: read {reads[-1]:,.0f} events/s, catch-up"
             f" {folds[-1]:,.0f} events/s, all three {everything[-1]:,.0f} events/s,"
-            f" rebuild {rebuilds[-1]:.1f} s",
+            f" rebuild {rebuilds[-1]:.1f} s; in memory: bare apply {floors[-1][0]:.1f} µs,"
+            f" tracked {floors[-1][1]:.1f} µs per event",
             flush=True,
         )
     read, fold = statistics.median(reads), statistics.median(folds)
@@ -259,6 +288,12 @@ async def _catch_up_part(url: str, args: argparse.Namespace) -> None:
     print(
         f"projection catch-up: median {fold:,.0f} events/s"
         f" ({fold / read:.2f} of the read-only rate)"
+    )
+    tracked = statistics.median(floor[1] for floor in floors)
+    print(
+        f"change tracking in memory (no reads, no writes): median {tracked:.1f} µs per"
+        f" event, at most {1e6 / tracked:,.0f} events/s on one core"
+        f" (bare pycrdt apply {statistics.median(floor[0] for floor in floors):.1f} µs)"
     )
     print(
         f"catch-up of all three projections (projects, lineage, audit_log): median"
