@@ -17,7 +17,6 @@ from collections import OrderedDict, deque
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
-from datetime import datetime
 from typing import Any, Final
 from uuid import UUID
 
@@ -976,33 +975,53 @@ class _RecentEvents:
                 del self._events[position]
 
 
+#: rows whose JSON columns are parsed by one ``json.loads`` (a slice between pauses)
+_DECODE_SLICE: Final = 500
+
+
 async def _decoded(rows: Sequence[asyncpg.Record]) -> list[StoredEvent]:
     # Up to a batch of thousands of rows: decoded in slices, so the live path keeps going.
     pacer = Pacer()
-    events = []
-    for row in rows:
-        events.append(_stored(row))
+    events: list[StoredEvent] = []
+    for start in range(0, len(rows), _DECODE_SLICE):
+        events += _stored_rows(rows[start : start + _DECODE_SLICE])
         await pacer.pause()
     return events
 
 
 def _stored(row: asyncpg.Record) -> StoredEvent:
-    payload = row["payload"]
-    recorded_at: datetime = row["recorded_at"]
-    return StoredEvent(
-        position=row["position"],
-        stream_id=row["stream_id"],
-        stream_version=row["stream_version"],
-        event_id=row["event_id"],
-        event_type=row["event_type"],
-        schema_version=row["schema_version"],
-        data=json.loads(row["data"]),
-        payload=bytes(payload) if payload is not None else None,
-        metadata=json.loads(row["metadata"]),
-        daid=row["daid"],
-        parents=tuple(json.loads(row["parents"])),
-        recorded_at=recorded_at,
-        content_hash=bytes(row["content_hash"]),
-        prev_hash=bytes(row["prev_hash"]),
-        hash=bytes(row["hash"]),
-    )
+    return _stored_rows([row])[0]
+
+
+def _stored_rows(rows: Sequence[asyncpg.Record]) -> list[StoredEvent]:
+    """Rows of ``_EVENT_COLUMNS`` as events.
+
+    The three JSON columns of all the rows are parsed by one ``json.loads`` of their
+    texts joined into one array: per call, the parser's set-up costs more than these
+    small documents (measured 3 µs against 10-20 µs a row). PostgreSQL writes each
+    jsonb value as one complete JSON text, so the join is a valid array.
+    """
+    if not rows:
+        return []
+    parsed = json.loads("[" + ",".join(f"{r[6]},{r[8]},{r[10]}" for r in rows) + "]")
+    return [
+        StoredEvent(
+            r[0],
+            r[1],
+            r[2],
+            r[3],
+            r[4],
+            r[5],
+            parsed[3 * i],
+            # asyncpg returns bytea as bytes already
+            r[7],
+            parsed[3 * i + 1],
+            r[9],
+            tuple(parsed[3 * i + 2]),
+            r[11],
+            r[12],
+            r[13],
+            r[14],
+        )
+        for i, r in enumerate(rows)
+    ]

@@ -17,11 +17,12 @@ edits (a fader drag) into one entry.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal
+import json
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Final
 
 import pycrdt
+import pycrdt._pycrdt as pycrdt_native
 
 from collab import document, protocol
 from projections.diff import MISSING, Change, Path, diff
@@ -36,13 +37,19 @@ _ROOT_TYPES: dict[str, type[pycrdt.Map[Any]] | type[pycrdt.Array[Any]]] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class _Seen:
-    """One change Yjs reported: a map key set, an array delta, or a part to re-read."""
+#: what an observer saw: a map key set (the value, MISSING when deleted), an array
+#: delta, or a part to re-read
+_SET, _DELTA, _REREAD = 0, 1, 2
+_Seen = tuple[Path, int, Any]
 
-    path: Path
-    kind: Literal["set", "delta", "read"]
-    value: Any
+# pycrdt's own observer wrappers turn every field of every event into Python objects
+# (type wrappers, nested values) before the callback runs: more than the update itself
+# costs to apply. The tracker observes the underlying Yrs types instead and reads just
+# the path and the keys or delta. tests/test_changes.py holds the view equal to the
+# document for random DAW edits, which is what would break if these events changed.
+_MapEvent: Final = pycrdt_native.MapEvent
+_ArrayEvent: Final = pycrdt_native.ArrayEvent
+_SHARED: Final = (pycrdt_native.Map, pycrdt_native.Array, pycrdt_native.Text)
 
 
 def _plain(value: Any) -> Any:
@@ -68,31 +75,44 @@ class DocumentTracker:
         #: what the last :meth:`apply` did to the view, as :func:`apply_patch` replays it
         self.patch: list[list[Any]] = []
         self._subscriptions = [
-            self.doc.get(name, type=kind).observe_deep(self._observer(name))
+            self.doc.get(name, type=kind).integrated.observe_deep(self._observer(name))
             for name, kind in _ROOT_TYPES.items()
         ]
 
-    def _observer(self, root: str) -> Any:
-        # Runs inside apply_update, when the events can still be read: take the new
-        # values out of them now, so the view is patched without reading the document.
+    def _observer(self, root: str) -> Callable[[list[Any]], None]:
+        seen_list = self._seen
+
+        # Runs inside apply_update, while the events can be read: the values are taken
+        # now, shared types among them through their JSON (read in this transaction).
         def seen(events: list[Any]) -> None:
             for event in events:
-                base: Path = (root, *event.path)
-                # pycrdt's events keep their fields in unannotated __slots__.
-                if isinstance(event, pycrdt.MapEvent):
-                    keys: dict[str, Any] = event.keys  # type: ignore[attr-defined]
-                    for key, change in keys.items():
-                        new = MISSING if change["action"] == "delete" else change["newValue"]
-                        self._seen.append(_Seen((*base, key), "set", _plain(new)))
-                elif isinstance(event, pycrdt.ArrayEvent):
-                    ops: list[dict[str, Any]] = event.delta  # type: ignore[attr-defined]
+                path = event.path
+                base: Path = (root, *path) if path else (root,)
+                kind = type(event)
+                if kind is _MapEvent:
+                    for key, change in event.keys.items():
+                        if change["action"] == "delete":
+                            value = MISSING
+                        else:
+                            value = change["newValue"]
+                            if isinstance(value, _SHARED):
+                                value = _shared_value(value, event.transaction)
+                        seen_list.append(((*base, key), _SET, value))
+                elif kind is _ArrayEvent:
                     delta = [
-                        {"insert": [_plain(v) for v in op["insert"]]} if "insert" in op else op
-                        for op in ops
+                        {
+                            "insert": [
+                                _shared_value(v, event.transaction) if isinstance(v, _SHARED) else v
+                                for v in op["insert"]
+                            ]
+                        }
+                        if "insert" in op
+                        else op
+                        for op in event.delta
                     ]
-                    self._seen.append(_Seen(base, "delta", delta))
+                    seen_list.append((base, _DELTA, delta))
                 else:
-                    self._seen.append(_Seen(base, "read", None))
+                    seen_list.append((base, _REREAD, None))
 
         return seen
 
@@ -103,44 +123,58 @@ class DocumentTracker:
         a Yjs update: the live path refuses them, but the log accepts any payload.
         """
         self._seen.clear()
-        self.patch = []
         protocol.check_update(update)
         self.doc.apply_update(update)
+        seen = self._seen
         changes: list[Change] = []
+        if len(seen) == 1:
+            # Most edits (a fader, a parameter, a note) are one event: no ordering needed.
+            self.patch = []
+            if self._patch(seen[0], changes) is None:
+                changes = self._refresh(seen[0][0])
+            seen.clear()
+            return changes
+        self.patch = []
         # Outer parts first, in a fixed order (Yjs reports them in an order that varies
         # between runs). Event paths name places in the updated document: once the
         # outer parts are patched, the inner paths point at the right items.
         replaced: list[Path] = []
-        for seen in sorted(self._seen, key=lambda s: (len(s.path), [str(p) for p in s.path])):
-            if any(seen.path[: len(outer)] == outer for outer in replaced):
+        for one in sorted(seen, key=lambda s: (len(s[0]), [str(p) for p in s[0]])):
+            path = one[0]
+            if any(path[: len(outer)] == outer for outer in replaced):
                 continue  # inside a value this update set as a whole
-            patched = self._patch(seen, changes)
+            patched = self._patch(one, changes)
             if patched is None:
-                changes.extend(self._refresh(seen.path))
-                replaced.append(seen.path)
-            elif seen.kind == "set":
-                replaced.append(seen.path)
-        self._seen.clear()
+                changes.extend(self._refresh(path))
+                replaced.append(path)
+            elif one[1] == _SET:
+                replaced.append(path)
+        seen.clear()
         return changes
 
     def _patch(self, seen: _Seen, changes: list[Change]) -> bool | None:
         """Patch the view with one event; None when it cannot (then re-read the part)."""
-        if seen.kind == "set":
-            parent = _lookup(self.view, seen.path[:-1])
-            key = seen.path[-1]
+        path, kind, value = seen
+        if kind == _SET:
+            parent = _lookup(self.view, path[:-1])
+            key = path[-1]
             if not isinstance(parent, dict) or not isinstance(key, str):
                 return None
             old = parent.get(key, MISSING)
-            _store(self.view, seen.path, seen.value)
-            self.patch.append(_set_op(seen.path, seen.value))
-            changes.extend(diff(old, seen.value, seen.path))
+            if value is MISSING:
+                parent.pop(key, None)
+                self.patch.append(["unset", list(path)])
+            else:
+                parent[key] = value
+                self.patch.append(["set", list(path), value])
+            changes.extend(diff(old, value, path))
             return True
-        items = _lookup(self.view, seen.path)
-        if seen.kind != "delta" or not isinstance(items, list):
+        items = _lookup(self.view, path)
+        if kind != _DELTA or not isinstance(items, list):
             return None
-        if not _run_delta(items, seen.value, seen.path, changes):
+        if not _run_delta(items, value, path, changes):
             return None
-        self.patch.append(["delta", list(seen.path), seen.value])
+        self.patch.append(["delta", list(path), value])
         return True
 
     def _refresh(self, path: Path) -> list[Change]:
@@ -168,6 +202,14 @@ class DocumentTracker:
             }
             for change in changes
         ]
+
+
+def _shared_value(value: Any, txn: Any) -> Any:
+    """The plain value of a shared type inside an observer (as ``to_py`` gives it)."""
+    if isinstance(value, pycrdt_native.Text):
+        return value.get_string(txn)
+    # Yjs keeps every number as a double; its JSON writes 3.0 as 3.
+    return json.loads(value.to_json(txn), parse_int=float)
 
 
 def _set_op(path: Path, value: Any) -> list[Any]:
