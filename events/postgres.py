@@ -821,6 +821,9 @@ class _ConnectionSql:
     async def executemany(self, query: str, args: Sequence[Sequence[Any]]) -> None:
         await self._conn.executemany(query, args)
 
+    async def copy(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        await self._conn.copy_records_to_table(table, columns=list(columns), records=rows)
+
     async def fetch(self, query: str, *args: Any) -> list[Row]:
         return [dict(row) for row in await self._conn.fetch(query, *args)]
 
@@ -844,6 +847,10 @@ class _PooledSql:
     async def executemany(self, query: str, args: Sequence[Sequence[Any]]) -> None:
         async with self._store.transaction() as tx:
             await tx.executemany(query, args)
+
+    async def copy(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        async with self._store.transaction() as tx:
+            await tx.copy(table, columns, rows)
 
     async def fetch(self, query: str, *args: Any) -> list[Row]:
         return [dict(row) for row in await self._store._fetch(query, *args)]

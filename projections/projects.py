@@ -18,7 +18,6 @@ cache is dropped whenever a batch's transaction does not commit.
 
 from __future__ import annotations
 
-import json
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -45,15 +44,10 @@ from events.pacing import Pacer
 from events.records import StoredEvent
 from events.sql import Sql
 from events.store import EventStore
+from projections import jsontext
 from projections.changes import DocumentTracker, Record, summarize
 
 log = structlog.get_logger("projections.projects")
-
-# Built once: json.dumps with options builds an encoder per call, and a fold writes
-# three JSON texts per event.
-_json_compact = json.JSONEncoder(separators=(",", ":")).encode
-_json_unicode = json.JSONEncoder(ensure_ascii=False).encode
-_json_compact_unicode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 NAME: Final = "projects"
 TABLES: Final = (
@@ -262,9 +256,9 @@ class ProjectsProjection:
                 _target_daid(event),
                 target.get("track_id"),
                 target.get("clip_id"),
-                json.dumps(data.get("inputs", [])),
-                json.dumps(data.get("results", {})),
-                json.dumps(tool),
+                jsontext.dumps(data.get("inputs", [])),
+                jsontext.dumps(data.get("results", {})),
+                jsontext.dumps(tool),
                 str(event.metadata.get("actor", "")),
                 event.recorded_at,
             )
@@ -290,9 +284,9 @@ class ProjectsProjection:
                 str(event.metadata.get("agent_id", "")),
                 kind,
                 event.daid,
-                _json_compact(records),
-                _json_unicode(summary),
-                _json_compact(patch) if patch is not None else None,
+                jsontext.dumps(records),
+                summary,
+                jsontext.dumps(patch) if patch is not None else None,
             )
         )
 
@@ -331,7 +325,7 @@ class ProjectsProjection:
                     event.stream_version,
                     event.position,
                     project.tracker.doc.get_update(),
-                    _json_compact_unicode(project.tracker.view),
+                    jsontext.dumps(project.tracker.view),
                 )
             )
             project.state_version = event.stream_version
@@ -360,25 +354,28 @@ class ProjectsProjection:
         if changed:
             await _write_parts(tx, changed)
         if batch.history:
-            columns = list(zip(*batch.history, strict=True))
-            await tx.execute(
-                "insert into project_history (project_id, version, position, recorded_at, actor,"
-                " agent_id, event_type, daid, changes, summary, patch)"
-                " select h.project_id, h.version, h.position, h.recorded_at, h.actor,"
-                " h.agent_id, h.event_type, h.daid, h.changes::jsonb,"
-                " array(select jsonb_array_elements_text(h.summary::jsonb)), h.patch::jsonb"
-                " from unnest($1::uuid[], $2::bigint[], $3::bigint[], $4::timestamptz[],"
-                " $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[],"
-                " $11::text[]) as h(project_id, version, position, recorded_at, actor, agent_id,"
-                " event_type, daid, changes, summary, patch)",
-                *(list(column) for column in columns),
-            )
+            await tx.copy("project_history", _HISTORY_COLUMNS, batch.history)
         if batch.states:
             await tx.executemany(
                 "insert into project_states (project_id, version, position, state, document)"
                 " values ($1, $2, $3, $4, $5::jsonb) on conflict (project_id, version) do nothing",
                 batch.states,
             )
+
+
+_HISTORY_COLUMNS: Final = (
+    "project_id",
+    "version",
+    "position",
+    "recorded_at",
+    "actor",
+    "agent_id",
+    "event_type",
+    "daid",
+    "changes",
+    "summary",
+    "patch",
+)
 
 
 def _target_daid(event: StoredEvent) -> str | None:
@@ -412,7 +409,7 @@ def _project_row(project: _Project) -> tuple[Any, ...]:
         _text(meta.get("time_signature")),
         _text(meta.get("key")),
         _integer(meta.get("sample_rate")),
-        _json_compact_unicode(view),
+        jsontext.dumps(view),
     )
 
 
@@ -461,7 +458,7 @@ async def _write_parts(tx: Sql, projects: list[_Project]) -> None:
                         _text(effect.get("id")),
                         _text(effect.get("type")),
                         _boolean(effect.get("enabled")),
-                        _json_compact(params or {}),
+                        jsontext.dumps(params or {}),
                     )
                 )
             tracks.append(
@@ -484,24 +481,49 @@ async def _write_parts(tx: Sql, projects: list[_Project]) -> None:
                 )
             )
     if tracks:
-        await tx.executemany(
-            "insert into project_tracks (project_id, track_id, ordinal, name, kind, instrument,"
-            " color, volume_db, pan, mute, solo, armed, clip_count, note_count, effect_count)"
-            " values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
-            tracks,
-        )
+        await tx.copy("project_tracks", _TRACK_COLUMNS, tracks)
     if clips:
-        await tx.executemany(
-            "insert into project_clips (project_id, track_id, clip_id, name, start_beats,"
-            " length_beats, source, note_count) values ($1, $2, $3, $4, $5, $6, $7, $8)",
-            clips,
-        )
+        await tx.copy("project_clips", _CLIP_COLUMNS, clips)
     if effects:
-        await tx.executemany(
-            "insert into project_effects (project_id, track_id, ordinal, effect_id, type,"
-            " enabled, params) values ($1, $2, $3, $4, $5, $6, $7::jsonb)",
-            effects,
-        )
+        await tx.copy("project_effects", _EFFECT_COLUMNS, effects)
+
+
+_TRACK_COLUMNS: Final = (
+    "project_id",
+    "track_id",
+    "ordinal",
+    "name",
+    "kind",
+    "instrument",
+    "color",
+    "volume_db",
+    "pan",
+    "mute",
+    "solo",
+    "armed",
+    "clip_count",
+    "note_count",
+    "effect_count",
+)
+_CLIP_COLUMNS: Final = (
+    "project_id",
+    "track_id",
+    "clip_id",
+    "name",
+    "start_beats",
+    "length_beats",
+    "source",
+    "note_count",
+)
+_EFFECT_COLUMNS: Final = (
+    "project_id",
+    "track_id",
+    "ordinal",
+    "effect_id",
+    "type",
+    "enabled",
+    "params",
+)
 
 
 # Editors may write anything into the shared document: a column gets a value only

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import pycrdt
 
 from collab import document
 from collab.config import ReadSettings
@@ -26,6 +27,7 @@ from tests.live import (
     projections_running,
     running_server,
 )
+from tests.support import eventually
 
 TRACK = {"op": "add_track", "track_id": "bass", "name": "Bass"}
 
@@ -523,3 +525,36 @@ async def test_openapi_describes_every_route(database_url):
         name = schema["$ref"].rsplit("/", 1)[-1]
         assert set(served["components"]["schemas"][name]["properties"]) == {"version", "snapshot"}
         json.dumps(served)
+
+
+async def test_numbers_json_cannot_hold_do_not_stop_the_projection(database_url):
+    """An editor may put NaN or infinity into the shared document (Yjs stores any
+    double); JSON has no such numbers, so the read models show them as null instead of
+    failing on that event for good."""
+    async with running_server(database_url) as address, http(address) as client:
+        project = await create_project(address)
+        editor = await YClient(address, project).connect()
+        await editor.wait_synced()
+        before = len(await project_events(database_url, project))
+        meta = editor.doc.get(document.META, type=pycrdt.Map)
+        with editor.doc.transaction():
+            meta["tempo"] = float("nan")
+            meta["key"] = "D minor"
+        meta["sample_rate"] = float("inf")
+
+        async def both_stored() -> bool:
+            return len(await project_events(database_url, project)) == before + 2
+
+        await eventually(both_stored, 10, "the two edits were not stored")
+        await editor.disconnect()
+        events = await project_events(database_url, project)
+        head = events[-1]
+        body = await history(client, project, head.position)
+        assert body["entries"][0]["version"] == head.stream_version
+        view = (await client.get(f"/api/projects/{project}")).json()
+        assert view["meta"]["tempo"] is None
+        assert view["meta"]["key"] == "D minor"
+        assert view["meta"]["sample_rate"] is None
+        old = await client.get(f"/api/projects/{project}/versions/{head.stream_version - 1}")
+        assert old.status_code == 200, old.text
+        assert old.json()["document"]["meta"]["tempo"] is None
