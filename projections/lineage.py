@@ -139,7 +139,11 @@ class LineageProjection:
             free = len(event.parents) > (1 if chained else 0)
             nodes.append((*_node(event), head, seq, "\n".join(parents), free))
         await _insert_nodes(tx, nodes, known=True)
-        external = [_external(daid, position) for daid, position in named.items()]
+        # Most parents are events of this batch (the previous version): known nodes now.
+        in_batch = {event.daid for event in events}
+        external = [
+            _external(daid, position) for daid, position in named.items() if daid not in in_batch
+        ]
         await _insert_nodes(
             tx, [(*row, None, None, "", False) for row in external if row is not None], known=False
         )
