@@ -20,8 +20,8 @@ Each edge gets a relation naming why the child derives from the parent:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
+from datetime import UTC
 from typing import Any, Final
 
 from events import daid as daid_module
@@ -41,6 +41,7 @@ from events.models import (
 from events.pacing import Pacer
 from events.records import StoredEvent
 from events.sql import Sql
+from projections import jsontext
 
 NAME: Final = "lineage"
 
@@ -214,18 +215,35 @@ _NODE_COLUMNS: Final = (
     " parents, free_parents"
 )
 
+
 # A node as the API shows it, made once when the node is written: a walk of a thousand
 # nodes then returns stored text instead of building a thousand objects. Times are
-# written in UTC with a fixed width, so that they also compare as strings.
-_DOC: Final = (
-    "json_build_object('daid', u.daid, 'known', u.known, 'external', not u.known,"
-    " 'position', u.position, 'project_id', u.project_id, 'stream_id', u.stream_id,"
-    " 'version', u.stream_version, 'event_type', u.event_type, 'entity_type', u.entity_type,"
-    " 'entity_id', u.entity_id, 'agent_id', u.agent_id, 'actor', u.actor,"
-    " 'activity', u.activity, 'tool', u.tool, 'details', u.details,"
-    " 'time', to_char(u.recorded_at at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"+00:00\"')"
-    ")::text"
-)
+# written in UTC with a fixed width, so that they also compare as strings. Made here
+# rather than by json_build_object in the insert: that cost PostgreSQL about a third
+# of the insert (~27 us a node).
+def _doc(row: tuple[Any, ...]) -> str:
+    (daid, known, position, stream_id, project_id, version, event_type, entity_type) = row[:8]
+    entity_id, agent_id, actor, activity, tool, details, recorded_at = row[8:15]
+    return jsontext.dumps(
+        {
+            "daid": daid,
+            "known": known,
+            "external": not known,
+            "position": position,
+            "project_id": project_id,
+            "stream_id": stream_id,
+            "version": version,
+            "event_type": event_type,
+            "entity_type": entity_type,
+            "entity_id": entity_id,
+            "agent_id": agent_id,
+            "actor": actor,
+            "activity": activity,
+            "tool": tool,
+            "details": details,
+            "time": recorded_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f+00:00"),
+        }
+    )
 
 
 def _node(event: StoredEvent) -> tuple[Any, ...]:
@@ -244,8 +262,8 @@ def _node(event: StoredEvent) -> tuple[Any, ...]:
         parsed.agent_id,
         str(event.metadata.get("actor", "")) or None,
         activity_of(event),
-        json.dumps(tool) if tool is not None else None,
-        json.dumps(_details(event)),
+        tool,
+        _details(event),
         event.recorded_at,
     )
 
@@ -269,7 +287,7 @@ def _external(daid: str, position: int) -> tuple[Any, ...] | None:
         None,
         "external",
         None,
-        "{}",
+        {},
         parsed.time,
     )
 
@@ -277,7 +295,11 @@ def _external(daid: str, position: int) -> tuple[Any, ...] | None:
 async def _insert_nodes(tx: Sql, rows: list[tuple[Any, ...]], *, known: bool) -> None:
     if not rows:
         return
-    columns = list(zip(*rows, strict=True))
+    columns: list[list[Any]] = [list(column) for column in zip(*rows, strict=True)]
+    docs = [_doc(row) for row in rows]
+    # tool and details go into jsonb columns as JSON text
+    columns[12] = [jsontext.dumps(tool) if tool is not None else None for tool in columns[12]]
+    columns[13] = [jsontext.dumps(details) for details in columns[13]]
     # A DAID first seen as someone's parent and only later as an event becomes known;
     # a known node is never overwritten by a mere mention.
     conflict = (
@@ -289,13 +311,14 @@ async def _insert_nodes(tx: Sql, rows: list[tuple[Any, ...]], *, known: bool) ->
     )
     await tx.execute(
         f"insert into lineage_nodes ({_NODE_COLUMNS}, doc)"
-        f" select {_SELECTED}, {_DOC}"
+        f" select {_SELECTED}, u.doc"
         " from unnest($1::text[], $2::boolean[], $3::bigint[], $4::text[],"
         " $5::uuid[], $6::bigint[], $7::text[], $8::text[], $9::text[], $10::text[],"
         " $11::text[], $12::text[], $13::jsonb[], $14::jsonb[], $15::timestamptz[],"
-        " $16::text[], $17::integer[], $18::text[], $19::boolean[])"
-        f" as u({_NODE_COLUMNS}) {conflict}",
-        *(list(column) for column in columns),
+        " $16::text[], $17::integer[], $18::text[], $19::boolean[], $20::text[])"
+        f" as u({_NODE_COLUMNS}, doc) {conflict}",
+        *columns,
+        docs,
     )
 
 
