@@ -208,8 +208,12 @@ def _shared_value(value: Any, txn: Any) -> Any:
     """The plain value of a shared type inside an observer (as ``to_py`` gives it)."""
     if isinstance(value, pycrdt_native.Text):
         return value.get_string(txn)
-    # Yjs keeps every number as a double; its JSON writes 3.0 as 3.
-    return json.loads(value.to_json(txn), parse_int=float)
+    return _decode_doubles(value.to_json(txn))
+
+
+# Yjs keeps every number as a double; its JSON writes 3.0 as 3. Built once: json.loads
+# with options builds a decoder per call.
+_decode_doubles: Final = json.JSONDecoder(parse_int=float).decode
 
 
 def _set_op(path: Path, value: Any) -> list[Any]:
