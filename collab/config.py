@@ -37,8 +37,12 @@ class ReadSettings:
     projection_wait: float = 5.0
     #: versions between two stored document states (time travel replays fewer)
     state_every: int = 500
-    #: events folded per projection transaction (catching up folds full batches)
-    projection_batch: int = 5000
+    #: events folded per projection transaction (catching up folds full batches). Each
+    #: batch rewrites the document and parts of every project it touched, so larger
+    #: batches catch up faster (20,000 against 5,000: +24 % at 200,000 events), at the
+    #: cost of memory while catching up (the worker keeps two batches decoded: about
+    #: 70 MB for 40,000 small doc.updated events, against 17 MB with 5,000)
+    projection_batch: int = 20_000
     #: where the projections run: a worker process the server supervises, the
     #: server's own event loop, or elsewhere (``collab projections run``)
     projections: ProjectionMode = "worker"
