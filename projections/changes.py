@@ -123,18 +123,17 @@ class DocumentTracker:
         a Yjs update: the live path refuses them, but the log accepts any payload.
         """
         self._seen.clear()
+        self.patch = []
         protocol.check_update(update)
         self.doc.apply_update(update)
         seen = self._seen
         changes: list[Change] = []
         if len(seen) == 1:
             # Most edits (a fader, a parameter, a note) are one event: no ordering needed.
-            self.patch = []
             if self._patch(seen[0], changes) is None:
                 changes = self._refresh(seen[0][0])
             seen.clear()
             return changes
-        self.patch = []
         # Outer parts first, in a fixed order (Yjs reports them in an order that varies
         # between runs). Event paths name places in the updated document: once the
         # outer parts are patched, the inner paths point at the right items.
