@@ -162,10 +162,9 @@ class DocumentTracker:
             old = parent.get(key, MISSING)
             if value is MISSING:
                 parent.pop(key, None)
-                self.patch.append(["unset", list(path)])
             else:
                 parent[key] = value
-                self.patch.append(["set", list(path), value])
+            self.patch.append(_set_op(path, value))
             changes.extend(diff(old, value, path))
             return True
         items = _lookup(self.view, path)

@@ -121,7 +121,8 @@ class LineageProjection:
         """Nothing is kept in memory."""
 
     async def apply(self, tx: Sql, events: Sequence[StoredEvent]) -> None:
-        chains = await _Chains.load(tx, events)
+        in_batch = {event.daid for event in events}
+        chains = await _Chains.load(tx, events, in_batch)
         nodes: list[tuple[Any, ...]] = []
         edges: list[tuple[str, str, str, int, bool]] = []
         named: dict[str, int] = {}
@@ -141,7 +142,6 @@ class LineageProjection:
             nodes.append((*_node(event), head, seq, "\n".join(parents), free))
         await _insert_nodes(tx, nodes, known=True)
         # Most parents are events of this batch (the previous version): known nodes now.
-        in_batch = {event.daid for event in events}
         external = [
             _external(daid, position) for daid, position in named.items() if daid not in in_batch
         ]
@@ -169,8 +169,7 @@ class _Chains:
         self._known = known
 
     @classmethod
-    async def load(cls, tx: Sql, events: Sequence[StoredEvent]) -> _Chains:
-        in_batch = {event.daid for event in events}
+    async def load(cls, tx: Sql, events: Sequence[StoredEvent], in_batch: set[str]) -> _Chains:
         wanted = sorted(
             {
                 event.parents[0]
@@ -298,8 +297,9 @@ async def _insert_nodes(tx: Sql, rows: list[tuple[Any, ...]], *, known: bool) ->
     columns: list[list[Any]] = [list(column) for column in zip(*rows, strict=True)]
     docs = [_doc(row) for row in rows]
     # tool and details go into jsonb columns as JSON text
-    columns[12] = [jsontext.dumps(tool) if tool is not None else None for tool in columns[12]]
-    columns[13] = [jsontext.dumps(details) for details in columns[13]]
+    tools, details = _COLUMN_NAMES.index("tool"), _COLUMN_NAMES.index("details")
+    columns[tools] = [jsontext.dumps(tool) if tool is not None else None for tool in columns[tools]]
+    columns[details] = [jsontext.dumps(value) for value in columns[details]]
     # A DAID first seen as someone's parent and only later as an event becomes known;
     # a known node is never overwritten by a mere mention.
     conflict = (
