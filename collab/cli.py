@@ -6,12 +6,14 @@ environment variables, then defaults), so ``COLLAB_DATA_DIR=D collab audit verif
 checks the embedded database of data dir D, also while a server runs on it.
 
 Exit codes: 0 success; 1 verification found a broken link; 2 invalid settings or
-usage; 3 the database could not be reached or migrated.
+usage; 3 the database could not be reached or migrated; 4 a rebuild could not run
+(another process is rebuilding the projection) or one of its processes failed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import signal
@@ -51,14 +53,16 @@ from events.checkpoints import (
 from events.errors import EventStoreError
 from events.integrity import Break
 from events.postgres import PostgresEventStore, VerifyReport
-from projections import audit_log
+from projections import audit_log, projects
 from projections.audit_log import AuditLogProjection
 from projections.progress import ProjectionProgress, ProjectionStatus
-from projections.runner import Projection, rebuild
+from projections.runner import Projection, RebuildRunning, rebuild
+from projections.sharded import RebuildFailed, rebuild_in_parallel
 
 EXIT_BROKEN = 1
 EXIT_CONFIG = 2
 EXIT_UNAVAILABLE = 3
+EXIT_FAILED = 4
 
 app = typer.Typer(
     help="Event-sourced collaboration server for music projects.",
@@ -428,11 +432,27 @@ def projections_run(
 @projections_app.command("rebuild")
 def projections_rebuild(
     name: Annotated[str | None, typer.Argument(help="Only this projection")] = None,
+    jobs: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=64,
+            help="Processes that fold the projects read model together, each a share of"
+            " the projects (the other read models are folded by one)",
+        ),
+    ] = 1,
     data_dir: DataDir = None,
 ) -> None:
     """Empty the read models and fold the whole log again (from position 0)."""
     settings = _settings(data_dir=data_dir)
     database = _database(settings)
+    opener = functools.partial(
+        worker.projects_share,
+        database.url,
+        read_settings(settings),
+        settings.log_level,
+        settings.log_format,
+    )
 
     async def run(store: PostgresEventStore) -> None:
         await _require_schema(store)
@@ -440,12 +460,40 @@ def projections_rebuild(
         if not chosen:
             raise typer.BadParameter(f"no projection named {name!r}", param_hint="NAME")
         for projection in chosen:
-            await _rebuild(store, projection, settings.projection_batch)
+            if jobs > 1 and projection.name == projects.NAME:
+                await _rebuild(
+                    store,
+                    projection,
+                    functools.partial(
+                        rebuild_in_parallel,
+                        store,
+                        projection,
+                        opener,
+                        jobs=jobs,
+                        batch_size=settings.projection_batch,
+                    ),
+                    f" by {jobs} processes",
+                )
+            else:
+                await _rebuild(
+                    store,
+                    projection,
+                    functools.partial(rebuild, store, projection, settings.projection_batch),
+                )
 
-    _with_store(database, run, "collab: rebuild failed")
+    try:
+        _with_store(database, run, "collab: rebuild failed")
+    except (RebuildRunning, RebuildFailed) as exc:
+        typer.echo(f"collab: rebuild failed: {exc}", err=True)
+        raise typer.Exit(EXIT_FAILED) from None
 
 
-async def _rebuild(store: PostgresEventStore, projection: Projection, batch_size: int) -> None:
+async def _rebuild(
+    store: PostgresEventStore,
+    projection: Projection,
+    fold: Callable[..., Awaitable[int]],
+    how: str = "",
+) -> None:
     started = time.perf_counter()
     head = await store.head_position()
     with typer.progressbar(length=head, label=f"rebuilding {projection.name}", file=None) as bar:
@@ -456,12 +504,12 @@ async def _rebuild(store: PostgresEventStore, projection: Projection, batch_size
             bar.update(max(0, position - shown))
             shown = max(shown, position)
 
-        folded = await rebuild(store, projection, batch_size, advance)
+        folded = await fold(progress=advance)
     seconds = time.perf_counter() - started
     rate = folded / seconds if seconds > 0 else 0.0
     typer.echo(
         f"rebuilt {projection.name}: {folded} events folded up to position {shown}"
-        f" in {seconds:.1f} s ({rate:,.0f} events/s)"
+        f" in {seconds:.1f} s ({rate:,.0f} events/s){how}"
     )
 
 

@@ -30,6 +30,7 @@ import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
+from collab import logging as collab_logging
 from collab.config import AuditSettings, ReadSettings
 from events.checkpoints import Signer
 from events.errors import EventStoreError
@@ -38,7 +39,7 @@ from projections import audit_log, lineage, projects
 from projections.audit_log import AuditLogProjection
 from projections.lineage import LineageProjection
 from projections.projects import ProjectsProjection
-from projections.runner import Projection, ProjectionRunner
+from projections.runner import Projection, ProjectionRunner, Store
 
 log = structlog.get_logger("collab.worker")
 
@@ -53,6 +54,20 @@ def build(
 ) -> list[Projection]:
     """The projections, in :data:`NAMES` order."""
     return [ProjectsProjection(store, state_every=read.state_every), LineageProjection(), audit]
+
+
+@asynccontextmanager
+async def projects_share(
+    database_url: str, read: ReadSettings, log_level: str, log_format: collab_logging.Format
+) -> AsyncIterator[tuple[Store, Projection]]:
+    """The store and ``projects`` projection of one process of a parallel rebuild
+    (:mod:`projections.sharded`)."""
+    collab_logging.configure(log_level, log_format)
+    store = await PostgresEventStore.connect(database_url, min_size=1, max_size=2)
+    try:
+        yield store, ProjectsProjection(store, state_every=read.state_every)
+    finally:
+        await store.close()
 
 
 @asynccontextmanager

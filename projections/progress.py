@@ -30,7 +30,7 @@ log = structlog.get_logger("projections.progress")
 
 CHANNEL: Final = "collab_projections"
 
-State = Literal["starting", "running", "failing", "stopped"]
+State = Literal["starting", "running", "failing", "stopped", "rebuilding"]
 
 
 class ProgressSource(SqlDatabase, Protocol):

@@ -9,7 +9,10 @@ there: no event is applied twice or skipped.
 
 If the checkpoint moved underneath (``collab projections rebuild``, or another node
 running the same projection got there first) the batch is abandoned and reading
-resumes from the stored checkpoint. Any other failure is logged, written to the
+resumes from the stored checkpoint. While a rebuild in several processes
+(:mod:`projections.sharded`) holds the projection, its row says ``rebuilding``: the
+runner waits for it to finish, or, if the process that started it has died, empties
+the read model and folds it again from the start. Any other failure is logged, written to the
 checkpoint row (state ``failing``, the error, the failure count: what ``/ready``
 shows, through :mod:`projections.progress`), and the same batch is retried with a
 growing delay; nothing after it is applied before it succeeds.
@@ -36,6 +39,10 @@ log = structlog.get_logger("projections.runner")
 #: seconds a runner at the head of the log waits before reading again (what a read
 #: with ``min_position`` may wait more than the fold itself)
 LINGER: Final = 0.05
+#: seconds between two looks at a projection another process is rebuilding
+REBUILD_WAIT: Final = 1.0
+#: the checkpoint state of a projection being rebuilt by :mod:`projections.sharded`
+REBUILDING: Final = "rebuilding"
 
 
 class Projection(Protocol):
@@ -72,6 +79,26 @@ class CheckpointMoved(Exception):
         )
 
 
+class RebuildRunning(Exception):
+    """Another process is rebuilding the projection (its checkpoint says ``rebuilding``)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"projection {name} is being rebuilt by another process")
+
+
+def rebuild_lock(name: str) -> str:
+    """The advisory lock a process rebuilding ``name`` holds while it runs (PostgreSQL
+    releases it when that process's connection ends, however it ends)."""
+    return f"collab.rebuild:{name}"
+
+
+async def try_rebuild_lock(tx: Sql, name: str) -> bool:
+    """Take :func:`rebuild_lock` until ``tx`` ends; False if another session holds it."""
+    return bool(
+        await tx.fetchval("select pg_try_advisory_xact_lock(hashtext($1))", rebuild_lock(name))
+    )
+
+
 async def load_checkpoint(tx: Sql, name: str) -> int:
     await tx.execute(
         "insert into projection_checkpoints (name) values ($1) on conflict (name) do nothing",
@@ -83,27 +110,41 @@ async def load_checkpoint(tx: Sql, name: str) -> int:
 
 
 async def reset(store: SqlDatabase, projection: Projection) -> None:
-    """Empty the projection's tables and move its checkpoint to 0, in one transaction."""
+    """Empty the projection's tables and move its checkpoint to 0, in one transaction.
+
+    Raises :class:`RebuildRunning` while another process rebuilds it.
+    """
     async with store.transaction() as tx:
-        await load_checkpoint(tx, projection.name)
-        await tx.execute(
-            "select position from projection_checkpoints where name = $1 for update",
-            projection.name,
-        )
-        await tx.execute(f"truncate {', '.join(projection.tables)} cascade")
-        await tx.execute(
-            "update projection_checkpoints set position = 0, updated_at = now() where name = $1",
-            projection.name,
-        )
+        _, state = await _lock_checkpoint(tx, projection.name)
+        if state == REBUILDING and not await try_rebuild_lock(tx, projection.name):
+            raise RebuildRunning(projection.name)
+        await empty(tx, projection, "stopped" if state == REBUILDING else None)
     projection.forget()
 
 
-async def _lock_checkpoint(tx: Sql, name: str, start: int) -> None:
-    stored = await tx.fetchval(
-        "select position from projection_checkpoints where name = $1 for update", name
+async def _lock_checkpoint(tx: Sql, name: str) -> tuple[int, str]:
+    """The checkpoint's position and state, its row locked until ``tx`` ends."""
+    await load_checkpoint(tx, name)
+    (row,) = await tx.fetch(
+        "select position, state from projection_checkpoints where name = $1 for update", name
     )
-    if stored != start:
-        raise CheckpointMoved(name, int(stored or 0), start)
+    return int(row["position"]), str(row["state"])
+
+
+async def empty(tx: Sql, projection: Projection, state: str | None) -> None:
+    """Inside ``tx`` (which holds the checkpoint row): truncate the projection's tables,
+    drop the checkpoints of a parallel rebuild's shares, move the checkpoint to 0 and,
+    unless ``state`` is None, set its state."""
+    await tx.execute(f"truncate {', '.join(projection.tables)} cascade")
+    await tx.execute(
+        "delete from projection_checkpoints where starts_with(name, $1)", f"{projection.name}#"
+    )
+    await tx.execute(
+        "update projection_checkpoints set position = 0, updated_at = now(),"
+        " state = coalesce($2, state) where name = $1",
+        projection.name,
+        state,
+    )
 
 
 async def apply_batch(
@@ -119,6 +160,10 @@ async def apply_batch(
     The row then says the projection is ``running`` (no error), or, for a one-off
     fold such as a rebuild (``running=False``), keeps its state, unless that was
     ``failing``: the failed batch is folded now, and nothing is running it.
+
+    Raises :class:`CheckpointMoved` when the checkpoint is not at ``start`` (also
+    after emptying a read model whose parallel rebuild was abandoned: it is at 0
+    then), and :class:`RebuildRunning` while another process rebuilds it.
     """
     try:
         async with store.transaction() as tx:
@@ -126,19 +171,36 @@ async def apply_batch(
             # checkpoint with them, and the events are folded again. Not waiting for the
             # WAL flush keeps the projections' commits off the live appends' disk path.
             await tx.execute("set local synchronous_commit = off")
-            await _lock_checkpoint(tx, projection.name, start)
-            await projection.apply(tx, events)
-            await tx.execute(
-                "update projection_checkpoints set position = $2, updated_at = now(),"
-                " error = null, failures = 0, state = case when $3 then 'running'"
-                " when state = 'failing' then 'stopped' else state end where name = $1",
-                projection.name,
-                events[-1].position,
-                running,
-            )
+            moved = await _claim(tx, projection, start, running=running)
+            if moved is None:
+                await projection.apply(tx, events)
+                await tx.execute(
+                    "update projection_checkpoints set position = $2, updated_at = now(),"
+                    " error = null, failures = 0, state = case when $3 then 'running'"
+                    " when state = 'failing' then 'stopped' else state end where name = $1",
+                    projection.name,
+                    events[-1].position,
+                    running,
+                )
     except BaseException:
         projection.forget()
         raise
+    if moved is not None:
+        projection.forget()
+        raise CheckpointMoved(projection.name, moved, start)
+
+
+async def _claim(tx: Sql, projection: Projection, start: int, *, running: bool) -> int | None:
+    """Lock the checkpoint row; None if it is at ``start``, else where it is now."""
+    stored, state = await _lock_checkpoint(tx, projection.name)
+    if state == REBUILDING:
+        if not await try_rebuild_lock(tx, projection.name):
+            raise RebuildRunning(projection.name)
+        # The process rebuilding it died: what its shares folded is partial.
+        log.warning("abandoned rebuild; folding again from 0", projection=projection.name)
+        await empty(tx, projection, "running" if running else "stopped")
+        return 0
+    return None if stored == start else stored
 
 
 async def rebuild(
@@ -198,7 +260,8 @@ class _Runner:
                     # once, and anything else that failed has just worked. The last
                     # error stays until a batch folds.
                     await tx.execute(
-                        "update projection_checkpoints set state = 'running' where name = $1",
+                        "update projection_checkpoints set state = 'running'"
+                        " where name = $1 and state <> 'rebuilding'",
                         self.projection.name,
                     )
                 if self.state != "failing":
@@ -239,6 +302,7 @@ class _Runner:
     async def _fold(self, batch: list[StoredEvent]) -> bool:
         """Fold one batch, retrying until it succeeds; False if the checkpoint moved."""
         delay = 0.1
+        waiting = False
         started = time.perf_counter()
         while True:
             try:
@@ -251,6 +315,12 @@ class _Runner:
                     batch_start=self.position,
                 )
                 return False
+            except RebuildRunning:
+                if not waiting:
+                    log.info("waiting for a rebuild to finish", projection=self.projection.name)
+                    waiting = True
+                await asyncio.sleep(REBUILD_WAIT)
+                continue
             except Exception as exc:  # noqa: BLE001 - any failure is retried, never skipped
                 await self._failed(exc)
                 await asyncio.sleep(delay)
@@ -289,7 +359,7 @@ class _Runner:
         with contextlib.suppress(EventStoreError):
             await self.store.queries.execute(
                 "update projection_checkpoints set state = 'failing', error = $2,"
-                " failures = failures + 1 where name = $1",
+                " failures = failures + 1 where name = $1 and state <> 'rebuilding'",
                 self.projection.name,
                 self.error,
             )

@@ -104,6 +104,9 @@ async def _dump(database_url: str) -> dict[str, list[Any]]:
             await conn.fetchval("select position from projection_checkpoints where name = $1", name)
             for name in ("projects", "lineage", "audit_log")
         ]
+        tables["checkpoint_names"] = sorted(
+            await conn.fetchval("select array_agg(name) from projection_checkpoints")
+        )
         return tables
     finally:
         await conn.close()
@@ -130,6 +133,16 @@ async def test_rebuild_gives_the_rows_the_live_fold_gave(database_url):
     assert rebuilt.returncode == 0, rebuilt.stderr
     for name in ("projects", "lineage", "audit_log"):
         assert f"rebuilt {name}: {head} events folded up to position {head}" in rebuilt.stdout
+    after = await _dump(database_url)
+    assert after == incremental, _first_difference(incremental, after)
+
+    # The projects read model folded by two processes, each a share of the projects.
+    parallel = await asyncio.to_thread(
+        _collab, database_url, "projections", "rebuild", "projects", "--jobs", "2"
+    )
+    assert parallel.returncode == 0, parallel.stderr
+    assert f"rebuilt projects: {head} events folded up to position {head}" in parallel.stdout
+    assert "by 2 processes" in parallel.stdout
     after = await _dump(database_url)
     assert after == incremental, _first_difference(incremental, after)
 

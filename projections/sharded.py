@@ -1,0 +1,261 @@
+"""Rebuilding a per-stream read model in several processes at once.
+
+The fold of one projection is one Python process, bound to one core
+(docs/benchmarks.md). A read model whose rows and in-memory state belong each to one
+stream (``projects``: every row and document is one project's) can instead be folded
+by N processes, each taking the events of its share of the streams (a stream's share
+is the CRC-32 of its id modulo N) with a checkpoint row of its own,
+``<name>#<i>/<N>``, through :func:`projections.runner.apply_batch` as any fold does.
+Each process reads the whole log and skips what is not its share.
+
+While they run, the projection's own checkpoint says ``rebuilding``, and the process
+that started the rebuild holds an advisory lock PostgreSQL releases when that
+process's connection ends. A runner meeting the projection in that state waits; if
+the lock is free, the rebuild died half-way, and the runner empties the read model
+and folds it from 0 (:mod:`projections.runner`). When every share is at the head the
+rebuild began with, one transaction moves the projection's checkpoint there and drops
+the shares' rows; a runner then resumes from that head.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import multiprocessing
+import zlib
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from multiprocessing.connection import Connection
+from typing import Final
+
+import structlog
+
+from events.records import StoredEvent
+from events.sql import Sql
+from projections.runner import (
+    REBUILDING,
+    Projection,
+    RebuildRunning,
+    Store,
+    apply_batch,
+    empty,
+    try_rebuild_lock,
+)
+
+log = structlog.get_logger("projections.sharded")
+
+#: opens a store and the projection to fold in a share's process (picklable: a
+#: module-level function, or a functools.partial of one)
+Opener = Callable[[], AbstractAsyncContextManager[tuple[Store, Projection]]]
+
+#: seconds between two reads of the shares' checkpoints for ``progress``
+_PROGRESS_EVERY: Final = 0.5
+
+
+class RebuildFailed(Exception):
+    """A share's process failed; the read model was emptied (its checkpoint is at 0)."""
+
+
+def share_of(stream_id: str, shares: int) -> int:
+    """The share (0 to ``shares - 1``) a stream's events go to, the same in every process."""
+    return zlib.crc32(stream_id.encode()) % shares
+
+
+def share_name(name: str, index: int, shares: int) -> str:
+    return f"{name}#{index + 1}/{shares}"
+
+
+class Share:
+    """``projection`` folding only the events of streams in share ``index`` of ``shares``;
+    its checkpoint is its own."""
+
+    def __init__(self, projection: Projection, index: int, shares: int) -> None:
+        self._projection = projection
+        self._index = index
+        self._shares = shares
+        self._name = share_name(projection.name, index, shares)
+        self._streams: dict[str, bool] = {}
+        #: events given to the projection (a failed batch fails the whole share)
+        self.folded = 0
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def tables(self) -> tuple[str, ...]:
+        return self._projection.tables
+
+    def _mine(self, stream_id: str) -> bool:
+        mine = self._streams.get(stream_id)
+        if mine is None:
+            mine = self._streams[stream_id] = share_of(stream_id, self._shares) == self._index
+        return mine
+
+    async def apply(self, tx: Sql, events: Sequence[StoredEvent]) -> None:
+        mine = [e for e in events if self._mine(e.stream_id)]
+        if mine:
+            await self._projection.apply(tx, mine)
+            self.folded += len(mine)
+
+    def forget(self) -> None:
+        self._projection.forget()
+
+
+async def rebuild_in_parallel(
+    store: Store,
+    projection: Projection,
+    opener: Opener,
+    *,
+    jobs: int,
+    batch_size: int,
+    progress: Callable[[int], None] | None = None,
+) -> int:
+    """Empty ``projection`` and fold the log from 0 up to the head as it is now, in
+    ``jobs`` processes (each opening its own store and projection with ``opener``);
+    returns how many events they folded (each event counts once).
+
+    ``progress`` gets the position every share has reached, now and then. Raises
+    :class:`RebuildRunning` if another rebuild of it runs, :class:`RebuildFailed` if a
+    share's process fails (the others are stopped, the read model left empty at 0).
+    """
+    name = projection.name
+    # The lock lives as long as this transaction: the whole rebuild.
+    async with store.transaction() as guard:
+        if not await try_rebuild_lock(guard, name):
+            raise RebuildRunning(name)
+        async with store.transaction() as tx:
+            await _hold(tx, name)
+            await empty(tx, projection, REBUILDING)
+        projection.forget()
+        head = await store.head_position()
+        log.info("parallel rebuild started", projection=name, head=head, jobs=jobs)
+        try:
+            folded = await _fold_shares(
+                store, name, opener, jobs=jobs, head=head, batch_size=batch_size, progress=progress
+            )
+        except BaseException:
+            async with store.transaction() as tx:
+                await _hold(tx, name)
+                await empty(tx, projection, "stopped")
+            raise
+        async with store.transaction() as tx:
+            await _hold(tx, name)
+            await tx.execute(
+                "delete from projection_checkpoints where starts_with(name, $1)", f"{name}#"
+            )
+            await tx.execute(
+                "update projection_checkpoints set position = $2, updated_at = now(),"
+                " state = 'stopped', error = null, failures = 0 where name = $1",
+                name,
+                head,
+            )
+    if progress is not None:
+        progress(head)
+    return folded
+
+
+async def _hold(tx: Sql, name: str) -> None:
+    await tx.execute(
+        "insert into projection_checkpoints (name) values ($1) on conflict (name) do nothing",
+        name,
+    )
+    await tx.execute("select 1 from projection_checkpoints where name = $1 for update", name)
+
+
+async def _fold_shares(
+    store: Store,
+    name: str,
+    opener: Opener,
+    *,
+    jobs: int,
+    head: int,
+    batch_size: int,
+    progress: Callable[[int], None] | None,
+) -> int:
+    context = multiprocessing.get_context("spawn")
+    processes: list[multiprocessing.process.BaseProcess] = []
+    results: list[Connection] = []
+    for index in range(jobs):
+        receiver, sender = context.Pipe(duplex=False)
+        process = context.Process(
+            target=_share_main,
+            args=(sender, opener),
+            kwargs={"index": index, "shares": jobs, "head": head, "batch_size": batch_size},
+            name=share_name(name, index, jobs),
+            daemon=True,
+        )
+        process.start()
+        sender.close()
+        processes.append(process)
+        results.append(receiver)
+    watching = (
+        asyncio.create_task(_watch(store, name, jobs, progress)) if progress is not None else None
+    )
+    try:
+        waits = [
+            asyncio.to_thread(_result, r, p.name) for r, p in zip(results, processes, strict=True)
+        ]
+        counts = await asyncio.gather(*waits)
+    finally:
+        if watching is not None:
+            watching.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watching
+        for share in processes:
+            if share.is_alive():
+                share.terminate()
+        for share in processes:
+            await asyncio.to_thread(share.join, 10)
+        for receiver in results:
+            receiver.close()
+    return sum(counts)
+
+
+def _result(receiver: Connection, share: str) -> int:
+    try:
+        outcome: tuple[str, int | str] = receiver.recv()
+    except EOFError:
+        raise RebuildFailed(f"{share}: its process ended without a result") from None
+    status, value = outcome
+    if status != "ok":
+        raise RebuildFailed(f"{share}: {value}")
+    return int(value)
+
+
+async def _watch(store: Store, name: str, jobs: int, progress: Callable[[int], None]) -> None:
+    names = [share_name(name, i, jobs) for i in range(jobs)]
+    while True:
+        await asyncio.sleep(_PROGRESS_EVERY)
+        rows = await store.queries.fetch(
+            "select position from projection_checkpoints where name = any($1::text[])", names
+        )
+        if len(rows) == jobs:
+            progress(min(int(r["position"]) for r in rows))
+
+
+def _share_main(
+    sender: Connection, opener: Opener, *, index: int, shares: int, head: int, batch_size: int
+) -> None:
+    """A share's process: fold, then send ("ok", events folded) or ("error", why)."""
+    try:
+        folded = asyncio.run(_fold_share(opener, index, shares, head, batch_size))
+    except BaseException as exc:  # noqa: BLE001 - reported to the rebuilding process
+        sender.send(("error", f"{type(exc).__name__}: {exc}"))
+    else:
+        sender.send(("ok", folded))
+    finally:
+        sender.close()
+
+
+async def _fold_share(opener: Opener, index: int, shares: int, head: int, batch_size: int) -> int:
+    async with opener() as (store, projection):
+        share = Share(projection, index, shares)
+        position = 0
+        while position < head:
+            events = await store.read_all(position, min(batch_size, head - position))
+            if not events:
+                break
+            await apply_batch(store, share, events, position, running=False)
+            position = events[-1].position
+        return share.folded

@@ -1,0 +1,207 @@
+"""A rebuild in several processes (``projections.sharded``) against real PostgreSQL:
+every event folded once across the shares; a running projection waits for it and
+resumes from its head; a share that fails or dies leaves the read model empty for a
+fresh fold; a rebuild whose process died is started over by the runner.
+
+The shares run in spawned processes: what they fold is made by the module-level
+opener below (the tally of ``tests.test_projection_runner``, one row per event)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import os
+from collections.abc import AsyncIterator, Sequence
+
+import asyncpg
+import pytest
+
+from events.postgres import PostgresEventStore
+from events.records import StoredEvent
+from events.sql import Sql
+from projections.runner import Projection, RebuildRunning, Store, reset, try_rebuild_lock
+from projections.sharded import RebuildFailed, rebuild_in_parallel, share_name, share_of
+from tests.support import eventually, run_collab, timeout
+from tests.test_projection_runner import EVENTS, Tally, _fill, _tallied, running, store
+
+__all__ = ["store"]  # the fixture, shared with the runner's tests
+
+
+class Exiting(Tally):
+    """Ends its process without a word at a chosen position (a killed share)."""
+
+    def __init__(self, exit_at: int) -> None:
+        super().__init__()
+        self.exit_at = exit_at
+
+    async def apply(self, tx: Sql, events: Sequence[StoredEvent]) -> None:
+        if any(e.position == self.exit_at for e in events):
+            os._exit(9)
+        await super().apply(tx, events)
+
+
+@contextlib.asynccontextmanager
+async def tally_share(
+    database_url: str, fail_at: int | None = None, exit_at: int | None = None
+) -> AsyncIterator[tuple[Store, Projection]]:
+    store = await PostgresEventStore.connect(database_url, min_size=1, max_size=2)
+    try:
+        yield store, (Exiting(exit_at) if exit_at else Tally(fail_at=fail_at))
+    finally:
+        await store.close()
+
+
+async def _checkpoints(database_url: str) -> dict[str, tuple[int, str]]:
+    conn = await asyncpg.connect(database_url)
+    try:
+        rows = await conn.fetch("select name, position, state from projection_checkpoints")
+        return {r["name"]: (r["position"], r["state"]) for r in rows}
+    finally:
+        await conn.close()
+
+
+def test_every_stream_has_one_share():
+    streams = [f"project-{i}" for i in range(200)]
+    for shares in (1, 2, 3, 7):
+        owners = [share_of(s, shares) for s in streams]
+        assert set(owners) == set(range(shares))
+        assert owners == [share_of(s, shares) for s in streams]  # the same every time
+    assert share_name("projects", 0, 2) == "projects#1/2"
+
+
+async def test_a_parallel_rebuild_folds_every_event_once(store, database_url):
+    async with running(store, Tally()) as progress:
+        assert await progress.wait(EVENTS, timeout(30))
+    seen: list[int] = []
+    folded = await rebuild_in_parallel(
+        store,
+        Tally(),
+        functools.partial(tally_share, database_url),
+        jobs=3,
+        batch_size=400,
+        progress=seen.append,
+    )
+    assert folded == EVENTS
+    assert await _tallied(store) == (EVENTS, EVENTS, 1, EVENTS)
+    # The shares' rows are gone; the projection's own is at the head.
+    assert await _checkpoints(database_url) == {"tally": (EVENTS, "stopped")}
+    assert seen[-1] == EVENTS
+    assert seen == sorted(seen)
+
+
+async def test_a_running_projection_waits_for_the_rebuild_and_resumes_from_its_head(
+    store, database_url
+):
+    tally = Tally()
+    async with running(store, tally) as progress:
+        assert await progress.wait(EVENTS, timeout(30))
+        rebuilding = asyncio.create_task(
+            rebuild_in_parallel(
+                store,
+                Tally(),
+                functools.partial(tally_share, database_url),
+                jobs=2,
+                batch_size=300,
+            )
+        )
+
+        async def marked() -> bool:
+            return (await _checkpoints(database_url))["tally"][1] == "rebuilding"
+
+        await eventually(marked, 30, "the rebuild never marked the projection")
+        # Appended while the shares fold up to the head they started with: the
+        # running projection must fold these, once, after the rebuild.
+        await _fill(store, 100)
+        assert await rebuilding == EVENTS
+        assert await progress.wait(EVENTS + 100, timeout(30))
+        assert await _tallied(store) == (EVENTS + 100, EVENTS + 100, 1, EVENTS + 100)
+        assert tally.forgotten >= 1  # its documents from before the rebuild were dropped
+        (status,) = await progress.status()
+        assert (status.state, status.failures) == ("running", 0)
+
+
+@pytest.mark.parametrize(
+    ("how", "message"),
+    [
+        ({"fail_at": 1234}, "RuntimeError: injected failure at position 1234"),
+        ({"exit_at": 1234}, "its process ended without a result"),
+    ],
+)
+async def test_a_failed_share_leaves_the_read_model_empty_for_a_fresh_fold(
+    store, database_url, how, message
+):
+    with pytest.raises(RebuildFailed, match=message):
+        await rebuild_in_parallel(
+            store,
+            Tally(),
+            functools.partial(tally_share, database_url, **how),
+            jobs=2,
+            batch_size=500,
+        )
+    assert await _tallied(store) == (0, 0, 0, 0)
+    assert await _checkpoints(database_url) == {"tally": (0, "stopped")}
+    async with running(store, Tally()) as progress:
+        assert await progress.wait(EVENTS, timeout(30))
+        assert await _tallied(store) == (EVENTS, EVENTS, 1, EVENTS)
+
+
+async def test_a_rebuild_whose_process_died_is_started_over_by_the_runner(store, database_url):
+    # What a rebuilding process leaves when it dies: its lock held until then, the
+    # projection marked, a share's rows and checkpoint half-way.
+    holder = await asyncpg.connect(database_url)
+    try:
+        await holder.execute("select pg_advisory_lock(hashtext($1))", "collab.rebuild:tally")
+        await holder.execute(
+            "insert into projection_checkpoints (name, position, state) values"
+            " ('tally', 0, 'rebuilding'), ('tally#1/2', 900, 'stopped')"
+        )
+        await holder.execute("insert into tally select generate_series(1, 900)")
+        with pytest.raises(RebuildRunning):
+            await reset(store, Tally())
+        with pytest.raises(RebuildRunning):
+            await rebuild_in_parallel(
+                store, Tally(), functools.partial(tally_share, database_url), jobs=2, batch_size=1
+            )
+        async with running(store, Tally()):
+            await asyncio.sleep(timeout(1.5))
+            # Still its process's: nothing folded, nothing emptied.
+            assert await _tallied(store) == (900, 900, 1, 900)
+            assert (await _checkpoints(database_url))["tally"] == (0, "rebuilding")
+            await holder.close()  # the rebuilding process dies
+
+            async def refolded() -> bool:
+                return await _tallied(store) == (EVENTS, EVENTS, 1, EVENTS)
+
+            await eventually(refolded, 30, "the abandoned rebuild was not started over")
+            assert await _checkpoints(database_url) == {"tally": (EVENTS, "running")}
+    finally:
+        if not holder.is_closed():
+            await holder.close()
+
+
+async def test_the_rebuild_lock_is_one_holders(store):
+    async with store.transaction() as first:
+        assert await try_rebuild_lock(first, "tally")
+        async with store.transaction() as second:
+            assert not await try_rebuild_lock(second, "tally")
+    async with store.transaction() as later:
+        assert await try_rebuild_lock(later, "tally")
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+async def test_the_command_refuses_while_another_process_rebuilds(database_url, jobs):
+    holder = await asyncpg.connect(database_url)
+    try:
+        await holder.execute("select pg_advisory_lock(hashtext($1))", "collab.rebuild:projects")
+        await holder.execute(
+            "insert into projection_checkpoints (name, state) values ('projects', 'rebuilding')"
+        )
+        done = await asyncio.to_thread(
+            run_collab, database_url, "projections", "rebuild", "projects", "--jobs", jobs
+        )
+        assert done.returncode == 4, done.stderr
+        assert "projection projects is being rebuilt by another process" in done.stderr
+        assert (await _checkpoints(database_url))["projects"] == (0, "rebuilding")
+    finally:
+        await holder.close()
