@@ -1,6 +1,6 @@
 """Projection benchmark: catch-up, time travel and rebuild of the ``projects`` read model.
 
-    .venv/bin/python bench/read_models.py [--runs 3] [--quick]
+    .venv/bin/python bench/read_models.py [--runs 3] [--quick] [--jobs 2]
 
 Starts an embedded PostgreSQL (pgserver) in a temporary folder unless DATABASE_URL is
 set. Every count is fixed; nothing loops on time.
@@ -18,7 +18,9 @@ set. Every count is fixed; nothing loops on time.
 * time travel: one project of ``--travel-events`` (default 100,000) events is folded,
   then ``--samples`` random versions are read with ``view_at`` (the code behind
   ``GET /api/projects/{id}/versions/{v}``, without the HTTP layer): p50 and p99 in ms.
-* rebuild: ``collab projections rebuild`` run as a process on the catch-up log.
+* rebuild: ``collab projections rebuild`` run as a process on the catch-up log; then
+  ``rebuild projects`` alone, by one process and by ``--jobs`` (default 2) processes
+  (events/s from the command's start to its exit).
 """
 
 from __future__ import annotations
@@ -219,12 +221,13 @@ async def _reset(url: str) -> None:
     await conn.close()
 
 
-def _rebuild(url: str) -> float:
+def _rebuild(url: str, *args: str) -> float:
+    """Seconds a ``collab projections rebuild [ARGS]`` process takes, start to exit."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("COLLAB_")}
     env["DATABASE_URL"] = url
     started = time.perf_counter()
     subprocess.run(
-        [sys.executable, "-m", "collab.cli", "projections", "rebuild"],
+        [sys.executable, "-m", "collab.cli", "projections", "rebuild", *args],
         env=env,
         check=True,
         capture_output=True,
@@ -242,6 +245,9 @@ async def main() -> None:
     parser.add_argument("--batch", type=int, default=ReadSettings().projection_batch)
     parser.add_argument("--quick", action="store_true", help="a tenth of the counts")
     parser.add_argument("--only", choices=["catch-up", "travel"], help="one part only")
+    parser.add_argument(
+        "--jobs", type=int, default=2, help="processes of the parallel rebuild of projects"
+    )
     args = parser.parse_args()
     if args.quick:
         args.events //= 10
@@ -269,6 +275,8 @@ async def _catch_up_part(url: str, args: argparse.Namespace) -> None:
         flush=True,
     )
     reads, folds, everything, rebuilds, floors = [], [], [], [], []
+    alone, parallel = [], []
+    head = args.events + 100
     for run in range(args.runs):
         floors.append(_tracking_floor(100, min(args.events, 20_000), seed=run + 1))
         reads.append(await _read_only(store, args.batch))
@@ -276,11 +284,14 @@ async def _catch_up_part(url: str, args: argparse.Namespace) -> None:
         folds.append(await _fold_all(store, args.batch))
         everything.append(await _fold_every(url, args.batch))
         rebuilds.append(_rebuild(url))
+        alone.append(head / _rebuild(url, "projects"))
+        parallel.append(head / _rebuild(url, "projects", "--jobs", str(args.jobs)))
         print(
             f"  run {run + 1}: read {reads[-1]:,.0f} events/s, catch-up"
             f" {folds[-1]:,.0f} events/s, all three {everything[-1]:,.0f} events/s,"
-            f" rebuild {rebuilds[-1]:.1f} s; in memory: bare apply {floors[-1][0]:.1f} µs,"
-            f" tracked {floors[-1][1]:.1f} µs per event",
+            f" rebuild {rebuilds[-1]:.1f} s; rebuild projects {alone[-1]:,.0f} events/s,"
+            f" --jobs {args.jobs} {parallel[-1]:,.0f} events/s; in memory: bare apply"
+            f" {floors[-1][0]:.1f} µs, tracked {floors[-1][1]:.1f} µs per event",
             flush=True,
         )
     read, fold = statistics.median(reads), statistics.median(folds)
@@ -300,8 +311,12 @@ async def _catch_up_part(url: str, args: argparse.Namespace) -> None:
         f" {statistics.median(everything):,.0f} events/s"
     )
     print(
-        f"collab projections rebuild ({args.events + 100:,} events): median"
-        f" {statistics.median(rebuilds):.1f} s"
+        f"collab projections rebuild ({head:,} events): median {statistics.median(rebuilds):.1f} s"
+    )
+    one, many = statistics.median(alone), statistics.median(parallel)
+    print(
+        f"collab projections rebuild projects, process start to exit: median {one:,.0f}"
+        f" events/s; with --jobs {args.jobs}: median {many:,.0f} events/s ({many / one:.2f}x)"
     )
     await store.close()
 

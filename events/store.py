@@ -110,6 +110,14 @@ class EventStore(Protocol):
 
     async def read_all(self, after_position: int = 0, limit: int = 1000) -> list[StoredEvent]: ...
 
+    async def read_share(
+        self, share: int, shares: int, *, after_position: int, to_position: int, limit: int = 1000
+    ) -> list[StoredEvent]:
+        """The events with ``after_position < position <= to_position``, in order, of the
+        streams in share ``share`` (0 to ``shares - 1``): every stream is in exactly one
+        share, the same one for every reader of the log."""
+        ...
+
     async def stream_version(self, stream_id: str) -> int: ...
 
     async def head_position(self) -> int: ...

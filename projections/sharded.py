@@ -3,10 +3,10 @@
 The fold of one projection is one Python process, bound to one core
 (docs/benchmarks.md). A read model whose rows and in-memory state belong each to one
 stream (``projects``: every row and document is one project's) can instead be folded
-by N processes, each taking the events of its share of the streams (a stream's share
-is the CRC-32 of its id modulo N) with a checkpoint row of its own,
-``<name>#<i>/<N>``, through :func:`projections.runner.apply_batch` as any fold does.
-Each process reads the whole log and skips what is not its share.
+by N processes, each folding the events of its share of the streams
+(``EventStore.read_share``: the database picks them, so each process decodes only
+those) with a checkpoint row of its own, ``<name>#<i>/<N>``, through
+:func:`projections.runner.apply_batch` as any fold does.
 
 While they run, the projection's own checkpoint says ``rebuilding``, and the process
 that started the rebuild holds an advisory lock PostgreSQL releases when that
@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import multiprocessing
-import zlib
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from multiprocessing.connection import Connection
@@ -56,27 +55,17 @@ class RebuildFailed(Exception):
     """A share's process failed; the read model was emptied (its checkpoint is at 0)."""
 
 
-def share_of(stream_id: str, shares: int) -> int:
-    """The share (0 to ``shares - 1``) a stream's events go to, the same in every process."""
-    return zlib.crc32(stream_id.encode()) % shares
-
-
 def share_name(name: str, index: int, shares: int) -> str:
     return f"{name}#{index + 1}/{shares}"
 
 
 class Share:
-    """``projection`` folding only the events of streams in share ``index`` of ``shares``;
-    its checkpoint is its own."""
+    """``projection`` under the name of share ``index`` of ``shares``, for its own
+    checkpoint; it is given only the events of its share (``EventStore.read_share``)."""
 
     def __init__(self, projection: Projection, index: int, shares: int) -> None:
         self._projection = projection
-        self._index = index
-        self._shares = shares
         self._name = share_name(projection.name, index, shares)
-        self._streams: dict[str, bool] = {}
-        #: events given to the projection (a failed batch fails the whole share)
-        self.folded = 0
 
     @property
     def name(self) -> str:
@@ -86,17 +75,8 @@ class Share:
     def tables(self) -> tuple[str, ...]:
         return self._projection.tables
 
-    def _mine(self, stream_id: str) -> bool:
-        mine = self._streams.get(stream_id)
-        if mine is None:
-            mine = self._streams[stream_id] = share_of(stream_id, self._shares) == self._index
-        return mine
-
     async def apply(self, tx: Sql, events: Sequence[StoredEvent]) -> None:
-        mine = [e for e in events if self._mine(e.stream_id)]
-        if mine:
-            await self._projection.apply(tx, mine)
-            self.folded += len(mine)
+        await self._projection.apply(tx, events)
 
     def forget(self) -> None:
         self._projection.forget()
@@ -251,11 +231,11 @@ def _share_main(
 async def _fold_share(opener: Opener, index: int, shares: int, head: int, batch_size: int) -> int:
     async with opener() as (store, projection):
         share = Share(projection, index, shares)
-        position = 0
-        while position < head:
-            events = await store.read_all(position, min(batch_size, head - position))
-            if not events:
-                break
+        position = folded = 0
+        while events := await store.read_share(
+            index, shares, after_position=position, to_position=head, limit=batch_size
+        ):
             await apply_batch(store, share, events, position, running=False)
             position = events[-1].position
-        return share.folded
+            folded += len(events)
+        return folded

@@ -21,7 +21,7 @@ from events.postgres import PostgresEventStore
 from events.records import StoredEvent
 from events.sql import Sql
 from projections.runner import Projection, RebuildRunning, Store, reset, try_rebuild_lock
-from projections.sharded import RebuildFailed, rebuild_in_parallel, share_name, share_of
+from projections.sharded import RebuildFailed, rebuild_in_parallel
 from tests.support import eventually, run_collab, timeout
 from tests.test_projection_runner import EVENTS, Tally, _fill, _tallied, running, store
 
@@ -59,15 +59,6 @@ async def _checkpoints(database_url: str) -> dict[str, tuple[int, str]]:
         return {r["name"]: (r["position"], r["state"]) for r in rows}
     finally:
         await conn.close()
-
-
-def test_every_stream_has_one_share():
-    streams = [f"project-{i}" for i in range(200)]
-    for shares in (1, 2, 3, 7):
-        owners = [share_of(s, shares) for s in streams]
-        assert set(owners) == set(range(shares))
-        assert owners == [share_of(s, shares) for s in streams]  # the same every time
-    assert share_name("projects", 0, 2) == "projects#1/2"
 
 
 async def test_a_parallel_rebuild_folds_every_event_once(store, database_url):

@@ -206,6 +206,33 @@ async def test_read_all_in_batches(store: PostgresEventStore):
     assert seen == list(range(1, 8))
 
 
+async def test_read_share_splits_the_log_by_stream(store: PostgresEventStore):
+    streams = [f"project-{i}" for i in range(12)]
+    for i in range(60):
+        await store.append(streams[i % 12], [doc(i)])
+    every = await store.read_all(limit=100)
+    for shares in (1, 3):
+        parts = []
+        for share in range(shares):
+            part, last = [], 10
+            while batch := await store.read_share(
+                share, shares, after_position=last, to_position=50, limit=4
+            ):
+                part.extend(batch)
+                last = batch[-1].position
+            parts.append(part)
+        # Together the shares are the log between the bounds, once, in order...
+        together = sorted((e for part in parts for e in part), key=lambda e: e.position)
+        assert together == every[10:50]
+        # ... and each stream is wholly in one of them.
+        owners = {e.stream_id: i for i, part in enumerate(parts) for e in part}
+        assert all(owners[e.stream_id] == i for i, part in enumerate(parts) for e in part)
+        assert all(p == sorted(p, key=lambda e: e.position) for p in parts)
+    assert len({*owners.values()}) == 3  # 12 streams over 3 shares: none is empty
+    with pytest.raises(ValueError, match="share 3 is not one of 0 to 2"):
+        await store.read_share(3, 3, after_position=0, to_position=10)
+
+
 @pytest.mark.parametrize(
     "statement",
     [
