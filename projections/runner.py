@@ -12,10 +12,10 @@ running the same projection got there first) the batch is abandoned and reading
 resumes from the stored checkpoint. While a rebuild in several processes
 (:mod:`projections.sharded`) holds the projection, its row says ``rebuilding``: the
 runner waits for it to finish, or, if the process that started it has died, empties
-the read model and folds it again from the start. Any other failure is logged, written to the
-checkpoint row (state ``failing``, the error, the failure count: what ``/ready``
-shows, through :mod:`projections.progress`), and the same batch is retried with a
-growing delay; nothing after it is applied before it succeeds.
+the read model and folds it again from the start. Any other failure is logged,
+written to the checkpoint row (state ``failing``, the error, the failure count: what
+``/ready`` shows, through :mod:`projections.progress`), and the same batch is retried
+with a growing delay; nothing after it is applied before it succeeds.
 """
 
 from __future__ import annotations
@@ -115,34 +115,42 @@ async def reset(store: SqlDatabase, projection: Projection) -> None:
     Raises :class:`RebuildRunning` while another process rebuilds it.
     """
     async with store.transaction() as tx:
-        _, state = await _lock_checkpoint(tx, projection.name)
+        _, state = await lock_checkpoint(tx, projection.name)
         if state == REBUILDING and not await try_rebuild_lock(tx, projection.name):
             raise RebuildRunning(projection.name)
         await empty(tx, projection, "stopped" if state == REBUILDING else None)
     projection.forget()
 
 
-async def _lock_checkpoint(tx: Sql, name: str) -> tuple[int, str]:
-    """The checkpoint's position and state, its row locked until ``tx`` ends."""
-    await load_checkpoint(tx, name)
-    (row,) = await tx.fetch(
-        "select position, state from projection_checkpoints where name = $1 for update", name
-    )
+async def lock_checkpoint(tx: Sql, name: str) -> tuple[int, str]:
+    """The checkpoint's position and state, its row (made if missing) locked until
+    ``tx`` ends."""
+    query = "select position, state from projection_checkpoints where name = $1 for update"
+    row = await tx.fetchrow(query, name)
+    if row is None:
+        await load_checkpoint(tx, name)
+        (row,) = await tx.fetch(query, name)
     return int(row["position"]), str(row["state"])
 
 
 async def empty(tx: Sql, projection: Projection, state: str | None) -> None:
-    """Inside ``tx`` (which holds the checkpoint row): truncate the projection's tables,
-    drop the checkpoints of a parallel rebuild's shares, move the checkpoint to 0 and,
-    unless ``state`` is None, set its state."""
+    """Inside ``tx`` (which holds the checkpoint row): truncate the projection's tables
+    and :func:`settle` its checkpoint at 0."""
     await tx.execute(f"truncate {', '.join(projection.tables)} cascade")
+    await settle(tx, projection.name, 0, state)
+
+
+async def settle(tx: Sql, name: str, position: int, state: str | None) -> None:
+    """Inside ``tx`` (which holds the checkpoint row): drop the checkpoints of a
+    parallel rebuild's shares, move the checkpoint to ``position`` and, unless ``state``
+    is None, set its state (and clear its error)."""
+    await tx.execute("delete from projection_checkpoints where starts_with(name, $1)", f"{name}#")
     await tx.execute(
-        "delete from projection_checkpoints where starts_with(name, $1)", f"{projection.name}#"
-    )
-    await tx.execute(
-        "update projection_checkpoints set position = 0, updated_at = now(),"
-        " state = coalesce($2, state) where name = $1",
-        projection.name,
+        "update projection_checkpoints set position = $2, updated_at = now(),"
+        " state = coalesce($3, state), error = case when $3 is null then error end,"
+        " failures = case when $3 is null then failures else 0 end where name = $1",
+        name,
+        position,
         state,
     )
 
@@ -192,7 +200,7 @@ async def apply_batch(
 
 async def _claim(tx: Sql, projection: Projection, start: int, *, running: bool) -> int | None:
     """Lock the checkpoint row; None if it is at ``start``, else where it is now."""
-    stored, state = await _lock_checkpoint(tx, projection.name)
+    stored, state = await lock_checkpoint(tx, projection.name)
     if state == REBUILDING:
         if not await try_rebuild_lock(tx, projection.name):
             raise RebuildRunning(projection.name)

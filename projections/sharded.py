@@ -38,6 +38,8 @@ from projections.runner import (
     Store,
     apply_batch,
     empty,
+    lock_checkpoint,
+    settle,
     try_rebuild_lock,
 )
 
@@ -105,7 +107,7 @@ async def rebuild_in_parallel(
         if not await try_rebuild_lock(guard, name):
             raise RebuildRunning(name)
         async with store.transaction() as tx:
-            await _hold(tx, name)
+            await lock_checkpoint(tx, name)
             await empty(tx, projection, REBUILDING)
         projection.forget()
         head = await store.head_position()
@@ -116,31 +118,15 @@ async def rebuild_in_parallel(
             )
         except BaseException:
             async with store.transaction() as tx:
-                await _hold(tx, name)
+                await lock_checkpoint(tx, name)
                 await empty(tx, projection, "stopped")
             raise
         async with store.transaction() as tx:
-            await _hold(tx, name)
-            await tx.execute(
-                "delete from projection_checkpoints where starts_with(name, $1)", f"{name}#"
-            )
-            await tx.execute(
-                "update projection_checkpoints set position = $2, updated_at = now(),"
-                " state = 'stopped', error = null, failures = 0 where name = $1",
-                name,
-                head,
-            )
+            await lock_checkpoint(tx, name)
+            await settle(tx, name, head, "stopped")
     if progress is not None:
         progress(head)
     return folded
-
-
-async def _hold(tx: Sql, name: str) -> None:
-    await tx.execute(
-        "insert into projection_checkpoints (name) values ($1) on conflict (name) do nothing",
-        name,
-    )
-    await tx.execute("select 1 from projection_checkpoints where name = $1 for update", name)
 
 
 async def _fold_shares(
