@@ -57,7 +57,7 @@ from projections import audit_log, projects
 from projections.audit_log import AuditLogProjection
 from projections.progress import ProjectionProgress, ProjectionStatus
 from projections.runner import Projection, RebuildRunning, rebuild
-from projections.sharded import RebuildFailed, rebuild_in_parallel
+from projections.sharded import Opener, RebuildFailed, fold_in_parallel
 
 EXIT_BROKEN = 1
 EXIT_CONFIG = 2
@@ -420,6 +420,7 @@ def projections_run(
             audit=audit_settings(settings),
             signer=Signer(key),
             stop=stop,
+            share_opener=_share_opener(settings, database),
         )
 
     try:
@@ -446,13 +447,7 @@ def projections_rebuild(
     """Empty the read models and fold the whole log again (from position 0)."""
     settings = _settings(data_dir=data_dir)
     database = _database(settings)
-    opener = functools.partial(
-        worker.projects_share,
-        database.url,
-        read_settings(settings),
-        settings.log_level,
-        settings.log_format,
-    )
+    opener = _share_opener(settings, database)
 
     async def run(store: PostgresEventStore) -> None:
         await _require_schema(store)
@@ -465,12 +460,13 @@ def projections_rebuild(
                     store,
                     projection,
                     functools.partial(
-                        rebuild_in_parallel,
+                        fold_in_parallel,
                         store,
                         projection,
                         opener,
                         jobs=jobs,
                         batch_size=settings.projection_batch,
+                        rebuild=True,
                     ),
                     f" by {jobs} processes",
                 )
@@ -486,6 +482,17 @@ def projections_rebuild(
     except (RebuildRunning, RebuildFailed) as exc:
         typer.echo(f"collab: rebuild failed: {exc}", err=True)
         raise typer.Exit(EXIT_FAILED) from None
+
+
+def _share_opener(settings: Settings, database: Database) -> Opener:
+    """How a process of a parallel fold of ``projects`` opens its store and projection."""
+    return functools.partial(
+        worker.projects_share,
+        database.url,
+        read_settings(settings),
+        settings.log_level,
+        settings.log_format,
+    )
 
 
 async def _rebuild(

@@ -48,6 +48,10 @@ class ReadSettings:
     projections: ProjectionMode = "worker"
     #: how much lower the worker's CPU priority is than the server's (``nice``)
     projection_nice: int = 10
+    #: processes the worker folds ``projects`` by when it is far behind (at least
+    #: ``projections.runner.PARALLEL_LAG`` events); 1: in the worker alone. Two on two
+    #: cores caught up 1.6x faster (docs/benchmarks.md), taking both cores while it ran
+    projection_jobs: int = 1
 
 
 _READ = ReadSettings()
@@ -104,6 +108,8 @@ class Settings(BaseSettings):
     projections: ProjectionMode = _READ.projections
     #: how much lower the projection worker's CPU priority is (nice, 0-19)
     projection_nice: int = Field(default=_READ.projection_nice, ge=0, le=19)
+    #: processes folding projects when the worker is far behind (1: the worker alone)
+    projection_jobs: int = Field(default=_READ.projection_jobs, ge=1, le=64)
 
     #: PEM file of the Ed25519 key signing audit checkpoints (default: in the data dir)
     audit_key_file: Path | None = None
@@ -165,6 +171,7 @@ def read_settings(settings: Settings) -> ReadSettings:
         projection_batch=settings.projection_batch,
         projections=settings.projections,
         projection_nice=settings.projection_nice,
+        projection_jobs=settings.projection_jobs,
     )
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import signal
 import sys
@@ -39,7 +40,8 @@ from projections import audit_log, lineage, projects
 from projections.audit_log import AuditLogProjection
 from projections.lineage import LineageProjection
 from projections.projects import ProjectsProjection
-from projections.runner import Projection, ProjectionRunner, Store
+from projections.runner import ParallelFold, Projection, ProjectionRunner, Store
+from projections.sharded import Opener, fold_in_parallel
 
 log = structlog.get_logger("collab.worker")
 
@@ -72,14 +74,34 @@ async def projects_share(
 
 @asynccontextmanager
 async def folding(
-    store: PostgresEventStore, read: ReadSettings, audit: AuditSettings, signer: Signer
+    store: PostgresEventStore,
+    read: ReadSettings,
+    audit: AuditSettings,
+    signer: Signer,
+    share_opener: Opener | None = None,
 ) -> AsyncIterator[ProjectionRunner]:
-    """Run every projection, and the sealing of a quiet audit log, in this event loop."""
+    """Run every projection, and the sealing of a quiet audit log, in this event loop.
+
+    With ``share_opener`` and ``read.projection_jobs`` > 1, ``projects`` catches up
+    from far behind by that many processes (:mod:`projections.sharded`).
+    """
     audit_projection = AuditLogProjection(
         signer, checkpoint_every=audit.checkpoint_every, checkpoint_seconds=audit.checkpoint_seconds
     )
+    projections = build(store, read, audit_projection)
+    parallel: dict[str, ParallelFold] = {}
+    if share_opener is not None and read.projection_jobs > 1:
+        parallel[projects.NAME] = functools.partial(
+            fold_in_parallel,
+            store,
+            next(p for p in projections if p.name == projects.NAME),
+            share_opener,
+            jobs=read.projection_jobs,
+            batch_size=read.projection_batch,
+            rebuild=False,
+        )
     runner = ProjectionRunner(
-        store, build(store, read, audit_projection), batch_size=read.projection_batch
+        store, projections, batch_size=read.projection_batch, parallel=parallel
     )
     runner.start()
     sealing = asyncio.create_task(
@@ -115,6 +137,7 @@ async def run(
     audit: AuditSettings,
     signer: Signer,
     stop: asyncio.Event,
+    share_opener: Opener | None = None,
 ) -> None:
     """The worker's life: migrate (as any process on the database may), fold until
     ``stop`` is set."""
@@ -128,7 +151,7 @@ async def run(
     )
     try:
         await store.migrate()
-        async with folding(store, read, audit, signer):
+        async with folding(store, read, audit, signer, share_opener):
             log.info("projections running", projections=list(NAMES), pid=os.getpid())
             await stop.wait()
     finally:
@@ -188,6 +211,7 @@ class ProjectionWorker:
             "COLLAB_POLL_INTERVAL": repr(poll_interval),
             "COLLAB_STATE_EVERY": str(read.state_every),
             "COLLAB_PROJECTION_BATCH": str(read.projection_batch),
+            "COLLAB_PROJECTION_JOBS": str(read.projection_jobs),
             "COLLAB_CHECKPOINT_EVERY": str(audit.checkpoint_every),
             "COLLAB_CHECKPOINT_SECONDS": repr(audit.checkpoint_seconds),
         }

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Final, Protocol
 
 import structlog
@@ -43,6 +43,12 @@ LINGER: Final = 0.05
 REBUILD_WAIT: Final = 1.0
 #: the checkpoint state of a projection being rebuilt by :mod:`projections.sharded`
 REBUILDING: Final = "rebuilding"
+#: a runner this many events behind catches up by its parallel fold, where it has one
+PARALLEL_LAG: Final = 100_000
+
+#: folds a projection from its checkpoint to the head by several processes
+#: (:func:`projections.sharded.fold_in_parallel`, its arguments bound)
+ParallelFold = Callable[[], Awaitable[int]]
 
 
 class Projection(Protocol):
@@ -246,12 +252,21 @@ class _Runner:
     """One projection's loop."""
 
     def __init__(
-        self, store: Store, projection: Projection, batch_size: int, linger: float
+        self,
+        store: Store,
+        projection: Projection,
+        batch_size: int,
+        linger: float,
+        *,
+        parallel: ParallelFold | None,
+        parallel_lag: int,
     ) -> None:
         self.store = store
         self.projection = projection
         self.batch_size = batch_size
         self.linger = linger
+        self.parallel = parallel
+        self.parallel_lag = parallel_lag
         self.state: State = "starting"
         self.position = 0
         self.error: str | None = None
@@ -274,12 +289,37 @@ class _Runner:
                     )
                 if self.state != "failing":
                     self.state = "running"
+                if await self._caught_up_in_parallel():
+                    continue
                 await self._follow()
             except EventStoreError as exc:
                 # Reading the checkpoint failed (database away): same back-off.
                 await self._failed(exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
+
+    async def _caught_up_in_parallel(self) -> bool:
+        """Far behind, with a parallel fold: catch up by it; True if it ran."""
+        if self.parallel is None:
+            return False
+        behind = await self.store.head_position() - self.position
+        if behind < self.parallel_lag:
+            return False
+        name = self.projection.name
+        log.info("catching up in parallel", projection=name, position=self.position, lag=behind)
+        try:
+            await self.parallel()
+        except RebuildRunning:
+            return False  # another process does it; the fold waits for it
+        except EventStoreError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the read model is emptied: fold it here
+            log.error(  # noqa: TRY400 - a share's error, told in its message
+                "parallel catch-up failed; folding in this process", projection=name, error=str(exc)
+            )
+            self.parallel = None
+        self.projection.forget()
+        return True
 
     async def _follow(self) -> None:
         batches = self.store.subscribe_batches(self.position, batch_size=self.batch_size)
@@ -381,9 +421,23 @@ class ProjectionRunner:
         *,
         batch_size: int = 1000,
         linger: float = LINGER,
+        parallel: Mapping[str, ParallelFold] | None = None,
+        parallel_lag: int = PARALLEL_LAG,
     ) -> None:
+        """``parallel``: by projection name, how to catch up by several processes when
+        ``parallel_lag`` events behind or more."""
         self._store = store
-        self._runners = {p.name: _Runner(store, p, batch_size, linger) for p in projections}
+        self._runners = {
+            p.name: _Runner(
+                store,
+                p,
+                batch_size,
+                linger,
+                parallel=(parallel or {}).get(p.name),
+                parallel_lag=parallel_lag,
+            )
+            for p in projections
+        }
 
     @property
     def names(self) -> list[str]:

@@ -84,37 +84,56 @@ class Share:
         self._projection.forget()
 
 
-async def rebuild_in_parallel(
+async def fold_in_parallel(
     store: Store,
     projection: Projection,
     opener: Opener,
     *,
     jobs: int,
     batch_size: int,
+    rebuild: bool,
     progress: Callable[[int], None] | None = None,
 ) -> int:
-    """Empty ``projection`` and fold the log from 0 up to the head as it is now, in
-    ``jobs`` processes (each opening its own store and projection with ``opener``);
-    returns how many events they folded (each event counts once).
+    """Fold the log up to the head as it is now into ``projection`` by ``jobs``
+    processes (each opening its own store and projection with ``opener``): from 0 after
+    emptying it (``rebuild``), or from its checkpoint, on top of its rows. Returns how
+    many events they folded (each counts once); the checkpoint is then at that head,
+    ``stopped`` after a rebuild, ``running`` after a catch-up (its runner goes on).
 
     ``progress`` gets the position every share has reached, now and then. Raises
-    :class:`RebuildRunning` if another rebuild of it runs, :class:`RebuildFailed` if a
-    share's process fails (the others are stopped, the read model left empty at 0).
+    :class:`RebuildRunning` if another process does this to it, :class:`RebuildFailed`
+    if a share's process fails (the others are stopped, the read model left empty at 0:
+    what the failed share folded cannot be told apart).
     """
     name = projection.name
-    # The lock lives as long as this transaction: the whole rebuild.
+    # The lock lives as long as this transaction: the whole fold.
     async with store.transaction() as guard:
         if not await try_rebuild_lock(guard, name):
             raise RebuildRunning(name)
         async with store.transaction() as tx:
-            await lock_checkpoint(tx, name)
-            await empty(tx, projection, REBUILDING)
+            start, _ = await lock_checkpoint(tx, name)
+            if rebuild:
+                start = 0
+                await empty(tx, projection, REBUILDING)
+            else:
+                await settle(tx, name, start, REBUILDING)
+            await tx.executemany(
+                "insert into projection_checkpoints (name, position) values ($1, $2)",
+                [(share_name(name, i, jobs), start) for i in range(jobs)],
+            )
         projection.forget()
         head = await store.head_position()
-        log.info("parallel rebuild started", projection=name, head=head, jobs=jobs)
+        log.info("parallel fold started", projection=name, start=start, head=head, jobs=jobs)
         try:
             folded = await _fold_shares(
-                store, name, opener, jobs=jobs, head=head, batch_size=batch_size, progress=progress
+                store,
+                name,
+                opener,
+                jobs=jobs,
+                start=start,
+                head=head,
+                batch_size=batch_size,
+                progress=progress,
             )
         except BaseException:
             async with store.transaction() as tx:
@@ -123,7 +142,8 @@ async def rebuild_in_parallel(
             raise
         async with store.transaction() as tx:
             await lock_checkpoint(tx, name)
-            await settle(tx, name, head, "stopped")
+            await settle(tx, name, max(head, start), "stopped" if rebuild else "running")
+        log.info("parallel fold done", projection=name, head=head, events=folded)
     if progress is not None:
         progress(head)
     return folded
@@ -135,6 +155,7 @@ async def _fold_shares(
     opener: Opener,
     *,
     jobs: int,
+    start: int,
     head: int,
     batch_size: int,
     progress: Callable[[int], None] | None,
@@ -147,7 +168,13 @@ async def _fold_shares(
         process = context.Process(
             target=_share_main,
             args=(sender, opener),
-            kwargs={"index": index, "shares": jobs, "head": head, "batch_size": batch_size},
+            kwargs={
+                "index": index,
+                "shares": jobs,
+                "start": start,
+                "head": head,
+                "batch_size": batch_size,
+            },
             name=share_name(name, index, jobs),
             daemon=True,
         )
@@ -201,11 +228,18 @@ async def _watch(store: Store, name: str, jobs: int, progress: Callable[[int], N
 
 
 def _share_main(
-    sender: Connection, opener: Opener, *, index: int, shares: int, head: int, batch_size: int
+    sender: Connection,
+    opener: Opener,
+    *,
+    index: int,
+    shares: int,
+    start: int,
+    head: int,
+    batch_size: int,
 ) -> None:
     """A share's process: fold, then send ("ok", events folded) or ("error", why)."""
     try:
-        folded = asyncio.run(_fold_share(opener, index, shares, head, batch_size))
+        folded = asyncio.run(_fold_share(opener, index, shares, start, head, batch_size))
     except BaseException as exc:  # noqa: BLE001 - reported to the rebuilding process
         sender.send(("error", f"{type(exc).__name__}: {exc}"))
     else:
@@ -214,10 +248,12 @@ def _share_main(
         sender.close()
 
 
-async def _fold_share(opener: Opener, index: int, shares: int, head: int, batch_size: int) -> int:
+async def _fold_share(  # noqa: PLR0917 - the share's task, as the process was given it
+    opener: Opener, index: int, shares: int, start: int, head: int, batch_size: int
+) -> int:
     async with opener() as (store, projection):
         share = Share(projection, index, shares)
-        position = folded = 0
+        position, folded = start, 0
         while events := await store.read_share(
             index, shares, after_position=position, to_position=head, limit=batch_size
         ):

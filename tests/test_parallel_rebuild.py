@@ -1,7 +1,8 @@
 """A rebuild in several processes (``projections.sharded``) against real PostgreSQL:
 every event folded once across the shares; a running projection waits for it and
 resumes from its head; a share that fails or dies leaves the read model empty for a
-fresh fold; a rebuild whose process died is started over by the runner.
+fresh fold; a rebuild whose process died is started over by the runner; a runner far
+behind catches up in parallel from its checkpoint (or, when that fails, by itself).
 
 The shares run in spawned processes: what they fold is made by the module-level
 opener below (the tally of ``tests.test_projection_runner``, one row per event)."""
@@ -20,8 +21,16 @@ import pytest
 from events.postgres import PostgresEventStore
 from events.records import StoredEvent
 from events.sql import Sql
-from projections.runner import Projection, RebuildRunning, Store, reset, try_rebuild_lock
-from projections.sharded import RebuildFailed, rebuild_in_parallel
+from projections.progress import ProjectionProgress
+from projections.runner import (
+    Projection,
+    ProjectionRunner,
+    RebuildRunning,
+    Store,
+    reset,
+    try_rebuild_lock,
+)
+from projections.sharded import RebuildFailed, fold_in_parallel
 from tests.support import eventually, run_collab, timeout
 from tests.test_projection_runner import EVENTS, Tally, _fill, _tallied, running, store
 
@@ -65,12 +74,13 @@ async def test_a_parallel_rebuild_folds_every_event_once(store, database_url):
     async with running(store, Tally()) as progress:
         assert await progress.wait(EVENTS, timeout(30))
     seen: list[int] = []
-    folded = await rebuild_in_parallel(
+    folded = await fold_in_parallel(
         store,
         Tally(),
         functools.partial(tally_share, database_url),
         jobs=3,
         batch_size=400,
+        rebuild=True,
         progress=seen.append,
     )
     assert folded == EVENTS
@@ -88,12 +98,13 @@ async def test_a_running_projection_waits_for_the_rebuild_and_resumes_from_its_h
     async with running(store, tally) as progress:
         assert await progress.wait(EVENTS, timeout(30))
         rebuilding = asyncio.create_task(
-            rebuild_in_parallel(
+            fold_in_parallel(
                 store,
                 Tally(),
                 functools.partial(tally_share, database_url),
                 jobs=2,
                 batch_size=300,
+                rebuild=True,
             )
         )
 
@@ -123,12 +134,13 @@ async def test_a_failed_share_leaves_the_read_model_empty_for_a_fresh_fold(
     store, database_url, how, message
 ):
     with pytest.raises(RebuildFailed, match=message):
-        await rebuild_in_parallel(
+        await fold_in_parallel(
             store,
             Tally(),
             functools.partial(tally_share, database_url, **how),
             jobs=2,
             batch_size=500,
+            rebuild=True,
         )
     assert await _tallied(store) == (0, 0, 0, 0)
     assert await _checkpoints(database_url) == {"tally": (0, "stopped")}
@@ -151,8 +163,13 @@ async def test_a_rebuild_whose_process_died_is_started_over_by_the_runner(store,
         with pytest.raises(RebuildRunning):
             await reset(store, Tally())
         with pytest.raises(RebuildRunning):
-            await rebuild_in_parallel(
-                store, Tally(), functools.partial(tally_share, database_url), jobs=2, batch_size=1
+            await fold_in_parallel(
+                store,
+                Tally(),
+                functools.partial(tally_share, database_url),
+                jobs=2,
+                batch_size=1,
+                rebuild=True,
             )
         async with running(store, Tally()):
             await asyncio.sleep(timeout(1.5))
@@ -196,3 +213,53 @@ async def test_the_command_refuses_while_another_process_rebuilds(database_url, 
         assert (await _checkpoints(database_url))["projects"] == (0, "rebuilding")
     finally:
         await holder.close()
+
+
+@pytest.mark.parametrize("fail_at", [None, EVENTS + 500])
+async def test_a_runner_far_behind_catches_up_in_parallel(store, database_url, fail_at):
+    async with running(store, Tally()) as progress:
+        assert await progress.wait(EVENTS, timeout(30))
+    await _fill(store, 2000)
+    tally = Tally()
+    outcomes: list[int | str] = []
+
+    async def parallel() -> int:
+        try:
+            folded = await fold_in_parallel(
+                store,
+                tally,
+                functools.partial(tally_share, database_url, fail_at=fail_at),
+                jobs=2,
+                batch_size=300,
+                rebuild=False,
+            )
+        except RebuildFailed as exc:
+            outcomes.append(str(exc))
+            raise
+        outcomes.append(folded)
+        return folded
+
+    runner = ProjectionRunner(
+        store, [tally], batch_size=500, parallel={"tally": parallel}, parallel_lag=1000
+    )
+    progress = ProjectionProgress(store, ["tally"], poll_interval=0.1)
+    await progress.start()
+    runner.start()
+    try:
+        assert await progress.wait(EVENTS + 2000, timeout(60))
+        await _fill(store, 10)  # then it follows the log as usual
+        assert await progress.wait(EVENTS + 2010, timeout(30))
+        assert await _tallied(store) == (EVENTS + 2010, EVENTS + 2010, 1, EVENTS + 2010)
+        (status,) = await progress.status()
+        assert (status.state, status.failures) == ("running", 0)
+    finally:
+        await runner.stop()
+        await progress.stop()
+    if fail_at is None:
+        # The 2,000 events behind, from the checkpoint on, by the two processes.
+        assert outcomes == [2000]
+    else:
+        # The read model was emptied; the runner folded it all again by itself, once.
+        assert len(outcomes) == 1
+        assert f"injected failure at position {fail_at}" in str(outcomes[0])
+    assert await _checkpoints(database_url) == {"tally": (EVENTS + 2010, "stopped")}
