@@ -13,7 +13,7 @@ import tempfile
 import time
 import uuid
 import warnings
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import asyncpg
@@ -21,7 +21,7 @@ import httpx
 
 from events.postgres import PostgresEventStore
 from projections.progress import ProjectionProgress
-from projections.runner import Projection, ProjectionRunner
+from projections.runner import PARALLEL_LAG, ParallelFold, Projection, ProjectionRunner
 
 
 @contextlib.contextmanager
@@ -134,14 +134,21 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 
 async def fold_to_head(
-    store: PostgresEventStore, projections: Sequence[Projection], batch_size: int
+    store: PostgresEventStore,
+    projections: Sequence[Projection],
+    batch_size: int,
+    parallel: Mapping[str, ParallelFold] | None = None,
+    parallel_lag: int = PARALLEL_LAG,
 ) -> float:
     """A fresh runner folds the log from the projections' checkpoints to the head as it
-    is now; returns the seconds it took (start to every checkpoint at the head)."""
+    is now (``parallel``: as the runner's); returns the seconds it took (start to every
+    checkpoint at the head)."""
     head = await store.head_position()
     progress = ProjectionProgress(store, [p.name for p in projections])
     await progress.start()
-    runner = ProjectionRunner(store, projections, batch_size=batch_size)
+    runner = ProjectionRunner(
+        store, projections, batch_size=batch_size, parallel=parallel, parallel_lag=parallel_lag
+    )
     started = time.perf_counter()
     runner.start()
     try:

@@ -9,8 +9,10 @@ set. Every count is fixed; nothing loops on time.
   edits (fader and pan moves, notes, clips, tempo, tracks, effect parameters) spread
   over 100 projects are appended first; then a fresh projection runner folds the log
   from position 0 to its head: read, fold (Yjs apply, change records, summaries),
-  write (project rows, parts, history, stored states) and commit. Baseline in the
-  same session: the store's subscription reading the same log without folding it.
+  write (project rows, parts, history, stored states) and commit; again as the worker
+  does with ``COLLAB_PROJECTION_JOBS=--jobs``: by that many processes, from the
+  checkpoint to the head (whatever the lag), then following. Baseline in the same
+  session: the store's subscription reading the same log without folding it.
   Then all three projections (``projects``, ``lineage``, ``audit_log``) from position
   0 as the worker process folds them: one store whose decoded batches they share.
   And the floor of the fold on one core: the same kind of edits applied in memory,
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import os
 import random
 import statistics
@@ -54,7 +57,8 @@ from projections import project_reads
 from projections.audit_log import AuditLogProjection
 from projections.changes import DocumentTracker, summarize
 from projections.projects import ProjectsProjection
-from projections.runner import reset
+from projections.runner import ParallelFold, reset
+from projections.sharded import fold_in_parallel
 
 META = EventMetadata(actor="bench", agent_id="bench")
 
@@ -158,10 +162,20 @@ async def _fill(store: PostgresEventStore, projects: int, events: int, seed: int
     return ids
 
 
-async def _fold_all(store: PostgresEventStore, batch: int) -> float:
-    """A fresh runner folds the whole log; events/s from start to caught up."""
+async def _fold_all(store: PostgresEventStore, batch: int, url: str = "", jobs: int = 1) -> float:
+    """A fresh runner folds the whole log; events/s from start to caught up. With
+    ``jobs`` > 1, as the worker does with COLLAB_PROJECTION_JOBS: by that many processes
+    (the log is longer than ``PARALLEL_LAG``), then following."""
     head = await store.head_position()
-    return head / await fold_to_head(store, [ProjectsProjection(store)], batch)
+    projection = ProjectsProjection(store)
+    parallel: dict[str, ParallelFold] = {}
+    if jobs > 1:
+        opener = functools.partial(worker.projects_share, url, ReadSettings(), "warning", "json")
+        parallel[projection.name] = functools.partial(
+            fold_in_parallel, store, projection, opener, jobs=jobs, batch_size=batch, rebuild=False
+        )
+    # Any lag counts as far behind: --quick logs are shorter than PARALLEL_LAG.
+    return head / await fold_to_head(store, [projection], batch, parallel, parallel_lag=1)
 
 
 def _tracking_floor(projects: int, events: int, seed: int) -> tuple[float, float]:
@@ -246,7 +260,7 @@ async def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a tenth of the counts")
     parser.add_argument("--only", choices=["catch-up", "travel"], help="one part only")
     parser.add_argument(
-        "--jobs", type=int, default=2, help="processes of the parallel rebuild of projects"
+        "--jobs", type=int, default=2, help="processes of the parallel catch-up and rebuild"
     )
     args = parser.parse_args()
     if args.quick:
@@ -275,20 +289,23 @@ async def _catch_up_part(url: str, args: argparse.Namespace) -> None:
         flush=True,
     )
     reads, folds, everything, rebuilds, floors = [], [], [], [], []
-    alone, parallel = [], []
+    alone, parallel, catch_ups = [], [], []
     head = args.events + 100
     for run in range(args.runs):
         floors.append(_tracking_floor(100, min(args.events, 20_000), seed=run + 1))
         reads.append(await _read_only(store, args.batch))
         await _reset(url)
         folds.append(await _fold_all(store, args.batch))
+        await _reset(url)
+        catch_ups.append(await _fold_all(store, args.batch, url, args.jobs))
         everything.append(await _fold_every(url, args.batch))
         rebuilds.append(_rebuild(url))
         alone.append(head / _rebuild(url, "projects"))
         parallel.append(head / _rebuild(url, "projects", "--jobs", str(args.jobs)))
         print(
             f"  run {run + 1}: read {reads[-1]:,.0f} events/s, catch-up"
-            f" {folds[-1]:,.0f} events/s, all three {everything[-1]:,.0f} events/s,"
+            f" {folds[-1]:,.0f} events/s, by {args.jobs} jobs {catch_ups[-1]:,.0f} events/s,"
+            f" all three {everything[-1]:,.0f} events/s,"
             f" rebuild {rebuilds[-1]:.1f} s; rebuild projects {alone[-1]:,.0f} events/s,"
             f" --jobs {args.jobs} {parallel[-1]:,.0f} events/s; in memory: bare apply"
             f" {floors[-1][0]:.1f} µs, tracked {floors[-1][1]:.1f} µs per event",
@@ -299,6 +316,11 @@ async def _catch_up_part(url: str, args: argparse.Namespace) -> None:
     print(
         f"projection catch-up: median {fold:,.0f} events/s"
         f" ({fold / read:.2f} of the read-only rate)"
+    )
+    jobs_fold = statistics.median(catch_ups)
+    print(
+        f"projection catch-up by {args.jobs} processes (COLLAB_PROJECTION_JOBS):"
+        f" median {jobs_fold:,.0f} events/s ({jobs_fold / fold:.2f}x)"
     )
     tracked = statistics.median(floor[1] for floor in floors)
     print(
