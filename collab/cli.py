@@ -454,6 +454,11 @@ def projections_rebuild(
         chosen = [p for p in _projections(store, settings) if name in (None, p.name)]
         if not chosen:
             raise typer.BadParameter(f"no projection named {name!r}", param_hint="NAME")
+        if jobs > 1 and name not in (None, projects.NAME):
+            # lineage links events across streams, audit_log chains the whole log
+            raise typer.BadParameter(
+                f"only {projects.NAME} can be folded by several processes", param_hint="--jobs"
+            )
         for projection in chosen:
             if jobs > 1 and projection.name == projects.NAME:
                 await _rebuild(

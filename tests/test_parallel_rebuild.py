@@ -27,6 +27,7 @@ from projections.runner import (
     ProjectionRunner,
     RebuildRunning,
     Store,
+    rebuild_lock,
     reset,
     try_rebuild_lock,
 )
@@ -149,15 +150,28 @@ async def test_a_failed_share_leaves_the_read_model_empty_for_a_fresh_fold(
         assert await _tallied(store) == (EVENTS, EVENTS, 1, EVENTS)
 
 
-async def test_a_rebuild_whose_process_died_is_started_over_by_the_runner(store, database_url):
-    # What a rebuilding process leaves when it dies: its lock held until then, the
-    # projection marked, a share's rows and checkpoint half-way.
+@contextlib.asynccontextmanager
+async def rebuilding(database_url: str, name: str) -> AsyncIterator[asyncpg.Connection]:
+    """A session holding ``name``'s rebuild lock, its checkpoint marked ``rebuilding``,
+    as a rebuilding process does; closing it is that process dying."""
     holder = await asyncpg.connect(database_url)
     try:
-        await holder.execute("select pg_advisory_lock(hashtext($1))", "collab.rebuild:tally")
+        await holder.execute("select pg_advisory_lock(hashtext($1))", rebuild_lock(name))
         await holder.execute(
-            "insert into projection_checkpoints (name, position, state) values"
-            " ('tally', 0, 'rebuilding'), ('tally#1/2', 900, 'stopped')"
+            "insert into projection_checkpoints (name, state) values ($1, 'rebuilding')", name
+        )
+        yield holder
+    finally:
+        if not holder.is_closed():
+            await holder.close()
+
+
+async def test_a_rebuild_whose_process_died_is_started_over_by_the_runner(store, database_url):
+    async with rebuilding(database_url, "tally") as holder:
+        # Half-way: a share's rows and checkpoint.
+        await holder.execute(
+            "insert into projection_checkpoints (name, position, state)"
+            " values ('tally#1/2', 900, 'stopped')"
         )
         await holder.execute("insert into tally select generate_series(1, 900)")
         with pytest.raises(RebuildRunning):
@@ -183,9 +197,6 @@ async def test_a_rebuild_whose_process_died_is_started_over_by_the_runner(store,
 
             await eventually(refolded, 30, "the abandoned rebuild was not started over")
             assert await _checkpoints(database_url) == {"tally": (EVENTS, "running")}
-    finally:
-        if not holder.is_closed():
-            await holder.close()
 
 
 async def test_the_rebuild_lock_is_one_holders(store):
@@ -199,20 +210,13 @@ async def test_the_rebuild_lock_is_one_holders(store):
 
 @pytest.mark.parametrize("jobs", ["1", "2"])
 async def test_the_command_refuses_while_another_process_rebuilds(database_url, jobs):
-    holder = await asyncpg.connect(database_url)
-    try:
-        await holder.execute("select pg_advisory_lock(hashtext($1))", "collab.rebuild:projects")
-        await holder.execute(
-            "insert into projection_checkpoints (name, state) values ('projects', 'rebuilding')"
-        )
+    async with rebuilding(database_url, "projects"):
         done = await asyncio.to_thread(
             run_collab, database_url, "projections", "rebuild", "projects", "--jobs", jobs
         )
         assert done.returncode == 4, done.stderr
         assert "projection projects is being rebuilt by another process" in done.stderr
         assert (await _checkpoints(database_url))["projects"] == (0, "rebuilding")
-    finally:
-        await holder.close()
 
 
 @pytest.mark.parametrize("fail_at", [None, EVENTS + 500])
@@ -263,3 +267,11 @@ async def test_a_runner_far_behind_catches_up_in_parallel(store, database_url, f
         assert len(outcomes) == 1
         assert f"injected failure at position {fail_at}" in str(outcomes[0])
     assert await _checkpoints(database_url) == {"tally": (EVENTS + 2010, "stopped")}
+
+
+async def test_only_projects_folds_in_parallel(database_url):
+    done = await asyncio.to_thread(
+        run_collab, database_url, "projections", "rebuild", "lineage", "--jobs", "2"
+    )
+    assert done.returncode == 2
+    assert "only projects can be folded by several processes" in done.stderr
