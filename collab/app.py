@@ -166,6 +166,7 @@ async def ready(request: Request) -> Response:
             "lag": p.lag,
             "error": p.error,
             "failures": p.failures,
+            **({"shares": list(p.shares)} if p.shares else {}),
         }
         for p in projection_status
     }

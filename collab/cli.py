@@ -366,6 +366,8 @@ def projections_status(data_dir: DataDir = None) -> None:
     for status in _with_store(database, run, "collab: cannot read projections"):
         line = f"{status.name}: position {status.position} of {status.head}, lag {status.lag}"
         line += f", {status.state}"
+        if status.shares:
+            line += f", {len(status.shares)} shares at {', '.join(map(str, status.shares))}"
         if status.error:
             line += f" ({status.failures} failures in a row, last: {status.error})"
         typer.echo(line)

@@ -49,12 +49,20 @@ class ProjectionStatus:
     head: int
     error: str | None
     failures: int
+    #: while it is folded by several processes (``rebuilding``): where each one is
+    shares: tuple[int, ...] = ()
 
     @property
     def lag(self) -> int:
         return max(0, self.head - self.position)
 
 
+_SHARES = (
+    "select split_part(name, '#', 1) as of, array_agg(position order by"
+    " split_part(split_part(name, '#', 2), '/', 1)::int) as positions"
+    " from projection_checkpoints where name like '%#%'"
+    " and split_part(name, '#', 1) = any($1::text[]) group by 1"
+)
 _ROWS = (
     "select name, position, state, error, failures from projection_checkpoints"
     " where name = any($1::text[])"
@@ -122,6 +130,10 @@ class ProjectionProgress:
         rows = {
             str(row["name"]): row for row in await self._source.queries.fetch(_ROWS, self.names)
         }
+        shares = {
+            str(row["of"]): tuple(int(p) for p in row["positions"])
+            for row in await self._source.queries.fetch(_SHARES, self.names)
+        }
         result = []
         for name in self.names:
             row = rows.get(name)
@@ -137,6 +149,7 @@ class ProjectionProgress:
                     head,
                     row["error"],
                     int(row["failures"]),
+                    shares.get(name, ()),
                 )
             )
         return result

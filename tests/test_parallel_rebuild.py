@@ -185,11 +185,13 @@ async def test_a_rebuild_whose_process_died_is_started_over_by_the_runner(store,
                 batch_size=1,
                 rebuild=True,
             )
-        async with running(store, Tally()):
+        async with running(store, Tally()) as progress:
             await asyncio.sleep(timeout(1.5))
             # Still its process's: nothing folded, nothing emptied.
             assert await _tallied(store) == (900, 900, 1, 900)
             assert (await _checkpoints(database_url))["tally"] == (0, "rebuilding")
+            (status,) = await progress.status()
+            assert (status.state, status.position, status.shares) == ("rebuilding", 0, (900,))
             await holder.close()  # the rebuilding process dies
 
             async def refolded() -> bool:
@@ -210,13 +212,19 @@ async def test_the_rebuild_lock_is_one_holders(store):
 
 @pytest.mark.parametrize("jobs", ["1", "2"])
 async def test_the_command_refuses_while_another_process_rebuilds(database_url, jobs):
-    async with rebuilding(database_url, "projects"):
+    async with rebuilding(database_url, "projects") as holder:
+        await holder.execute(
+            "insert into projection_checkpoints (name, position) values"
+            " ('projects#2/2', 0), ('projects#1/2', 7)"
+        )
         done = await asyncio.to_thread(
             run_collab, database_url, "projections", "rebuild", "projects", "--jobs", jobs
         )
         assert done.returncode == 4, done.stderr
         assert "projection projects is being rebuilt by another process" in done.stderr
         assert (await _checkpoints(database_url))["projects"] == (0, "rebuilding")
+        status = await asyncio.to_thread(run_collab, database_url, "projections", "status")
+        assert "projects: position 0 of 0, lag 0, rebuilding, 2 shares at 7, 0" in status.stdout
 
 
 @pytest.mark.parametrize("fail_at", [None, EVENTS + 500])
