@@ -16,8 +16,11 @@ import os
 from collections.abc import AsyncIterator, Sequence
 
 import asyncpg
+import httpx
 import pytest
 
+from collab.app import create_app
+from collab.config import ReadSettings
 from events.postgres import PostgresEventStore
 from events.records import StoredEvent
 from events.sql import Sql
@@ -283,3 +286,26 @@ async def test_only_projects_folds_in_parallel(database_url):
     )
     assert done.returncode == 2
     assert "only projects can be folded by several processes" in done.stderr
+
+
+async def test_ready_shows_a_projection_folded_in_parallel(database_url):
+    app = create_app(database_url, poll_interval=0.1, read=ReadSettings(projections="none"))
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client,
+        rebuilding(database_url, "projects") as holder,
+    ):
+        await holder.execute(
+            "insert into projection_checkpoints (name, position) values"
+            " ('projects#1/2', 3), ('projects#2/2', 4)"
+        )
+        ready = await client.get("/ready")
+        # Not failing: reads wait (or time out) while it catches up, as with any lag.
+        assert ready.status_code == 200, ready.text
+        projects = ready.json()["projections"]["projects"]
+        assert (projects["state"], projects["position"], projects["shares"]) == (
+            "rebuilding",
+            0,
+            [3, 4],
+        )
+        assert "shares" not in ready.json()["projections"]["lineage"]
