@@ -13,7 +13,8 @@ import asyncio
 import contextlib
 import functools
 import os
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from typing import Any
 
 import asyncpg
 import httpx
@@ -65,6 +66,29 @@ async def tally_share(
         await store.close()
 
 
+def _fold(
+    store: PostgresEventStore,
+    database_url: str,
+    *,
+    jobs: int = 2,
+    batch_size: int = 300,
+    rebuild: bool = True,
+    tally: Tally | None = None,
+    progress: Callable[[int], None] | None = None,
+    **how: int | None,
+) -> Coroutine[Any, Any, int]:
+    """The tally folded in parallel; ``how`` goes to each share's :func:`tally_share`."""
+    return fold_in_parallel(
+        store,
+        tally or Tally(),
+        functools.partial(tally_share, database_url, **how),
+        jobs=jobs,
+        batch_size=batch_size,
+        rebuild=rebuild,
+        progress=progress,
+    )
+
+
 async def _checkpoints(database_url: str) -> dict[str, tuple[int, str]]:
     conn = await asyncpg.connect(database_url)
     try:
@@ -78,15 +102,7 @@ async def test_a_parallel_rebuild_folds_every_event_once(store, database_url):
     async with running(store, Tally()) as progress:
         assert await progress.wait(EVENTS, timeout(30))
     seen: list[int] = []
-    folded = await fold_in_parallel(
-        store,
-        Tally(),
-        functools.partial(tally_share, database_url),
-        jobs=3,
-        batch_size=400,
-        rebuild=True,
-        progress=seen.append,
-    )
+    folded = await _fold(store, database_url, jobs=3, batch_size=400, progress=seen.append)
     assert folded == EVENTS
     assert await _tallied(store) == (EVENTS, EVENTS, 1, EVENTS)
     # The shares' rows are gone; the projection's own is at the head.
@@ -101,16 +117,7 @@ async def test_a_running_projection_waits_for_the_rebuild_and_resumes_from_its_h
     tally = Tally()
     async with running(store, tally) as progress:
         assert await progress.wait(EVENTS, timeout(30))
-        rebuilding = asyncio.create_task(
-            fold_in_parallel(
-                store,
-                Tally(),
-                functools.partial(tally_share, database_url),
-                jobs=2,
-                batch_size=300,
-                rebuild=True,
-            )
-        )
+        rebuilding = asyncio.create_task(_fold(store, database_url))
 
         async def marked() -> bool:
             return (await _checkpoints(database_url))["tally"][1] == "rebuilding"
@@ -138,14 +145,7 @@ async def test_a_failed_share_leaves_the_read_model_empty_for_a_fresh_fold(
     store, database_url, how, message
 ):
     with pytest.raises(RebuildFailed, match=message):
-        await fold_in_parallel(
-            store,
-            Tally(),
-            functools.partial(tally_share, database_url, **how),
-            jobs=2,
-            batch_size=500,
-            rebuild=True,
-        )
+        await _fold(store, database_url, batch_size=500, **how)
     assert await _tallied(store) == (0, 0, 0, 0)
     assert await _checkpoints(database_url) == {"tally": (0, "stopped")}
     async with running(store, Tally()) as progress:
@@ -180,14 +180,7 @@ async def test_a_rebuild_whose_process_died_is_started_over_by_the_runner(store,
         with pytest.raises(RebuildRunning):
             await reset(store, Tally())
         with pytest.raises(RebuildRunning):
-            await fold_in_parallel(
-                store,
-                Tally(),
-                functools.partial(tally_share, database_url),
-                jobs=2,
-                batch_size=1,
-                rebuild=True,
-            )
+            await _fold(store, database_url, batch_size=1)
         async with running(store, Tally()) as progress:
             await asyncio.sleep(timeout(1.5))
             # Still its process's: nothing folded, nothing emptied.
@@ -240,14 +233,7 @@ async def test_a_runner_far_behind_catches_up_in_parallel(store, database_url, f
 
     async def parallel() -> int:
         try:
-            folded = await fold_in_parallel(
-                store,
-                tally,
-                functools.partial(tally_share, database_url, fail_at=fail_at),
-                jobs=2,
-                batch_size=300,
-                rebuild=False,
-            )
+            folded = await _fold(store, database_url, rebuild=False, tally=tally, fail_at=fail_at)
         except RebuildFailed as exc:
             outcomes.append(str(exc))
             raise
