@@ -62,7 +62,7 @@ def build(
 async def projects_share(
     database_url: str, read: ReadSettings, log_level: str, log_format: collab_logging.Format
 ) -> AsyncIterator[tuple[Store, Projection]]:
-    """The store and ``projects`` projection of one process of a parallel rebuild
+    """The store and ``projects`` projection of one process of a parallel fold
     (:mod:`projections.sharded`)."""
     collab_logging.configure(log_level, log_format)
     store = await PostgresEventStore.connect(database_url, min_size=1, max_size=2)
