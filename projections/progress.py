@@ -24,7 +24,7 @@ from typing import Final, Literal, Protocol, cast
 import structlog
 
 from events.errors import EventStoreError
-from events.sql import SqlDatabase
+from events.sql import Sql, SqlDatabase
 
 log = structlog.get_logger("projections.progress")
 
@@ -63,6 +63,17 @@ _SHARES = (
     " from projection_checkpoints where name like '%#%'"
     " and split_part(name, '#', 1) = any($1::text[]) group by 1"
 )
+
+
+async def share_positions(sql: Sql, names: Sequence[str]) -> dict[str, tuple[int, ...]]:
+    """By projection name, where each process folding it in parallel is (checkpoint rows
+    ``name#i/N``, in the order of i); projections folded by one process are left out."""
+    return {
+        str(row["of"]): tuple(int(p) for p in row["positions"])
+        for row in await sql.fetch(_SHARES, list(names))
+    }
+
+
 _ROWS = (
     "select name, position, state, error, failures from projection_checkpoints"
     " where name = any($1::text[])"
@@ -130,10 +141,7 @@ class ProjectionProgress:
         rows = {
             str(row["name"]): row for row in await self._source.queries.fetch(_ROWS, self.names)
         }
-        shares = {
-            str(row["of"]): tuple(int(p) for p in row["positions"])
-            for row in await self._source.queries.fetch(_SHARES, self.names)
-        }
+        shares = await share_positions(self._source.queries, self.names)
         result = []
         for name in self.names:
             row = rows.get(name)

@@ -122,9 +122,8 @@ async def reset(store: SqlDatabase, projection: Projection) -> None:
     """
     async with store.transaction() as tx:
         _, state = await lock_checkpoint(tx, projection.name)
-        if state == REBUILDING and not await try_rebuild_lock(tx, projection.name):
-            raise RebuildRunning(projection.name)
-        await empty(tx, projection, "stopped" if state == REBUILDING else None)
+        abandoned = await _abandoned_rebuild(tx, projection.name, state)
+        await empty(tx, projection, "stopped" if abandoned else None)
     projection.forget()
 
 
@@ -137,6 +136,16 @@ async def lock_checkpoint(tx: Sql, name: str) -> tuple[int, str]:
         await load_checkpoint(tx, name)
         (row,) = await tx.fetch(query, name)
     return int(row["position"]), str(row["state"])
+
+
+async def _abandoned_rebuild(tx: Sql, name: str, state: str) -> bool:
+    """True if ``state`` says ``rebuilding`` but the process rebuilding it has died;
+    raises :class:`RebuildRunning` while it lives (holds :func:`rebuild_lock`)."""
+    if state != REBUILDING:
+        return False
+    if not await try_rebuild_lock(tx, name):
+        raise RebuildRunning(name)
+    return True
 
 
 async def empty(tx: Sql, projection: Projection, state: str | None) -> None:
@@ -207,10 +216,8 @@ async def apply_batch(
 async def _claim(tx: Sql, projection: Projection, start: int, *, running: bool) -> int | None:
     """Lock the checkpoint row; None if it is at ``start``, else where it is now."""
     stored, state = await lock_checkpoint(tx, projection.name)
-    if state == REBUILDING:
-        if not await try_rebuild_lock(tx, projection.name):
-            raise RebuildRunning(projection.name)
-        # The process rebuilding it died: what its shares folded is partial.
+    if await _abandoned_rebuild(tx, projection.name, state):
+        # What its shares folded is partial.
         log.warning("abandoned rebuild; folding again from 0", projection=projection.name)
         await empty(tx, projection, "running" if running else "stopped")
         return 0

@@ -31,6 +31,7 @@ import structlog
 
 from events.records import StoredEvent
 from events.sql import Sql
+from projections.progress import share_positions
 from projections.runner import (
     REBUILDING,
     Projection,
@@ -217,14 +218,11 @@ def _result(receiver: Connection, share: str) -> int:
 
 
 async def _watch(store: Store, name: str, jobs: int, progress: Callable[[int], None]) -> None:
-    names = [share_name(name, i, jobs) for i in range(jobs)]
     while True:
         await asyncio.sleep(_PROGRESS_EVERY)
-        rows = await store.queries.fetch(
-            "select position from projection_checkpoints where name = any($1::text[])", names
-        )
-        if len(rows) == jobs:
-            progress(min(int(r["position"]) for r in rows))
+        positions = (await share_positions(store.queries, [name])).get(name, ())
+        if len(positions) == jobs:
+            progress(min(positions))
 
 
 def _share_main(
