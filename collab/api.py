@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from collab import document, edits
+from collab import document, edits, protocol
 from collab.live import Live
 from collab.room import Room
 from collab.rooms import UnknownProject
@@ -166,6 +166,8 @@ async def post_edits(request: Request) -> Response:
             )
         except WriterError as exc:
             raise ApiError(503, f"edit not accepted: {exc}") from None
+        except protocol.MalformedUpdate as exc:
+            raise ApiError(422, f"edit not accepted: {exc}") from None
         if future is None:
             return JSONResponse(
                 {"version": room.version, "position": room.position, "daid": None, "changed": False}

@@ -16,6 +16,8 @@ Errors::
      +-- TruncatedFrame           a varint or length runs past the end of the frame
      +-- UnknownMessageType       a type or sync subtype this protocol does not define
      +-- MalformedUpdate          a Yjs update or state vector that does not decode
+     |    +-- UnappliableUpdate   an update that decodes but cannot be applied to the room
+     |    +-- UnsafeUpdateValue   an update writing a NUL character or a non-finite number
      +-- MalformedAwareness       awareness entries that are not valid JSON states
 
 pycrdt decodes updates; its errors (``ValueError`` and pyo3 panics) are translated
@@ -61,6 +63,14 @@ class UnknownMessageType(ProtocolError):
 
 
 class MalformedUpdate(ProtocolError):
+    pass
+
+
+class UnappliableUpdate(MalformedUpdate):
+    pass
+
+
+class UnsafeUpdateValue(MalformedUpdate):
     pass
 
 

@@ -2,10 +2,17 @@
 
 The room's document holds exactly what the log holds: an update from a client is
 checked, handed to the group-commit writer, and applied and broadcast only in the
-writer's ``on_committed`` callback. A client joining in between therefore never sees
-an update that is not yet durable, and the room never has to be repaired after a
-failed append (the sender is closed with 1013 and resends on reconnect, because Yjs
-clients keep their edits).
+writer's ``on_committed`` callback. "Checked" means more than "decodes": an update that
+writes a value the log cannot hold (a NUL, a NaN) is refused, and so is one that does
+not apply to the document (a decodable update can still name a parent that is not a
+shared type). The second check applies the update to a trial document, the room's
+document plus the updates still on their way to the log, so nothing the room could not
+apply is ever stored: one stored poison update stopped every reader of the log.
+
+Because updates are applied only once durable, a client joining in between never sees
+one that is not, and the room never has to be repaired after a failed append (the
+sender is closed with 1013 and resends on reconnect, because Yjs clients keep their
+edits).
 
 Nothing here awaits: peers are handed frames through :class:`Peer.send`, which only
 queues them.
@@ -17,12 +24,12 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import pycrdt
 import structlog
 
-from collab import document, protocol
+from collab import document, protocol, update_values
 from collab.closecodes import CloseCode
 from collab.metrics import Metrics
 from collab.protocol import AwarenessEntry
@@ -88,6 +95,11 @@ class Room:
         self._cache_every = cache_every
         self._cached_version = 0
         self._gap_from: int | None = None
+        #: the document plus the updates in flight to the log: where a submitted update
+        #: is tried; built at the first submit, dropped whenever it may differ from that
+        self._trial: pycrdt.Doc[Any] | None = None
+        self._in_flight: dict[int, bytes] = {}
+        self._submitted = 0
 
     # -- loading ----------------------------------------------------------------------
 
@@ -100,6 +112,7 @@ class Room:
         self.version = max(self.version, version)
         self.position = max(self.position, position)
         self._full_update = None
+        self._trial = None
 
     def loaded_from_cache(self, version: int) -> None:
         self._cached_version = version
@@ -160,51 +173,109 @@ class Room:
         ``event`` replaces the ``doc.updated`` event that carries it by default (a
         rollback appends ``project.rolled_back``); ``parents`` are DAIDs it derives from
         besides the previous version, which the store adds itself. Returns None for a
-        plain update that changes nothing. Raises WriterError when the writer refuses it (the caller
-        decides what the client is told).
+        plain update that changes nothing. Raises MalformedUpdate for an update the log
+        must not hold, and WriterError when the writer refuses it (the caller decides
+        what the client is told).
         """
         if update == EMPTY_UPDATE and event is None:
             return None
+        if update and update != EMPTY_UPDATE:
+            self._try(update)
         self._metrics.updates_received.inc()
         new_event = NewEvent(
             event or DocUpdated(update=update, client_id=protocol.update_author(update)),
             EventMetadata(actor=actor, correlation_id=correlation_id),
             parents=parents,
         )
+        self._submitted += 1
+        key = self._submitted
         try:
             future = self._writer.submit(
                 self.stream_id,
                 new_event,
-                on_committed=lambda done: self._committed(update, origin, done),
-                on_failed=lambda error: self._failed(origin, error),
+                on_committed=lambda done: self._committed(key, update, origin, done),
+                on_failed=lambda error: self._failed(key, origin, error),
             )
-        except WriterClosed:
-            if origin is not None:
-                origin.close(CloseCode.SERVICE_RESTART, "server is restarting")
-            raise
         except WriterError as exc:
-            self._metrics.refused.labels("overloaded").inc()
-            if origin is not None:
-                origin.close(CloseCode.TRY_AGAIN_LATER, f"overloaded: {exc}")
+            self._trial = None  # it holds an update the log will not
+            self._refused(origin, exc)
             raise
+        self._in_flight[key] = update
         self.pending += 1
         return future
 
-    def _committed(self, update: bytes, origin: Peer | None, done: Committed) -> None:
+    def _try(self, update: bytes) -> None:
+        """Refuse an update the log must not hold (raises a MalformedUpdate)."""
+        try:
+            update_values.check_values(update)
+        except update_values.UnsafeValue as exc:
+            raise protocol.UnsafeUpdateValue(f"update refused: {exc}") from None
+        trial = self._trial_document()
+        try:
+            trial.apply_update(update)
+        except Exception as exc:  # noqa: BLE001 - yrs refuses with RuntimeError; any refusal counts
+            self._trial = None  # a refused apply can leave the trial half-changed
+            raise protocol.UnappliableUpdate(
+                f"update does not apply to the document: {exc}"
+            ) from None
+        except BaseException as exc:
+            # pyo3's PanicException derives from BaseException; let real interrupts through.
+            if type(exc).__name__ != "PanicException":
+                raise
+            self._trial = None
+            raise protocol.UnappliableUpdate("update does not apply to the document") from None
+
+    def _trial_document(self) -> pycrdt.Doc[Any]:
+        if self._trial is None:
+            trial: pycrdt.Doc[Any] = pycrdt.Doc()
+            trial.apply_update(self.doc.get_update())
+            for update in self._in_flight.values():
+                trial.apply_update(update)
+            self._trial = trial
+        return self._trial
+
+    def _refused(self, origin: Peer | None, exc: WriterError) -> None:
+        if isinstance(exc, WriterClosed):
+            if origin is not None:
+                origin.close(CloseCode.SERVICE_RESTART, "server is restarting")
+            return
+        self._metrics.refused.labels("overloaded").inc()
+        if origin is not None:
+            origin.close(CloseCode.TRY_AGAIN_LATER, f"overloaded: {exc}")
+
+    def _committed(self, key: int, update: bytes, origin: Peer | None, done: Committed) -> None:
         self.pending -= 1
+        del self._in_flight[key]
         if done.version != self.version + 1 and self._gap_from is None:
             # Someone else (another node, a script) appended to this stream in between;
             # the loader fills the gap from the log.
             self._gap_from = self.version
-        self.apply_committed(update, done, origin)
+        self._apply_durable(update, done, origin)
 
     def apply_committed(self, update: bytes, done: Committed, origin: Peer | None) -> None:
+        """Apply an update another writer made durable and send it to every peer."""
+        if self._trial is not None and update and update != EMPTY_UPDATE:
+            try:
+                self._trial.apply_update(update)
+            except Exception:  # noqa: BLE001 - rebuilt from the document when next needed
+                self._trial = None
+        self._apply_durable(update, done, origin)
+
+    def _apply_durable(self, update: bytes, done: Committed, origin: Peer | None) -> None:
         """Apply a durable update and send it to every peer but its origin."""
         self.version = max(self.version, done.version)
         self.position = max(self.position, done.position)
         if not update or update == EMPTY_UPDATE:
             return  # a rollback to what the document already is
-        self.doc.apply_update(update)
+        try:
+            self.doc.apply_update(update)
+        except Exception as exc:  # noqa: BLE001 - only a writer without the trial stores these
+            self._trial = None
+            self._metrics.refused.labels("unappliable_stored").inc()
+            log.error(  # noqa: TRY400 - the reason is the message; no traceback to show
+                "stored update does not apply", project=self.project_id, error=str(exc)
+            )
+            return
         self._full_update = None
         frame = protocol.encode_update(update)
         sent = 0
@@ -221,8 +292,10 @@ class Room:
         ):
             self.save_cache()
 
-    def _failed(self, origin: Peer | None, error: Exception) -> None:
+    def _failed(self, key: int, origin: Peer | None, error: Exception) -> None:
         self.pending -= 1
+        del self._in_flight[key]
+        self._trial = None  # it holds an update the log will not
         self._metrics.refused.labels("database").inc()
         if origin is not None:
             origin.close(CloseCode.TRY_AGAIN_LATER, "database unavailable; reconnect later")

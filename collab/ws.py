@@ -1,9 +1,12 @@
 """The WebSocket endpoint ``/ws/{project_id}``: moves bytes between a client and its room.
 
 Each connection has a bounded send queue drained by its own task, so a client that
-stops reading never slows its room: when the queue overflows the room forgets the
-connection and it is closed with 4408. Decisions about frames are made by
-``collab.protocol`` (decoding) and ``collab.room`` (what to answer and broadcast).
+stops reading never slows its room: when the queue overflows while the client is not
+reading (see ``Connection._behind``), or one frame has waited SEND_TIMEOUT, the room
+forgets the connection and it is closed with 4408 (the close frame waits CLOSE_TIMEOUT
+behind the frames already sent, for a client that reads again). Decisions about frames
+are made by ``collab.protocol`` (decoding) and ``collab.room`` (what to answer and
+broadcast).
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ _ids = itertools.count(1)
 CLOSE_TIMEOUT = 10.0
 #: a single frame blocked this long means the client stopped reading
 SEND_TIMEOUT = 30.0
+#: a full send queue drops a client whose current frame has waited this long
+STALL_GRACE = 1.0
 
 
 class Connection:
@@ -48,6 +53,8 @@ class Connection:
         self.room: Room | None = None
         #: when the frame being sent started waiting (None when not sending)
         self.sending_since: float | None = None
+        #: the watchdog gave up on the frame being sent (the close frame may still go)
+        self._abandoned = False
 
     @property
     def actor(self) -> str:
@@ -56,11 +63,11 @@ class Connection:
     def send(self, frame: bytes) -> None:
         if self.closing is not None:
             return
-        limit = self._live.settings.send_queue_bytes
-        if self._queued_bytes + len(frame) > limit and self._queue:
+        if self._queued_bytes >= self._live.settings.send_queue_bytes and self._behind():
             self._live.metrics.refused.labels("slow_consumer").inc()
             self._queue.clear()
             self._queued_bytes = 0
+            limit = self._live.settings.send_queue_bytes
             self.close(CloseCode.TOO_SLOW, f"client fell behind (send queue over {limit} bytes)")
             return
         self._queue.append(frame)
@@ -76,6 +83,26 @@ class Connection:
             self.room.detach(self)
         self._wakeup.set()
 
+    def _behind(self) -> bool:
+        """Whether a full queue means this client is not keeping up.
+
+        One group commit can hand a room several updates at once, each up to
+        max_message_bytes, before any pump runs: a client that reads is behind only
+        when its current frame has waited STALL_GRACE, or its queue holds four times
+        the larger of the queue limit and the message limit (the memory bound).
+        """
+        settings = self._live.settings
+        if self._queued_bytes >= 4 * max(settings.send_queue_bytes, settings.max_message_bytes):
+            return True
+        since = self.sending_since
+        return since is not None and asyncio.get_running_loop().time() - since > STALL_GRACE
+
+    def abandon(self, pump: asyncio.Task[None], code: CloseCode, reason: str) -> None:
+        """Give up on the frame the client is not reading and close with ``code``."""
+        self.close(code, reason)
+        self._abandoned = True
+        pump.cancel()
+
     async def pump(self) -> None:
         """Send queued frames; close once asked to (after the queue drains)."""
         loop = asyncio.get_running_loop()
@@ -88,6 +115,16 @@ class Connection:
                 self.sending_since = loop.time()
                 try:
                     await self._ws.send_bytes(frame)
+                except asyncio.CancelledError:
+                    if not self._abandoned:
+                        raise
+                    # Only this frame was given up (see abandon): the close frame is
+                    # still offered, so a client that reads again learns the code.
+                    current = asyncio.current_task()
+                    if current is not None:
+                        current.uncancel()
+                    self._queue.clear()
+                    break
                 except Exception:  # noqa: BLE001 - the client went away
                     return
                 finally:
@@ -158,8 +195,7 @@ async def watchdog(live: Live) -> None:
             since = connection.sending_since
             if since is not None and now - since > SEND_TIMEOUT:
                 live.metrics.refused.labels("slow_consumer").inc()
-                connection.close(CloseCode.TOO_SLOW, "client stopped reading")
-                pump.cancel()
+                connection.abandon(pump, CloseCode.TOO_SLOW, "client stopped reading")
 
 
 async def _receive(websocket: WebSocket, connection: Connection, room: Room, live: Live) -> None:

@@ -9,9 +9,12 @@ client library.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
+import os
 import random
+import socket
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
@@ -304,3 +307,60 @@ class NodeClient:
             except TimeoutError:
                 self.process.kill()
                 await self.process.wait()
+
+
+async def count_doc_events(database_url: str, project_id: str) -> int:
+    events = await project_events(database_url, project_id)
+    return sum(1 for e in events if e.event_type == "doc.updated")
+
+
+async def metric(address: str, name: str) -> float:
+    async with httpx.AsyncClient(base_url=f"http://{address}") as http:
+        text = (await http.get("/metrics")).text
+    for line in text.splitlines():
+        if line.startswith((name + " ", name + "{")):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"metric {name} not exported")
+
+
+async def close_code(ws: websockets.ClientConnection) -> int | None:
+    """Read (and drop) frames until the server closes; its close code."""
+    try:
+        while True:
+            await asyncio.wait_for(ws.recv(), timeout(10))
+    except websockets.ConnectionClosed as closed:
+        return closed.rcvd.code if closed.rcvd is not None else None
+
+
+async def raw_websocket(
+    address: str, path: str
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    host, port = address.split(":")
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, (host, int(port)))
+    reader, writer = await asyncio.open_connection(sock=sock, limit=8192)
+    key = base64.b64encode(os.urandom(16)).decode()
+    writer.write(
+        f"GET {path} HTTP/1.1\r\nHost: {address}\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    head = await reader.readuntil(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return reader, writer
+
+
+async def raw_close_code(reader: asyncio.StreamReader) -> int:
+    """Read server frames (unmasked) until the close frame; its code."""
+    while True:
+        first, second = await asyncio.wait_for(reader.readexactly(2), timeout(10))
+        length = second & 0x7F
+        if length == 126:
+            length = int.from_bytes(await reader.readexactly(2), "big")
+        elif length == 127:
+            length = int.from_bytes(await reader.readexactly(8), "big")
+        payload = await reader.readexactly(length)
+        if first & 0x0F == 0x8:
+            return int.from_bytes(payload[:2], "big")

@@ -13,9 +13,13 @@ from dataclasses import dataclass
 
 import pycrdt
 
+from collab import document
+
 
 @dataclass(frozen=True)
 class Poison:
+    #: the document's state the search started from (a room's or a log's)
+    start: bytes
     #: updates that build the state the poison is refused on (send these first)
     base: tuple[bytes, ...]
     #: decodes as a Yjs update, but applying it on top of ``base`` raises
@@ -36,9 +40,10 @@ def _decodes(update: bytes) -> bool:
     return True
 
 
-def applies(base: tuple[bytes, ...], update: bytes) -> bool:
-    """Whether ``update`` applies to a fresh document built from ``base``."""
-    doc = pycrdt.Doc()
+def applies(start: bytes, base: tuple[bytes, ...], update: bytes) -> bool:
+    """Whether ``update`` applies to a document built from ``start`` and ``base``."""
+    doc = document.new_document()
+    doc.apply_update(start)
     for earlier in base:
         doc.apply_update(earlier)
     try:
@@ -74,8 +79,13 @@ def _editing_session(client_id: int) -> list[bytes]:
     return updates
 
 
-def find_poison(seed: int = 1) -> Poison:
-    """The first update (in seeded bit order) that decodes but does not apply."""
+def find_poison(seed: int = 1, start: bytes = b"\x00\x00") -> Poison:
+    """The first update (in seeded bit order) that decodes but does not apply.
+
+    Whether an update applies depends on the document it meets: pass the state of the
+    room or log it will be sent to as ``start`` (a synced client's ``doc.get_update()``,
+    or a replay of the log), then send ``base`` and ``update`` there.
+    """
     rng = random.Random(seed)
     updates = _editing_session(client_id=rng.randrange(1, 2**31))
     for index, original in enumerate(updates):
@@ -86,6 +96,6 @@ def find_poison(seed: int = 1) -> Poison:
             flipped = bytearray(original)
             flipped[bit // 8] ^= 1 << (bit % 8)
             candidate = bytes(flipped)
-            if _decodes(candidate) and not applies(base, candidate):
-                return Poison(base, candidate, original)
+            if _decodes(candidate) and not applies(start, base, candidate):
+                return Poison(start, base, candidate, original)
     raise AssertionError(f"no poison update found with seed {seed}")

@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import gc
-import os
 import random
-import socket
 import uuid
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pycrdt
 import pytest
 import websockets
@@ -22,20 +18,20 @@ from collab.closecodes import CloseCode
 from tests.live import (
     NodeClient,
     YClient,
+    close_code,
+    count_doc_events,
     create_project,
     log_document,
+    metric,
     project_events,
     random_edit,
+    raw_close_code,
+    raw_websocket,
     running_server,
     server_document,
     synced_clients,
 )
-from tests.support import eventually, timeout
-
-
-async def _count_doc_events(database_url: str, project_id: str) -> int:
-    events = await project_events(database_url, project_id)
-    return sum(1 for e in events if e.event_type == "doc.updated")
+from tests.support import eventually
 
 
 async def test_two_clients_sync_and_every_update_is_in_the_log(database_url: str) -> None:
@@ -74,10 +70,10 @@ async def test_ten_clients_joining_a_fresh_room_at_once_all_sync(database_url: s
         expected = writer.json()
 
         async def stored() -> bool:
-            return await _count_doc_events(database_url, project) == 1 + 200
+            return await count_doc_events(database_url, project) == 1 + 200
 
         async def unloaded() -> bool:
-            return await _metric(address, "collab_rooms") == 0
+            return await metric(address, "collab_rooms") == 0
 
         await eventually(stored, 10, "edits not stored")
         await writer.disconnect()
@@ -90,58 +86,6 @@ async def test_ten_clients_joining_a_fresh_room_at_once_all_sync(database_url: s
             assert client.json() == expected
         for client in clients:
             await client.disconnect()
-
-
-async def _metric(address: str, name: str) -> float:
-    async with httpx.AsyncClient(base_url=f"http://{address}") as http:
-        text = (await http.get("/metrics")).text
-    for line in text.splitlines():
-        if line.startswith((name + " ", name + "{")):
-            return float(line.rsplit(" ", 1)[1])
-    raise AssertionError(f"metric {name} not exported")
-
-
-async def _close_code(ws: websockets.ClientConnection) -> int | None:
-    """Read (and drop) frames until the server closes; its close code."""
-    try:
-        while True:
-            await asyncio.wait_for(ws.recv(), timeout(10))
-    except websockets.ConnectionClosed as closed:
-        return closed.rcvd.code if closed.rcvd is not None else None
-
-
-async def _raw_websocket(
-    address: str, path: str
-) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    host, port = address.split(":")
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
-    sock.setblocking(False)
-    await asyncio.get_running_loop().sock_connect(sock, (host, int(port)))
-    reader, writer = await asyncio.open_connection(sock=sock, limit=8192)
-    key = base64.b64encode(os.urandom(16)).decode()
-    writer.write(
-        f"GET {path} HTTP/1.1\r\nHost: {address}\r\nUpgrade: websocket\r\n"
-        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-        "Sec-WebSocket-Version: 13\r\n\r\n".encode()
-    )
-    head = await reader.readuntil(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 101"), head
-    return reader, writer
-
-
-async def _raw_close_code(reader: asyncio.StreamReader) -> int:
-    """Read server frames (unmasked) until the close frame; its code."""
-    while True:
-        first, second = await asyncio.wait_for(reader.readexactly(2), timeout(10))
-        length = second & 0x7F
-        if length == 126:
-            length = int.from_bytes(await reader.readexactly(2), "big")
-        elif length == 127:
-            length = int.from_bytes(await reader.readexactly(8), "big")
-        payload = await reader.readexactly(length)
-        if first & 0x0F == 0x8:
-            return int.from_bytes(payload[:2], "big")
 
 
 @pytest.mark.parametrize("seed", [1, 2])
@@ -202,7 +146,7 @@ async def test_malformed_frames_close_4400_store_nothing_and_spare_the_room(
     async with running_server(database_url) as address:
         project = await create_project(address)
         good, other, bad = await synced_clients(address, project, 3)
-        before = await _count_doc_events(database_url, project)
+        before = await count_doc_events(database_url, project)
 
         await bad.send_raw(frame)
         assert await bad.wait_closed() == CloseCode.BAD_MESSAGE
@@ -211,8 +155,8 @@ async def test_malformed_frames_close_4400_store_nothing_and_spare_the_room(
 
         good.doc.get(document.META, type=pycrdt.Map)["key"] = "D minor"
         await eventually(lambda: other.json()["meta"].get("key") == "D minor", 5, "room stalled")
-        assert await _count_doc_events(database_url, project) == before + 1
-        assert await _metric(address, "collab_refused_messages_total") >= 1
+        assert await count_doc_events(database_url, project) == before + 1
+        assert await metric(address, "collab_refused_messages_total") >= 1
         await good.disconnect()
         await other.disconnect()
 
@@ -222,23 +166,23 @@ async def test_text_frames_are_refused(database_url: str) -> None:
         project = await create_project(address)
         async with websockets.connect(f"ws://{address}/ws/{project}") as ws:
             await ws.send("hello")
-            assert await _close_code(ws) == CloseCode.BAD_MESSAGE
+            assert await close_code(ws) == CloseCode.BAD_MESSAGE
 
 
 async def test_oversized_message_closes_4413_and_is_not_stored(database_url: str) -> None:
     async with running_server(database_url, max_message_bytes=64 * 1024) as address:
         project = await create_project(address)
         writer, watcher = await synced_clients(address, project, 2)
-        before = await _count_doc_events(database_url, project)
+        before = await count_doc_events(database_url, project)
         writer.doc.get(document.META, type=pycrdt.Map)["notes"] = "x" * (100 * 1024)
         assert await writer.wait_closed() == CloseCode.TOO_LARGE
         assert writer.ws is not None
         assert "exceeds the 65536-byte limit" in (writer.ws.close_reason or "")
-        assert await _count_doc_events(database_url, project) == before
+        assert await count_doc_events(database_url, project) == before
         assert "notes" not in watcher.json()["meta"]
         watcher.doc.get(document.META, type=pycrdt.Map)["key"] = "C"
         await eventually(
-            lambda: _count_doc_events(database_url, project), 5, "watcher's edit not stored"
+            lambda: count_doc_events(database_url, project), 5, "watcher's edit not stored"
         )
         await watcher.disconnect()
 
@@ -251,7 +195,7 @@ async def test_a_client_that_stops_reading_is_dropped_with_4408(database_url: st
         writer, watcher = await synced_clients(address, project, 2)
         # A client that completes the handshake and then never reads; a small receive
         # buffer keeps the kernel from absorbing megabytes on its behalf.
-        reader, stuck = await _raw_websocket(address, f"/ws/{project}")
+        reader, stuck = await raw_websocket(address, f"/ws/{project}")
         meta = writer.doc.get(document.META, type=pycrdt.Map)
         for i in range(400):
             meta["blob"] = f"{i}:" + "y" * 60_000
@@ -261,9 +205,9 @@ async def test_a_client_that_stops_reading_is_dropped_with_4408(database_url: st
             20,
             "the room slowed down behind the stuck client",
         )
-        assert await _metric(address, 'collab_refused_messages_total{reason="slow_consumer"}') == 1
+        assert await metric(address, 'collab_refused_messages_total{reason="slow_consumer"}') == 1
         # Once it reads again it finds the close frame after what was already sent.
-        assert await _raw_close_code(reader) == CloseCode.TOO_SLOW
+        assert await raw_close_code(reader) == CloseCode.TOO_SLOW
         stuck.close()
         await writer.disconnect()
         await watcher.disconnect()
@@ -273,10 +217,10 @@ async def test_dead_connections_are_dropped_by_pings(database_url: str) -> None:
     async with running_server(database_url, ping_interval=0.3) as address:
         project = await create_project(address)
         # Completes the handshake, then never reads or answers a ping.
-        _reader, silent = await _raw_websocket(address, f"/ws/{project}")
+        _reader, silent = await raw_websocket(address, f"/ws/{project}")
 
         async def connections() -> float:
-            return await _metric(address, "collab_connections")
+            return await metric(address, "collab_connections")
 
         await eventually(lambda: _is(connections, 1), 5, "the connection never opened")
         await eventually(lambda: _is(connections, 0), 10, "the dead connection was kept")
@@ -301,7 +245,7 @@ async def test_an_idle_room_unloads_and_is_freed(database_url: str) -> None:
         client.doc.get(document.META, type=pycrdt.Map)["key"] = "G"
 
         async def stored() -> bool:
-            return await _count_doc_events(database_url, project) == 2
+            return await count_doc_events(database_url, project) == 2
 
         await eventually(stored, 5, "edit not stored")
         assert rooms_of(project) == 1

@@ -5,12 +5,14 @@ from __future__ import annotations
 from typing import Any, cast
 
 import pycrdt
+import pytest
 
-from collab import protocol
+from collab import document, protocol
 from collab.closecodes import CloseCode
 from collab.metrics import Metrics
 from collab.room import AWARENESS_TIMEOUT, Room
 from collab.writer import GroupCommitWriter
+from tests.poison import find_poison
 
 
 class RecordingPeer:
@@ -101,3 +103,29 @@ def test_silent_presence_expires_and_departures_are_announced() -> None:
     assert bob.messages()[-1] == gone
     room.receive(bob, protocol.QueryAwareness())
     assert bob.messages()[-1] == protocol.AwarenessUpdate(())
+
+
+def test_an_update_that_does_not_apply_is_refused_before_the_writer() -> None:
+    room = _room()
+    start = document.new_document()
+    start.get(document.META, type=pycrdt.Map)["name"] = "Song"
+    room.load([start.get_update()], version=2, position=2)
+    poison = find_poison(seed=1, start=room.doc.get_update())
+    room.load(list(poison.base), version=3, position=3)
+    state = room.doc.get_update()
+    for _ in range(2):  # the second try meets a trial document built again
+        with pytest.raises(protocol.UnappliableUpdate, match="does not apply"):
+            room.submit(poison.update, origin=None, actor="tester")
+    assert room.pending == 0
+    assert room.doc.get_update() == state
+
+
+def test_an_update_with_a_nan_is_refused_before_the_writer() -> None:
+    room = _room()
+    doc: pycrdt.Doc[Any] = pycrdt.Doc()
+    updates: list[bytes] = []
+    doc.observe(lambda event: updates.append(event.update))
+    doc.get(document.META, type=pycrdt.Map)["tempo"] = float("nan")
+    with pytest.raises(protocol.UnsafeUpdateValue, match="NaN"):
+        room.submit(updates[0], origin=None, actor="tester")
+    assert room.pending == 0

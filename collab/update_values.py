@@ -1,0 +1,234 @@
+"""Values inside a Yjs v1 update that the log and the read models cannot hold.
+
+Yjs stores any JavaScript value, but PostgreSQL's text and jsonb refuse the NUL
+character and JSON has no form for NaN or ±Infinity; one such value stopped the read
+models for every user. :func:`check_values` walks the update's structs without applying
+them and raises :class:`UnsafeValue` for a NUL in any string or key (map keys, root
+names, text, formatting, embedded JSON) and for a non-finite float.
+
+Layout (yjs ``UpdateDecoderV1``, lib0 ``decoding.readAny``)::
+
+    update    varUint(clients) clients x (varUint(structs) varUint(client) varUint(clock)
+              structs x struct) delete-set
+    struct    info:u8; info & 0x1f = 0 GC, 10 Skip (varUint length), else an item:
+              [origin id if info & 0x80] [right origin id if info & 0x40]
+              [if neither: varUint(1) varString(root) | varUint(0) id;
+               varString(key) if info & 0x20] content(info & 0x1f)
+    content   1 deleted varUint | 2 JSON varUint(n) n x varString | 3 binary varBytes
+              4 string varString | 5 embed varString(JSON) | 6 format varString varString(JSON)
+              7 type varUint(ref) [varString(name) if ref is 3 or 5] | 8 any varUint(n) n x any
+              9 doc varString(guid) any
+    any       127 undefined, 126 null, 125 varInt, 124 float32, 123 float64, 122 bigint64,
+              121 false, 120 true, 119 varString, 118 object, 117 array, 116 varBytes
+
+The update has already been decoded by pycrdt (``protocol.check_update``); a frame that
+runs short here is reported as malformed all the same.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any, Final
+
+#: nesting of objects and arrays inside one value beyond which the update is refused
+MAX_DEPTH: Final = 64
+
+_NUL: Final = b"\x00"
+
+
+class UnsafeValue(ValueError):
+    """A value the log, JSON or PostgreSQL cannot hold; the message says which."""
+
+
+class _Short(ValueError):
+    pass
+
+
+class _Scanner:
+    __slots__ = ("data", "pos")
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.pos = 0
+
+    def uint(self) -> int:
+        data, pos = self.data, self.pos
+        value = shift = 0
+        while True:
+            if pos >= len(data):
+                raise _Short
+            byte = data[pos]
+            pos += 1
+            value |= (byte & 0x7F) << shift
+            if byte < 0x80:
+                self.pos = pos
+                return value
+            shift += 7
+            if shift > 70:
+                raise _Short
+
+    def skip_signed(self) -> None:
+        data, pos = self.data, self.pos
+        while True:
+            if pos >= len(data):
+                raise _Short
+            byte = data[pos]
+            pos += 1
+            if byte < 0x80:
+                self.pos = pos
+                return
+
+    def raw(self) -> bytes:
+        length = self.uint()
+        end = self.pos + length
+        if end > len(self.data):
+            raise _Short
+        chunk = self.data[self.pos : end]
+        self.pos = end
+        return chunk
+
+    def string(self, what: str) -> bytes:
+        chunk = self.raw()
+        if _NUL in chunk:
+            raise UnsafeValue(f"{what} contains a NUL character")
+        return chunk
+
+    def take(self, count: int) -> bytes:
+        end = self.pos + count
+        if end > len(self.data):
+            raise _Short
+        chunk = self.data[self.pos : end]
+        self.pos = end
+        return chunk
+
+
+def check_values(update: bytes) -> None:
+    """Raise UnsafeValue if ``update`` writes a NUL character or a non-finite number."""
+    scanner = _Scanner(update)
+    try:
+        for _ in range(scanner.uint()):
+            structs = scanner.uint()
+            scanner.uint()  # client
+            scanner.uint()  # clock
+            for _ in range(structs):
+                _struct(scanner)
+        # The delete set names only ids and lengths: nothing in it is a value.
+    except _Short:
+        raise UnsafeValue("update runs past its end") from None
+
+
+def _struct(scanner: _Scanner) -> None:
+    info = scanner.take(1)[0]
+    ref = info & 0x1F
+    if ref in (0, 10):  # GC, Skip
+        scanner.uint()
+        return
+    if info & 0x80:
+        scanner.uint()
+        scanner.uint()
+    if info & 0x40:
+        scanner.uint()
+        scanner.uint()
+    if not info & 0xC0:
+        if scanner.uint() == 1:
+            scanner.string("a root type's name")
+        else:
+            scanner.uint()
+            scanner.uint()
+        if info & 0x20:
+            scanner.string("a map key")
+    _content(scanner, ref)
+
+
+def _content(scanner: _Scanner, ref: int) -> None:
+    if ref == 1:  # deleted
+        scanner.uint()
+    elif ref == 2:  # JSON (written by old Yjs versions)
+        for _ in range(scanner.uint()):
+            text = scanner.string("a JSON value")
+            if text != b"undefined":
+                _json(text)
+    elif ref == 3:  # binary
+        scanner.raw()
+    elif ref == 4:
+        scanner.string("a text")
+    elif ref == 5:  # embed
+        _json(scanner.string("an embedded value"))
+    elif ref == 6:  # format
+        scanner.string("a format attribute's name")
+        _json(scanner.string("a format attribute"))
+    elif ref == 7:  # a shared type
+        type_ref = scanner.uint()
+        if type_ref in (3, 5):  # XmlElement, XmlHook carry a name
+            scanner.string("an XML element's name")
+        elif type_ref > 6:  # yrs' weak links carry more; no Yjs editor writes them
+            raise UnsafeValue(f"unknown shared type {type_ref}")
+    elif ref == 8:
+        for _ in range(scanner.uint()):
+            _any(scanner, 0)
+    elif ref == 9:  # a subdocument
+        scanner.string("a subdocument's guid")
+        _any(scanner, 0)
+    else:
+        raise UnsafeValue(f"unknown content type {ref}")
+
+
+def _any(scanner: _Scanner, depth: int) -> None:
+    tag = scanner.take(1)[0]
+    if tag in (127, 126, 121, 120):  # undefined, null, false, true
+        return
+    if tag == 125:
+        scanner.skip_signed()
+    elif tag == 123:
+        high = scanner.take(8)
+        if high[0] & 0x7F == 0x7F and high[1] & 0xF0 == 0xF0:
+            raise UnsafeValue("a number is NaN or infinite")
+    elif tag == 124:
+        high = scanner.take(4)
+        if high[0] & 0x7F == 0x7F and high[1] & 0x80 == 0x80:
+            raise UnsafeValue("a number is NaN or infinite")
+    elif tag == 122:
+        scanner.take(8)
+    elif tag == 119:
+        scanner.string("a string")
+    elif tag in (118, 117):
+        if depth >= MAX_DEPTH:
+            raise UnsafeValue(f"a value nests deeper than {MAX_DEPTH} levels")
+        for _ in range(scanner.uint()):
+            if tag == 118:
+                scanner.string("an object key")
+            _any(scanner, depth + 1)
+    elif tag == 116:
+        scanner.raw()
+    else:
+        raise UnsafeValue(f"unknown value type {tag}")
+
+
+def _refuse_constant(name: str) -> Any:
+    raise UnsafeValue(f"a number is {name}")
+
+
+def _json(text: bytes) -> None:
+    try:
+        value = json.loads(text, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError) as exc:
+        if isinstance(exc, UnsafeValue):
+            raise
+        raise UnsafeValue("an embedded JSON value does not parse") from None
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                raise UnsafeValue("a string contains a NUL character")
+        elif isinstance(item, float):
+            if not math.isfinite(item):  # 1e999 parses as infinity
+                raise UnsafeValue("a number is NaN or infinite")
+        elif isinstance(item, dict):
+            for key, inner in item.items():
+                if "\x00" in key:
+                    raise UnsafeValue("an object key contains a NUL character")
+                stack.append(inner)
+        elif isinstance(item, list):
+            stack.extend(item)
