@@ -6,29 +6,30 @@ are validated by pydantic and a bad field is a 422 naming it.
 
 from __future__ import annotations
 
-import json
 import uuid
 from typing import Annotated, Any, TypeVar
 
 import pycrdt
+import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
-from collab import document, edits, protocol
+from collab import document, edits, jsonbody, protocol
 from collab.live import Live
+from collab.responses import JSONResponse, error_response
 from collab.room import Room
 from collab.rooms import UnknownProject
 from collab.writer import Committed, WriterError
 from events import EventMetadata, NewEvent
-from events.errors import EventStoreError, StoreUnavailable
+from events.errors import EventStoreError, InvalidEvent, StoreUnavailable
 from events.models import DocUpdated, ProjectCreated
 from events.store import NO_STREAM
 
 M = TypeVar("M", bound=BaseModel)
-MAX_BODY_BYTES = 10 * 1024 * 1024
+log = structlog.get_logger("collab.api")
 
 
 class ApiError(Exception):
@@ -54,6 +55,8 @@ class NewProject(BaseModel):
 def actor_of(request: Request) -> str:
     # No authentication yet: callers name themselves (defaults to "api").
     actor = request.headers.get("x-actor", "api").strip()
+    if "\x00" in actor:
+        raise ApiError(400, "X-Actor holds a NUL character, which cannot be stored")
     return actor[:200] or "api"
 
 
@@ -63,13 +66,15 @@ def correlation_of(request: Request) -> str | None:
 
 
 async def body_of(request: Request, model: type[M]) -> M:
+    """The body as ``model``. Its size, media type and origin were checked before it was
+    read (``collab.guards``); here: JSON only, nothing PostgreSQL cannot store, then the
+    model (400 or 422 naming the field)."""
     raw = await request.body()
-    if len(raw) > MAX_BODY_BYTES:
-        raise ApiError(413, f"request body over {MAX_BODY_BYTES} bytes")
     try:
-        data = json.loads(raw or b"null")
-    except ValueError as exc:
-        raise ApiError(400, f"request body is not JSON: {exc}") from None
+        data = jsonbody.loads(raw)
+    except jsonbody.BadJson as exc:
+        fields = [{"field": exc.field, "message": exc.message}] if exc.field else None
+        raise ApiError(exc.status, exc.message, fields) from None
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -192,16 +197,32 @@ async def metrics(request: Request) -> Response:
 
 async def api_error(_request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)  # noqa: S101 - registered for ApiError only
-    body: dict[str, Any] = {"error": exc.status, "message": exc.message}
-    if exc.fields:
-        body["fields"] = exc.fields
-    return JSONResponse(body, status_code=exc.status)
+    return error_response(exc.status, exc.message, exc.fields)
 
 
-async def store_error(_request: Request, exc: Exception) -> Response:
+async def store_error(request: Request, exc: Exception) -> Response:
+    """The store's message stays in the log: it may quote the database (its text, a
+    statement), which is no business of the client's."""
     assert isinstance(exc, EventStoreError)  # noqa: S101 - registered for store errors only
-    status = 503 if isinstance(exc, StoreUnavailable) else 500
-    return JSONResponse({"error": status, "message": str(exc)}, status_code=status)
+    if isinstance(exc, StoreUnavailable):
+        log.warning("database unavailable", error=str(exc))
+        return error_response(503, "database unavailable; retry later")
+    if isinstance(exc, InvalidEvent):
+        return error_response(422, str(exc))  # the event model's words, not the database's
+    log.error("event store error", error=str(exc), exc_info=exc)
+    return internal_error(correlation_of(request))
+
+
+def internal_error(request_id: str | None) -> Response:
+    """A 500 that says only where to look: the request id the log has the traceback under."""
+    return JSONResponse(
+        {
+            "error": 500,
+            "message": f"internal error; the server log has it under request id {request_id}",
+            "request_id": request_id,
+        },
+        status_code=500,
+    )
 
 
 routes = [

@@ -13,15 +13,18 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 
 from collab import api, audit_api, lineage_api, openapi, projects_api, provenance_api, worker, ws
 from collab.audit_key import load_or_create
-from collab.config import AuditSettings, LiveSettings, ReadSettings
+from collab.config import AuditSettings, HttpSettings, LiveSettings, ReadSettings
+from collab.guards import HostCheck, InternalErrors, RequestGuard
 from collab.live import Live
 from collab.metrics import Metrics
 from collab.middleware import RequestContextMiddleware
+from collab.origins import AllowedOrigins
+from collab.responses import JSONResponse, error_response
 from collab.worker import ProjectionWorker
 from events.checkpoints import Signer
 from events.errors import EventStoreError
@@ -39,11 +42,14 @@ def create_app(
     live: LiveSettings | None = None,
     read: ReadSettings | None = None,
     audit: AuditSettings | None = None,
+    http: HttpSettings | None = None,
 ) -> Starlette:
     """Build the app; the store is connected and migrated when the app starts."""
     live_settings = live or LiveSettings()
     read_settings = read or ReadSettings()
     audit_settings = audit or AuditSettings()
+    http_settings = http or HttpSettings()
+    allowed_origins = AllowedOrigins.of(http_settings)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -97,7 +103,16 @@ def create_app(
             Route("/api/openapi.json", openapi.document, methods=["GET"]),
             WebSocketRoute("/ws/{project_id}", ws.endpoint),
         ],
-        middleware=[Middleware(RequestContextMiddleware)],
+        middleware=[
+            Middleware(RequestContextMiddleware),
+            Middleware(InternalErrors),
+            Middleware(HostCheck, allowed_hosts=http_settings.allowed_hosts),
+            Middleware(
+                RequestGuard,
+                allowed=allowed_origins,
+                max_body_bytes=http_settings.max_body_bytes,
+            ),
+        ],
         exception_handlers={
             HTTPException: http_error,
             api.ApiError: api.api_error,
@@ -205,6 +220,5 @@ async def drain(app: Starlette) -> None:
 
 async def http_error(_request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)  # noqa: S101 - registered for HTTPException only
-    return JSONResponse(
-        {"error": exc.status_code, "message": exc.detail}, status_code=exc.status_code
-    )
+    # 405 carries the Allow header
+    return error_response(exc.status_code, exc.detail, headers=exc.headers)

@@ -10,11 +10,12 @@ from __future__ import annotations
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from collab.api import ApiError
 from collab.params import field_error, int_param, store_of
+from collab.responses import JSONResponse
 from events import merkle
 from events.checkpoints import Signer, public_key_text
 from projections import audit_log

@@ -35,6 +35,7 @@ from collab.config import (
     ConfigError,
     Settings,
     audit_settings,
+    http_settings,
     live_settings,
     load_settings,
     read_settings,
@@ -149,6 +150,7 @@ def serve(
         live=live_settings(settings),
         read=read_settings(settings),
         audit=audit_settings(settings),
+        http=http_settings(settings),
     )
     config = build_config(
         application,

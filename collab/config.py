@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ProjectionMode = Literal["worker", "inline", "none"]
 
@@ -70,6 +73,28 @@ class AuditSettings:
 
 _AUDIT = AuditSettings()
 
+#: the names a browser on this machine uses for a server bound to loopback
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
+#: bind addresses that mean "every interface" (they name no host a client would use)
+WILDCARD_BINDS = ("", "0.0.0.0", "::", "[::]")  # noqa: S104 - recognised, not bound to
+
+
+@dataclass(frozen=True, slots=True)
+class HttpSettings:
+    #: largest request body (413 above it, refused while it streams in)
+    max_body_bytes: int = 10 * 1024 * 1024
+    #: Host header names served (400 otherwise); ``*`` serves any, ``*.example.com``
+    #: any subdomain
+    allowed_hosts: tuple[str, ...] = LOOPBACK_HOSTS
+    #: origins whose pages may write (unsafe methods, the WebSocket); None: the allowed
+    #: hosts at ``port``, http and https. A page of the request's own origin always may
+    allowed_origins: tuple[str, ...] | None = None
+    #: the port served, for the default origins (None or 0: same-origin pages only)
+    port: int | None = None
+
+
+_HTTP = HttpSettings()
+
 
 class Settings(BaseSettings):
     """Every command reads these. Environment names are ``COLLAB_<FIELD>``, except
@@ -111,6 +136,14 @@ class Settings(BaseSettings):
     #: processes folding projects when the worker is far behind (1: the worker alone)
     projection_jobs: int = Field(default=_READ.projection_jobs, ge=1, le=64)
 
+    #: largest HTTP request body in bytes (413 above it)
+    max_body_bytes: int = Field(default=_HTTP.max_body_bytes, ge=1024, le=1024**3)
+    #: Host names served, comma-separated (default: loopback names plus the bind host)
+    allowed_hosts: Annotated[tuple[str, ...], NoDecode] = ()
+    #: origins whose pages may write, comma-separated (default: the allowed hosts at the
+    #: port, http and https)
+    allowed_origins: Annotated[tuple[str, ...], NoDecode] = ()
+
     #: PEM file of the Ed25519 key signing audit checkpoints (default: in the data dir)
     audit_key_file: Path | None = None
     #: events between two signed audit checkpoints
@@ -127,6 +160,46 @@ class Settings(BaseSettings):
         if not value.startswith(("postgresql://", "postgres://")):
             raise ValueError("must start with postgresql:// or postgres://")
         return value
+
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: Any) -> Any:
+        return _split(value, normalize_host)
+
+    @field_validator("allowed_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: Any) -> Any:
+        return _split(value, _check_origin)
+
+
+_HOST = re.compile(r"^(\*|(\*\.)?[a-z0-9_]([a-z0-9_.-]*[a-z0-9_])?|\[[0-9a-f:.]+\])$")
+
+
+def normalize_host(value: str) -> str:
+    """A Host header name as starlette's host check compares it: lower case, IPv6
+    addresses in brackets, no port."""
+    host = value.strip().lower()
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    if not _HOST.match(host):
+        raise ValueError(f"{value!r} is not a host name (no scheme or port; *.domain allowed)")
+    return host
+
+
+def _check_origin(value: str) -> str:
+    # collab.origins parses them again (normalised); here only the shape is checked
+    origin = value.strip().rstrip("/")
+    if not re.match(r"^https?://[^/?#@\s]+$", origin, re.IGNORECASE):
+        raise ValueError(f"{value!r} is not an origin such as https://app.example.com")
+    return origin
+
+
+def _split(value: Any, check: Callable[[str], str]) -> Any:
+    if isinstance(value, str):
+        value = [part for part in value.split(",") if part.strip()]
+    if isinstance(value, (list, tuple)):
+        return tuple(check(str(part)) for part in value)
+    return value
 
 
 class ConfigError(Exception):
@@ -181,4 +254,23 @@ def audit_settings(settings: Settings) -> AuditSettings:
         key_file=settings.audit_key_file or settings.data_dir / "audit-ed25519.pem",
         checkpoint_every=settings.checkpoint_every,
         checkpoint_seconds=settings.checkpoint_seconds,
+    )
+
+
+def http_settings(settings: Settings) -> HttpSettings:
+    """The HTTP side's part: loopback names and the bind host are served unless the
+    allowed hosts are given."""
+    hosts = settings.allowed_hosts
+    if not hosts:
+        bind = settings.host.strip().lower()
+        extra: tuple[str, ...] = ()
+        if bind not in WILDCARD_BINDS:
+            with contextlib.suppress(ValueError):  # not a name a client could send
+                extra = (normalize_host(bind),)
+        hosts = tuple(dict.fromkeys((*LOOPBACK_HOSTS, *extra)))
+    return HttpSettings(
+        max_body_bytes=settings.max_body_bytes,
+        allowed_hosts=hosts,
+        allowed_origins=settings.allowed_origins or None,
+        port=settings.port,
     )

@@ -15,9 +15,10 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from collab import api, edits, projects_api, provenance_api
+from collab.responses import JSONResponse
 
 _PATH_PARAM = re.compile(r"{(?P<name>[a-z_]+)(?::(?P<kind>[a-z]+))?}")
 
@@ -52,6 +53,18 @@ NOT_FOUND = (404, "Unknown project (or version, snapshot)")
 INVALID = (422, "Invalid input; `fields` names each bad field")
 UNAVAILABLE = (503, "Database unavailable, shutting down, or read models behind")
 AS_OF = Param("as_of", "Answer with what the log knew at this position or ISO-8601 time.")
+#: what the request checks (``collab.guards``) answer on any route, and on writes
+EVERY_ROUTE = (
+    (400, "Host not allowed, or a NUL character in the path or query"),
+    (500, "Internal error; the body gives the request id the server log has it under"),
+)
+WRITES = (
+    (400, "Body not JSON (UTF-8), or nested deeper than 64 levels"),
+    (403, "Origin header names an origin not allowed to write"),
+    (413, "Body over the size limit"),
+    (415, "Content-Type is not application/json"),
+    (422, "A NUL character, lone surrogate, NaN or infinity in the body; `fields` names it"),
+)
 WALK_PARAMS = (
     Param("depth", "Most edges from the DAID (default 50, at most 10000).", "integer"),
     Param("max_nodes", "Most nodes returned (default 1000); beyond, truncated.", "integer"),
@@ -317,7 +330,7 @@ def build() -> dict[str, Any]:
             "summary": op.summary,
             "tags": [op.tag],
             "operationId": op.method + "_" + re.sub(r"[^a-z0-9]+", "_", path).strip("_"),
-            "responses": {str(code): {"description": text} for code, text in op.responses},
+            "responses": _responses(op),
         }
         if parameters:
             operation["parameters"] = parameters
@@ -337,12 +350,27 @@ def build() -> dict[str, Any]:
                 "the Yjs sync and awareness protocol over WebSocket at /ws/{project_id} "
                 "(not described here; see docs/live.md). Errors are JSON "
                 '{"error": status, "message": ..., "fields": [...]}. Callers name '
-                "themselves with the X-Actor header."
+                "themselves with the X-Actor header. Request bodies are "
+                "application/json; a write carrying an Origin header must come from an "
+                "allowed origin."
             ),
         },
         "paths": paths,
         "components": {"schemas": definitions.get("$defs", {})},
     }
+
+
+def _responses(op: Operation) -> dict[str, dict[str, str]]:
+    extra = EVERY_ROUTE + (WRITES if op.body is not None else ())
+    texts: dict[int, list[str]] = {}
+    for code, text in (*op.responses, *extra):
+        texts.setdefault(code, []).append(text)
+    return {str(code): {"description": _joined(texts[code])} for code in sorted(texts)}
+
+
+def _joined(texts: list[str]) -> str:
+    first, *more = texts
+    return "; ".join([first, *(text[0].lower() + text[1:] for text in more)])
 
 
 async def document(_request: Request) -> Response:

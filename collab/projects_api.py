@@ -14,7 +14,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from collab.api import ApiError, acquire, actor_of, body_of, correlation_of, live_of
@@ -30,6 +30,7 @@ from collab.params import (
     store_of,
     view_at,
 )
+from collab.responses import JSONResponse
 from collab.rollback import restoring_update
 from collab.room import EMPTY_UPDATE
 from collab.writer import WriterError

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, model_validator
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from collab.api import ApiError, actor_of, body_of, correlation_of, invalid
@@ -27,6 +27,7 @@ from collab.params import (
     store_of,
     view_at,
 )
+from collab.responses import JSONResponse
 from events import EventMetadata, NewEvent
 from events.analysis import check_results
 from events.models import (

@@ -28,7 +28,7 @@ from websockets.exceptions import ConnectionClosed
 
 from collab import document
 from collab.app import create_app
-from collab.config import AuditSettings, LiveSettings, ReadSettings
+from collab.config import AuditSettings, HttpSettings, LiveSettings, ReadSettings
 from collab.server import Server, build_config
 from events.postgres import PostgresEventStore
 from events.records import StoredEvent
@@ -45,12 +45,20 @@ async def running_server(
     ping_interval: float = 20.0,
     read: ReadSettings | None = None,
     audit: AuditSettings | None = None,
+    http: HttpSettings | None = None,
     **overrides: Any,
 ) -> AsyncIterator[str]:
     """Yield ``host:port`` of a real server on the event store at ``database_url``."""
     live = replace(settings, **overrides)
-    app = create_app(database_url, poll_interval=0.2, live=live, read=read, audit=audit)
     port = free_port()
+    app = create_app(
+        database_url,
+        poll_interval=0.2,
+        live=live,
+        read=read,
+        audit=audit,
+        http=replace(http or HttpSettings(), port=port),
+    )
     server = Server(
         build_config(
             app,

@@ -7,7 +7,7 @@ from collab.app import create_app
 
 
 async def _client(app):
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t")
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost")
 
 
 async def test_ready_reports_pending_migrations_with_503(database_url):

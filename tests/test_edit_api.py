@@ -63,7 +63,9 @@ async def test_create_project_validation(
         response = await http.post("/api/projects", json=body)
         assert response.status_code == status
         assert words in response.json()["message"]
-        bad_json = await http.post("/api/projects", content=b"{nope")
+        bad_json = await http.post(
+            "/api/projects", content=b"{nope", headers={"Content-Type": "application/json"}
+        )
         assert bad_json.status_code == 400
         assert "not JSON" in bad_json.json()["message"]
 

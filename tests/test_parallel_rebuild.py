@@ -278,7 +278,9 @@ async def test_ready_shows_a_projection_folded_in_parallel(database_url):
     app = create_app(database_url, poll_interval=0.1, read=ReadSettings(projections="none"))
     async with (
         app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://localhost"
+        ) as client,
         rebuilding(database_url, "projects") as holder,
     ):
         await holder.execute(

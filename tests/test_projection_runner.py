@@ -190,7 +190,7 @@ async def test_ready_reports_a_failing_projection_until_it_recovers(database_url
     transport = httpx.ASGITransport(app=app)
     async with (
         app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url="http://t") as client,
+        httpx.AsyncClient(transport=transport, base_url="http://localhost") as client,
     ):
         assert (await client.get("/ready")).status_code == 200
         conn = await asyncpg.connect(database_url)

@@ -41,7 +41,7 @@ async def asgi_client(database_url: str, where: str) -> AsyncIterator[httpx.Asyn
     transport = httpx.ASGITransport(app=app)
     async with (
         app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url="http://t") as client,
+        httpx.AsyncClient(transport=transport, base_url="http://localhost") as client,
     ):
         yield client
 
