@@ -830,19 +830,22 @@ class PostgresEventStore:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Sql]:
-        timed_out = False
         try:
-            async with self._connection() as conn, conn.transaction():
+            async with self._connection() as conn:
+                tx = conn.transaction()
+                await tx.start()
                 try:
                     yield _ConnectionSql(conn)
-                except (TimeoutError, asyncio.CancelledError) as exc:
-                    # Closed before the rollback, which would wait on the server too.
-                    timed_out = isinstance(exc, TimeoutError)
-                    conn.terminate()
+                except (TimeoutError, asyncio.CancelledError):
+                    # No ROLLBACK, which would wait on the server too: the connection is
+                    # closed (see _connection), and the server rolls back on its own.
                     raise
+                except BaseException:
+                    await tx.rollback()
+                    raise
+                await tx.commit()
         except _CONNECTION_ERRORS as exc:
-            # After a timeout the rollback finds the connection closed: still a timeout.
-            raise (self._timed_out() if timed_out else await self._lost(exc)) from exc
+            raise await self._lost(exc) from exc
         except asyncpg.PostgresError as exc:
             raise _query_failed(exc) from exc
 
