@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 from collections.abc import AsyncIterator
@@ -18,13 +19,20 @@ from starlette.routing import Route, WebSocketRoute
 
 from collab import api, audit_api, lineage_api, openapi, projects_api, provenance_api, worker, ws
 from collab.audit_key import load_or_create
-from collab.config import AuditSettings, HttpSettings, LiveSettings, ReadSettings
+from collab.config import (
+    AuditSettings,
+    DatabaseSettings,
+    HttpSettings,
+    LiveSettings,
+    ReadSettings,
+)
 from collab.guards import HostCheck, InternalErrors, RequestGuard
 from collab.live import Live
 from collab.metrics import Metrics
 from collab.middleware import RequestContextMiddleware
 from collab.origins import AllowedOrigins
 from collab.responses import JSONResponse, error_response
+from collab.supervisor import EmbeddedSupervisor
 from collab.worker import ProjectionWorker
 from events.checkpoints import Signer
 from events.errors import EventStoreError
@@ -43,30 +51,47 @@ def create_app(
     read: ReadSettings | None = None,
     audit: AuditSettings | None = None,
     http: HttpSettings | None = None,
+    database: DatabaseSettings | None = None,
+    supervisor: EmbeddedSupervisor | None = None,
 ) -> Starlette:
-    """Build the app; the store is connected and migrated when the app starts."""
+    """Build the app; the store is connected and migrated when the app starts.
+
+    ``supervisor`` watches the embedded PostgreSQL while the app runs (embedded mode).
+    """
     live_settings = live or LiveSettings()
     read_settings = read or ReadSettings()
     audit_settings = audit or AuditSettings()
     http_settings = http or HttpSettings()
     allowed_origins = AllowedOrigins.of(http_settings)
+    database_settings = database or DatabaseSettings()
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         inline = read_settings.projections == "inline"
-        store = await PostgresEventStore.connect(
-            database_url,
-            max_size=pool_size,
-            poll_interval=poll_interval,
-            # Every projection reads the same batches: decoded once, for all of them.
-            read_cache=2 * read_settings.projection_batch if inline else 0,
-        )
+        if supervisor is not None:
+            supervisor.start()
+        try:
+            store = await PostgresEventStore.connect(
+                database_url,
+                max_size=pool_size,
+                poll_interval=poll_interval,
+                # Every projection reads the same batches: decoded once, for all of them.
+                read_cache=2 * read_settings.projection_batch if inline else 0,
+                command_timeout=database_settings.command_timeout,
+                acquire_timeout=database_settings.acquire_timeout,
+            )
+        except BaseException:
+            if supervisor is not None:
+                await supervisor.stop()
+            raise
         try:
             async with contextlib.AsyncExitStack() as stack:
                 await store.migrate()
                 key = _audit_key(audit_settings)
                 app.state.store = store
                 app.state.read_settings = read_settings
+                app.state.database_settings = database_settings
+                app.state.supervisor = supervisor
                 app.state.signer = Signer(key)
                 app.state.projections, app.state.projection_worker = await _projections(
                     stack,
@@ -90,6 +115,8 @@ def create_app(
         finally:
             await store.close()
             log.info("store closed")
+            if supervisor is not None:
+                await supervisor.stop()
 
     return Starlette(
         routes=[
@@ -162,13 +189,23 @@ async def health(_request: Request) -> Response:
 
 
 async def ready(request: Request) -> Response:
-    """The database answers and its schema is current; 503 with the reason otherwise."""
+    """The database answers and its schema is current; 503 with the reason otherwise.
+
+    Answers within ``ready_timeout`` seconds, also while the database hangs."""
     store: PostgresEventStore = request.app.state.store
     progress: ProjectionProgress = request.app.state.projections
+    supervisor: EmbeddedSupervisor | None = request.app.state.supervisor
+    if supervisor is not None and not supervisor.running:
+        return JSONResponse({"status": "unavailable", "reason": supervisor.describe()}, 503)
+    limit = request.app.state.database_settings.ready_timeout
     try:
-        await store.ping()
-        status = await store.migration_status()
-        projection_status = await progress.status()
+        async with asyncio.timeout(limit):
+            await store.ping()
+            status = await store.migration_status()
+            projection_status = await progress.status()
+    except TimeoutError:
+        reason = f"database unavailable: no answer within {limit:g} s"
+        return JSONResponse({"status": "unavailable", "reason": reason}, status_code=503)
     except EventStoreError as exc:
         return JSONResponse({"status": "unavailable", "reason": str(exc)}, status_code=503)
     if not status.current:
@@ -193,6 +230,8 @@ async def ready(request: Request) -> Response:
         "projections_run": settings.projections,
         "projections": projections,
     }
+    if supervisor is not None:
+        body["embedded_database"] = {"pid": supervisor.pid, "restarts": supervisor.restarts}
     process: ProjectionWorker | None = request.app.state.projection_worker
     if process is not None:
         body["projection_worker"] = {"pid": process.pid, "last_exit_code": process.exit_code}

@@ -35,6 +35,7 @@ from collab.config import (
     ConfigError,
     Settings,
     audit_settings,
+    database_settings,
     http_settings,
     live_settings,
     load_settings,
@@ -140,6 +141,7 @@ def serve(
     """Run the server (embedded PostgreSQL unless DATABASE_URL is set)."""
     from collab.app import create_app  # noqa: PLC0415 - only serve needs the app
     from collab.server import Server, build_config  # noqa: PLC0415
+    from collab.supervisor import EmbeddedSupervisor  # noqa: PLC0415
 
     settings = _settings(host=host, port=port, data_dir=data_dir)
     database = _database(settings)
@@ -151,6 +153,8 @@ def serve(
         read=read_settings(settings),
         audit=audit_settings(settings),
         http=http_settings(settings),
+        database=database_settings(settings),
+        supervisor=EmbeddedSupervisor(database.handle) if database.embedded else None,
     )
     config = build_config(
         application,

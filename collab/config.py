@@ -96,6 +96,22 @@ class HttpSettings:
 _HTTP = HttpSettings()
 
 
+@dataclass(frozen=True, slots=True)
+class DatabaseSettings:
+    """How long the server waits for its database before it answers 503 / 1013."""
+
+    #: seconds one statement may take (an append, a query); then the caller gets
+    #: ``StoreTimeout``: HTTP 503, and the live path closes the sender with 1013
+    command_timeout: float = 10.0
+    #: seconds a caller waits for a pooled connection (opening one included)
+    acquire_timeout: float = 10.0
+    #: seconds ``/ready`` waits for the database before it answers 503
+    ready_timeout: float = 2.0
+
+
+_DATABASE = DatabaseSettings()
+
+
 class Settings(BaseSettings):
     """Every command reads these. Environment names are ``COLLAB_<FIELD>``, except
     ``DATABASE_URL`` (the usual name for it)."""
@@ -109,6 +125,12 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"
     db_pool_size: int = Field(default=10, ge=1, le=200)
+    #: seconds one database statement of the server may take (then 503 / 1013)
+    db_command_timeout: float = Field(default=_DATABASE.command_timeout, gt=0, le=3600)
+    #: seconds a request waits for a pooled database connection (then 503 / 1013)
+    db_acquire_timeout: float = Field(default=_DATABASE.acquire_timeout, gt=0, le=3600)
+    #: seconds /ready waits for the database before it answers 503
+    ready_timeout: float = Field(default=_DATABASE.ready_timeout, gt=0, le=60)
     #: seconds between subscription polls when no notification arrives
     poll_interval: float = Field(default=1.0, gt=0, le=60)
     #: milliseconds the group-commit writer gathers updates into one append
@@ -273,4 +295,13 @@ def http_settings(settings: Settings) -> HttpSettings:
         allowed_hosts=hosts,
         allowed_origins=settings.allowed_origins or None,
         port=settings.port,
+    )
+
+
+def database_settings(settings: Settings) -> DatabaseSettings:
+    """The server's limits on waiting for its database."""
+    return DatabaseSettings(
+        command_timeout=settings.db_command_timeout,
+        acquire_timeout=settings.db_acquire_timeout,
+        ready_timeout=settings.ready_timeout,
     )

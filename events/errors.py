@@ -11,6 +11,7 @@ exceptions (asyncpg) are translated in ``events/postgres.py`` and never escape i
     ├── InvalidEvent              data that fails its event model (names the field)
     ├── UnknownEventType          no model is registered under a type name
     ├── StoreUnavailable          the database cannot be reached right now
+    │   └── StoreTimeout          it did not answer within the store's timeouts
     ├── CorruptLog                the log contradicts an invariant (e.g. a hole in positions)
     ├── QueryFailed               a read-model query was refused (bad SQL, a constraint)
     └── MigrationError            the schema cannot be brought up to date
@@ -62,6 +63,14 @@ class UnknownEventType(EventStoreError):
 
 class StoreUnavailable(EventStoreError):
     """The database could not be reached or dropped the connection."""
+
+
+class StoreTimeout(StoreUnavailable):
+    """The database did not answer in time (a statement, or waiting for a connection).
+
+    A subclass of :class:`StoreUnavailable`: callers that retry later on one do the same
+    on the other (a frozen or overloaded database is as unusable as a stopped one).
+    """
 
 
 class CorruptLog(EventStoreError):

@@ -29,6 +29,7 @@ from events.errors import (
     EventStoreError,
     MigrationError,
     QueryFailed,
+    StoreTimeout,
     StoreUnavailable,
     WrongExpectedVersion,
 )
@@ -61,6 +62,10 @@ MAX_GROUP_EVENTS: Final = 5000
 TIP_CACHE_SIZE: Final = 10_000
 #: attempts of a request whose version tip moved on under it (another writer)
 LINEAGE_ATTEMPTS: Final = 8
+#: seconds one migration statement may take (schema changes of a large log are slow,
+#: and the advisory lock waits for another process migrating): the store's own
+#: statement timeout is meant for the live path, not for these
+MIGRATION_TIMEOUT: Final = 900.0
 
 _CONNECTION_ERRORS: Final = (
     OSError,
@@ -70,6 +75,10 @@ _CONNECTION_ERRORS: Final = (
     asyncpg.exceptions.CannotConnectNowError,
     asyncpg.exceptions.AdminShutdownError,
     asyncpg.exceptions.CrashShutdownError,
+    # A server killed without a shutdown (its postmaster killed, say) sends its idle
+    # connections a FATAL error before it closes them; a statement sent in between is
+    # refused with this ("another operation is in progress"): the connection is lost.
+    asyncpg.exceptions.InternalClientError,
 )
 
 _EVENT_COLUMNS: Final = (
@@ -146,9 +155,13 @@ class PostgresEventStore:
         append_attempts: int,
         before_commit: BeforeCommit | None,
         read_cache: int = 0,
+        command_timeout: float | None = None,
+        acquire_timeout: float | None = None,
     ) -> None:
         self._dsn = dsn
         self._pool = pool
+        self._command_timeout = command_timeout
+        self._acquire_timeout = acquire_timeout
         self._poll_interval = poll_interval
         self._append_attempts = append_attempts
         self._before_commit = before_commit
@@ -171,6 +184,8 @@ class PostgresEventStore:
         append_attempts: int = 3,
         before_commit: BeforeCommit | None = None,
         read_cache: int = 0,
+        command_timeout: float | None = 60.0,
+        acquire_timeout: float | None = None,
     ) -> PostgresEventStore:
         """A store on a new pool.
 
@@ -178,13 +193,17 @@ class PostgresEventStore:
         position, for the next reader of the same range: several subscribers in one
         process (the projections) then read and decode the log once. Events never
         change and positions are dense, so nothing in it goes stale.
+
+        ``command_timeout`` bounds each statement and ``acquire_timeout`` the wait for a
+        pooled connection (opening one included), in seconds; past either the call
+        raises :class:`StoreTimeout`. None waits forever.
         """
         try:
             pool = await asyncpg.create_pool(
                 dsn,
                 min_size=min_size,
                 max_size=max_size,
-                command_timeout=60,
+                command_timeout=command_timeout,
                 reset=_reset_connection,
             )
         except _CONNECTION_ERRORS as exc:
@@ -198,6 +217,8 @@ class PostgresEventStore:
             append_attempts=append_attempts,
             before_commit=before_commit,
             read_cache=read_cache,
+            command_timeout=command_timeout,
+            acquire_timeout=acquire_timeout,
         )
 
     async def close(self) -> None:
@@ -212,9 +233,12 @@ class PostgresEventStore:
 
         Returns the versions applied by this call (empty when already current).
         """
+        slow = MIGRATION_TIMEOUT
         try:
-            async with self._pool.acquire() as conn, conn.transaction():
-                await conn.execute("select pg_advisory_xact_lock($1)", MIGRATION_LOCK_KEY)
+            async with self._connection() as conn, conn.transaction():
+                await conn.execute(
+                    "select pg_advisory_xact_lock($1)", MIGRATION_LOCK_KEY, timeout=slow
+                )
                 await conn.execute(
                     "create table if not exists schema_migrations ("
                     " version integer primary key, name text not null,"
@@ -231,7 +255,7 @@ class PostgresEventStore:
                                 "changed after it was applied (checksum differs)"
                             )
                         continue
-                    await conn.execute(migration.sql)
+                    await conn.execute(migration.sql, timeout=slow)
                     await conn.execute(
                         "insert into schema_migrations (version, name, checksum)"
                         " values ($1, $2, $3)",
@@ -241,7 +265,7 @@ class PostgresEventStore:
                     )
                     done.append(migration.version)
         except _CONNECTION_ERRORS as exc:
-            raise _unavailable(exc) from exc
+            raise await self._lost(exc) from exc
         except asyncpg.PostgresError as exc:
             raise MigrationError(f"migration failed: {exc}") from exc
         if done:
@@ -251,7 +275,7 @@ class PostgresEventStore:
     async def migration_status(self) -> MigrationStatus:
         available = tuple(m.version for m in migrations())
         try:
-            async with self._pool.acquire() as conn:
+            async with self._connection() as conn:
                 exists = await conn.fetchval("select to_regclass('schema_migrations') is not null")
                 rows = (
                     await conn.fetch("select version from schema_migrations order by version")
@@ -259,12 +283,12 @@ class PostgresEventStore:
                     else []
                 )
         except _CONNECTION_ERRORS as exc:
-            raise _unavailable(exc) from exc
+            raise await self._lost(exc) from exc
         return MigrationStatus(tuple(row["version"] for row in rows), available)
 
     async def ping(self) -> None:
         try:
-            async with self._pool.acquire(timeout=5) as conn:
+            async with self._connection() as conn:
                 await conn.fetchval("select 1")
         except _CONNECTION_ERRORS as exc:
             raise await self._lost(exc) from exc
@@ -456,6 +480,10 @@ class PostgresEventStore:
                 # Two writers raced with the same event id; the retry sees the stored one.
                 if attempt == self._append_attempts:
                     raise EventStoreError(f"append kept conflicting: {exc}") from exc
+            except TimeoutError as exc:
+                # A database that did not answer in time will not answer a retry sooner:
+                # the callers hear it now (the live path answers 1013, HTTP 503).
+                raise self._timed_out() from exc
             except _CONNECTION_ERRORS as exc:
                 await self._pool.expire_connections()
                 if attempt == self._append_attempts:
@@ -473,7 +501,7 @@ class PostgresEventStore:
 
     async def _append_once(self, args: list[Any]) -> list[asyncpg.Record]:
         query = "select * from collab_append($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14)"
-        async with self._pool.acquire() as conn:
+        async with self._connection() as conn:
             if self._before_commit is None:
                 # A single statement is its own transaction: one round trip.
                 return list(await conn.fetch(query, *args))
@@ -627,7 +655,7 @@ class PostgresEventStore:
 
     async def _fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
         try:
-            async with self._pool.acquire() as conn:
+            async with self._connection() as conn:
                 return list(await conn.fetch(query, *args))
         except _CONNECTION_ERRORS as exc:
             raise await self._lost(exc) from exc
@@ -639,10 +667,40 @@ class PostgresEventStore:
         return rows[0][0] if rows else None
 
     async def _lost(self, exc: BaseException) -> StoreUnavailable:
+        if isinstance(exc, TimeoutError):
+            # A slow or frozen server: its other connections may well be fine.
+            return self._timed_out()
         # After a server restart every pooled connection is dead; replace them all
         # rather than discovering them one failed query at a time.
         await self._pool.expire_connections()
         return _unavailable(exc)
+
+    def _timed_out(self) -> StoreTimeout:
+        limits = []
+        if self._command_timeout is not None:
+            limits.append(f"{self._command_timeout:g} s a statement")
+        if self._acquire_timeout is not None:
+            limits.append(f"{self._acquire_timeout:g} s for a connection")
+        within = f" within {' and '.join(limits)}" if limits else ""
+        return StoreTimeout(f"database unavailable: no answer{within}")
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[asyncpg.pool.PoolConnectionProxy[Any]]:
+        """A pooled connection, waited for at most ``acquire_timeout`` seconds.
+
+        One whose statement timed out or was cancelled is closed, not reused: asyncpg
+        would first ask the server to cancel the statement and wait for its answer,
+        which a frozen server never sends, so the caller's timeout would not hold. One
+        whose protocol state is off (see ``_CONNECTION_ERRORS``) is closed too.
+        """
+        conn = await self._pool.acquire(timeout=self._acquire_timeout)
+        try:
+            yield conn
+        except (TimeoutError, asyncio.CancelledError, asyncpg.exceptions.InternalClientError):
+            conn.terminate()
+            raise
+        finally:
+            await self._pool.release(conn)
 
     # -- subscription ---------------------------------------------------------------------
 
@@ -773,8 +831,19 @@ class PostgresEventStore:
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Sql]:
         try:
-            async with self._pool.acquire() as conn, conn.transaction():
-                yield _ConnectionSql(conn)
+            async with self._connection() as conn:
+                tx = conn.transaction()
+                await tx.start()
+                try:
+                    yield _ConnectionSql(conn)
+                except (TimeoutError, asyncio.CancelledError):
+                    # No ROLLBACK, which would wait on the server too: the connection is
+                    # closed (see _connection), and the server rolls back on its own.
+                    raise
+                except BaseException:
+                    await tx.rollback()
+                    raise
+                await tx.commit()
         except _CONNECTION_ERRORS as exc:
             raise await self._lost(exc) from exc
         except asyncpg.PostgresError as exc:

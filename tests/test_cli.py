@@ -109,6 +109,7 @@ def test_serve_with_embedded_database(tmp_path):
         ready = _wait_ready(port, process, folding=True)
         body = ready.json()
         worker = body.pop("projection_worker")
+        embedded = body.pop("embedded_database")
         assert body == {
             "status": "ready",
             "database": "ok",
@@ -119,6 +120,9 @@ def test_serve_with_embedded_database(tmp_path):
                 for name in ("projects", "lineage", "audit_log")
             },
         }
+        # the server watches the embedded PostgreSQL (and has not had to restart it)
+        postmaster = (data_dir / "pgdata" / "postmaster.pid").read_text().split()[0]
+        assert embedded == {"pid": int(postmaster), "restarts": 0}
         # the projections fold in a process of their own, at a lower CPU priority
         assert worker["last_exit_code"] is None
         assert _niceness(worker["pid"]) == _niceness(process.pid) + 10
