@@ -8,12 +8,14 @@ everything every incarnation wrote.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -114,6 +116,19 @@ class ServeProcess:
         if self.process is None or self.process.poll() is not None:
             raise AssertionError("the server is not running")
         return self.process
+
+
+@contextlib.asynccontextmanager
+async def serving(database_url: str, log: Path, **settings: str) -> AsyncIterator[ServeProcess]:
+    """A started ``ServeProcess``, stopped at the end (killed if anything went wrong)."""
+    server = ServeProcess(database_url, log, **settings)
+    try:
+        await server.start()
+        yield server
+        if server.alive:
+            await server.stop()
+    finally:
+        server.close()
 
 
 def log_alarms(log: Path, limit: int = 20) -> tuple[int, list[str]]:
