@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.convergence import SERVER_SETTINGS, trial
-from tests.serving import serving
+from tests.serving import log_alarms, serving
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
@@ -18,4 +18,5 @@ async def test_clients_room_and_log_converge_after_a_seeded_schedule(
     async with serving(database_url, tmp_path / "serve.log", **SERVER_SETTINGS) as server:
         result = await trial(server, seed, clients=3, steps=30, node_script=node_client_script)
     assert result.problem is None, result.describe()
+    assert log_alarms(tmp_path / "serve.log") == (0, [])
     assert result.edits > 0
