@@ -39,7 +39,6 @@ from websockets.protocol import State
 from collab import document
 from collab.closecodes import CloseCode
 from events.postgres import PostgresEventStore
-from events.records import Json
 from tests.fuzz_frames import ACCEPTED, FrameGenerator, Unit
 from tests.live import YClient, create_project
 from tests.serving import ServeProcess, log_alarms
@@ -507,7 +506,7 @@ def shown(doc: pycrdt.Doc[Any], what: str, findings: Findings) -> str | None:
 async def ready_at_head(address: str, findings: Findings, seconds: float = 60) -> None:
     """Until /ready is 200 with every projection running at lag 0; a finding otherwise."""
     deadline = time.monotonic() + timeout(seconds)
-    body: Json = None
+    body: Any = None
     status = 0
     async with httpx.AsyncClient(base_url=f"http://{address}", timeout=timeout(10)) as http:
         while time.monotonic() < deadline:
@@ -528,9 +527,9 @@ async def ready_at_head(address: str, findings: Findings, seconds: float = 60) -
     )
 
 
-async def reads_answer(address: str, project_id: str, findings: Findings) -> Json:
+async def reads_answer(address: str, project_id: str, findings: Findings) -> Any:
     """GET the project's reads; each must answer 200. Returns the room's document."""
-    room: Json = None
+    room: Any = None
     async with httpx.AsyncClient(base_url=f"http://{address}", timeout=timeout(30)) as http:
         for path in (
             "/api/projects",

@@ -134,7 +134,7 @@ async def serving(database_url: str, log: Path, **settings: str) -> AsyncIterato
 def log_alarms(log: Path, limit: int = 20) -> tuple[int, list[str]]:
     """Lines of a server log that show a traceback, an error or a 5xx answer: how many,
     and the first ``limit`` of them (shortened)."""
-    count, shown = 0, []
+    count, shown = 0, list[str]()
     with log.open(encoding="utf-8", errors="replace") as lines:
         for line in lines:
             alarm = any(word in line for word in _ALARMS)

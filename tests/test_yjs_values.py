@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import pycrdt
@@ -12,7 +13,7 @@ from tests.fuzz_frames import item_update, var_uint
 from tests.yjs_values import TooDeep, bad_values, state_vector, stored_values
 
 
-def _updates(change: Any) -> bytes:
+def _updates(change: Callable[[pycrdt.Doc[Any]], None]) -> bytes:
     doc: pycrdt.Doc[Any] = pycrdt.Doc(client_id=42)
     updates: list[bytes] = []
     doc.observe(lambda event: updates.append(event.update))
@@ -50,7 +51,9 @@ def test_a_clean_update_yields_its_keys_strings_and_numbers() -> None:
         (lambda doc: doc.get("meta", type=pycrdt.Map).__setitem__("t", pycrdt.Text("\x00")), "NUL"),
     ],
 )
-def test_nul_characters_and_non_finite_numbers_are_found_anywhere(change, problem) -> None:
+def test_nul_characters_and_non_finite_numbers_are_found_anywhere(
+    change: Callable[[pycrdt.Doc[Any]], None], problem: str
+) -> None:
     found = bad_values(_updates(change))
     assert len(found) == 1
     assert problem in found[0]
