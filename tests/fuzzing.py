@@ -407,16 +407,21 @@ class Fuzzer:
         tally.close(unit.kind, code, reason)
         self.ws = None
         where = f"unit {unit.number} ({unit.kind}) of seed {self.seed}"
-        if code not in REFUSALS:
-            if code == 1006 and not await self._survived(where):
-                return not self.stop_on_crash
-            self.findings.add(f"a connection was closed with {code}", f"{where}: {reason!r}")
-        elif unit.kind in ACCEPTED:
-            self.findings.add(f"a frame an editor sends was refused ({unit.kind})", reason)
+        if code in REFUSALS:
+            if unit.kind in ACCEPTED:
+                self.findings.add(f"a frame an editor sends was refused ({unit.kind})", reason)
+            return True
+        if code == 1006:  # no close frame: did the server die?
+            crashes = tally.crashes
+            carry_on = await self._survived(where)
+            if tally.crashes > crashes:
+                return carry_on  # noted as a crash
+        self.findings.add(f"a connection was closed with {code}", f"{where}: {reason!r}")
         return True
 
     async def _survived(self, where: str) -> bool:
-        """Whether the server still runs; when it died, note it and start it again."""
+        """False when the server died and the campaign stops on a crash; a server that
+        died is noted, and started again when the campaign goes on."""
         for _ in range(20):  # the process may take a moment to be reaped
             if not self.server.alive:
                 break
