@@ -33,6 +33,8 @@ from typing import Final
 
 import pycrdt
 
+from collab import update_values
+
 #: largest integer a Yjs varUint carries (JavaScript's safe integers)
 MAX_VAR_UINT: Final = 2**53 - 1
 
@@ -200,6 +202,11 @@ def decode(frame: bytes) -> Message:
     raise UnknownMessageType(f"unknown message type {kind}")
 
 
+def _not_json(name: str) -> None:
+    # Python's json accepts NaN and Infinity; JSON.parse in every editor refuses them.
+    raise ValueError(f"{name} is not JSON")
+
+
 def _decode_awareness(payload: bytes) -> tuple[AwarenessEntry, ...]:
     reader = _Reader(payload)
     count = reader.var_uint("awareness count")
@@ -213,15 +220,27 @@ def _decode_awareness(payload: bytes) -> tuple[AwarenessEntry, ...]:
         clock = reader.var_uint("awareness clock")
         state = reader.var_string("awareness state")
         try:
-            json.loads(state)
-        except ValueError:
+            json.loads(state, parse_constant=_not_json)
+        except (ValueError, RecursionError):
             raise MalformedAwareness(f"awareness state of client {client_id} is not JSON") from None
         entries.append(AwarenessEntry(client_id, clock, state))
     return tuple(entries)
 
 
 def check_update(update: bytes) -> None:
-    """Raise MalformedUpdate unless ``update`` decodes as a Yjs v1 update."""
+    """Raise MalformedUpdate unless ``update`` decodes as a Yjs v1 update the log can hold.
+
+    Its values are walked first (UnsafeUpdateValue): besides NUL characters and
+    non-finite numbers, that bounds the nesting of values, and yrs' decoder recurses
+    into nested values until the process's stack overflows (a 30,000-deep array
+    crashed the server).
+    """
+    try:
+        update_values.check_values(update)
+    except update_values.UnsafeValue as exc:
+        raise UnsafeUpdateValue(f"update refused: {exc}") from None
+    except update_values.Unreadable as exc:
+        raise MalformedUpdate(f"update does not decode: {exc}") from None
     try:
         pycrdt.get_state(update)
     except Exception as exc:  # noqa: BLE001 - pycrdt raises ValueError; pyo3 panics vary

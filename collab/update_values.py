@@ -21,8 +21,8 @@ Layout (yjs ``UpdateDecoderV1``, lib0 ``decoding.readAny``)::
     any       127 undefined, 126 null, 125 varInt, 124 float32, 123 float64, 122 bigint64,
               121 false, 120 true, 119 varString, 118 object, 117 array, 116 varBytes
 
-The update has already been decoded by pycrdt (``protocol.check_update``); a frame that
-runs short here is reported as malformed all the same.
+The walk runs before pycrdt sees the update (``protocol.check_update``): yrs' decoder
+recurses into nested values without a bound, so the depth is checked here first.
 """
 
 from __future__ import annotations
@@ -39,6 +39,10 @@ _NUL: Final = b"\x00"
 
 class UnsafeValue(ValueError):
     """A value the log, JSON or PostgreSQL cannot hold; the message says which."""
+
+
+class Unreadable(ValueError):
+    """The update is not a Yjs v1 update this walk can read (runs short, unknown tags)."""
 
 
 class _Short(ValueError):
@@ -104,55 +108,94 @@ class _Scanner:
 
 
 def check_values(update: bytes) -> None:
-    """Raise UnsafeValue if ``update`` writes a NUL character or a non-finite number."""
+    """Raise UnsafeValue if ``update`` writes a NUL character or a non-finite number.
+
+    Also refused: values nested deeper than MAX_DEPTH, and shared types the update nests
+    deeper than MAX_DEPTH inside each other. Raises Unreadable when the bytes are not an
+    update this walk can read.
+    """
     scanner = _Scanner(update)
+    nesting = _Nesting()
     try:
         for _ in range(scanner.uint()):
             structs = scanner.uint()
-            scanner.uint()  # client
-            scanner.uint()  # clock
+            client = scanner.uint()
+            clock = scanner.uint()
             for _ in range(structs):
-                _struct(scanner)
+                clock += _struct(scanner, nesting, client, clock)
         # The delete set names only ids and lengths: nothing in it is a value.
     except _Short:
-        raise UnsafeValue("update runs past its end") from None
+        raise Unreadable("update runs past its end") from None
 
 
-def _struct(scanner: _Scanner) -> None:
+class _Nesting:
+    """How deep the update nests shared types, as far as the update itself tells.
+
+    An item names its parent (a root, or the id of a shared type) or, when it has a
+    left or right neighbour, takes its neighbour's parent. Parents that the update does
+    not create count as roots: the depth is bounded per update, which is what stops one
+    update from nesting thousands of maps (Python's JSON of the document then recurses
+    past its limit).
+    """
+
+    __slots__ = ("levels", "types")
+
+    def __init__(self) -> None:
+        #: id of a shared type the update creates -> its depth (a root's children: 1)
+        self.types: dict[tuple[int, int], int] = {}
+        #: first and last id of each item -> the depth of the type holding it
+        self.levels: dict[tuple[int, int], int] = {}
+
+
+def _struct(scanner: _Scanner, nesting: _Nesting, client: int, clock: int) -> int:
+    """Read one struct; its length in clock ticks."""
     info = scanner.take(1)[0]
     ref = info & 0x1F
     if ref in (0, 10):  # GC, Skip
-        scanner.uint()
-        return
+        return scanner.uint()
+    level = 0
     if info & 0x80:
-        scanner.uint()
-        scanner.uint()
+        origin = (scanner.uint(), scanner.uint())
+        level = nesting.levels.get(origin, 0)
     if info & 0x40:
-        scanner.uint()
-        scanner.uint()
+        right = (scanner.uint(), scanner.uint())
+        level = level or nesting.levels.get(right, 0)
     if not info & 0xC0:
         if scanner.uint() == 1:
             scanner.string("a root type's name")
         else:
-            scanner.uint()
-            scanner.uint()
+            level = nesting.types.get((scanner.uint(), scanner.uint()), 0)
         if info & 0x20:
             scanner.string("a map key")
-    _content(scanner, ref)
+    length = _content(scanner, ref)
+    if ref == 7:
+        if level >= MAX_DEPTH:
+            raise UnsafeValue(f"shared types nest deeper than {MAX_DEPTH} levels")
+        nesting.types[(client, clock)] = level + 1
+    nesting.levels[(client, clock)] = level
+    nesting.levels[(client, clock + length - 1)] = level
+    return length
 
 
-def _content(scanner: _Scanner, ref: int) -> None:
+def _content(scanner: _Scanner, ref: int) -> int:
+    """Read an item's content; its length in clock ticks."""
     if ref == 1:  # deleted
-        scanner.uint()
-    elif ref == 2:  # JSON (written by old Yjs versions)
-        for _ in range(scanner.uint()):
+        return scanner.uint()
+    if ref == 2:  # JSON (written by old Yjs versions)
+        count = scanner.uint()
+        for _ in range(count):
             text = scanner.string("a JSON value")
             if text != b"undefined":
                 _json(text)
-    elif ref == 3:  # binary
+        return count
+    if ref == 3:  # binary
         scanner.raw()
     elif ref == 4:
-        scanner.string("a text")
+        text = scanner.string("a text")
+        try:  # Yjs counts text in UTF-16 code units
+            return len(text.decode("utf-8").encode("utf-16-le")) // 2
+        except UnicodeError:
+            raise Unreadable("a text is not UTF-8") from None
     elif ref == 5:  # embed
         _json(scanner.string("an embedded value"))
     elif ref == 6:  # format
@@ -163,15 +206,18 @@ def _content(scanner: _Scanner, ref: int) -> None:
         if type_ref in (3, 5):  # XmlElement, XmlHook carry a name
             scanner.string("an XML element's name")
         elif type_ref > 6:  # yrs' weak links carry more; no Yjs editor writes them
-            raise UnsafeValue(f"unknown shared type {type_ref}")
+            raise Unreadable(f"unknown shared type {type_ref}")
     elif ref == 8:
-        for _ in range(scanner.uint()):
+        count = scanner.uint()
+        for _ in range(count):
             _any(scanner, 0)
+        return count
     elif ref == 9:  # a subdocument
         scanner.string("a subdocument's guid")
         _any(scanner, 0)
     else:
-        raise UnsafeValue(f"unknown content type {ref}")
+        raise Unreadable(f"unknown content type {ref}")
+    return 1
 
 
 def _any(scanner: _Scanner, depth: int) -> None:
@@ -202,7 +248,7 @@ def _any(scanner: _Scanner, depth: int) -> None:
     elif tag == 116:
         scanner.raw()
     else:
-        raise UnsafeValue(f"unknown value type {tag}")
+        raise Unreadable(f"unknown value type {tag}")
 
 
 def _refuse_constant(name: str) -> Any:

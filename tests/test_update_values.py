@@ -10,7 +10,7 @@ from typing import Any
 import pycrdt
 import pytest
 
-from collab.update_values import MAX_DEPTH, UnsafeValue, check_values
+from collab.update_values import MAX_DEPTH, Unreadable, UnsafeValue, check_values
 
 Edit = Callable[[pycrdt.Doc[Any]], None]
 
@@ -103,7 +103,7 @@ def test_values_nested_too_deep_are_refused() -> None:
         check_values(update)
 
 
-def test_random_damage_raises_only_unsafe_value() -> None:
+def test_random_damage_raises_only_our_errors() -> None:
     (update,) = _updates(_nested_types)
     rng = random.Random(3)
     refused = 0
@@ -113,8 +113,41 @@ def test_random_damage_raises_only_unsafe_value() -> None:
             damaged[rng.randrange(len(damaged))] = rng.randrange(256)
         try:
             check_values(bytes(damaged))
-        except UnsafeValue:
+        except (UnsafeValue, Unreadable):
             refused += 1
     # Damage lands in lengths and tags often enough that some are refused, and in
     # plain values often enough that some pass: both paths ran.
     assert 0 < refused < 5000
+
+
+def _nested_maps(depth: int) -> Edit:
+    def edit(doc: pycrdt.Doc[Any]) -> None:
+        inner: pycrdt.Map[Any] = pycrdt.Map({"leaf": 1})
+        for _ in range(depth - 1):
+            inner = pycrdt.Map({"child": inner})
+        doc.get("tracks", type=pycrdt.Map)["deep"] = inner
+
+    return edit
+
+
+def _notes_in_a_clip(doc: pycrdt.Doc[Any]) -> None:
+    clip = pycrdt.Map({"notes": pycrdt.Array([pycrdt.Map({"pitch": p}) for p in range(3)])})
+    doc.get("tracks", type=pycrdt.Map)["t1"] = pycrdt.Map({"clips": pycrdt.Map({"c1": clip})})
+    notes = clip["notes"]
+    notes.insert(1, pycrdt.Map({"pitch": 70, "tags": pycrdt.Array([pycrdt.Map({"x": 1})])}))
+    notes.append(pycrdt.Map({"pitch": 71}))
+
+
+def test_shared_types_nested_within_bounds_pass() -> None:
+    for update in _updates(_nested_maps(MAX_DEPTH)) + _updates(_notes_in_a_clip):
+        check_values(update)
+
+
+def test_shared_types_one_update_nests_too_deep_are_refused() -> None:
+    # Built from the leaf up, then inserted: one update holds the whole chain.
+    (update,) = _updates(_nested_maps(MAX_DEPTH + 1))
+    with pytest.raises(UnsafeValue, match="shared types nest deeper"):
+        check_values(update)
+    (update,) = _updates(_nested_maps(200))
+    with pytest.raises(UnsafeValue, match="shared types nest deeper"):
+        check_values(update)
