@@ -304,18 +304,21 @@ async def test_a_runner_that_starts_clears_a_failure_that_no_batch_repeats(store
 
 class Poisoned(Tally):
     """Can never fold the events at the ``poison`` positions (what a fold meets in a log
-    written before it could handle them); may lose its connection once, at ``cut_at``."""
+    written before it could handle them); loses its connection each time it folds
+    ``cut_at`` while ``down``."""
 
     def __init__(self, poison: set[int], database_url: str = "", cut_at: int | None = None) -> None:
         super().__init__()
         self.poison = poison
         self.database_url = database_url
         self.cut_at = cut_at
+        self.down = cut_at is not None
+        self.cuts = 0
 
     async def apply(self, tx: Sql, events: Sequence[StoredEvent]) -> None:
         for event in events:
-            if event.position == self.cut_at:
-                self.cut_at = None
+            if event.position == self.cut_at and self.down:
+                self.cuts += 1
                 # A real outage of the fold's connection: PostgreSQL terminates it.
                 pid = await tx.fetchval("select pg_backend_pid()")
                 conn = await asyncpg.connect(self.database_url)
@@ -382,13 +385,23 @@ async def test_events_that_never_fold_are_quarantined_and_the_fold_goes_on(store
 
 
 async def test_a_database_outage_during_a_fold_is_retried_not_quarantined(store, database_url):
-    # The connection dies folding 1400, in the batch that also holds a poison event.
+    # The connection dies whenever the fold reaches 1400 (in the batch that also holds a
+    # poison event), until the outage ends: however the batch is cut up, 1400 is never
+    # quarantined, and the projection says it is failing meanwhile.
     projection = Poisoned({1500}, database_url, cut_at=1400)
     async with running(store, projection) as progress:
+
+        async def failing() -> bool:
+            (status,) = await progress.status()
+            return status.state == "failing" and status.failures >= 2
+
+        await eventually(failing, 30, "the outage was not reported")
+        assert await _quarantine_rows(store) == []
+        projection.down = False
         assert await progress.wait(EVENTS, timeout(30))
         (status,) = await progress.status()
         assert status.state == "running"
-    assert projection.cut_at is None  # the outage happened
+    assert projection.cuts >= 2
     assert await _quarantine_rows(store) == await _expected_quarantine(store, {1500})
     assert await _tallied_positions(store) == sorted(set(range(1, EVENTS + 1)) - {1500})
 
