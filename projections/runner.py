@@ -256,14 +256,6 @@ async def _quarantine(
     running: bool,
 ) -> None:
     why = quarantine.reason(error)
-    log.error(
-        "event quarantined: it cannot be folded",
-        projection=projection.name,
-        position=event.position,
-        stream=event.stream_id,
-        event_type=event.event_type,
-        reason=why,
-    )
     async with store.transaction() as tx:
         await tx.execute("set local synchronous_commit = off")
         moved = await _claim(tx, projection, start, running=running)
@@ -273,6 +265,14 @@ async def _quarantine(
     if moved is not None:
         projection.forget()
         raise CheckpointMoved(projection.name, moved, start)
+    log.error(
+        "event quarantined: it cannot be folded",
+        projection=projection.name,
+        position=event.position,
+        stream=event.stream_id,
+        event_type=event.event_type,
+        reason=why,
+    )
 
 
 async def _commit_batch(

@@ -32,7 +32,8 @@ EVENTS = 3000
 
 
 class Tally:
-    """Writes one row per event it folds; can fail once, or hang, at a chosen position."""
+    """Writes one row per event it folds; can fail once (the database away), or hang, at a
+    chosen position."""
 
     name = "tally"
     tables = ("tally",)
@@ -48,7 +49,8 @@ class Tally:
             await tx.execute("insert into tally (position) values ($1)", event.position)
             if event.position == self.fail_at:
                 self.fail_at = None
-                raise RuntimeError(f"injected failure at position {event.position}")
+                # A failure that is not the event's (one that is would be quarantined).
+                raise StoreUnavailable(f"injected failure at position {event.position}")
             if event.position == self.hang_at:
                 self.hanging.set()
                 await asyncio.Event().wait()  # until the runner is killed
