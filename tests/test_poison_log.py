@@ -6,7 +6,8 @@ Appended here straight through the store, as such a log holds them; then the rea
 models must fold on past them (quarantining the poison update, with a record /ready,
 ``collab projections status``, the metrics and a rebuild show), reads with
 ``?min_position=`` must answer, the rebuilt read models must equal the live ones, and a
-real pycrdt client must get the project's document without the poison update.
+real pycrdt client must get the project's document without the poison update (also when
+another writer appends it while the room is loaded).
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ def _later(doc: pycrdt.Doc[Any]) -> None:
 async def _append_old_log(database_url: str) -> tuple[str, dict[str, int]]:
     """A project whose log holds such events, appended with the store's own API (no live
     path): its id, and the events' positions by name."""
-    project_id = str(uuid.uuid4())
+    project_id = await _new_project(database_url)
     poison = find_poison(1)
     updates = [
         *((f"base {i}", u) for i, u in enumerate(poison.base)),
@@ -94,19 +95,36 @@ async def _append_old_log(database_url: str) -> tuple[str, dict[str, int]]:
         *((f"take {i}", _update(functools.partial(_take, i))) for i in range(10)),
         ("later", _update(_later)),
     ]
+    return project_id, await _append(database_url, project_id, updates)
+
+
+async def _new_project(database_url: str) -> str:
+    """A project with no document content yet (the poison is refused on top of its base
+    updates alone)."""
+    project_id = str(uuid.uuid4())
+    await _append(
+        database_url, project_id, [("created", None)], ProjectCreated(name="Old log", owner="o")
+    )
+    return project_id
+
+
+async def _append(
+    database_url: str,
+    project_id: str,
+    updates: list[tuple[str, bytes | None]],
+    created: ProjectCreated | None = None,
+) -> dict[str, int]:
+    """Each update appended as a doc.updated event by the store's own API (or ``created``);
+    their positions by name."""
     store = await PostgresEventStore.connect(database_url, min_size=1, max_size=1)
     try:
-        # (the poison is refused on top of the base updates alone: no other content first)
-        await store.append(
-            f"project-{project_id}", [NewEvent(ProjectCreated(name="Old log", owner="o"), META)]
-        )
         positions = {}
         for name, update in updates:
-            result = await store.append(
-                f"project-{project_id}", [NewEvent(DocUpdated(update=update), META)]
-            )
+            event = created if update is None else DocUpdated(update=update)
+            assert event is not None
+            result = await store.append(f"project-{project_id}", [NewEvent(event, META)])
             positions[name] = result.position
-        return project_id, positions
+        return positions
     finally:
         await store.close()
 
@@ -268,3 +286,35 @@ async def _room_loads_without_the_poison(
     assert after.status_code == 200, after.text
     assert after.json()["meta"]["key"] == "E"
     await client.disconnect()
+
+
+async def test_a_poison_update_another_writer_appends_is_skipped_by_a_loaded_room(database_url):
+    project = await _new_project(database_url)
+    poison = find_poison(1)
+    async with (
+        running_server(database_url, read=READ) as address,
+        httpx.AsyncClient(base_url=f"http://{address}", timeout=timeout(60)) as http,
+    ):
+        client = YClient(address, project)
+        await client.connect()
+        await client.wait_synced()
+        # Another writer (a script, an old node) appends behind the room's back...
+        at = await _append(
+            database_url,
+            project,
+            [
+                *((f"base {i}", u) for i, u in enumerate(poison.base)),
+                ("poison", poison.update),
+                ("later", _update(_later)),
+            ],
+        )
+        # ...which the room learns of at its next commit, and fills in from the log.
+        client.doc.get(document.META, type=pycrdt.Map)["key"] = "live"
+        await eventually(
+            lambda: "later" in client.json()[document.TRACKS], 30, "the gap was not filled"
+        )
+        expected = await _document_without(database_url, project, at["poison"])
+        assert json.dumps(client.json(), sort_keys=True) == expected
+        metrics = (await http.get("/metrics")).text
+        assert _metric(metrics, "collab_room_load_skipped_updates_total") == 1
+        await client.disconnect()
