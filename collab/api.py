@@ -6,6 +6,7 @@ are validated by pydantic and a bad field is a 422 naming it.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from typing import Annotated, Any, TypeVar
 
@@ -27,6 +28,8 @@ from events import EventMetadata, NewEvent
 from events.errors import EventStoreError, InvalidEvent, StoreUnavailable
 from events.models import DocUpdated, ProjectCreated
 from events.store import NO_STREAM
+from projections import quarantine
+from projections.progress import ProjectionProgress
 
 M = TypeVar("M", bound=BaseModel)
 log = structlog.get_logger("collab.api")
@@ -192,6 +195,12 @@ async def acquire(live: Live, project_id: str) -> Room:
 
 async def metrics(request: Request) -> Response:
     live: Live = request.app.state.live
+    progress: ProjectionProgress = request.app.state.projections
+    # The projections may fold in another process: their quarantine is counted from
+    # the database. Without it the gauge keeps its last value.
+    with contextlib.suppress(EventStoreError):
+        counts = await quarantine.counts(request.app.state.store.queries)
+        live.metrics.quarantined(progress.names, counts)
     return Response(generate_latest(live.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 

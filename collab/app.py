@@ -37,7 +37,7 @@ from collab.worker import ProjectionWorker
 from events.checkpoints import Signer
 from events.errors import EventStoreError
 from events.postgres import PostgresEventStore
-from projections.progress import ProjectionProgress
+from projections.progress import ProjectionProgress, ProjectionStatus
 
 log = structlog.get_logger("collab.app")
 
@@ -219,6 +219,8 @@ async def ready(request: Request) -> Response:
             "error": p.error,
             "failures": p.failures,
             **({"shares": list(p.shares)} if p.shares else {}),
+            # Set aside and listed, not a reason to be unready: the fold goes on.
+            **({"quarantined": _quarantined(p)} if p.quarantined else {}),
         }
         for p in projection_status
     }
@@ -248,6 +250,23 @@ async def ready(request: Request) -> Response:
         body["reason"] = f"projection failing: {', '.join(failing)}"
         return JSONResponse(body, status_code=503)
     return JSONResponse(body)
+
+
+def _quarantined(status: ProjectionStatus) -> dict[str, object]:
+    """The events a projection set aside, as /ready lists them (the newest few)."""
+    return {
+        "count": status.quarantined,
+        "events": [
+            {
+                "position": event.position,
+                "stream": event.stream_id,
+                "type": event.event_type,
+                "reason": event.reason,
+                "at": event.at.isoformat(),
+            }
+            for event in status.quarantined_events
+        ],
+    }
 
 
 async def drain(app: Starlette) -> None:

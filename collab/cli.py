@@ -19,7 +19,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -55,9 +55,10 @@ from events.checkpoints import (
 from events.errors import EventStoreError
 from events.integrity import Break
 from events.postgres import PostgresEventStore, VerifyReport
-from projections import audit_log, projects
+from projections import audit_log, projects, quarantine
 from projections.audit_log import AuditLogProjection
 from projections.progress import ProjectionProgress, ProjectionStatus
+from projections.quarantine import Quarantined
 from projections.runner import Projection, RebuildRunning, rebuild
 from projections.sharded import Opener, RebuildFailed, fold_in_parallel
 
@@ -376,7 +377,21 @@ def projections_status(data_dir: DataDir = None) -> None:
             line += f", {len(status.shares)} shares at {', '.join(map(str, status.shares))}"
         if status.error:
             line += f" ({status.failures} failures in a row, last: {status.error})"
+        if status.quarantined:
+            line += f", {status.quarantined} events quarantined"
         typer.echo(line)
+        _echo_quarantined(status.quarantined, status.quarantined_events)
+
+
+def _echo_quarantined(count: int, events: Sequence[Quarantined]) -> None:
+    """The events a projection set aside, one line each (the newest few)."""
+    if count > len(events):
+        typer.echo(f"  (the newest {len(events)} of {count} quarantined events)")
+    for event in events:
+        typer.echo(
+            f"  quarantined: position {event.position}, {event.event_type} in"
+            f" {event.stream_id}: {event.reason}"
+        )
 
 
 @projections_app.command("run")
@@ -531,6 +546,12 @@ async def _rebuild(
         f"rebuilt {projection.name}: {folded} events folded up to position {shown}"
         f" in {seconds:.1f} s ({rate:,.0f} events/s){how}"
     )
+    count, events = (await quarantine.listed(store.queries, [projection.name])).get(
+        projection.name, (0, ())
+    )
+    if count:
+        typer.echo(f"{projection.name}: {count} events quarantined (they cannot be folded)")
+        _echo_quarantined(count, events)
 
 
 def main() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
@@ -40,3 +42,19 @@ class Metrics:
         self.room_load_seconds = Histogram(
             "collab_room_load_seconds", "Time to load a room from the log", registry=r
         )
+        self.room_load_skipped = Counter(
+            "collab_room_load_skipped_updates",
+            "Stored updates left out of a room's document because they cannot be applied",
+            registry=r,
+        )
+        self.projection_quarantined = Gauge(
+            "collab_projection_quarantined_events",
+            "Events a projection set aside because they cannot be folded (read at scrape)",
+            ["projection"],
+            registry=r,
+        )
+
+    def quarantined(self, names: Iterable[str], counts: Mapping[str, int]) -> None:
+        """Set the quarantine gauge of each projection in ``names`` from ``counts``."""
+        for name in names:
+            self.projection_quarantined.labels(name).set(counts.get(name, 0))

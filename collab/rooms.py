@@ -3,9 +3,12 @@
 ``acquire`` creates a room and starts loading it; everyone acquiring it meanwhile
 waits for the same load (ten clients connecting at once to a fresh room all get the
 loaded document, never an empty one). A load reads the derived state cache, then the
-document events after it. ``release`` of the last holder starts a grace period; a room
-still unused at its end waits for its pending writes, saves its state to the cache and
-is dropped.
+document events after it, merged. If the document refuses them (the log holds an update
+stored before the live path checked them by applying), the room is built again from
+the updates that can be applied (:mod:`collab.salvage`); the others are logged with
+their position and counted (``collab_room_load_skipped_updates``). ``release`` of the
+last holder starts a grace period; a room still unused at its end waits for its
+pending writes, saves its state to the cache and is dropped.
 """
 
 from __future__ import annotations
@@ -19,12 +22,13 @@ from typing import Any
 
 import structlog
 
+from collab import salvage
 from collab.metrics import Metrics
 from collab.room import Room
 from collab.writer import Committed, GroupCommitWriter
 from events.errors import EventStoreError
 from events.models import DOCUMENT_EVENTS, project_stream
-from events.store import CachedState, EventStore
+from events.store import CachedState, EventStore, PayloadRecord
 
 log = structlog.get_logger("collab.rooms")
 
@@ -33,6 +37,20 @@ _READ_BATCH = 5000
 
 class UnknownProject(LookupError):
     """No project with this id (close code 4404, HTTP 404)."""
+
+
+class _CannotApply(Exception):
+    """Some update read from the log cannot be applied to the room's document."""
+
+
+def _load(room: Room, updates: list[bytes], version: int, position: int) -> None:
+    """``room.load``; raises :class:`_CannotApply` when pycrdt refuses the updates."""
+    try:
+        room.load(updates, version, position)
+    except BaseException as exc:
+        if not salvage.apply_error(exc):
+            raise
+        raise _CannotApply(str(exc)) from exc
 
 
 class Rooms:
@@ -133,19 +151,28 @@ class Rooms:
         stream_id = project_stream(project_id)
         if await self._store.stream_version(stream_id) == 0:
             raise UnknownProject(f"no project {project_id}")
-        room = Room(
+        room = self._new_room(project_id)
+        cached = await self._store.load_state(stream_id)
+        try:
+            if cached is not None:
+                _load(room, [cached.state], cached.version, cached.position)
+                room.loaded_from_cache(cached.version)
+            await self._catch_up(room)
+        except _CannotApply:
+            # The log holds an update the document refuses (stored before the live path
+            # checked them): the room's document may hold part of it. Start over, one
+            # update at a time where needed.
+            room = await self._salvage(project_id, cached)
+        return room
+
+    def _new_room(self, project_id: str) -> Room:
+        return Room(
             project_id,
             self._writer,
             self._metrics,
             save_state=self._save_state,
             cache_every=self._cache_every,
         )
-        cached = await self._store.load_state(stream_id)
-        if cached is not None:
-            room.load([cached.state], cached.version, cached.position)
-            room.loaded_from_cache(cached.version)
-        await self._catch_up(room)
-        return room
 
     async def _catch_up(self, room: Room) -> None:
         while True:
@@ -155,9 +182,34 @@ class Rooms:
             if not records:
                 return
             updates = [r.payload for r in records if r.payload and r.payload != b"\x00\x00"]
-            room.load(updates, records[-1].version, records[-1].position)
+            _load(room, updates, records[-1].version, records[-1].position)
             if len(records) < _READ_BATCH:
                 return
+
+    async def _salvage(self, project_id: str, cached: CachedState | None) -> Room:
+        """The room of ``project_id`` with every stored update that can be applied; the
+        others are logged, counted, and left out."""
+        room = self._new_room(project_id)
+        state: bytes | None = None
+        version = position = 0
+        if cached is not None and not salvage.salvage([cached.state]).refused:
+            state, version, position = cached.state, cached.version, cached.position
+            room.loaded_from_cache(version)
+        while True:
+            records = await self._store.read_payloads(
+                room.stream_id, DOCUMENT_EVENTS, after_version=version, limit=_READ_BATCH
+            )
+            if not records:
+                break
+            kept = [(r, r.payload) for r in records if r.payload and r.payload != b"\x00\x00"]
+            salvaged = salvage.salvage([update for _, update in kept], state)
+            for index, reason in salvaged.refused:
+                self._skipped(project_id, kept[index][0], reason)
+            state, version, position = salvaged.state, records[-1].version, records[-1].position
+            if len(records) < _READ_BATCH:
+                break
+        room.load([state] if state else [], version, position)
+        return room
 
     async def fill_gap(self, room: Room, after_version: int) -> None:
         """Apply and broadcast document events another writer appended meanwhile."""
@@ -165,10 +217,26 @@ class Rooms:
             room.stream_id, DOCUMENT_EVENTS, after_version=after_version, limit=_READ_BATCH
         )
         for record in records:
-            if record.payload:
-                room.apply_committed(
-                    record.payload, Committed(record.version, record.position, ""), None
-                )
+            update = record.payload
+            if not update:
+                continue
+            refused = salvage.salvage([update], room.doc.get_update()).refused
+            if refused:
+                # Applied to the live document, it could leave part of itself there:
+                # tried on a copy first, and if refused only the version moves on.
+                self._skipped(room.project_id, record, refused[0][1])
+                update = b""
+            room.apply_committed(update, Committed(record.version, record.position, ""), None)
+
+    def _skipped(self, project_id: str, record: PayloadRecord, reason: str) -> None:
+        self._metrics.room_load_skipped.inc()
+        log.warning(
+            "stored update left out of the room: it cannot be applied",
+            project=project_id,
+            version=record.version,
+            position=record.position,
+            reason=reason,
+        )
 
     async def _unload(self, room: Room) -> None:
         self._unloads.pop(room.project_id, None)

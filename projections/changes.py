@@ -24,7 +24,7 @@ from typing import Any, Final
 import pycrdt
 import pycrdt._pycrdt as pycrdt_native
 
-from collab import document, protocol
+from collab import document, protocol, salvage
 from projections.diff import MISSING, Change, Path, diff
 
 Record = dict[str, Any]
@@ -61,6 +61,10 @@ def _plain(value: Any) -> Any:
     if isinstance(value, pycrdt.Text):
         return str(value)
     return value
+
+
+class UpdateRefused(Exception):
+    """An update that decodes, but that the document cannot apply."""
 
 
 class DocumentTracker:
@@ -121,11 +125,18 @@ class DocumentTracker:
 
         Raises ``protocol.MalformedUpdate`` (changing nothing) for bytes that are not
         a Yjs update: the live path refuses them, but the log accepts any payload.
+        Raises :class:`UpdateRefused` for an update that decodes but that the document
+        refuses; the tracker must then be dropped (the document may hold part of it).
         """
         self._seen.clear()
         self.patch = []
         protocol.check_update(update)
-        self.doc.apply_update(update)
+        try:
+            self.doc.apply_update(update)
+        except BaseException as exc:
+            if not salvage.apply_error(exc):
+                raise
+            raise UpdateRefused(f"{type(exc).__name__}: {exc}") from exc
         seen = self._seen
         changes: list[Change] = []
         if len(seen) == 1:

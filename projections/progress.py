@@ -10,6 +10,9 @@ the ``collab_projections`` channel when its batch commits (migration 0007).
 an append returned and answers once every projection has folded it. Notifications
 wake waiters at once; a lost one (the listening connection dropped) costs a re-read of
 the rows, done on every reconnection and every ``poll_interval`` while someone waits.
+
+The status also lists the events each projection set aside because they cannot be
+folded (:mod:`projections.quarantine`): those do not make it unready.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ import structlog
 
 from events.errors import EventStoreError
 from events.sql import Sql, SqlDatabase
+from projections import quarantine
+from projections.quarantine import Quarantined
 
 log = structlog.get_logger("projections.progress")
 
@@ -51,6 +56,10 @@ class ProjectionStatus:
     failures: int
     #: while it is folded by several processes (``rebuilding``): where each one is
     shares: tuple[int, ...] = ()
+    #: how many events it set aside because they cannot be folded
+    quarantined: int = 0
+    #: the newest of those (at most ``quarantine.LISTED``), in position order
+    quarantined_events: tuple[Quarantined, ...] = ()
 
     @property
     def lag(self) -> int:
@@ -142,6 +151,7 @@ class ProjectionProgress:
             str(row["name"]): row for row in await self._source.queries.fetch(_ROWS, self.names)
         }
         shares = await share_positions(self._source.queries, self.names)
+        set_aside = await quarantine.listed(self._source.queries, self.names)
         result = []
         for name in self.names:
             row = rows.get(name)
@@ -149,6 +159,7 @@ class ProjectionProgress:
                 result.append(ProjectionStatus(name, "starting", 0, head, None, 0))
                 continue
             self._set(name, int(row["position"]), forward=True)
+            quarantined, events = set_aside.get(name, (0, ()))
             result.append(
                 ProjectionStatus(
                     name,
@@ -158,6 +169,8 @@ class ProjectionProgress:
                     row["error"],
                     int(row["failures"]),
                     shares.get(name, ()),
+                    quarantined,
+                    events,
                 )
             )
         return result

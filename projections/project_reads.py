@@ -14,8 +14,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from collab import document
+from events.models import project_stream
 from events.sql import Row, Sql
 from events.store import EventStore
+from projections import projects, quarantine
 from projections.changes import DocumentTracker, apply_patch, merge, summarize
 from projections.projects import replay
 
@@ -373,8 +375,9 @@ async def document_at(
 ) -> DocumentTracker:
     """The project's Yjs document as of stream version ``version`` (the caller checks
     that the version exists): the newest stored state at or before it, plus the
-    document events after that state from the log. Rollback needs the shared types;
-    for JSON, :func:`view_at` is much cheaper on long projects."""
+    document events after that state from the log, without those the projection set
+    aside. Rollback needs the shared types; for JSON, :func:`view_at` is much cheaper
+    on long projects."""
     state = await sql.fetchrow(
         "select version, state from project_states where project_id = $1 and version <= $2"
         " order by version desc limit 1",
@@ -387,4 +390,5 @@ async def document_at(
         state=bytes(state["state"]) if state else None,
         after_version=int(state["version"]) if state else 0,
         to_version=version,
+        skip=await quarantine.positions(sql, projects.NAME, project_stream(project_id)),
     )

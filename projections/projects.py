@@ -18,8 +18,9 @@ cache is dropped whenever a batch's transaction does not commit.
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
@@ -27,7 +28,7 @@ from typing import Any, Final
 import pycrdt
 import structlog
 
-from collab import document, protocol
+from collab import document, protocol, salvage
 from events.models import (
     DOCUMENT_EVENTS,
     AnalysisRecorded,
@@ -44,8 +45,8 @@ from events.pacing import Pacer
 from events.records import StoredEvent
 from events.sql import Sql
 from events.store import EventStore
-from projections import jsontext
-from projections.changes import DocumentTracker, Record, summarize
+from projections import jsontext, quarantine
+from projections.changes import DocumentTracker, Record, UpdateRefused, summarize
 
 log = structlog.get_logger("projections.projects")
 
@@ -150,21 +151,9 @@ class ProjectsProjection:
                 created_position=event.position,
                 updated_at=event.recorded_at,
             )
-        state = await tx.fetchrow(
-            "select version, state from project_states where project_id = $1"
-            " order by version desc limit 1",
-            project_id,
-        )
-        tracker = await replay(
-            self._store,
-            project_id,
-            state=bytes(state["state"]) if state else None,
-            after_version=int(state["version"]) if state else 0,
-            to_version=int(row["doc_version"]),
-        )
         return _Project(
             project_id,
-            tracker,
+            await self._document(tx, project_id, int(row["doc_version"])),
             name=row["name"],
             owner=row["owner"],
             created_at=row["created_at"],
@@ -174,6 +163,24 @@ class ProjectsProjection:
             position=row["position"],
             doc_version=row["doc_version"],
             state_version=row["state_version"],
+        )
+
+    async def _document(self, tx: Sql, project_id: str, version: int) -> DocumentTracker:
+        """The project's document as of ``version``, as this fold built it: its newest
+        stored state plus the document events after it, without those it set aside."""
+        state = await tx.fetchrow(
+            "select version, state from project_states where project_id = $1 and version <= $2"
+            " order by version desc limit 1",
+            project_id,
+            version,
+        )
+        return await replay(
+            self._store,
+            project_id,
+            state=bytes(state["state"]) if state else None,
+            after_version=int(state["version"]) if state else 0,
+            to_version=version,
+            skip=await quarantine.positions(tx, NAME, project_stream(project_id)),
         )
 
     # -- folding ---------------------------------------------------------------------------
@@ -197,7 +204,7 @@ class ProjectsProjection:
             )
             summary = [f'created project "{project.name}"']
         elif kind in DOCUMENT_EVENTS:
-            records, summary, patch = self._fold_document(batch, project, event)
+            records, summary, patch = await self._fold_document(tx, batch, project, event)
         elif kind == SnapshotTagged.event_type:
             await tx.execute(
                 "insert into project_snapshots (project_id, name, description, version,"
@@ -285,13 +292,13 @@ class ProjectsProjection:
                 kind,
                 event.daid,
                 jsontext.dumps(records),
-                summary,
+                [jsontext.clean(sentence) for sentence in summary],
                 jsontext.dumps(patch) if patch is not None else None,
             )
         )
 
-    def _fold_document(
-        self, batch: _Batch, project: _Project, event: StoredEvent
+    async def _fold_document(
+        self, tx: Sql, batch: _Batch, project: _Project, event: StoredEvent
     ) -> tuple[list[Record], list[str], list[list[Any]]]:
         records: list[Record] = []
         summary: list[str] = []
@@ -301,13 +308,14 @@ class ProjectsProjection:
                 changes = project.tracker.apply(event.payload)
             except protocol.MalformedUpdate as exc:
                 # Retrying cannot help: the bytes will never decode. Keep going.
-                log.warning(
-                    "undecodable update ignored",
-                    project=project.project_id,
-                    version=event.stream_version,
-                    error=str(exc),
-                )
+                await self._set_aside(tx, project, event, f"update does not decode: {exc}")
                 summary = ["update could not be decoded; ignored"]
+            except UpdateRefused as exc:
+                # Nor can it help an update the document refuses, which may have left
+                # part of itself in the document: build that again without it.
+                await self._set_aside(tx, project, event, f"update cannot be applied: {exc}")
+                project.tracker = await self._document(tx, project.project_id, project.doc_version)
+                summary = ["update could not be applied; ignored"]
             else:
                 records = project.tracker.records(changes)
                 patch = project.tracker.patch
@@ -330,6 +338,18 @@ class ProjectsProjection:
             )
             project.state_version = event.stream_version
         return records, summary, patch
+
+    async def _set_aside(self, tx: Sql, project: _Project, event: StoredEvent, why: str) -> None:
+        """Record ``event`` as quarantined (its document change left out; its history
+        row still written) in the batch's transaction."""
+        log.warning(
+            "document update set aside",
+            project=project.project_id,
+            version=event.stream_version,
+            position=event.position,
+            reason=why,
+        )
+        await quarantine.record(tx, NAME, event, why)
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -396,7 +416,7 @@ def _project_row(project: _Project) -> tuple[Any, ...]:
     meta = view.get(document.META) or {}
     return (
         project.project_id,
-        project.name or str(meta.get("name") or ""),
+        jsontext.clean(project.name or str(meta.get("name") or "")),
         project.owner,
         project.created_at,
         project.created_position,
@@ -438,8 +458,8 @@ async def _write_parts(tx: Sql, projects: list[_Project]) -> None:
                 clips.append(
                     (
                         project.project_id,
-                        track_id,
-                        clip_id,
+                        jsontext.clean(track_id),
+                        jsontext.clean(clip_id),
                         _text(clip.get("name")),
                         _number(clip.get("start_beats")),
                         _number(clip.get("length_beats")),
@@ -453,7 +473,7 @@ async def _write_parts(tx: Sql, projects: list[_Project]) -> None:
                 effects.append(
                     (
                         project.project_id,
-                        track_id,
+                        jsontext.clean(track_id),
                         effect_ordinal,
                         _text(effect.get("id")),
                         _text(effect.get("type")),
@@ -464,7 +484,7 @@ async def _write_parts(tx: Sql, projects: list[_Project]) -> None:
             tracks.append(
                 (
                     project.project_id,
-                    track_id,
+                    jsontext.clean(track_id),
                     ordinal,
                     _text(track.get("name")),
                     _text(track.get("kind")),
@@ -527,15 +547,17 @@ _EFFECT_COLUMNS: Final = (
 
 
 # Editors may write anything into the shared document: a column gets a value only
-# when it has the right kind.
+# when it has the right kind, and one it can hold (text without NUL characters, a
+# finite number: readers answer JSON, which has no NaN).
 def _text(value: Any) -> str | None:
-    return value if isinstance(value, str) else None
+    return jsontext.clean(value) if isinstance(value, str) else None
 
 
 def _number(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return float(value)
+    number = float(value)
+    return number if math.isfinite(number) else None
 
 
 def _integer(value: Any) -> int | None:
@@ -556,10 +578,12 @@ async def replay(
     state: bytes | None,
     after_version: int,
     to_version: int,
+    skip: Collection[int] = (),
     batch: int = 5000,
 ) -> DocumentTracker:
     """A project's document as of ``to_version``: ``state`` plus the document events
-    with ``after_version < version <= to_version``."""
+    with ``after_version < version <= to_version``, except those at a position in
+    ``skip`` (set aside by the fold) and any update that cannot be applied."""
     updates: list[bytes] = [state] if state else []
     stream_id = project_stream(project_id)
     last = after_version
@@ -567,26 +591,21 @@ async def replay(
         records = await store.read_payloads(
             stream_id, DOCUMENT_EVENTS, after_version=last, to_version=to_version, limit=batch
         )
-        updates.extend(r.payload for r in records if r.payload and r.payload != b"\x00\x00")
+        updates.extend(
+            r.payload
+            for r in records
+            if r.payload and r.payload != b"\x00\x00" and r.position not in skip
+        )
         if len(records) < batch:
             break
         last = records[-1].version
     if not updates:
         return DocumentTracker()
     try:
-        merged = updates[0] if len(updates) == 1 else pycrdt.merge_updates(*updates)
-    except ValueError:
-        # Some payload is not a Yjs update (the projection skipped it too): drop those.
-        good = [u for u in updates if _decodes(u)]
-        if not good:
-            return DocumentTracker()
-        merged = good[0] if len(good) == 1 else pycrdt.merge_updates(*good)
-    return DocumentTracker(merged)
-
-
-def _decodes(update: bytes) -> bool:
-    try:
-        protocol.check_update(update)
-    except protocol.MalformedUpdate:
-        return False
-    return True
+        return DocumentTracker(updates[0] if len(updates) == 1 else pycrdt.merge_updates(*updates))
+    except BaseException as exc:
+        if not salvage.apply_error(exc):
+            raise
+    # Some payload is not a Yjs update, or one the document refuses (the fold set those
+    # aside too): build it without them.
+    return DocumentTracker(salvage.salvage(updates).state)

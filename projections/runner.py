@@ -12,10 +12,14 @@ running the same projection got there first) the batch is abandoned and reading
 resumes from the stored checkpoint. While a rebuild in several processes
 (:mod:`projections.sharded`) holds the projection, its row says ``rebuilding``: the
 runner waits for it to finish, or, if the process that started it has died, empties
-the read model and folds it again from the start. Any other failure is logged,
-written to the checkpoint row (state ``failing``, the error, the failure count: what
-``/ready`` shows, through :mod:`projections.progress`), and the same batch is retried
-with a growing delay; nothing after it is applied before it succeeds.
+the read model and folds it again from the start.
+
+An event that cannot be folded (:mod:`projections.quarantine`) is set aside with a
+record of why, and the fold goes on past it. Any other failure (the database away, a
+constraint it enforces, a fault of the fold's code) is logged, written to the checkpoint
+row (state ``failing``, the error, the failure count: what ``/ready`` shows, through
+:mod:`projections.progress`), and the same batch is retried with a growing delay;
+nothing after it is applied before it succeeds.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from events.errors import EventStoreError
 from events.records import StoredEvent
 from events.sql import Sql, SqlDatabase
 from events.store import EventStore
+from projections import quarantine
 from projections.progress import State
 
 log = structlog.get_logger("projections.runner")
@@ -149,9 +154,11 @@ async def _abandoned_rebuild(tx: Sql, name: str, state: str) -> bool:
 
 
 async def empty(tx: Sql, projection: Projection, state: str | None) -> None:
-    """Inside ``tx`` (which holds the checkpoint row): truncate the projection's tables
-    and :func:`settle` its checkpoint at 0."""
+    """Inside ``tx`` (which holds the checkpoint row): truncate the projection's tables,
+    forget the events it quarantined (folding again finds them again) and :func:`settle`
+    its checkpoint at 0."""
     await tx.execute(f"truncate {', '.join(projection.tables)} cascade")
+    await quarantine.clear(tx, projection.name)
     await settle(tx, projection.name, 0, state)
 
 
@@ -184,10 +191,99 @@ async def apply_batch(
     fold such as a rebuild (``running=False``), keeps its state, unless that was
     ``failing``: the failed batch is folded now, and nothing is running it.
 
+    When the batch fails with an error that says an event cannot be folded
+    (:func:`projections.quarantine.unfoldable`), it is folded in halves, down to the
+    events that fail alone; each of those is quarantined (recorded, not folded) in the
+    transaction that moves the checkpoint past it, and the rest is folded. Any other
+    error is raised, and what was committed before it stays (the checkpoint says how
+    far).
+
     Raises :class:`CheckpointMoved` when the checkpoint is not at ``start`` (also
     after emptying a read model whose parallel rebuild was abandoned: it is at 0
     then), and :class:`RebuildRunning` while another process rebuilds it.
     """
+    try:
+        await _commit_batch(store, projection, events, start, running=running)
+    except (CheckpointMoved, RebuildRunning):
+        raise
+    except BaseException as exc:
+        if not quarantine.unfoldable(exc):
+            raise
+        log.warning(
+            "batch cannot be folded; looking for the events that fail",
+            projection=projection.name,
+            first=events[0].position,
+            last=events[-1].position,
+            error=quarantine.reason(exc),
+        )
+        await _narrow(store, projection, events, start, exc, running=running)
+
+
+async def _narrow(
+    store: SqlDatabase,
+    projection: Projection,
+    events: Sequence[StoredEvent],
+    start: int,
+    error: BaseException,
+    *,
+    running: bool,
+) -> None:
+    """``events`` failed with ``error``, which :func:`quarantine.unfoldable` accepts:
+    quarantine the one event, or fold each half and narrow down the half that fails."""
+    if len(events) == 1:
+        await _quarantine(store, projection, events[0], start, error, running=running)
+        return
+    middle = len(events) // 2
+    for part in (events[:middle], events[middle:]):
+        try:
+            await _commit_batch(store, projection, part, start, running=running)
+        except (CheckpointMoved, RebuildRunning):
+            raise
+        except BaseException as exc:
+            if not quarantine.unfoldable(exc):
+                raise
+            await _narrow(store, projection, part, start, exc, running=running)
+        start = part[-1].position
+
+
+async def _quarantine(
+    store: SqlDatabase,
+    projection: Projection,
+    event: StoredEvent,
+    start: int,
+    error: BaseException,
+    *,
+    running: bool,
+) -> None:
+    why = quarantine.reason(error)
+    async with store.transaction() as tx:
+        await tx.execute("set local synchronous_commit = off")
+        moved = await _claim(tx, projection, start, running=running)
+        if moved is None:
+            await quarantine.record(tx, projection.name, event, why)
+            await _advance(tx, projection.name, event.position, running=running)
+    if moved is not None:
+        projection.forget()
+        raise CheckpointMoved(projection.name, moved, start)
+    log.error(
+        "event quarantined: it cannot be folded",
+        projection=projection.name,
+        position=event.position,
+        stream=event.stream_id,
+        event_type=event.event_type,
+        reason=why,
+    )
+
+
+async def _commit_batch(
+    store: SqlDatabase,
+    projection: Projection,
+    events: Sequence[StoredEvent],
+    start: int,
+    *,
+    running: bool,
+) -> None:
+    """Fold ``events`` and move the checkpoint, in one transaction (see apply_batch)."""
     try:
         async with store.transaction() as tx:
             # Read models are derived: if a crash loses the last commits, it loses their
@@ -197,20 +293,24 @@ async def apply_batch(
             moved = await _claim(tx, projection, start, running=running)
             if moved is None:
                 await projection.apply(tx, events)
-                await tx.execute(
-                    "update projection_checkpoints set position = $2, updated_at = now(),"
-                    " error = null, failures = 0, state = case when $3 then 'running'"
-                    " when state = 'failing' then 'stopped' else state end where name = $1",
-                    projection.name,
-                    events[-1].position,
-                    running,
-                )
+                await _advance(tx, projection.name, events[-1].position, running=running)
     except BaseException:
         projection.forget()
         raise
     if moved is not None:
         projection.forget()
         raise CheckpointMoved(projection.name, moved, start)
+
+
+async def _advance(tx: Sql, name: str, position: int, *, running: bool) -> None:
+    await tx.execute(
+        "update projection_checkpoints set position = $2, updated_at = now(),"
+        " error = null, failures = 0, state = case when $3 then 'running'"
+        " when state = 'failing' then 'stopped' else state end where name = $1",
+        name,
+        position,
+        running,
+    )
 
 
 async def _claim(tx: Sql, projection: Projection, start: int, *, running: bool) -> int | None:
@@ -376,7 +476,7 @@ class _Runner:
                     waiting = True
                 await asyncio.sleep(REBUILD_WAIT)
                 continue
-            except Exception as exc:  # noqa: BLE001 - any failure is retried, never skipped
+            except Exception as exc:  # noqa: BLE001 - not the events' fault: retried, never skipped
                 await self._failed(exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)

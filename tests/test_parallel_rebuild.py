@@ -137,7 +137,7 @@ async def test_a_running_projection_waits_for_the_rebuild_and_resumes_from_its_h
 @pytest.mark.parametrize(
     ("how", "message"),
     [
-        ({"fail_at": 1234}, "RuntimeError: injected failure at position 1234"),
+        ({"fail_at": 1234}, "StoreUnavailable: injected failure at position 1234"),
         ({"exit_at": 1234}, "its process ended without a result"),
     ],
 )

@@ -16,21 +16,24 @@ import pytest
 from collab.app import create_app
 from collab.config import ReadSettings
 from events import EventMetadata, NewEvent
+from events.errors import CorruptLog, QueryFailed, StoreUnavailable
 from events.models import DocUpdated
 from events.pacing import Pacer
 from events.postgres import PostgresEventStore
 from events.records import StoredEvent
 from events.sql import Sql
 from events.store import AppendRequest
+from projections import quarantine
 from projections.progress import ProjectionProgress
-from projections.runner import Projection, ProjectionRunner, reset
+from projections.runner import Projection, ProjectionRunner, rebuild, reset
 from tests.support import eventually, timeout
 
 EVENTS = 3000
 
 
 class Tally:
-    """Writes one row per event it folds; can fail once, or hang, at a chosen position."""
+    """Writes one row per event it folds; can fail once (the database away), or hang, at a
+    chosen position."""
 
     name = "tally"
     tables = ("tally",)
@@ -46,7 +49,8 @@ class Tally:
             await tx.execute("insert into tally (position) values ($1)", event.position)
             if event.position == self.fail_at:
                 self.fail_at = None
-                raise RuntimeError(f"injected failure at position {event.position}")
+                # A failure that is not the event's (one that is would be quarantined).
+                raise StoreUnavailable(f"injected failure at position {event.position}")
             if event.position == self.hang_at:
                 self.hanging.set()
                 await asyncio.Event().wait()  # until the runner is killed
@@ -120,7 +124,8 @@ async def test_a_failing_projection_is_reported_from_its_checkpoint_row(store):
     class Refusing(Tally):
         async def apply(self, tx: Sql, events: Sequence[StoredEvent]) -> None:
             if events[-1].position > 1000:
-                raise RuntimeError("refused")
+                # The database's refusal, not the events': retried, never set aside.
+                raise QueryFailed("refused", "42501")
             await super().apply(tx, events)
 
     async with running(store, Refusing()) as progress:
@@ -132,7 +137,7 @@ async def test_a_failing_projection_is_reported_from_its_checkpoint_row(store):
         await eventually(failing, 30, "the failures were not recorded")
         (status,) = await progress.status()
         assert (status.state, status.position) == ("failing", 1000)
-        assert status.error == "RuntimeError: refused"
+        assert status.error == "QueryFailed: refused"
         assert status.lag == EVENTS - 1000
         assert not await progress.wait(1001, 0.3)
 
@@ -297,3 +302,132 @@ async def test_a_runner_that_starts_clears_a_failure_that_no_batch_repeats(store
             return status.state == "running"
 
         await eventually(running_again, 10, "the projection stayed failing")
+
+
+class Poisoned(Tally):
+    """Can never fold the events at the ``poison`` positions (what a fold meets in a log
+    written before it could handle them); loses its connection each time it folds
+    ``cut_at`` while ``down``."""
+
+    def __init__(self, poison: set[int], database_url: str = "", cut_at: int | None = None) -> None:
+        super().__init__()
+        self.poison = poison
+        self.database_url = database_url
+        self.cut_at = cut_at
+        self.down = cut_at is not None
+        self.cuts = 0
+
+    async def apply(self, tx: Sql, events: Sequence[StoredEvent]) -> None:
+        for event in events:
+            if event.position == self.cut_at and self.down:
+                self.cuts += 1
+                # A real outage of the fold's connection: PostgreSQL terminates it.
+                pid = await tx.fetchval("select pg_backend_pid()")
+                conn = await asyncpg.connect(self.database_url)
+                try:
+                    await conn.execute("select pg_terminate_backend($1)", pid)
+                finally:
+                    await conn.close()
+            if event.position in self.poison:
+                raise ValueError(f"cannot fold {event.position}")
+        await super().apply(tx, events)
+
+
+async def _quarantine_rows(store: PostgresEventStore) -> list[tuple[int, str, str, str]]:
+    rows = await store.queries.fetch(
+        "select position, stream_id, event_type, reason from projection_quarantine"
+        " where projection = 'tally' order by position"
+    )
+    return [(r["position"], r["stream_id"], r["event_type"], r["reason"]) for r in rows]
+
+
+async def _expected_quarantine(
+    store: PostgresEventStore, poison: set[int]
+) -> list[tuple[int, str, str, str]]:
+    rows = await store.queries.fetch(
+        "select position, stream_id, event_type from events where position = any($1::bigint[])"
+        " order by position",
+        sorted(poison),
+    )
+    expected = [
+        (r["position"], r["stream_id"], r["event_type"], f"ValueError: cannot fold {r['position']}")
+        for r in rows
+    ]
+    assert len(expected) == len(poison)
+    return expected
+
+
+async def _tallied_positions(store: PostgresEventStore) -> list[int]:
+    rows = await store.queries.fetch("select position from tally order by position")
+    return [r["position"] for r in rows]
+
+
+async def test_events_that_never_fold_are_quarantined_and_the_fold_goes_on(store):
+    # First and last of the log, two neighbours mid-batch, and one at a batch's end.
+    poison = {1, 1234, 1235, 2000, EVENTS, EVENTS + 1}
+    async with running(store, Poisoned(poison)) as progress:
+        assert await progress.wait(EVENTS, timeout(30))
+        # Following the head: a poison event arrives alone, then a good one.
+        await _fill(store, 2)
+        assert await progress.wait(EVENTS + 2, timeout(30))
+        (status,) = await progress.status()
+        assert (status.state, status.error, status.failures) == ("running", None, 0)
+        assert status.quarantined == len(poison)
+        assert [e.position for e in status.quarantined_events] == sorted(poison)
+    assert await _quarantine_rows(store) == await _expected_quarantine(store, poison)
+    every = set(range(1, EVENTS + 3))
+    assert await _tallied_positions(store) == sorted(every - poison)
+
+    # A rebuild forgets them with the read model, and finds them again.
+    await reset(store, Tally())
+    assert await _quarantine_rows(store) == []
+    assert await rebuild(store, Poisoned(poison), 500) > 0
+    assert await _quarantine_rows(store) == await _expected_quarantine(store, poison)
+    assert await _tallied_positions(store) == sorted(every - poison)
+
+
+async def test_a_database_outage_during_a_fold_is_retried_not_quarantined(store, database_url):
+    # The connection dies whenever the fold reaches 1400 (in the batch that also holds a
+    # poison event), until the outage ends: however the batch is cut up, 1400 is never
+    # quarantined, and the projection says it is failing meanwhile.
+    projection = Poisoned({1500}, database_url, cut_at=1400)
+    async with running(store, projection) as progress:
+
+        async def failing() -> bool:
+            (status,) = await progress.status()
+            return status.state == "failing" and status.failures >= 2
+
+        await eventually(failing, 30, "the outage was not reported")
+        assert await _quarantine_rows(store) == []
+        projection.down = False
+        assert await progress.wait(EVENTS, timeout(30))
+        (status,) = await progress.status()
+        assert status.state == "running"
+    assert projection.cuts >= 2
+    assert await _quarantine_rows(store) == await _expected_quarantine(store, {1500})
+    assert await _tallied_positions(store) == sorted(set(range(1, EVENTS + 1)) - {1500})
+
+
+@pytest.mark.parametrize(
+    ("error", "quarantined"),
+    [
+        (ValueError("a value no fold takes"), True),
+        (RuntimeError("Cannot apply update"), True),
+        (RecursionError("nested too deep"), True),
+        (QueryFailed("invalid byte sequence for encoding UTF8: 0x00", "22021"), True),
+        (QueryFailed("\\u0000 cannot be converted to text", "22P05"), True),
+        (QueryFailed("index row size exceeds maximum", "54000"), True),
+        (StoreUnavailable("database unavailable"), False),
+        (QueryFailed("violates check constraint", "23514"), False),
+        (QueryFailed("could not serialize access", "40001"), False),
+        (QueryFailed("could not extend file: No space left on device", "53100"), False),
+        (QueryFailed("canceling statement due to statement timeout", "57014"), False),
+        (QueryFailed("permission denied for table tally", "42501"), False),
+        (QueryFailed("no sqlstate"), False),
+        (CorruptLog("hole in the log"), False),
+        (AttributeError("a bug in the fold"), False),
+        (asyncio.CancelledError(), False),
+    ],
+)
+def test_which_errors_say_an_event_cannot_be_folded(error, quarantined):
+    assert quarantine.unfoldable(error) is quarantined
