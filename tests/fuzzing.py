@@ -522,13 +522,15 @@ async def ready_at_head(address: str, findings: Findings, seconds: float = 60) -
             else:
                 status, body = response.status_code, response.json()
                 projections = body.get("projections", {}) if isinstance(body, dict) else {}
-                if status == 200 and all(
-                    p["state"] == "running" and p["lag"] == 0 for p in projections.values()
-                ):
-                    return
+                states = {p["state"] for p in projections.values()}
+                if status == 200 and states == {"running"}:
+                    if all(p["lag"] == 0 for p in projections.values()):
+                        return
+                elif "failing" in states:
+                    break  # a projection fails on what the log holds: no need to wait
             await asyncio.sleep(0.2)
     findings.add(
-        f"/ready did not reach the head within {seconds:.0f} s", f"{status}: {str(body)[:300]}"
+        "/ready did not report every projection at the head", f"{status}: {str(body)[:300]}"
     )
 
 
@@ -621,11 +623,11 @@ async def _check(
     server: ServeProcess, project: str, honest: HonestEditor, report: FuzzReport
 ) -> None:
     findings = report.findings
-    if not await honest.ensure_connected(30):
+    if not await honest.ensure_connected(20):
         findings.add("the honest editor could not reconnect after the run")
     replay = LogReplay(server.database_url, project, findings)
     # The honest editor's last edits may still be on their way to the log.
-    deadline = time.monotonic() + timeout(30)
+    deadline = time.monotonic() + timeout(20)
     while True:
         await replay.catch_up()
         same = state_vector(honest.doc.get_state()) == state_vector(replay.doc.get_state())
