@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.support import free_port, timeout
+from tests.support import clean_env, free_port, timeout
 
 COLLAB = [sys.executable, "-m", "collab.cli"]
 #: lines of a log that say something went wrong inside the server
@@ -54,8 +53,9 @@ class ServeProcess:
         return None if self.process is None else self.process.poll()
 
     def _spawn(self) -> subprocess.Popen[bytes]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("COLLAB_")}
-        env.update(DATABASE_URL=self.database_url, COLLAB_LOG_FORMAT="json", **self.settings)
+        env = clean_env(
+            **{"DATABASE_URL": self.database_url, "COLLAB_LOG_FORMAT": "json", **self.settings}
+        )
         with self.log.open("ab") as sink:  # the child keeps its own descriptor
             return subprocess.Popen(
                 [*COLLAB, "serve", "--port", str(self.port)],

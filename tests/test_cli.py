@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -19,22 +18,15 @@ from events import EventMetadata, NewEvent
 from events.models import DocUpdated, ProjectCreated
 from events.postgres import PostgresEventStore
 from events.schema import latest_version
-from tests.support import free_port, timeout
+from tests.support import clean_env, free_port, timeout
 
 COLLAB = [sys.executable, "-m", "collab.cli"]
-
-
-def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("COLLAB_")}
-    env.pop("DATABASE_URL", None)
-    env.update(extra)
-    return env
 
 
 def _run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*COLLAB, *args],
-        env=_env(**env),
+        env=clean_env(**env),
         capture_output=True,
         text=True,
         timeout=timeout(120),
@@ -82,7 +74,7 @@ def _stop(process: subprocess.Popen[str]) -> tuple[int, str]:
 def _serve(data_dir: Path, port: int) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [*COLLAB, "serve", "--port", str(port), "--data-dir", str(data_dir)],
-        env=_env(COLLAB_LOG_FORMAT="json"),
+        env=clean_env(COLLAB_LOG_FORMAT="json"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -210,7 +202,7 @@ async def test_serve_uses_database_url_when_given(database_url, tmp_path):
     port = free_port()
     process = subprocess.Popen(  # noqa: ASYNC220 - spawning returns at once; waits are threaded
         [*COLLAB, "serve", "--port", str(port), "--data-dir", str(tmp_path / "unused")],
-        env=_env(DATABASE_URL=database_url, COLLAB_LOG_FORMAT="json"),
+        env=clean_env(DATABASE_URL=database_url, COLLAB_LOG_FORMAT="json"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -27,7 +26,7 @@ import pytest
 from collab import document
 from collab.closecodes import CloseCode
 from tests.live import YClient, server_document
-from tests.support import free_port, timeout
+from tests.support import clean_env, free_port, timeout
 
 COLLAB = [sys.executable, "-m", "collab.cli"]
 
@@ -59,14 +58,12 @@ class Served:
 
 
 def _serve(data_dir: Path, **env: str) -> Served:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("COLLAB_")}
-    clean.pop("DATABASE_URL", None)
     port = free_port()
     log = data_dir.parent / f"serve-{port}.log"
     with log.open("ab") as sink:  # the child keeps its own copy of the descriptor
         process = subprocess.Popen(
             [*COLLAB, "serve", "--port", str(port), "--data-dir", str(data_dir)],
-            env={**clean, "COLLAB_LOG_FORMAT": "json", **env},
+            env=clean_env(**{"COLLAB_LOG_FORMAT": "json", **env}),
             stdout=subprocess.DEVNULL,
             stderr=sink,
         )

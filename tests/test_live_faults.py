@@ -30,7 +30,7 @@ from tests.live import (
     server_document,
     synced_clients,
 )
-from tests.support import eventually, free_port, start_embedded, timeout
+from tests.support import clean_env, eventually, free_port, start_embedded, timeout
 
 COLLAB = [sys.executable, "-m", "collab.cli"]
 
@@ -92,8 +92,7 @@ async def test_database_outage_refuses_updates_with_1013_and_recovers(tmp_path: 
 
 
 def _serve(database_url: str, port: int, log: Path) -> subprocess.Popen[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("COLLAB_")}
-    env.update(DATABASE_URL=database_url, COLLAB_LOG_FORMAT="json", COLLAB_ROOM_GRACE="1")
+    env = clean_env(DATABASE_URL=database_url, COLLAB_LOG_FORMAT="json", COLLAB_ROOM_GRACE="1")
     with log.open("a") as sink:  # the child keeps its own copy of the descriptor
         return subprocess.Popen(
             [*COLLAB, "serve", "--port", str(port)],

@@ -20,14 +20,13 @@ from collab.config import AuditSettings, ReadSettings
 from collab.worker import key_line
 from events.checkpoints import key_id
 from tests.live import running_server
-from tests.support import eventually, free_port, timeout
+from tests.support import clean_env, eventually, free_port, timeout
 
 COLLAB = [sys.executable, "-m", "collab.cli"]
 
 
 def _env(database_url: str, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("COLLAB_")}
-    return {**env, "DATABASE_URL": database_url, "COLLAB_POLL_INTERVAL": "0.2", **extra}
+    return clean_env(**{"DATABASE_URL": database_url, "COLLAB_POLL_INTERVAL": "0.2", **extra})
 
 
 @contextlib.asynccontextmanager
