@@ -42,7 +42,7 @@ from events.postgres import PostgresEventStore
 from tests.fuzz_frames import ACCEPTED, FrameGenerator, Unit
 from tests.live import YClient, create_project
 from tests.serving import ServeProcess, log_alarms
-from tests.support import timeout
+from tests.support import NotReady, at_head, timeout, wait_ready
 from tests.yjs_values import TooDeep, bad_values, state_vector
 
 #: the server's message limit in a campaign: small, so that oversized frames are cheap
@@ -510,26 +510,10 @@ def shown(doc: pycrdt.Doc[Any], what: str, findings: Findings) -> str | None:
 
 async def ready_at_head(address: str, findings: Findings, seconds: float = 60) -> None:
     """Until /ready is 200 with every projection running at lag 0; a finding otherwise."""
-    deadline = time.monotonic() + timeout(seconds)
-    body: Any = None
-    status = 0
-    async with httpx.AsyncClient(base_url=f"http://{address}", timeout=timeout(10)) as http:
-        while time.monotonic() < deadline:
-            try:
-                response = await http.get("/ready")
-            except httpx.TransportError as exc:
-                status, body = 0, repr(exc)
-            else:
-                status, body = response.status_code, response.json()
-                projections = body.get("projections", {}) if isinstance(body, dict) else {}
-                if status == 200 and all(
-                    p["state"] == "running" and p["lag"] == 0 for p in projections.values()
-                ):
-                    return
-            await asyncio.sleep(0.2)
-    findings.add(
-        f"/ready did not reach the head within {seconds:.0f} s", f"{status}: {str(body)[:300]}"
-    )
+    try:
+        await wait_ready(f"http://{address}", at_head, seconds=seconds, interval=0.2)
+    except NotReady as late:
+        findings.add(f"/ready did not reach the head within {seconds:.0f} s", late.last)
 
 
 async def reads_answer(address: str, project_id: str, findings: Findings) -> Any:

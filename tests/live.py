@@ -32,7 +32,7 @@ from collab.config import AuditSettings, HttpSettings, LiveSettings, ReadSetting
 from collab.server import Server, build_config
 from events.postgres import PostgresEventStore
 from events.records import StoredEvent
-from tests.support import eventually, free_port, timeout
+from tests.support import eventually, free_port, projections_run, timeout, wait_ready
 
 FAST = LiveSettings(room_grace=0.5)
 
@@ -82,13 +82,13 @@ async def running_server(
 
 async def projections_running(address: str) -> None:
     """Wait until /ready says every projection runs (the worker takes a moment)."""
-
-    async def running() -> bool:
-        async with httpx.AsyncClient(base_url=f"http://{address}") as http:
-            body = (await http.get("/ready")).json()
-        return {p["state"] for p in body["projections"].values()} == {"running"}
-
-    await eventually(running, 30, "the projections did not start")
+    await wait_ready(
+        f"http://{address}",
+        projections_run,
+        seconds=30,
+        message="the projections did not start",
+        interval=0.02,
+    )
 
 
 async def create_project(address: str, name: str = "Song") -> str:

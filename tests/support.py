@@ -127,7 +127,7 @@ def ready_and_running(response: httpx.Response) -> bool:
     return response.status_code == 200 and projections_run(response)
 
 
-def ready_at_head(response: httpx.Response) -> bool:
+def at_head(response: httpx.Response) -> bool:
     """``/ready`` answers 200 and no projection lags behind the log or is not running."""
     return response.status_code == 200 and all(
         p["state"] == "running" and p["lag"] == 0 for p in projections(response).values()

@@ -8,7 +8,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -18,7 +17,14 @@ from events import EventMetadata, NewEvent
 from events.models import DocUpdated, ProjectCreated
 from events.postgres import PostgresEventStore
 from events.schema import latest_version
-from tests.support import clean_env, free_port, timeout
+from tests.support import (
+    answers_200,
+    clean_env,
+    free_port,
+    ready_and_running,
+    timeout,
+    wait_ready,
+)
 
 COLLAB = [sys.executable, "-m", "collab.cli"]
 
@@ -34,24 +40,18 @@ def _run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _wait_ready(
+async def _wait_ready(
     port: int, process: subprocess.Popen[str], *, folding: bool = False
 ) -> httpx.Response:
     """/ready once it answers 200 (and, with ``folding``, every projection runs)."""
-    deadline = time.monotonic() + timeout(120)
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"serve exited early with {process.returncode}")
-        try:
-            response = httpx.get(f"http://127.0.0.1:{port}/ready", timeout=2)
-        except httpx.TransportError:
-            time.sleep(0.2)
-            continue
-        states = {p["state"] for p in response.json().get("projections", {}).values()}
-        if response.status_code == 200 and (not folding or states == {"running"}):
-            return response
-        time.sleep(0.2)
-    raise AssertionError("serve never became ready")
+    return await wait_ready(
+        f"http://127.0.0.1:{port}",
+        ready_and_running if folding else answers_200,
+        seconds=120,
+        message="serve never became ready",
+        process=process,
+        interval=0.2,
+    )
 
 
 def _niceness(pid: int) -> int:
@@ -98,7 +98,7 @@ def test_serve_with_embedded_database(tmp_path):
     port = free_port()
     process = _serve(data_dir, port)
     try:
-        ready = _wait_ready(port, process, folding=True)
+        ready = asyncio.run(_wait_ready(port, process, folding=True))
         body = ready.json()
         worker = body.pop("projection_worker")
         embedded = body.pop("embedded_database")
@@ -128,7 +128,7 @@ def test_serve_with_embedded_database(tmp_path):
         verify = _run("audit", "verify", COLLAB_DATA_DIR=str(data_dir))
         assert verify.returncode == 0, verify.stderr
         assert verify.stdout.startswith("OK: log verified: 5 events in 1 streams")
-        assert _wait_ready(port, process).status_code == 200
+        assert asyncio.run(_wait_ready(port, process)).status_code == 200
         # the signing key was created in the data dir, for the owner's eyes only
         key_file = data_dir / "audit-ed25519.pem"
         assert key_file.stat().st_mode & 0o777 == 0o600
@@ -153,7 +153,7 @@ def test_serve_with_embedded_database(tmp_path):
     # the data survives a restart of the server
     process = _serve(data_dir, port)
     try:
-        _wait_ready(port, process)
+        asyncio.run(_wait_ready(port, process))
         verify = _run("audit", "verify", "--project", "p", COLLAB_DATA_DIR=str(data_dir))
         assert verify.returncode == 0, verify.stderr
         assert "5 events in 1 streams" in verify.stdout
@@ -208,7 +208,7 @@ async def test_serve_uses_database_url_when_given(database_url, tmp_path):
         text=True,
     )
     try:
-        ready = await asyncio.to_thread(_wait_ready, port, process)
+        ready = await _wait_ready(port, process)
         assert ready.json()["status"] == "ready"
     finally:
         code, stderr = await asyncio.to_thread(_stop, process)

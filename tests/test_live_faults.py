@@ -8,7 +8,6 @@ import random
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -30,7 +29,7 @@ from tests.live import (
     server_document,
     synced_clients,
 )
-from tests.support import clean_env, eventually, free_port, start_embedded, timeout
+from tests.support import clean_env, eventually, free_port, start_embedded, timeout, wait_ready
 
 COLLAB = [sys.executable, "-m", "collab.cli"]
 
@@ -104,18 +103,9 @@ def _serve(database_url: str, port: int, log: Path) -> subprocess.Popen[str]:
 
 
 async def _ready(port: int, process: subprocess.Popen[str]) -> None:
-    deadline = time.monotonic() + timeout(60)
-    async with httpx.AsyncClient() as http:
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise AssertionError(f"serve exited with {process.returncode}")
-            try:
-                if (await http.get(f"http://127.0.0.1:{port}/ready")).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            await asyncio.sleep(0.1)
-    raise AssertionError("serve never became ready")
+    await wait_ready(
+        f"http://127.0.0.1:{port}", message="serve never became ready", process=process
+    )
 
 
 async def _keep_editing(client: YClient, rng: random.Random, who: int, stop: asyncio.Event) -> None:
