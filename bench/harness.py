@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import platform
@@ -17,11 +16,11 @@ from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import asyncpg
-import httpx
 
 from events.postgres import PostgresEventStore
 from projections.progress import ProjectionProgress
 from projections.runner import PARALLEL_LAG, ParallelFold, Projection, ProjectionRunner
+from tests.support import clean_env, wait_ready
 
 
 @contextlib.contextmanager
@@ -83,20 +82,6 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-async def wait_http(url: str, process: subprocess.Popen[bytes], seconds: float = 60) -> None:
-    """Until ``url`` answers 200 (or the process exits, or ``seconds`` pass)."""
-    deadline = time.monotonic() + seconds
-    async with httpx.AsyncClient() as http:
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(f"server exited with {process.returncode}")
-            with contextlib.suppress(httpx.TransportError):
-                if (await http.get(url)).status_code == 200:
-                    return
-            await asyncio.sleep(0.1)
-    raise RuntimeError(f"{url} never answered")
-
-
 @contextlib.asynccontextmanager
 async def collab_server(
     database_url: str, **settings: str
@@ -105,9 +90,14 @@ async def collab_server(
     with ``settings`` as environment variables; yields its base URL once ``/ready``
     answers, and stops it afterwards."""
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("COLLAB_")}
-    env.update(DATABASE_URL=database_url, COLLAB_LOG_LEVEL="warning", COLLAB_LOG_FORMAT="json")
-    env.update(settings)
+    env = clean_env(
+        **{
+            "DATABASE_URL": database_url,
+            "COLLAB_LOG_LEVEL": "warning",
+            "COLLAB_LOG_FORMAT": "json",
+            **settings,
+        }
+    )
     process = subprocess.Popen(
         [sys.executable, "-m", "collab.cli", "serve", "--port", str(port)],
         env=env,
@@ -116,7 +106,7 @@ async def collab_server(
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        await wait_http(f"{base}/ready", process)
+        await wait_ready(base, process=process, message=f"{base}/ready never answered 200")
         yield base, process
     finally:
         stop(process)

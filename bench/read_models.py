@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
-import os
 import random
 import statistics
 import subprocess
@@ -59,6 +58,7 @@ from projections.changes import DocumentTracker, summarize
 from projections.projects import ProjectsProjection
 from projections.runner import ParallelFold, reset
 from projections.sharded import fold_in_parallel
+from tests.support import clean_env
 
 META = EventMetadata(actor="bench", agent_id="bench")
 
@@ -237,8 +237,7 @@ async def _reset(url: str) -> None:
 
 def _rebuild(url: str, *args: str) -> float:
     """Seconds a ``collab projections rebuild [ARGS]`` process takes, start to exit."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("COLLAB_")}
-    env["DATABASE_URL"] = url
+    env = clean_env(DATABASE_URL=url)
     started = time.perf_counter()
     subprocess.run(
         [sys.executable, "-m", "collab.cli", "projections", "rebuild", *args],

@@ -32,7 +32,7 @@ from collab.config import AuditSettings, HttpSettings, LiveSettings, ReadSetting
 from collab.server import Server, build_config
 from events.postgres import PostgresEventStore
 from events.records import StoredEvent
-from tests.support import eventually, free_port, timeout
+from tests.support import eventually, free_port, projections_run, timeout, wait_ready
 
 FAST = LiveSettings(room_grace=0.5)
 
@@ -82,13 +82,13 @@ async def running_server(
 
 async def projections_running(address: str) -> None:
     """Wait until /ready says every projection runs (the worker takes a moment)."""
-
-    async def running() -> bool:
-        async with httpx.AsyncClient(base_url=f"http://{address}") as http:
-            body = (await http.get("/ready")).json()
-        return {p["state"] for p in body["projections"].values()} == {"running"}
-
-    await eventually(running, 30, "the projections did not start")
+    await wait_ready(
+        f"http://{address}",
+        projections_run,
+        seconds=30,
+        message="the projections did not start",
+        interval=0.02,
+    )
 
 
 async def create_project(address: str, name: str = "Song") -> str:
@@ -282,13 +282,15 @@ class NodeClient:
 
     async def _event(self, name: str, seconds: float = 20) -> dict[str, Any]:
         assert self.process.stdout is not None
-        while True:
-            line = await asyncio.wait_for(self.process.stdout.readline(), timeout(seconds))
-            if not line:
-                raise AssertionError(f"node client exited while waiting for {name!r}")
-            message: dict[str, Any] = json.loads(line)
-            if message.get("event") == name:
-                return message
+        # One deadline for the event, however many other lines come before it.
+        async with asyncio.timeout(timeout(seconds)):
+            while True:
+                line = await self.process.stdout.readline()
+                if not line:
+                    raise AssertionError(f"node client exited while waiting for {name!r}")
+                message: dict[str, Any] = json.loads(line)
+                if message.get("event") == name:
+                    return message
 
     async def _send(self, command: dict[str, Any]) -> None:
         assert self.process.stdin is not None
@@ -334,8 +336,10 @@ async def metric(address: str, name: str) -> float:
 async def close_code(ws: websockets.ClientConnection) -> int | None:
     """Read (and drop) frames until the server closes; its close code."""
     try:
-        while True:
-            await asyncio.wait_for(ws.recv(), timeout(10))
+        # Each frame within 10 s, and the close within 30 s however many frames come.
+        async with asyncio.timeout(timeout(30)):
+            while True:
+                await asyncio.wait_for(ws.recv(), timeout(10))
     except websockets.ConnectionClosed as closed:
         return closed.rcvd.code if closed.rcvd is not None else None
 
@@ -362,13 +366,16 @@ async def raw_websocket(
 
 async def raw_close_code(reader: asyncio.StreamReader) -> int:
     """Read server frames (unmasked) until the close frame; its code."""
-    while True:
-        first, second = await asyncio.wait_for(reader.readexactly(2), timeout(10))
-        length = second & 0x7F
-        if length == 126:
-            length = int.from_bytes(await reader.readexactly(2), "big")
-        elif length == 127:
-            length = int.from_bytes(await reader.readexactly(8), "big")
-        payload = await reader.readexactly(length)
-        if first & 0x0F == 0x8:
-            return int.from_bytes(payload[:2], "big")
+    # Each frame begins within 10 s, and the close comes within 30 s however many
+    # frames come before it.
+    async with asyncio.timeout(timeout(30)):
+        while True:
+            first, second = await asyncio.wait_for(reader.readexactly(2), timeout(10))
+            length = second & 0x7F
+            if length == 126:
+                length = int.from_bytes(await reader.readexactly(2), "big")
+            elif length == 127:
+                length = int.from_bytes(await reader.readexactly(8), "big")
+            payload = await reader.readexactly(length)
+            if first & 0x0F == 0x8:
+                return int.from_bytes(payload[:2], "big")

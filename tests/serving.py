@@ -10,17 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import httpx
-
-from tests.support import free_port, timeout
+from tests.support import clean_env, free_port, timeout, wait_ready
 
 COLLAB = [sys.executable, "-m", "collab.cli"]
 #: lines of a log that say something went wrong inside the server
@@ -54,8 +50,9 @@ class ServeProcess:
         return None if self.process is None else self.process.poll()
 
     def _spawn(self) -> subprocess.Popen[bytes]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("COLLAB_")}
-        env.update(DATABASE_URL=self.database_url, COLLAB_LOG_FORMAT="json", **self.settings)
+        env = clean_env(
+            **{"DATABASE_URL": self.database_url, "COLLAB_LOG_FORMAT": "json", **self.settings}
+        )
         with self.log.open("ab") as sink:  # the child keeps its own descriptor
             return subprocess.Popen(
                 [*COLLAB, "serve", "--port", str(self.port)],
@@ -70,21 +67,13 @@ class ServeProcess:
         if self.alive:
             raise AssertionError("the server is already running")
         self.process = self._spawn()
-        deadline = time.monotonic() + timeout(seconds)
-        async with httpx.AsyncClient(base_url=f"http://{self.address}", timeout=5) as http:
-            while time.monotonic() < deadline:
-                if self.process.poll() is not None:
-                    raise AssertionError(
-                        f"collab serve exited with {self.process.returncode} on startup"
-                        f" (log: {self.log})"
-                    )
-                try:
-                    if (await http.get("/ready")).status_code == 200:
-                        return
-                except httpx.TransportError:
-                    pass
-                await asyncio.sleep(0.05)
-        raise AssertionError(f"collab serve not ready after {timeout(seconds):.0f}s")
+        await wait_ready(
+            f"http://{self.address}",
+            seconds=seconds,
+            message=f"collab serve did not become ready on startup (log: {self.log})",
+            process=self.process,
+            interval=0.05,
+        )
 
     async def stop(self, seconds: float = 60) -> int:
         """SIGTERM, and wait for the exit code."""

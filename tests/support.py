@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import subprocess
@@ -15,6 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+import httpx
 
 #: every timeout in the tests is multiplied by this (slow or loaded machines)
 TIMEOUT_SCALE = float(os.environ.get("COLLAB_TEST_TIMEOUT_SCALE", "1"))
@@ -58,12 +60,20 @@ def start_embedded(pgdata: Path) -> Any:
         return pgserver.get_server(pgdata, cleanup_mode="delete")
 
 
+def clean_env(**overrides: str) -> dict[str, str]:
+    """A copy of ``os.environ`` for a ``collab`` subprocess: without any ``COLLAB_*``
+    setting or ``DATABASE_URL`` of the machine running the tests, with ``overrides``."""
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("COLLAB_") and k != "DATABASE_URL"
+    }
+    return {**env, **overrides}
+
+
 def run_collab(database_url: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     """The ``collab`` command on ``database_url``, with only the given COLLAB_* settings."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("COLLAB_")}
     return subprocess.run(
         [sys.executable, "-m", "collab.cli", *args],
-        env={**clean, "DATABASE_URL": database_url, **env},
+        env=clean_env(DATABASE_URL=database_url, **env),
         capture_output=True,
         text=True,
         timeout=timeout(300),
@@ -94,3 +104,80 @@ async def eventually(
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"timed out after {timeout(seconds):.1f}s: {message}")
         await asyncio.sleep(interval)
+
+
+def projections(response: httpx.Response) -> dict[str, Any]:
+    """The projections a ``/ready`` answer lists (none when it lists none)."""
+    body = response.json()
+    found = body.get("projections", {}) if isinstance(body, dict) else {}
+    return dict(found)
+
+
+def answers_200(response: httpx.Response) -> bool:
+    return response.status_code == 200
+
+
+def projections_run(response: httpx.Response) -> bool:
+    """``/ready`` says every projection runs (whatever its status code)."""
+    return {p["state"] for p in projections(response).values()} == {"running"}
+
+
+def ready_and_running(response: httpx.Response) -> bool:
+    """``/ready`` answers 200 and every projection runs."""
+    return response.status_code == 200 and projections_run(response)
+
+
+def at_head(response: httpx.Response) -> bool:
+    """``/ready`` answers 200 and no projection lags behind the log or is not running."""
+    return response.status_code == 200 and all(
+        p["state"] == "running" and p["lag"] == 0 for p in projections(response).values()
+    )
+
+
+class NotReady(AssertionError):
+    """``/ready`` did not reach the wanted state in time; ``last`` says what it answered
+    last (or why it did not answer)."""
+
+    def __init__(self, message: str, last: str) -> None:
+        super().__init__(f"{message} (last answer: {last})")
+        self.last = last
+
+
+async def wait_ready(
+    server: str | httpx.AsyncClient,
+    predicate: Callable[[httpx.Response], bool] = answers_200,
+    *,
+    seconds: float = 60,
+    message: str = "/ready did not reach the wanted state",
+    process: subprocess.Popen[Any] | None = None,
+    interval: float = 0.1,
+) -> httpx.Response:
+    """The first ``/ready`` answer of ``server`` (a base URL, or a client with one) that
+    ``predicate`` accepts, polled until a scaled deadline. A server that does not answer
+    (yet), or answers something that is not JSON, is not ready; ``process`` exiting
+    fails at once."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout(seconds)
+    last = "none"
+    async with contextlib.AsyncExitStack() as stack:
+        if isinstance(server, str):
+            server = await stack.enter_async_context(
+                httpx.AsyncClient(base_url=server, timeout=timeout(10))
+            )
+        while True:
+            if process is not None and process.poll() is not None:
+                raise AssertionError(f"{message}: the server exited with {process.returncode}")
+            try:
+                response = await server.get("/ready")
+            except httpx.TransportError as exc:
+                last = repr(exc)
+            else:
+                last = f"{response.status_code}: {response.text[:300]}"
+                try:
+                    if predicate(response):
+                        return response
+                except ValueError:  # not JSON
+                    pass
+            if loop.time() > deadline:
+                raise NotReady(f"timed out after {timeout(seconds):.1f}s: {message}", last)
+            await asyncio.sleep(interval)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
@@ -12,6 +11,7 @@ import pytest
 from events import EventMetadata, NewEvent
 from events.models import DocUpdated, ProjectCreated
 from events.postgres import PostgresEventStore
+from tests.support import clean_env
 
 META = EventMetadata(actor="alice")
 
@@ -37,10 +37,9 @@ async def _tamper(url: str, *statements: str) -> None:
 
 
 def _cli_verify(url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "DATABASE_URL": url}
     return subprocess.run(
         [sys.executable, "-m", "collab.cli", "audit", "verify", *args],
-        env=env,
+        env=clean_env(DATABASE_URL=url),
         capture_output=True,
         text=True,
         timeout=60,

@@ -5,11 +5,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -19,22 +17,22 @@ from events import EventMetadata, NewEvent
 from events.models import DocUpdated, ProjectCreated
 from events.postgres import PostgresEventStore
 from events.schema import latest_version
-from tests.support import free_port, timeout
+from tests.support import (
+    answers_200,
+    clean_env,
+    free_port,
+    ready_and_running,
+    timeout,
+    wait_ready,
+)
 
 COLLAB = [sys.executable, "-m", "collab.cli"]
-
-
-def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("COLLAB_")}
-    env.pop("DATABASE_URL", None)
-    env.update(extra)
-    return env
 
 
 def _run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*COLLAB, *args],
-        env=_env(**env),
+        env=clean_env(**env),
         capture_output=True,
         text=True,
         timeout=timeout(120),
@@ -42,24 +40,18 @@ def _run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _wait_ready(
+async def _wait_ready(
     port: int, process: subprocess.Popen[str], *, folding: bool = False
 ) -> httpx.Response:
     """/ready once it answers 200 (and, with ``folding``, every projection runs)."""
-    deadline = time.monotonic() + timeout(120)
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"serve exited early with {process.returncode}")
-        try:
-            response = httpx.get(f"http://127.0.0.1:{port}/ready", timeout=2)
-        except httpx.TransportError:
-            time.sleep(0.2)
-            continue
-        states = {p["state"] for p in response.json().get("projections", {}).values()}
-        if response.status_code == 200 and (not folding or states == {"running"}):
-            return response
-        time.sleep(0.2)
-    raise AssertionError("serve never became ready")
+    return await wait_ready(
+        f"http://127.0.0.1:{port}",
+        ready_and_running if folding else answers_200,
+        seconds=120,
+        message="serve never became ready",
+        process=process,
+        interval=0.2,
+    )
 
 
 def _niceness(pid: int) -> int:
@@ -82,7 +74,7 @@ def _stop(process: subprocess.Popen[str]) -> tuple[int, str]:
 def _serve(data_dir: Path, port: int) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [*COLLAB, "serve", "--port", str(port), "--data-dir", str(data_dir)],
-        env=_env(COLLAB_LOG_FORMAT="json"),
+        env=clean_env(COLLAB_LOG_FORMAT="json"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -106,7 +98,7 @@ def test_serve_with_embedded_database(tmp_path):
     port = free_port()
     process = _serve(data_dir, port)
     try:
-        ready = _wait_ready(port, process, folding=True)
+        ready = asyncio.run(_wait_ready(port, process, folding=True))
         body = ready.json()
         worker = body.pop("projection_worker")
         embedded = body.pop("embedded_database")
@@ -136,7 +128,7 @@ def test_serve_with_embedded_database(tmp_path):
         verify = _run("audit", "verify", COLLAB_DATA_DIR=str(data_dir))
         assert verify.returncode == 0, verify.stderr
         assert verify.stdout.startswith("OK: log verified: 5 events in 1 streams")
-        assert _wait_ready(port, process).status_code == 200
+        assert asyncio.run(_wait_ready(port, process)).status_code == 200
         # the signing key was created in the data dir, for the owner's eyes only
         key_file = data_dir / "audit-ed25519.pem"
         assert key_file.stat().st_mode & 0o777 == 0o600
@@ -161,7 +153,7 @@ def test_serve_with_embedded_database(tmp_path):
     # the data survives a restart of the server
     process = _serve(data_dir, port)
     try:
-        _wait_ready(port, process)
+        asyncio.run(_wait_ready(port, process))
         verify = _run("audit", "verify", "--project", "p", COLLAB_DATA_DIR=str(data_dir))
         assert verify.returncode == 0, verify.stderr
         assert "5 events in 1 streams" in verify.stdout
@@ -210,13 +202,13 @@ async def test_serve_uses_database_url_when_given(database_url, tmp_path):
     port = free_port()
     process = subprocess.Popen(  # noqa: ASYNC220 - spawning returns at once; waits are threaded
         [*COLLAB, "serve", "--port", str(port), "--data-dir", str(tmp_path / "unused")],
-        env=_env(DATABASE_URL=database_url, COLLAB_LOG_FORMAT="json"),
+        env=clean_env(DATABASE_URL=database_url, COLLAB_LOG_FORMAT="json"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
     try:
-        ready = await asyncio.to_thread(_wait_ready, port, process)
+        ready = await _wait_ready(port, process)
         assert ready.json()["status"] == "ready"
     finally:
         code, stderr = await asyncio.to_thread(_stop, process)

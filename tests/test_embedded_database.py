@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -27,7 +26,7 @@ import pytest
 from collab import document
 from collab.closecodes import CloseCode
 from tests.live import YClient, server_document
-from tests.support import free_port, timeout
+from tests.support import clean_env, eventually, free_port, ready_and_running, timeout, wait_ready
 
 COLLAB = [sys.executable, "-m", "collab.cli"]
 
@@ -59,14 +58,12 @@ class Served:
 
 
 def _serve(data_dir: Path, **env: str) -> Served:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("COLLAB_")}
-    clean.pop("DATABASE_URL", None)
     port = free_port()
     log = data_dir.parent / f"serve-{port}.log"
     with log.open("ab") as sink:  # the child keeps its own copy of the descriptor
         process = subprocess.Popen(
             [*COLLAB, "serve", "--port", str(port), "--data-dir", str(data_dir)],
-            env={**clean, "COLLAB_LOG_FORMAT": "json", **env},
+            env=clean_env(**{"COLLAB_LOG_FORMAT": "json", **env}),
             stdout=subprocess.DEVNULL,
             stderr=sink,
         )
@@ -84,23 +81,20 @@ def _wait_for(check: Callable[[], Any], seconds: float, what: str) -> Any:
     raise AssertionError(f"timed out after {timeout(seconds):.0f} s: {what}")
 
 
-def _ready_body(served: Served, *, folding: bool = True) -> dict[str, Any] | None:
-    """/ready's body when it answers 200 (and, with ``folding``, every projection runs)."""
-    if served.process.poll() is not None:
-        raise AssertionError(f"serve exited with {served.process.returncode}")
-    try:
-        response = httpx.get(f"{served.base}/ready", timeout=timeout(10))
-    except httpx.TransportError:
-        return None
-    body: dict[str, Any] = response.json()
-    states = {p["state"] for p in body.get("projections", {}).values()}
-    if response.status_code == 200 and (not folding or states == {"running"}):
-        return body
-    return None
+def _ready(
+    served: Served,
+    also: Callable[[dict[str, Any]], bool] = lambda _: True,
+    seconds: float = 120,
+    what: str = "serve never became ready",
+) -> dict[str, Any]:
+    """/ready's body once it answers 200 with every projection running (and ``also``
+    accepts the body); in a loop of its own, so that sync and async tests can call it."""
 
+    def wanted(response: httpx.Response) -> bool:
+        return ready_and_running(response) and also(response.json())
 
-def _ready(served: Served) -> dict[str, Any]:
-    body: dict[str, Any] = _wait_for(lambda: _ready_body(served), 120, "serve never became ready")
+    waited = wait_ready(served.base, wanted, seconds=seconds, message=what, process=served.process)
+    body: dict[str, Any] = asyncio.run(waited).json()
     return body
 
 
@@ -165,8 +159,9 @@ def test_killed_postgresql_is_restarted_and_the_server_resumes(data_dir: Path) -
         killed.kill()
 
         # Nobody restarts anything: the server does, and answers again by itself.
-        body = _wait_for(
-            lambda: (b := _ready_body(served)) and b["embedded_database"]["restarts"] >= 1 and b,
+        body = _ready(
+            served,
+            lambda b: b["embedded_database"]["restarts"] >= 1,
             90,
             "the server did not come back after PostgreSQL was killed",
         )
@@ -180,11 +175,9 @@ def test_killed_postgresql_is_restarted_and_the_server_resumes(data_dir: Path) -
         assert edit.status_code == 200, edit.text
         position = edit.json()["position"]
         # the projection worker resumed too: it folds the edit made after the restart
-        _wait_for(
-            lambda: (
-                (b := _ready_body(served))
-                and all(p["position"] >= position for p in b["projections"].values())
-            ),
+        _ready(
+            served,
+            lambda b: all(p["position"] >= position for p in b["projections"].values()),
             60,
             "the projections did not fold the edit made after the restart",
         )
@@ -262,10 +255,11 @@ async def test_frozen_database_answers_503_and_1013_within_the_timeouts(data_dir
             await alice.disconnect()
             await alice.connect()
             await alice.wait_synced()
-            deadline = time.monotonic() + timeout(30)
-            while (await server_document(served.address, project))["meta"].get("tempo") != 99.0:
-                assert time.monotonic() < deadline, "the refused edit never landed"
-                await asyncio.sleep(0.1)
+
+            async def landed() -> bool:
+                return (await server_document(served.address, project))["meta"].get("tempo") == 99.0
+
+            await eventually(landed, 30, "the refused edit never landed", interval=0.1)
             edit = await http.post(f"/api/projects/{project}/edits", json=edits)
             assert edit.status_code == 200, edit.text
             await alice.disconnect()

@@ -29,21 +29,18 @@ from tests.live import (
     synced_clients,
 )
 from tests.poison import find_poison
-from tests.support import eventually, timeout
+from tests.support import at_head, eventually, timeout, wait_ready
 
 
 async def _ready_at_head(address: str) -> None:
     """/ready answers 200 and no projection lags behind the log or has failed."""
-
-    async def caught_up() -> bool:
-        async with httpx.AsyncClient(base_url=f"http://{address}") as http:
-            response = await http.get("/ready")
-        if response.status_code != 200:
-            return False
-        projections = response.json()["projections"].values()
-        return all(p["lag"] == 0 and p["state"] == "running" for p in projections)
-
-    await eventually(caught_up, 30, "the read side did not keep up with the log")
+    await wait_ready(
+        f"http://{address}",
+        at_head,
+        seconds=30,
+        message="the read side did not keep up with the log",
+        interval=0.02,
+    )
 
 
 async def _slow_consumers_dropped(address: str) -> float:

@@ -25,6 +25,7 @@ from collab.config import ReadSettings
 from events.postgres import PostgresEventStore
 from events.records import StoredEvent
 from events.sql import Sql
+from projections import runner as runner_module
 from projections.progress import ProjectionProgress
 from projections.runner import (
     Projection,
@@ -169,7 +170,18 @@ async def rebuilding(database_url: str, name: str) -> AsyncIterator[asyncpg.Conn
             await holder.close()
 
 
-async def test_a_rebuild_whose_process_died_is_started_over_by_the_runner(store, database_url):
+async def test_a_rebuild_whose_process_died_is_started_over_by_the_runner(
+    store, database_url, monkeypatch
+):
+    refused: list[str] = []  # each time a runner found the rebuild lock taken
+
+    async def counting_lock(tx: Sql, name: str) -> bool:
+        taken = await try_rebuild_lock(tx, name)
+        if not taken:
+            refused.append(name)
+        return taken
+
+    monkeypatch.setattr(runner_module, "try_rebuild_lock", counting_lock)
     async with rebuilding(database_url, "tally") as holder:
         # Half-way: a share's rows and checkpoint.
         await holder.execute(
@@ -181,8 +193,12 @@ async def test_a_rebuild_whose_process_died_is_started_over_by_the_runner(store,
             await reset(store, Tally())
         with pytest.raises(RebuildRunning):
             await _fold(store, database_url, batch_size=1)
+        refused.clear()
         async with running(store, Tally()) as progress:
-            await asyncio.sleep(timeout(1.5))
+            # The runner has found the rebuild lock taken, waited and looked again.
+            await eventually(
+                lambda: len(refused) >= 2, 10, "the runner did not wait for the rebuild"
+            )
             # Still its process's: nothing folded, nothing emptied.
             assert await _tallied(store) == (900, 900, 1, 900)
             assert (await _checkpoints(database_url))["tally"] == (0, "rebuilding")

@@ -26,7 +26,7 @@ from events.store import AppendRequest
 from projections import quarantine
 from projections.progress import ProjectionProgress
 from projections.runner import Projection, ProjectionRunner, rebuild, reset
-from tests.support import eventually, timeout
+from tests.support import eventually, timeout, wait_ready
 
 EVENTS = 3000
 
@@ -207,11 +207,13 @@ async def test_ready_reports_a_failing_projection_until_it_recovers(database_url
             created = await client.post("/api/projects", json={"name": "Stuck"})
             assert created.status_code == 201
 
-            async def failing() -> bool:
-                response = await client.get("/ready")
-                return response.status_code == 503
-
-            await eventually(failing, 10, "/ready did not report the failing projection")
+            await wait_ready(
+                client,
+                lambda response: response.status_code == 503,
+                seconds=10,
+                message="/ready did not report the failing projection",
+                interval=0.02,
+            )
             body = (await client.get("/ready")).json()
             assert body["reason"] == "projection failing: projects"
             assert "refuse" in body["projections"]["projects"]["error"]
@@ -220,10 +222,9 @@ async def test_ready_reports_a_failing_projection_until_it_recovers(database_url
         finally:
             await conn.close()
 
-        async def ready() -> bool:
-            return (await client.get("/ready")).status_code == 200
-
-        await eventually(ready, 60, "the projection did not recover")
+        await wait_ready(
+            client, seconds=60, message="the projection did not recover", interval=0.02
+        )
         project = created.json()
         view = await client.get(
             f"/api/projects/{project['id']}", params={"min_position": project["position"]}

@@ -20,14 +20,13 @@ from collab.config import AuditSettings, ReadSettings
 from collab.worker import key_line
 from events.checkpoints import key_id
 from tests.live import running_server
-from tests.support import eventually, free_port, timeout
+from tests.support import clean_env, eventually, free_port, timeout, wait_ready
 
 COLLAB = [sys.executable, "-m", "collab.cli"]
 
 
 def _env(database_url: str, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("COLLAB_")}
-    return {**env, "DATABASE_URL": database_url, "COLLAB_POLL_INTERVAL": "0.2", **extra}
+    return clean_env(**{"DATABASE_URL": database_url, "COLLAB_POLL_INTERVAL": "0.2", **extra})
 
 
 @contextlib.asynccontextmanager
@@ -63,29 +62,30 @@ def _alive(pid: int) -> bool:
 
 async def test_a_killed_worker_is_reported_and_restarted(database_url):
     async with asgi_client(database_url, "worker") as client:
-
-        async def started() -> bool:
-            return (await _ready(client))["code"] == 200
-
-        await eventually(started, 30, "the worker did not start")
+        await wait_ready(client, seconds=30, message="the worker did not start", interval=0.02)
         first = (await _ready(client))["projection_worker"]["pid"]
         os.kill(first, signal.SIGKILL)
 
-        async def reported() -> bool:
-            return (await _ready(client))["code"] == 503
-
-        await eventually(reported, 10, "/ready did not notice the dead worker")
+        await wait_ready(
+            client,
+            lambda response: response.status_code == 503,
+            seconds=10,
+            message="/ready did not notice the dead worker",
+            interval=0.02,
+        )
         body = await _ready(client)
         assert body["reason"] == (
             f"projection worker not running (it exited with {-signal.SIGKILL}); restarting it"
         )
         assert body["projection_worker"] == {"pid": None, "last_exit_code": -signal.SIGKILL}
 
-        async def restarted() -> bool:
-            body = await _ready(client)
-            return body["code"] == 200 and body["projection_worker"]["pid"] not in (None, first)
+        def restarted(response: httpx.Response) -> bool:
+            pid = response.json()["projection_worker"]["pid"]
+            return response.status_code == 200 and pid not in (None, first)
 
-        await eventually(restarted, 30, "the worker was not restarted")
+        await wait_ready(
+            client, restarted, seconds=30, message="the worker was not restarted", interval=0.02
+        )
         # ... and it folds what came meanwhile: read-your-writes across the processes
         created = await client.post("/api/projects", json={"name": "After"})
         assert created.status_code == 201
@@ -120,17 +120,18 @@ async def test_the_worker_stops_when_its_server_dies(database_url):
     )
     try:
 
-        async def worker_pid() -> int | None:
-            try:
-                async with httpx.AsyncClient() as http:
-                    response = await http.get(f"http://127.0.0.1:{port}/ready")
-            except httpx.TransportError:
-                return None
+        def worker_pid(response: httpx.Response) -> int | None:
             pid = response.json().get("projection_worker", {}).get("pid")
             return int(pid) if pid else None
 
-        await eventually(worker_pid, 60, "serve did not start its worker")
-        pid = await worker_pid()
+        ready = await wait_ready(
+            f"http://127.0.0.1:{port}",
+            lambda response: worker_pid(response) is not None,
+            seconds=60,
+            message="serve did not start its worker",
+            interval=0.02,
+        )
+        pid = worker_pid(ready)
         assert pid is not None
         assert _alive(pid)
         server.kill()

@@ -436,10 +436,12 @@ async def test_time_travel_equals_replaying_the_log(database_url):
             random_daw_edit(rng, editor.doc)
             await asyncio.sleep(0.005)
         await editor.disconnect()
+
+        async def stored() -> bool:  # the editor's last updates may still be on their way
+            return len(await project_events(database_url, project)) >= 40
+
+        await eventually(stored, 30, "the editor's updates did not reach the log", interval=0.1)
         events = await project_events(database_url, project)
-        while len(events) < 40:  # the editor's last updates may still be on their way
-            await asyncio.sleep(0.1)
-            events = await project_events(database_url, project)
         last = events[-1].stream_version
         picks = sorted({1, 2, last, *rng.sample(range(1, last + 1), 12)})
         for version in picks:
