@@ -241,6 +241,15 @@ def check_update(update: bytes) -> None:
         raise UnsafeUpdateValue(f"update refused: {exc}") from None
     except update_values.Unreadable as exc:
         raise MalformedUpdate(f"update does not decode: {exc}") from None
+    check_decodes(update)
+
+
+def check_decodes(update: bytes) -> None:
+    """Raise MalformedUpdate unless pycrdt decodes ``update``, whatever its values.
+
+    For updates already in the log: logs written before the values were checked hold
+    NaNs and NULs that the read models show as null and U+FFFD.
+    """
     try:
         pycrdt.get_state(update)
     except Exception as exc:  # noqa: BLE001 - pycrdt raises ValueError; pyo3 panics vary

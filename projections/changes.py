@@ -130,7 +130,7 @@ class DocumentTracker:
         """
         self._seen.clear()
         self.patch = []
-        protocol.check_update(update)
+        protocol.check_decodes(update)
         try:
             self.doc.apply_update(update)
         except BaseException as exc:

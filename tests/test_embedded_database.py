@@ -243,7 +243,8 @@ async def test_frozen_database_answers_503_and_1013_within_the_timeouts(data_dir
                     f"/api/projects/{project}/edits", json=edits, timeout=timeout(30)
                 )
                 assert edit.status_code == 503, edit.text
-                assert edit.json()["message"].startswith("database unavailable: no answer within")
+                # The reason stays in the server's log; clients get the store's general word.
+                assert edit.json()["message"].startswith("database unavailable")
                 alice.doc.get(document.META, type=pycrdt.Map)["tempo"] = 99.0
                 assert await alice.wait_closed(30) == CloseCode.TRY_AGAIN_LATER
             finally:
