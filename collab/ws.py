@@ -63,16 +63,26 @@ class Connection:
     def send(self, frame: bytes) -> None:
         if self.closing is not None:
             return
-        if self._queued_bytes >= self._live.settings.send_queue_bytes and self._behind():
-            self._live.metrics.refused.labels("slow_consumer").inc()
-            self._queue.clear()
-            self._queued_bytes = 0
-            limit = self._live.settings.send_queue_bytes
-            self.close(CloseCode.TOO_SLOW, f"client fell behind (send queue over {limit} bytes)")
+        if self.fell_behind():
             return
         self._queue.append(frame)
         self._queued_bytes += len(frame)
         self._wakeup.set()
+
+    def fell_behind(self) -> bool:
+        """Drop the client (4408) if its queue is full and it is not reading.
+
+        Checked on every frame queued and, by the watchdog, every second: a queue
+        that filled while the client still read is judged again once no frame comes.
+        """
+        limit = self._live.settings.send_queue_bytes
+        if self.closing is not None or self._queued_bytes < limit or not self._behind():
+            return False
+        self._live.metrics.refused.labels("slow_consumer").inc()
+        self._queue.clear()
+        self._queued_bytes = 0
+        self.close(CloseCode.TOO_SLOW, f"client fell behind (send queue over {limit} bytes)")
+        return True
 
     def close(self, code: CloseCode, reason: str) -> None:
         if self.closing is not None:
@@ -192,6 +202,8 @@ async def watchdog(live: Live) -> None:
         await asyncio.sleep(1.0)
         now = loop.time()
         for connection, pump in list(live.connections.items()):
+            if connection.fell_behind():
+                continue
             since = connection.sending_since
             if since is not None and now - since > SEND_TIMEOUT:
                 live.metrics.refused.labels("slow_consumer").inc()
