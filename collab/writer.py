@@ -4,7 +4,7 @@ Rooms submit events with two callbacks. The writer gathers whatever arrives with
 ``window`` seconds of the first waiting event (or up to ``max_batch`` events) into one
 batched append, and only after that transaction has committed calls ``on_committed`` of
 each event, in submission order: that is where rooms apply and broadcast updates, so
-nothing becomes visible before it is durable (DESIGN.md invariant 1).
+nothing becomes visible before it is durable.
 
 If the store cannot be reached (after its own retries) every event of the batch fails
 with that error; the queue is bounded (``max_pending``) so that an outage refuses new
