@@ -30,7 +30,7 @@ from typing import Any, Protocol
 import pycrdt
 import structlog
 
-from collab import document, protocol
+from collab import document, protocol, salvage
 from collab.closecodes import CloseCode
 from collab.metrics import Metrics
 from collab.protocol import AwarenessEntry
@@ -214,17 +214,13 @@ class Room:
         trial = self._trial_document()
         try:
             trial.apply_update(update)
-        except Exception as exc:  # noqa: BLE001 - yrs refuses with RuntimeError; any refusal counts
+        except BaseException as exc:
+            if not salvage.apply_error(exc):
+                raise  # a cancellation or an interrupt, not a refusal
             self._trial = None  # a refused apply can leave the trial half-changed
             raise protocol.UnappliableUpdate(
                 f"update does not apply to the document: {exc}"
             ) from None
-        except BaseException as exc:
-            # pyo3's PanicException derives from BaseException; let real interrupts through.
-            if type(exc).__name__ != "PanicException":
-                raise
-            self._trial = None
-            raise protocol.UnappliableUpdate("update does not apply to the document") from None
 
     def _trial_document(self) -> pycrdt.Doc[Any]:
         if self._trial is None:
