@@ -44,13 +44,59 @@ def declare_roots(doc: pycrdt.Doc[Any]) -> None:
 
 
 def to_json(doc: pycrdt.Doc[Any]) -> dict[str, Any]:
-    """The whole document as plain JSON (numbers come back as floats, as Yjs stores them)."""
-    return {
-        META: doc.get(META, type=pycrdt.Map).to_py() or {},
-        TRACKS: doc.get(TRACKS, type=pycrdt.Map).to_py() or {},
-        TRACK_ORDER: doc.get(TRACK_ORDER, type=pycrdt.Array).to_py() or [],
-        SECTIONS: doc.get(SECTIONS, type=pycrdt.Array).to_py() or [],
+    """The whole document as plain JSON (numbers come back as floats, as Yjs stores them).
+
+    pycrdt converts a document in one call, but refuses XML types ("has no Python
+    equivalent") and recurses once per level of nesting. Live updates can no longer
+    write either (``update_values``); logs written before that can hold them, and such a
+    document is converted by :func:`_tolerant` instead.
+    """
+    roots: dict[str, pycrdt.Map[Any] | pycrdt.Array[Any]] = {
+        META: doc.get(META, type=pycrdt.Map),
+        TRACKS: doc.get(TRACKS, type=pycrdt.Map),
+        TRACK_ORDER: doc.get(TRACK_ORDER, type=pycrdt.Array),
+        SECTIONS: doc.get(SECTIONS, type=pycrdt.Array),
     }
+    try:
+        view = {name: root.to_py() for name, root in roots.items()}
+    except (ValueError, RecursionError):
+        view = {name: _tolerant(root) for name, root in roots.items()}
+    return {
+        name: (value if value is not None else ({} if name in (META, TRACKS) else []))
+        for name, value in view.items()
+    }
+
+
+#: levels of nesting shown by the tolerant conversion; deeper values show as null
+MAX_SHOWN_DEPTH = 64
+
+
+def _tolerant(root: pycrdt.Map[Any] | pycrdt.Array[Any]) -> Any:
+    """Convert without recursion: XML types as their XML text, nesting cut at 64 levels."""
+    top: dict[str, Any] | list[Any] = {} if isinstance(root, pycrdt.Map) else []
+    stack: list[tuple[Any, dict[str, Any] | list[Any], int]] = [(root, top, 1)]
+    while stack:
+        source, target, depth = stack.pop()
+        pairs = source.items() if isinstance(source, pycrdt.Map) else enumerate(source)
+        for key, value in pairs:
+            if isinstance(value, pycrdt.Map | pycrdt.Array) and depth < MAX_SHOWN_DEPTH:
+                shown: Any = {} if isinstance(value, pycrdt.Map) else []
+                stack.append((value, shown, depth + 1))
+            elif isinstance(value, pycrdt.Map | pycrdt.Array):
+                shown = None
+            elif isinstance(
+                value, pycrdt.Text | pycrdt.XmlFragment | pycrdt.XmlElement | pycrdt.XmlText
+            ):
+                shown = str(value)
+            elif isinstance(value, pycrdt.Doc):
+                shown = None  # a subdocument's content is not part of this one
+            else:
+                shown = value
+            if isinstance(target, dict):
+                target[str(key)] = shown
+            else:
+                target.append(shown)
+    return top
 
 
 def transact(doc: pycrdt.Doc[Any], change: Callable[[], None]) -> bytes:

@@ -27,13 +27,14 @@ here so that callers only ever see the tree above.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Final
 
 import pycrdt
 
 from collab import update_values
+from collab.update_values import Extent
 
 #: largest integer a Yjs varUint carries (JavaScript's safe integers)
 MAX_VAR_UINT: Final = 2**53 - 1
@@ -88,11 +89,15 @@ class SyncStep1:
 @dataclass(frozen=True, slots=True)
 class SyncStep2:
     update: bytes
+    #: what the update carries and needs, as read when it was checked
+    extent: Extent | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
 class Update:
     update: bytes
+    #: what the update carries and needs, as read when it was checked
+    extent: Extent | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,11 +189,9 @@ def decode(frame: bytes) -> Message:
             check_state_vector(payload)
             return SyncStep1(payload)
         if subtype == SyncType.STEP2:
-            check_update(payload)
-            return SyncStep2(payload)
+            return SyncStep2(payload, check_update(payload))
         if subtype == SyncType.UPDATE:
-            check_update(payload)
-            return Update(payload)
+            return Update(payload, check_update(payload))
         raise UnknownMessageType(f"unknown sync message type {subtype}")
     if kind == MessageType.AWARENESS:
         return AwarenessUpdate(_decode_awareness(reader.var_bytes("awareness payload")))
@@ -227,7 +230,7 @@ def _decode_awareness(payload: bytes) -> tuple[AwarenessEntry, ...]:
     return tuple(entries)
 
 
-def check_update(update: bytes) -> None:
+def check_update(update: bytes) -> Extent:
     """Raise MalformedUpdate unless ``update`` decodes as a Yjs v1 update the log can hold.
 
     Its values are walked first (UnsafeUpdateValue): besides NUL characters and
@@ -236,12 +239,13 @@ def check_update(update: bytes) -> None:
     crashed the server).
     """
     try:
-        update_values.check_values(update)
+        extent = update_values.check_values(update)
     except update_values.UnsafeValue as exc:
         raise UnsafeUpdateValue(f"update refused: {exc}") from None
     except update_values.Unreadable as exc:
         raise MalformedUpdate(f"update does not decode: {exc}") from None
     check_decodes(update)
+    return extent
 
 
 def check_decodes(update: bytes) -> None:

@@ -30,11 +30,12 @@ from typing import Any, Protocol
 import pycrdt
 import structlog
 
-from collab import document, protocol, salvage
+from collab import document, protocol, salvage, update_values
 from collab.closecodes import CloseCode
 from collab.metrics import Metrics
 from collab.protocol import AwarenessEntry
-from collab.writer import Committed, GroupCommitWriter, WriterClosed, WriterError
+from collab.update_values import Extent
+from collab.writer import Committed, WriterClosed, WriterError
 from events import EventMetadata, NewEvent
 from events.models import DocUpdated, DomainEvent, project_stream
 from events.store import CachedState
@@ -45,6 +46,11 @@ log = structlog.get_logger("collab.room")
 EMPTY_UPDATE = b"\x00\x00"
 #: awareness states not renewed for this long are dropped (y-protocols uses 30 s)
 AWARENESS_TIMEOUT = 30.0
+#: a peer's update that refers to ids nobody sent waits this long for them. Editors
+#: send such updates when an edit races their own sync step 2 after a reconnect.
+HOLD_SECONDS = 10.0
+#: at most this many updates wait in one room
+MAX_HELD = 64
 
 
 class Peer(Protocol):
@@ -60,6 +66,31 @@ class Peer(Protocol):
         """Close after the frames already queued; returns at once."""
 
 
+class Durability(Protocol):
+    """Where the room sends an update to become durable: the group-commit writer.
+
+    Callbacks run in submission order once the event's batch is decided; ``submit``
+    raises WriterError at once instead of queueing when it cannot take the event.
+    """
+
+    def submit(
+        self,
+        stream_id: str,
+        event: NewEvent,
+        on_committed: Callable[[Committed], None] | None = None,
+        on_failed: Callable[[Exception], None] | None = None,
+    ) -> asyncio.Future[Committed]: ...
+
+
+@dataclass(slots=True)
+class _Held:
+    update: bytes
+    extent: Extent
+    origin: Peer
+    actor: str
+    since: float
+
+
 @dataclass(slots=True)
 class _Presence:
     clock: int
@@ -72,7 +103,7 @@ class Room:
     def __init__(
         self,
         project_id: str,
-        writer: GroupCommitWriter,
+        writer: Durability,
         metrics: Metrics,
         *,
         save_state: Callable[[CachedState], None] | None = None,
@@ -100,6 +131,11 @@ class Room:
         #: is tried; built at the first submit, dropped whenever it may differ from that
         self._trial: pycrdt.Doc[Any] | None = None
         self._in_flight: dict[int, bytes] = {}
+        #: client -> next clock of the document plus the updates in flight (what the
+        #: log will hold); valid while the trial is
+        self._logged: dict[int, int] = {}
+        #: peers' updates that wait for ids they refer to, in arrival order
+        self._held: list[_Held] = []
         self._submitted = 0
 
     # -- loading ----------------------------------------------------------------------
@@ -128,8 +164,12 @@ class Room:
             peer.send(protocol.encode_awareness(self._presence_entries()))
 
     def detach(self, peer: Peer) -> None:
-        """A peer leaves: its presence is removed for everyone."""
+        """A peer leaves: its presence and its held updates go."""
         self.peers.discard(peer)
+        if any(held.origin is peer for held in self._held):
+            # Yjs clients keep their edits and send them again when they reconnect.
+            self._held = [held for held in self._held if held.origin is not peer]
+            self._trial = None
         gone = [cid for cid, p in self._presence.items() if p.owner is peer]
         self._remove_presence(gone)
 
@@ -137,8 +177,8 @@ class Room:
         match message:
             case protocol.SyncStep1(state_vector):
                 peer.send(protocol.encode_sync_step2(self._update_for(state_vector)))
-            case protocol.SyncStep2(update) | protocol.Update(update):
-                self.submit(update, origin=peer, actor=peer.actor)
+            case protocol.SyncStep2(update, extent) | protocol.Update(update, extent):
+                self.submit(update, origin=peer, actor=peer.actor, extent=extent)
             case protocol.AwarenessUpdate(entries):
                 self._awareness(peer, entries)
             case protocol.QueryAwareness():
@@ -157,7 +197,7 @@ class Room:
         except ValueError as exc:
             raise protocol.MalformedUpdate(f"state vector refused: {exc}") from None
 
-    # -- updates ------------------------------------------------------------------------
+    # -- updates ----------------------------------------------------------------------
 
     def submit(
         self,
@@ -168,24 +208,51 @@ class Room:
         correlation_id: str | None = None,
         event: DomainEvent | None = None,
         parents: tuple[str, ...] = (),
+        extent: Extent | None = None,
     ) -> asyncio.Future[Committed] | None:
         """Queue a checked update for the log; it is applied and broadcast once durable.
 
         ``event`` replaces the ``doc.updated`` event that carries it by default (a
         rollback appends ``project.rolled_back``); ``parents`` are DAIDs it derives from
-        besides the previous version, which the store adds itself. Returns None for a
-        plain update that changes nothing. Raises MalformedUpdate for an update the log
-        must not hold, and WriterError when the writer refuses it (the caller decides
-        what the client is told).
+        besides the previous version, which the store adds itself; ``extent`` is what
+        ``protocol.check_update`` read of it (read here when not given). Returns None for
+        a plain update that changes nothing, and for a peer's update that refers to ids
+        the document does not have yet: it is held until they arrive (see
+        :data:`HOLD_SECONDS`). Raises MalformedUpdate for an update the log must not
+        hold, and WriterError when the writer refuses it (the caller decides what the
+        client is told).
         """
         if update == EMPTY_UPDATE and event is None:
             return None
         if update and update != EMPTY_UPDATE:
-            if origin is None:
+            if extent is None:
                 # Frames from peers were checked when decoded; updates the server
                 # built (typed edits, rollbacks) are checked here.
-                protocol.check_update(update)
-            self._try(update)
+                extent = protocol.check_update(update)
+            if not self._try(update, extent):
+                if origin is None:
+                    self._trial = None
+                    raise protocol.UnappliableUpdate(
+                        "update refers to changes the document does not have"
+                    )
+                self._hold(update, extent, origin, actor)
+                return None
+        future = self._log(
+            update, origin, actor, correlation_id=correlation_id, event=event, parents=parents
+        )
+        self._release()
+        return future
+
+    def _log(
+        self,
+        update: bytes,
+        origin: Peer | None,
+        actor: str,
+        *,
+        correlation_id: str | None = None,
+        event: DomainEvent | None = None,
+        parents: tuple[str, ...] = (),
+    ) -> asyncio.Future[Committed]:
         self._metrics.updates_received.inc()
         new_event = NewEvent(
             event or DocUpdated(update=update, client_id=protocol.update_author(update)),
@@ -209,8 +276,13 @@ class Room:
         self.pending += 1
         return future
 
-    def _try(self, update: bytes) -> None:
-        """Refuse an update that does not apply to the document (UnappliableUpdate)."""
+    def _try(self, update: bytes, extent: Extent) -> bool:
+        """Apply ``update`` to the trial document; whether it is complete there.
+
+        Raises UnappliableUpdate when it does not apply. An incomplete update (one that
+        refers to ids neither the document nor the updates on their way to the log
+        carry) stays pending in the trial.
+        """
         trial = self._trial_document()
         try:
             trial.apply_update(update)
@@ -218,18 +290,101 @@ class Room:
             if not salvage.apply_error(exc):
                 raise  # a cancellation or an interrupt, not a refusal
             self._trial = None  # a refused apply can leave the trial half-changed
-            raise protocol.UnappliableUpdate(
-                f"update does not apply to the document: {exc}"
-            ) from None
+            if not (self._held and self._blame_held(update)):
+                raise protocol.UnappliableUpdate(
+                    f"update does not apply to the document: {exc}"
+                ) from None
+        if not extent.complete(self._logged):
+            return False
+        extent.advance(self._logged)
+        return True
 
-    def _trial_document(self) -> pycrdt.Doc[Any]:
+    def _trial_document(self, *updates: bytes) -> pycrdt.Doc[Any]:
+        """The document plus the updates in flight, ``updates``, and the held ones."""
         if self._trial is None:
             trial: pycrdt.Doc[Any] = pycrdt.Doc()
+            # get_update() leaves out pending structs: the document has none, because
+            # only complete updates are stored; the held ones are applied again below.
             trial.apply_update(self.doc.get_update())
             for update in self._in_flight.values():
                 trial.apply_update(update)
+            self._logged = update_values.state_of(trial.get_state())
+            for update in updates:
+                trial.apply_update(update)
+            for held in self._held:
+                trial.apply_update(held.update)
             self._trial = trial
         return self._trial
+
+    def _blame_held(self, update: bytes) -> bool:
+        """After ``update`` failed to apply: whether a held update made it fail.
+
+        A held update is applied for real only once the ids it refers to arrive, so it
+        fails with the update that brings them. When ``update`` applies without the
+        held ones, each held update that does not apply after it closes its sender with
+        4400 and is dropped; the trial then holds ``update`` and the rest.
+        """
+        held, self._held = self._held, []
+        trial = self._trial_document()
+        try:
+            trial.apply_update(update)
+        except BaseException as exc:
+            if not salvage.apply_error(exc):
+                raise
+            self._held, self._trial = held, None
+            return False
+        for waiting in held:
+            try:
+                trial.apply_update(waiting.update)
+            except BaseException as exc:
+                if not salvage.apply_error(exc):
+                    raise
+                self._metrics.refused.labels("UnappliableUpdate").inc()
+                waiting.origin.close(
+                    CloseCode.BAD_MESSAGE,
+                    f"update does not apply once the changes it refers to arrived: {exc}",
+                )
+                self._trial = None
+                trial = self._trial_document(update)
+            else:
+                self._held.append(waiting)
+        return True
+
+    def _hold(self, update: bytes, extent: Extent, origin: Peer, actor: str) -> None:
+        if len(self._held) >= MAX_HELD:
+            self._trial = None
+            raise protocol.UnappliableUpdate(
+                f"more than {MAX_HELD} updates wait for changes nobody sent"
+            )
+        self._held.append(_Held(update, extent, origin, actor, time.monotonic()))
+
+    def _release(self) -> None:
+        """Send held updates whose missing ids are now on their way to the log."""
+        released = True
+        while released and self._held:
+            released = False
+            for held in list(self._held):
+                if held.extent.complete(self._logged):
+                    held.extent.advance(self._logged)
+                    self._held.remove(held)
+                    released = True
+                    try:
+                        self._log(held.update, held.origin, held.actor)
+                    except WriterError:
+                        return  # the sender is closed; it resends on reconnect
+
+    def expire_held(self, now: float | None = None) -> None:
+        """Close the senders of updates whose missing ids did not arrive in time."""
+        limit = (time.monotonic() if now is None else now) - HOLD_SECONDS
+        stale = [held for held in self._held if held.since < limit]
+        for held in stale:
+            self._held.remove(held)
+            self._trial = None
+            self._metrics.refused.labels("incomplete").inc()
+            held.origin.close(
+                CloseCode.BAD_MESSAGE,
+                f"update refers to changes nobody sent within {HOLD_SECONDS:.0f} s",
+            )
 
     def _refused(self, origin: Peer | None, exc: WriterError) -> None:
         if isinstance(exc, WriterClosed):
@@ -254,6 +409,7 @@ class Room:
         if self._trial is not None and update and update != EMPTY_UPDATE:
             try:
                 self._trial.apply_update(update)
+                update_values.check_values(update).advance(self._logged)
             except Exception:  # noqa: BLE001 - rebuilt from the document when next needed
                 self._trial = None
         self._apply_durable(update, done, origin)

@@ -266,6 +266,7 @@ class Rooms:
             await asyncio.sleep(5.0)
             for room in list(self._rooms.values()):
                 room.expire_presence()
+                room.expire_held()
                 gap = room.take_gap()
                 if gap is not None:
                     try:

@@ -4,7 +4,7 @@ Yjs stores any JavaScript value, but PostgreSQL's text and jsonb refuse the NUL
 character and JSON has no form for NaN or ±Infinity; one such value stopped the read
 models for every user. :func:`check_values` walks the update's structs without applying
 them and raises :class:`UnsafeValue` for a NUL in any string or key (map keys, root
-names, text, formatting, embedded JSON) and for a non-finite float.
+names, text, formatting, embedded JSON), for a non-finite float and for XML types.
 
 Layout (yjs ``UpdateDecoderV1``, lib0 ``decoding.readAny``)::
 
@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 #: nesting of objects and arrays inside one value beyond which the update is refused
@@ -107,25 +109,96 @@ class _Scanner:
         return chunk
 
 
-def check_values(update: bytes) -> None:
+@dataclass(slots=True)
+class Extent:
+    """Which ids an update carries and which ids outside it it needs.
+
+    yrs keeps a struct whose origin, right origin or parent it does not know as
+    *pending*, without an error, and ``Doc.get_update()`` leaves pending structs out: a
+    document rebuilt from another's state lacks them, and the two part ways once the
+    missing ids arrive. The room therefore stores an update only once it is
+    :meth:`complete` against the document it is applied to.
+    """
+
+    #: client -> first clock the update carries for it
+    starts: dict[int, int] = field(default_factory=dict)
+    #: client -> the clock after the last one the update carries for it
+    ends: dict[int, int] = field(default_factory=dict)
+    #: client -> highest clock of an id the update refers to (origins, parents,
+    #: deletions); ids the update carries itself count too, they are covered by ``ends``
+    refers: dict[int, int] = field(default_factory=dict)
+    #: client -> clock the document must already hold because the update skips up to it
+    skips: dict[int, int] = field(default_factory=dict)
+
+    def refer(self, client: int, clock: int) -> None:
+        if clock >= self.refers.get(client, -1):
+            self.refers[client] = clock
+
+    def complete(self, state: Mapping[int, int]) -> bool:
+        """Whether a document at ``state`` (client -> next clock) integrates all of it."""
+        reach = dict(state)
+        for client, start in self.starts.items():
+            known = state.get(client, 0)
+            if start > known or self.skips.get(client, 0) > known:
+                return False
+            reach[client] = max(known, self.ends[client])
+        return all(clock < reach.get(client, 0) for client, clock in self.refers.items())
+
+    def covered_by(self, state: Mapping[int, int]) -> bool:
+        """Whether every id the update carries or deletes is in a document at ``state``."""
+        return all(end <= state.get(client, 0) for client, end in self.ends.items()) and all(
+            clock < state.get(client, 0) for client, clock in self.refers.items()
+        )
+
+    def advance(self, state: dict[int, int]) -> None:
+        """``state`` after a complete apply of the update."""
+        for client, end in self.ends.items():
+            if end > state.get(client, 0):
+                state[client] = end
+
+
+def check_values(update: bytes) -> Extent:
     """Raise UnsafeValue if ``update`` writes a NUL character or a non-finite number.
 
     Also refused: values nested deeper than MAX_DEPTH, and shared types the update nests
     deeper than MAX_DEPTH inside each other. Raises Unreadable when the bytes are not an
-    update this walk can read.
+    update this walk can read. Returns the update's :class:`Extent`.
     """
     scanner = _Scanner(update)
     nesting = _Nesting()
+    extent = Extent()
     try:
         for _ in range(scanner.uint()):
             structs = scanner.uint()
             client = scanner.uint()
             clock = scanner.uint()
+            if structs:
+                extent.starts[client] = min(clock, extent.starts.get(client, clock))
             for _ in range(structs):
-                clock += _struct(scanner, nesting, client, clock)
-        # The delete set names only ids and lengths: nothing in it is a value.
+                clock += _struct(scanner, nesting, extent, client, clock)
+            if structs:
+                extent.ends[client] = max(clock, extent.ends.get(client, clock))
+        # The delete set names only ids and lengths: nothing in it is a value, but a
+        # deletion of an id the document lacks is kept pending like a struct.
+        for _ in range(scanner.uint()):
+            client = scanner.uint()
+            for _ in range(scanner.uint()):
+                clock = scanner.uint()
+                length = scanner.uint()
+                if length:
+                    extent.refer(client, clock + length - 1)
     except _Short:
         raise Unreadable("update runs past its end") from None
+    return extent
+
+
+def state_of(state_vector: bytes) -> dict[int, int]:
+    """Decode a Yjs state vector (``varUint(n) n x (client, clock)``)."""
+    scanner = _Scanner(state_vector)
+    try:
+        return {scanner.uint(): scanner.uint() for _ in range(scanner.uint())}
+    except _Short:
+        raise Unreadable("state vector runs past its end") from None
 
 
 class _Nesting:
@@ -147,24 +220,32 @@ class _Nesting:
         self.levels: dict[tuple[int, int], int] = {}
 
 
-def _struct(scanner: _Scanner, nesting: _Nesting, client: int, clock: int) -> int:
+def _struct(scanner: _Scanner, nesting: _Nesting, extent: Extent, client: int, clock: int) -> int:
     """Read one struct; its length in clock ticks."""
     info = scanner.take(1)[0]
     ref = info & 0x1F
-    if ref in (0, 10):  # GC, Skip
+    if ref == 0:  # GC
         return scanner.uint()
+    if ref == 10:  # Skip: the ids it stands for must be in the document already
+        length = scanner.uint()
+        extent.skips[client] = max(clock + length, extent.skips.get(client, 0))
+        return length
     level = 0
     if info & 0x80:
         origin = (scanner.uint(), scanner.uint())
+        extent.refer(*origin)
         level = nesting.levels.get(origin, 0)
     if info & 0x40:
         right = (scanner.uint(), scanner.uint())
+        extent.refer(*right)
         level = level or nesting.levels.get(right, 0)
     if not info & 0xC0:
         if scanner.uint() == 1:
             scanner.string("a root type's name")
         else:
-            level = nesting.types.get((scanner.uint(), scanner.uint()), 0)
+            parent = (scanner.uint(), scanner.uint())
+            extent.refer(*parent)
+            level = nesting.types.get(parent, 0)
         if info & 0x20:
             scanner.string("a map key")
     length = _content(scanner, ref)
@@ -203,10 +284,12 @@ def _content(scanner: _Scanner, ref: int) -> int:
         _json(scanner.string("a format attribute"))
     elif ref == 7:  # a shared type
         type_ref = scanner.uint()
-        if type_ref in (3, 5):  # XmlElement, XmlHook carry a name
-            scanner.string("an XML element's name")
-        elif type_ref > 6:  # yrs' weak links carry more; no Yjs editor writes them
+        if type_ref > 6:  # yrs' weak links carry more; no Yjs editor writes them
             raise Unreadable(f"unknown shared type {type_ref}")
+        if type_ref > 2:
+            # XmlElement, XmlFragment, XmlHook, XmlText: a project document has none,
+            # and its JSON view has no form for them.
+            raise UnsafeValue("XML types have no place in a project document")
     elif ref == 8:
         count = scanner.uint()
         for _ in range(count):

@@ -1,0 +1,283 @@
+"""The room and its durability port, without I/O: what is sent to the log, in which
+order, and what the room applies and broadcasts when the log answers."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pycrdt
+import pytest
+
+from collab import protocol
+from collab.closecodes import CloseCode
+from collab.metrics import Metrics
+from collab.room import HOLD_SECONDS, Room
+from collab.writer import Committed, Overloaded
+from events import NewEvent
+from events.models import DocUpdated
+from tests.poison import find_poison
+
+PROJECT = "00000000-0000-0000-0000-000000000002"
+
+#: an item of client 7 whose parent is the id 9:0, which nobody sent yet
+CHILD_OF_9_0 = bytes([1, 1, 7, 0, 8, 0, 9, 0, 1, 125, 2, 0])
+#: the id 9:0 as a character of the root text "t": not a shared type, so CHILD_OF_9_0
+#: cannot be applied once it arrives
+TEXT_9_0 = bytes([1, 1, 9, 0, 4, 1, 1]) + b"t" + bytes([1]) + b"a" + bytes([0])
+
+
+class RecordingPeer:
+    actor = "tester"
+
+    def __init__(self) -> None:
+        self.frames: list[bytes] = []
+        self.closed: tuple[CloseCode, str] | None = None
+
+    def send(self, frame: bytes) -> None:
+        self.frames.append(frame)
+
+    def close(self, code: CloseCode, reason: str) -> None:
+        self.closed = (code, reason)
+
+    def updates(self) -> list[bytes]:
+        return [
+            message.update
+            for message in map(protocol.decode, self.frames)
+            if isinstance(message, protocol.Update)
+        ]
+
+
+@dataclass
+class _Submitted:
+    event: NewEvent
+    on_committed: Callable[[Committed], None] | None
+    on_failed: Callable[[Exception], None] | None
+    future: asyncio.Future[Committed]
+
+
+class ManualLog:
+    """A durability port the test answers by hand, in submission order."""
+
+    def __init__(self) -> None:
+        self.waiting: list[_Submitted] = []
+        self.stored: list[bytes] = []
+        self.refusal: Exception | None = None
+
+    def submit(
+        self,
+        stream_id: str,
+        event: NewEvent,
+        on_committed: Callable[[Committed], None] | None = None,
+        on_failed: Callable[[Exception], None] | None = None,
+    ) -> asyncio.Future[Committed]:
+        assert stream_id == f"project-{PROJECT}"
+        if self.refusal is not None:
+            raise self.refusal
+        future: asyncio.Future[Committed] = asyncio.get_running_loop().create_future()
+        self.waiting.append(_Submitted(event, on_committed, on_failed, future))
+        return future
+
+    def submitted(self) -> list[bytes]:
+        return [_update(item.event) for item in self.waiting]
+
+    def commit(self, count: int = 1) -> None:
+        for _ in range(count):
+            item = self.waiting.pop(0)
+            self.stored.append(_update(item.event))
+            done = Committed(len(self.stored), len(self.stored), f"daid-{len(self.stored)}")
+            if item.on_committed is not None:
+                item.on_committed(done)
+            item.future.set_result(done)
+
+    def fail(self) -> None:
+        item = self.waiting.pop(0)
+        error = RuntimeError("database gone")
+        if item.on_failed is not None:
+            item.on_failed(error)
+        item.future.set_exception(error)
+        item.future.exception()  # retrieved: nobody else awaits it in these tests
+
+
+def _update(event: NewEvent) -> bytes:
+    assert isinstance(event.event, DocUpdated)
+    return event.event.update
+
+
+def _edits(count: int) -> list[bytes]:
+    """``count`` updates of one editor, each depending on the one before."""
+    doc: pycrdt.Doc[Any] = pycrdt.Doc()
+    updates: list[bytes] = []
+    doc.observe(lambda event: updates.append(event.update))
+    text = doc.get("notes", type=pycrdt.Text)
+    for index in range(count):
+        text += f"edit {index}; "
+    return updates
+
+
+def _replay(updates: list[bytes]) -> pycrdt.Doc[Any]:
+    """A fresh document with ``updates`` applied in order; none may stay pending."""
+    doc: pycrdt.Doc[Any] = pycrdt.Doc()
+    for update in updates:
+        before = doc.get_update()
+        doc.apply_update(update)
+        assert doc.get_update() != before, "an update of the log changed nothing"
+    return doc
+
+
+def _room() -> tuple[Room, ManualLog]:
+    log = ManualLog()
+    return Room(PROJECT, log, Metrics()), log
+
+
+async def test_updates_reach_the_log_in_order_and_the_room_only_once_durable() -> None:
+    room, log = _room()
+    sender, reader = RecordingPeer(), RecordingPeer()
+    room.attach(sender)
+    room.attach(reader)
+    edits = _edits(3)
+    futures = [room.submit(edit, origin=sender, actor="tester") for edit in edits]
+    assert log.submitted() == edits
+    assert room.pending == 3
+    assert room.version == 0
+    assert reader.updates() == []  # nothing is broadcast before it is durable
+    log.commit()
+    assert reader.updates() == edits[:1]
+    log.commit(2)
+    assert reader.updates() == edits
+    assert sender.updates() == []  # the sender has its own edits
+    assert [future.result().version for future in futures if future is not None] == [1, 2, 3]
+    assert (room.version, room.pending) == (3, 0)
+    assert room.doc.get_update() == _replay(log.stored).get_update()
+
+
+async def test_a_failed_append_closes_its_sender_and_leaves_the_room_as_the_log() -> None:
+    room, log = _room()
+    sender, reader = RecordingPeer(), RecordingPeer()
+    room.attach(sender)
+    room.attach(reader)
+    edits = _edits(2)
+    room.submit(edits[0], origin=sender, actor="tester")
+    log.fail()
+    assert sender.closed is not None
+    assert sender.closed[0] == CloseCode.TRY_AGAIN_LATER
+    assert reader.updates() == []
+    assert room.pending == 0
+    # The trial forgot the failed update: the next one, which needs it, waits for it
+    # instead of reaching the log ahead of what it refers to.
+    assert room.submit(edits[1], origin=reader, actor="tester") is None
+    assert log.waiting == []
+    room.submit(edits[0], origin=reader, actor="tester")  # the resend on reconnect
+    assert log.submitted() == edits
+    log.commit(2)
+    assert room.doc.get_update() == _replay(log.stored).get_update()
+
+
+async def test_a_writer_that_refuses_closes_the_sender_at_once() -> None:
+    room, log = _room()
+    sender = RecordingPeer()
+    room.attach(sender)
+    log.refusal = Overloaded("100 updates are waiting for the database")
+    with pytest.raises(Overloaded):
+        room.submit(_edits(1)[0], origin=sender, actor="tester")
+    assert sender.closed is not None
+    assert sender.closed[0] == CloseCode.TRY_AGAIN_LATER
+    assert room.pending == 0
+
+
+async def test_an_update_ahead_of_what_it_refers_to_waits_for_it() -> None:
+    # An editor that reconnects sends its step 2 and may send a new edit before it: the
+    # edit refers to ids the step 2 carries.
+    room, log = _room()
+    editor = RecordingPeer()
+    room.attach(editor)
+    first, second, third = _edits(3)
+    assert room.submit(third, origin=editor, actor="tester") is None
+    assert room.submit(second, origin=editor, actor="tester") is None
+    assert log.waiting == []
+    room.submit(first, origin=editor, actor="tester")
+    assert log.submitted() == [first, second, third]
+    log.commit(3)
+    assert editor.closed is None
+    assert room.doc.get_update() == _replay(log.stored).get_update()
+
+
+async def test_an_update_whose_ids_never_arrive_closes_its_sender_unstored() -> None:
+    room, log = _room()
+    editor, other = RecordingPeer(), RecordingPeer()
+    room.attach(editor)
+    room.attach(other)
+    _, second = _edits(2)
+    room.submit(second, origin=editor, actor="tester")
+    room.expire_held(now=time.monotonic() + HOLD_SECONDS / 2)
+    assert editor.closed is None
+    room.expire_held(now=time.monotonic() + HOLD_SECONDS + 1)
+    assert editor.closed is not None
+    assert editor.closed[0] == CloseCode.BAD_MESSAGE
+    assert "nobody sent" in editor.closed[1]
+    assert log.waiting == []
+    assert other.closed is None
+    # Other editors go on.
+    room.submit(_edits(1)[0], origin=other, actor="tester")
+    assert len(log.waiting) == 1
+
+
+async def test_a_held_update_that_cannot_apply_is_blamed_not_the_one_it_waited_for() -> None:
+    # The finding of the fuzzing campaign: an update kept pending was stored, and
+    # failed once the id it names as its parent arrived as a character of a text.
+    room, log = _room()
+    attacker, editor = RecordingPeer(), RecordingPeer()
+    room.attach(attacker)
+    room.attach(editor)
+    assert room.submit(CHILD_OF_9_0, origin=attacker, actor="tester") is None
+    room.submit(TEXT_9_0, origin=editor, actor="tester")
+    assert log.submitted() == [TEXT_9_0]
+    assert attacker.closed is not None
+    assert attacker.closed[0] == CloseCode.BAD_MESSAGE
+    assert "once the changes it refers to arrived" in attacker.closed[1]
+    assert editor.closed is None
+    log.commit()
+    assert room.doc.get_update() == _replay(log.stored).get_update()
+
+
+async def test_held_updates_survive_a_trial_rebuilt_after_a_refusal() -> None:
+    # Rebuilding the trial from the document's state drops whatever is pending in it;
+    # held updates are applied again, so they are not lost nor stored too early.
+    room, log = _room()
+    editor, stranger = RecordingPeer(), RecordingPeer()
+    room.attach(editor)
+    room.attach(stranger)
+    first, second = _edits(2)
+    room.submit(second, origin=editor, actor="tester")
+    poison = find_poison(seed=1)
+    for update in poison.base:
+        room.submit(update, origin=stranger, actor="tester")
+    with pytest.raises(protocol.UnappliableUpdate):
+        room.submit(poison.update, origin=stranger, actor="tester")
+    room.submit(first, origin=editor, actor="tester")
+    assert log.submitted()[-2:] == [first, second]
+    log.commit(len(log.waiting))
+    assert editor.closed is None
+    assert room.doc.get_update() == _replay(log.stored).get_update()
+
+
+async def test_the_server_refuses_its_own_update_when_it_refers_to_unknown_ids() -> None:
+    room, log = _room()
+    with pytest.raises(protocol.UnappliableUpdate, match="does not have"):
+        room.submit(_edits(2)[1], origin=None, actor="tester")
+    assert log.waiting == []
+
+
+async def test_a_departing_peer_takes_its_held_updates_along() -> None:
+    room, log = _room()
+    editor, other = RecordingPeer(), RecordingPeer()
+    room.attach(editor)
+    room.attach(other)
+    first, second = _edits(2)
+    room.submit(second, origin=editor, actor="tester")
+    room.detach(editor)
+    room.submit(first, origin=other, actor="tester")
+    assert log.submitted() == [first]
