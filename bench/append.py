@@ -27,7 +27,7 @@ import asyncpg
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.harness import fresh_database, machine_line, postgres_server
-from collab import logging as collab_logging
+from collab.runtime import logging as collab_logging
 from events import EventMetadata, NewEvent
 from events.models import DocUpdated
 from events.postgres import PostgresEventStore

@@ -54,7 +54,7 @@ from bench.harness import (  # noqa: E402
     postgres_server,
     stop,
 )
-from collab import protocol  # noqa: E402
+from collab.live import protocol  # noqa: E402
 from events import EventMetadata, NewEvent  # noqa: E402
 from events.models import DocUpdated, ProjectCreated  # noqa: E402
 from events.postgres import PostgresEventStore  # noqa: E402

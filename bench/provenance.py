@@ -49,7 +49,7 @@ from bench.harness import (
     percentile,
     postgres_server,
 )
-from collab import logging as collab_logging
+from collab.runtime import logging as collab_logging
 from events import EventMetadata, NewEvent, merkle
 from events.checkpoints import Signer
 from events.models import DocUpdated, EntityRef, ProjectCreated, ProvenanceRecorded, ToolInfo

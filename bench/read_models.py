@@ -45,16 +45,17 @@ import pycrdt
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.harness import fold_to_head, fresh_database, machine_line, percentile, postgres_server
-from collab import document, worker
-from collab import logging as collab_logging
-from collab.config import ReadSettings
+from collab import worker
+from collab.runtime import logging as collab_logging
+from collab.runtime.config import ReadSettings
 from events import EventMetadata, NewEvent
 from events.models import DocUpdated, ProjectCreated
 from events.postgres import PostgresEventStore
 from events.store import AppendRequest
+from music import document
+from music.changes import DocumentTracker, summarize
 from projections import project_reads
 from projections.audit_log import AuditLogProjection
-from projections.changes import DocumentTracker, summarize
 from projections.projects import ProjectsProjection
 from projections.runner import ParallelFold, reset
 from projections.sharded import fold_in_parallel

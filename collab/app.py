@@ -17,22 +17,24 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 
-from collab import api, audit_api, lineage_api, openapi, projects_api, provenance_api, worker, ws
-from collab.audit_key import load_or_create
-from collab.config import (
+from collab import worker
+from collab.http import api, audit_api, lineage_api, openapi, projects_api, provenance_api
+from collab.http.guards import HostCheck, InternalErrors, RequestGuard
+from collab.http.middleware import RequestContextMiddleware
+from collab.http.origins import AllowedOrigins
+from collab.http.responses import JSONResponse, error_response
+from collab.live import ws
+from collab.live.hub import Live
+from collab.runtime.audit_key import load_or_create
+from collab.runtime.config import (
     AuditSettings,
     DatabaseSettings,
     HttpSettings,
     LiveSettings,
     ReadSettings,
 )
-from collab.guards import HostCheck, InternalErrors, RequestGuard
-from collab.live import Live
-from collab.metrics import Metrics
-from collab.middleware import RequestContextMiddleware
-from collab.origins import AllowedOrigins
-from collab.responses import JSONResponse, error_response
-from collab.supervisor import EmbeddedSupervisor
+from collab.runtime.metrics import Metrics
+from collab.runtime.supervisor import EmbeddedSupervisor
 from collab.worker import ProjectionWorker
 from events.checkpoints import Signer
 from events.errors import EventStoreError

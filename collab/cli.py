@@ -28,10 +28,10 @@ import structlog
 import typer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from collab import logging as collab_logging
 from collab import worker
-from collab.audit_key import KeyFileError, load_or_create
-from collab.config import (
+from collab.runtime import logging as collab_logging
+from collab.runtime.audit_key import KeyFileError, load_or_create
+from collab.runtime.config import (
     ConfigError,
     Settings,
     audit_settings,
@@ -41,7 +41,7 @@ from collab.config import (
     load_settings,
     read_settings,
 )
-from collab.database import Database, resolve
+from collab.runtime.database import Database, resolve
 from events import bundle as bundle_module
 from events import merkle
 from events.checkpoints import (
@@ -141,8 +141,8 @@ def serve(
 ) -> None:
     """Run the server (embedded PostgreSQL unless DATABASE_URL is set)."""
     from collab.app import create_app  # noqa: PLC0415 - only serve needs the app
+    from collab.runtime.supervisor import EmbeddedSupervisor  # noqa: PLC0415
     from collab.server import Server, build_config  # noqa: PLC0415
-    from collab.supervisor import EmbeddedSupervisor  # noqa: PLC0415
 
     settings = _settings(host=host, port=port, data_dir=data_dir)
     database = _database(settings)

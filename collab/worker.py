@@ -31,8 +31,8 @@ import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
-from collab import logging as collab_logging
-from collab.config import AuditSettings, ReadSettings
+from collab.runtime import logging as collab_logging
+from collab.runtime.config import AuditSettings, ReadSettings
 from events.checkpoints import Signer
 from events.errors import EventStoreError
 from events.postgres import PostgresEventStore

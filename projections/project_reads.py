@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from collab import document
 from events.models import project_stream
 from events.sql import Row, Sql
 from events.store import EventStore
+from music import document
+from music.changes import DocumentTracker, apply_patch, merge, summarize
 from projections import projects, quarantine
-from projections.changes import DocumentTracker, apply_patch, merge, summarize
 from projections.projects import replay
 
 

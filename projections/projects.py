@@ -7,7 +7,7 @@ It folds every event of every project stream into:
   ``project_effects`` hold the document's parts as rows SQL can query;
   ``project_members``, ``project_snapshots`` and ``project_analyses`` (counts by type);
 * ``project_history``: one row per event, with change records and sentences
-  (``projections.changes``);
+  (``music.changes``);
 * ``project_states``: the encoded Yjs document every ``state_every`` versions, from
   which :mod:`projections.timetravel` rebuilds any version by replaying a few events.
 
@@ -28,7 +28,6 @@ from typing import Any, Final
 import pycrdt
 import structlog
 
-from collab import document, protocol, salvage
 from events.models import (
     DOCUMENT_EVENTS,
     AnalysisRecorded,
@@ -45,8 +44,10 @@ from events.pacing import Pacer
 from events.records import StoredEvent
 from events.sql import Sql
 from events.store import EventStore
+from music import document, salvage, updates
+from music.changes import DocumentTracker, Record, UpdateRefused, summarize
+from music.updates import EMPTY_UPDATE
 from projections import jsontext, quarantine
-from projections.changes import DocumentTracker, Record, UpdateRefused, summarize
 
 log = structlog.get_logger("projections.projects")
 
@@ -303,10 +304,10 @@ class ProjectsProjection:
         records: list[Record] = []
         summary: list[str] = []
         patch: list[list[Any]] = []
-        if event.payload and event.payload != b"\x00\x00":
+        if event.payload and event.payload != EMPTY_UPDATE:
             try:
                 changes = project.tracker.apply(event.payload)
-            except protocol.MalformedUpdate as exc:
+            except updates.MalformedUpdate as exc:
                 # Retrying cannot help: the bytes will never decode. Keep going.
                 await self._set_aside(tx, project, event, f"update does not decode: {exc}")
                 summary = ["update could not be decoded; ignored"]
@@ -594,7 +595,7 @@ async def replay(
         updates.extend(
             r.payload
             for r in records
-            if r.payload and r.payload != b"\x00\x00" and r.position not in skip
+            if r.payload and r.payload != EMPTY_UPDATE and r.position not in skip
         )
         if len(records) < batch:
             break

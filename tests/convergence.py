@@ -22,7 +22,7 @@ from typing import Any
 
 from websockets.exceptions import WebSocketException
 
-from collab import document
+from music import document
 from tests.live import NodeClient, YClient, create_project, log_doc, random_edit, server_document
 from tests.serving import ServeProcess
 from tests.support import timeout

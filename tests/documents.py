@@ -7,7 +7,7 @@ from typing import Any
 
 import pycrdt
 
-from collab import document
+from music import document
 
 
 def _pick(rng: random.Random, keys: Any) -> Any:

@@ -22,7 +22,7 @@ from typing import Any
 
 import pycrdt
 
-from collab import document
+from music import document
 from tests.live import random_edit
 from tests.poison import Poison, find_poison
 

@@ -38,9 +38,9 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from websockets.protocol import State
 
-from collab import document
-from collab.closecodes import CloseCode
+from collab.live.closecodes import CloseCode
 from events.postgres import PostgresEventStore
+from music import document
 from tests.fuzz_frames import ACCEPTED, FrameGenerator, Unit
 from tests.live import YClient, create_project
 from tests.serving import ServeProcess, log_alarms

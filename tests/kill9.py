@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import pycrdt
 from websockets.exceptions import WebSocketException
 
-from collab import document
+from music import document
 from tests.convergence import settle
 from tests.live import YClient, contains, create_project, log_doc, random_edit
 from tests.serving import ServeProcess

@@ -26,12 +26,12 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
-from collab import document
 from collab.app import create_app
-from collab.config import AuditSettings, HttpSettings, LiveSettings, ReadSettings
+from collab.runtime.config import AuditSettings, HttpSettings, LiveSettings, ReadSettings
 from collab.server import Server, build_config
 from events.postgres import PostgresEventStore
 from events.records import StoredEvent
+from music import document
 from tests.support import eventually, free_port, projections_run, timeout, wait_ready
 
 FAST = LiveSettings(room_grace=0.5)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import pycrdt
 
-from collab import document
+from music import document
 
 
 @dataclass(frozen=True)

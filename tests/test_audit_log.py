@@ -19,7 +19,7 @@ import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from collab.config import AuditSettings
+from collab.runtime.config import AuditSettings
 from events import daid as daid_module
 from events.checkpoints import statement
 from events.integrity import stored_daid_hash16

@@ -12,16 +12,16 @@ import pytest
 import websockets
 from websockets.exceptions import InvalidStatus
 
-from collab import document
-from collab.config import (
+from collab.http.origins import AllowedOrigins
+from collab.runtime.config import (
     LOOPBACK_HOSTS,
     ConfigError,
     HttpSettings,
     http_settings,
     load_settings,
 )
-from collab.origins import AllowedOrigins
 from events.postgres import PostgresEventStore
+from music import document
 from tests.live import create_project, project_events, running_server
 from tests.support import eventually, timeout
 

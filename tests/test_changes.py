@@ -11,10 +11,10 @@ from typing import Any
 import pycrdt
 import pytest
 
-from collab import document
-from collab.rollback import restoring_update
-from projections.changes import DocumentTracker, apply_patch, merge, summarize
-from projections.diff import MISSING, Change, diff
+from music import document
+from music.changes import DocumentTracker, apply_patch, merge, summarize
+from music.diff import MISSING, Change, diff
+from music.rollback import restoring_update
 from tests.documents import random_daw_edit
 
 
@@ -233,7 +233,7 @@ def test_rolling_back_to_the_same_state_changes_nothing():
 def test_an_edit_carries_only_its_own_changes():
     """Not the document's whole delete set: that grows with every overwrite, and made
     each edit of a long-edited project kilobytes large and slow to apply."""
-    from collab import edits  # noqa: PLC0415
+    from music import edits  # noqa: PLC0415
 
     doc = document.new_document()
     doc.apply_update(edits.apply(doc, [edits.AddTrack(op="add_track", track_id="b", name="B")]))

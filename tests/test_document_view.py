@@ -7,7 +7,7 @@ from typing import Any
 
 import pycrdt
 
-from collab import document
+from music import document
 
 
 def test_an_xml_type_shows_as_its_text() -> None:

@@ -23,8 +23,8 @@ import psutil
 import pycrdt
 import pytest
 
-from collab import document
-from collab.closecodes import CloseCode
+from collab.live.closecodes import CloseCode
+from music import document
 from tests.live import YClient, server_document
 from tests.support import clean_env, eventually, free_port, ready_and_running, timeout, wait_ready
 

@@ -17,14 +17,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from collab import document
-from collab.config import HttpSettings
-from collab.guards import InternalErrors
-from collab.middleware import RequestContextMiddleware
+from collab.http.guards import InternalErrors
+from collab.http.middleware import RequestContextMiddleware
+from collab.runtime.config import HttpSettings
 from events import EventMetadata, NewEvent
 from events.models import DocUpdated, project_stream
 from events.postgres import PostgresEventStore
 from events.store import ANY
+from music import document
 from tests.live import create_project, log_doc, project_events, running_server
 from tests.support import timeout
 

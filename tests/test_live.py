@@ -13,8 +13,8 @@ import pycrdt
 import pytest
 import websockets
 
-from collab import document
-from collab.closecodes import CloseCode
+from collab.live.closecodes import CloseCode
+from music import document
 from tests.live import (
     NodeClient,
     YClient,
@@ -242,7 +242,7 @@ async def _is(read: Any, value: float) -> bool:
 
 
 async def test_an_idle_room_unloads_and_is_freed(database_url: str) -> None:
-    from collab.room import Room  # noqa: PLC0415
+    from collab.live.room import Room  # noqa: PLC0415
 
     def rooms_of(project: str) -> int:
         gc.collect()
@@ -269,7 +269,7 @@ async def test_an_idle_room_unloads_and_is_freed(database_url: str) -> None:
 
 
 async def test_awareness_is_relayed_answered_and_removed_on_disconnect(database_url: str) -> None:
-    from collab import protocol  # noqa: PLC0415
+    from collab.live import protocol  # noqa: PLC0415
 
     async with running_server(database_url) as address:
         project = await create_project(address)

@@ -17,8 +17,8 @@ import pycrdt
 import pytest
 from websockets.protocol import State
 
-from collab import document
-from collab.closecodes import CloseCode
+from collab.live.closecodes import CloseCode
+from music import document
 from tests.live import (
     YClient,
     contains,

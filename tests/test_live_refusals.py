@@ -15,8 +15,9 @@ import httpx
 import pycrdt
 import pytest
 
-from collab import document, protocol
-from collab.closecodes import CloseCode
+from collab.live import protocol
+from collab.live.closecodes import CloseCode
+from music import document
 from tests.live import (
     YClient,
     count_doc_events,
@@ -176,7 +177,7 @@ async def test_a_client_stuck_on_one_frame_gets_the_close_frame_when_it_reads_ag
     # The watchdog, not the queue, finds this client: its queue is far from full, but
     # one frame has waited longer than SEND_TIMEOUT. Before, the pump was cancelled
     # and the client saw the connection drop without a close frame (1006).
-    monkeypatch.setattr("collab.ws.SEND_TIMEOUT", 1.0)
+    monkeypatch.setattr("collab.live.ws.SEND_TIMEOUT", 1.0)
     async with running_server(database_url, send_queue_bytes=64 * 1024 * 1024) as address:
         project = await create_project(address)
         (writer,) = await synced_clients(address, project, 1)

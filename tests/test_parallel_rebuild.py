@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from collab.app import create_app
-from collab.config import ReadSettings
+from collab.runtime.config import ReadSettings
 from events.postgres import PostgresEventStore
 from events.records import StoredEvent
 from events.sql import Sql

@@ -24,11 +24,11 @@ import asyncpg
 import httpx
 import pycrdt
 
-from collab import document
-from collab.config import ReadSettings
+from collab.runtime.config import ReadSettings
 from events import EventMetadata, NewEvent
 from events.models import DocUpdated, ProjectCreated
 from events.postgres import PostgresEventStore
+from music import document
 from projections.projects import TABLES
 from tests.live import (
     YClient,

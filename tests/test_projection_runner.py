@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from collab.app import create_app
-from collab.config import ReadSettings
+from collab.runtime.config import ReadSettings
 from events import EventMetadata, NewEvent
 from events.errors import CorruptLog, QueryFailed, StoreUnavailable
 from events.models import DocUpdated

@@ -16,7 +16,7 @@ import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from collab.app import create_app
-from collab.config import AuditSettings, ReadSettings
+from collab.runtime.config import AuditSettings, ReadSettings
 from collab.worker import key_line
 from events.checkpoints import key_id
 from tests.live import running_server

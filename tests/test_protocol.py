@@ -7,8 +7,8 @@ import re
 import pycrdt
 import pytest
 
-from collab import protocol
-from collab.protocol import (
+from collab.live import protocol
+from collab.live.protocol import (
     AuthDenied,
     AwarenessEntry,
     AwarenessUpdate,

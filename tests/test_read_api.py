@@ -12,14 +12,14 @@ from typing import Any
 import httpx
 import pycrdt
 
-from collab import document
-from collab.config import ReadSettings
-from collab.openapi import build
+from collab.http.openapi import build
+from collab.runtime.config import ReadSettings
 from events import EventMetadata, NewEvent
 from events.models import AnalysisRecorded, DocUpdated, MemberGranted, ToolInfo, project_stream
 from events.postgres import PostgresEventStore
 from events.store import ANY
-from projections.diff import diff
+from music import document
+from music.diff import diff
 from tests.documents import random_daw_edit
 from tests.live import (
     YClient,

@@ -12,8 +12,8 @@ from typing import Any
 import asyncpg
 import httpx
 
-from collab import document
-from collab.config import ReadSettings
+from collab.runtime.config import ReadSettings
+from music import document
 from projections.audit_log import AuditLogProjection
 from projections.lineage import LineageProjection
 from projections.projects import TABLES

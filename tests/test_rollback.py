@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pycrdt
 
-from collab import document
+from music import document
 from tests.documents import random_daw_edit
 from tests.live import (
     NodeClient,

@@ -7,11 +7,12 @@ from typing import Any, cast
 import pycrdt
 import pytest
 
-from collab import document, protocol
-from collab.closecodes import CloseCode
-from collab.metrics import Metrics
-from collab.room import AWARENESS_TIMEOUT, Room
-from collab.writer import GroupCommitWriter
+from collab.live import protocol
+from collab.live.closecodes import CloseCode
+from collab.live.room import AWARENESS_TIMEOUT, Room
+from collab.live.writer import GroupCommitWriter
+from collab.runtime.metrics import Metrics
+from music import document
 from tests.poison import find_poison
 
 

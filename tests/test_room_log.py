@@ -12,11 +12,11 @@ from typing import Any
 import pycrdt
 import pytest
 
-from collab import protocol
-from collab.closecodes import CloseCode
-from collab.metrics import Metrics
-from collab.room import HOLD_SECONDS, Room
-from collab.writer import Committed, Overloaded
+from collab.live import protocol
+from collab.live.closecodes import CloseCode
+from collab.live.room import HOLD_SECONDS, Room
+from collab.live.writer import Committed, Overloaded
+from collab.runtime.metrics import Metrics
 from events import NewEvent
 from events.models import DocUpdated
 from tests.poison import find_poison

@@ -10,7 +10,7 @@ from typing import Any
 import pycrdt
 import pytest
 
-from collab.update_values import MAX_DEPTH, Unreadable, UnsafeValue, check_values
+from music.update_values import MAX_DEPTH, Unreadable, UnsafeValue, check_values
 
 Edit = Callable[[pycrdt.Doc[Any]], None]
 

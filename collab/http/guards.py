@@ -31,9 +31,9 @@ from starlette.datastructures import Headers
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from collab.api import internal_error
-from collab.origins import AllowedOrigins
-from collab.responses import error_response
+from collab.http.api import internal_error
+from collab.http.origins import AllowedOrigins
+from collab.http.responses import error_response
 
 log = structlog.get_logger("collab.http")
 

@@ -13,8 +13,8 @@ from typing import Any
 
 from starlette.requests import Request
 
-from collab.api import ApiError
-from collab.config import ReadSettings
+from collab.http.api import ApiError
+from collab.runtime.config import ReadSettings
 from events.models import project_stream
 from events.postgres import PostgresEventStore
 from projections import project_reads

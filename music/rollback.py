@@ -17,7 +17,7 @@ from typing import Any
 
 import pycrdt
 
-from collab import document
+from music import document
 
 _ROOTS: tuple[tuple[str, type[pycrdt.Map[Any]] | type[pycrdt.Array[Any]]], ...] = (
     (document.META, pycrdt.Map),

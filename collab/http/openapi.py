@@ -17,8 +17,9 @@ from pydantic.json_schema import models_json_schema
 from starlette.requests import Request
 from starlette.responses import Response
 
-from collab import api, edits, projects_api, provenance_api
-from collab.responses import JSONResponse
+from collab.http import api, projects_api, provenance_api
+from collab.http.responses import JSONResponse
+from music import edits
 
 _PATH_PARAM = re.compile(r"{(?P<name>[a-z_]+)(?::(?P<kind>[a-z]+))?}")
 
@@ -53,7 +54,7 @@ NOT_FOUND = (404, "Unknown project (or version, snapshot)")
 INVALID = (422, "Invalid input; `fields` names each bad field")
 UNAVAILABLE = (503, "Database unavailable, shutting down, or read models behind")
 AS_OF = Param("as_of", "Answer with what the log knew at this position or ISO-8601 time.")
-#: what the request checks (``collab.guards``) answer on any route, and on writes
+#: what the request checks (``collab.http.guards``) answer on any route, and on writes
 EVERY_ROUTE = (
     (400, "Host not allowed, or a NUL character in the path or query"),
     (500, "Internal error; the body gives the request id the server log has it under"),

@@ -23,12 +23,12 @@ from typing import TypeVar
 
 import structlog
 
-from collab.metrics import Metrics
+from collab.runtime.metrics import Metrics
 from events.errors import EventStoreError
 from events.records import NewEvent
 from events.store import ANY, AppendRequest, AppendResult, EventStore
 
-log = structlog.get_logger("collab.writer")
+log = structlog.get_logger("collab.live.writer")
 T = TypeVar("T")
 
 

@@ -30,20 +30,20 @@ from typing import Any, Protocol
 import pycrdt
 import structlog
 
-from collab import document, protocol, salvage, update_values
-from collab.closecodes import CloseCode
-from collab.metrics import Metrics
-from collab.protocol import AwarenessEntry
-from collab.update_values import Extent
-from collab.writer import Committed, WriterClosed, WriterError
+from collab.live import protocol
+from collab.live.closecodes import CloseCode
+from collab.live.protocol import AwarenessEntry
+from collab.live.writer import Committed, WriterClosed, WriterError
+from collab.runtime.metrics import Metrics
 from events import EventMetadata, NewEvent
 from events.models import DocUpdated, DomainEvent, project_stream
 from events.store import CachedState
+from music import document, salvage, update_values
+from music.update_values import Extent
+from music.updates import EMPTY_UPDATE
 
-log = structlog.get_logger("collab.room")
+log = structlog.get_logger("collab.live.room")
 
-#: a Yjs v1 update that changes nothing (what editors send as an empty step 2)
-EMPTY_UPDATE = b"\x00\x00"
 #: awareness states not renewed for this long are dropped (y-protocols uses 30 s)
 AWARENESS_TIMEOUT = 30.0
 #: a peer's update that refers to ids nobody sent waits this long for them. Editors

@@ -9,20 +9,32 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import structlog
 
-from collab.config import LiveSettings
-from collab.metrics import Metrics
-from collab.rooms import Rooms
-from collab.writer import GroupCommitWriter
+from collab.live.closecodes import CloseCode
+from collab.live.rooms import Rooms
+from collab.live.writer import GroupCommitWriter
+from collab.runtime.config import LiveSettings
+from collab.runtime.metrics import Metrics
 from events.store import EventStore
 
-if TYPE_CHECKING:
-    from collab.ws import Connection
+log = structlog.get_logger("collab.live.hub")
 
-log = structlog.get_logger("collab.live")
+
+class Connection(Protocol):
+    """An open client connection, as the watchdog sees it (``ws.Connection``)."""
+
+    @property
+    def sending_since(self) -> float | None:
+        """When the frame being sent started, or None while nothing is being sent."""
+
+    def fell_behind(self) -> bool:
+        """Close the client if its queue is full and it is not reading; whether it did."""
+
+    def abandon(self, pump: asyncio.Task[None], code: CloseCode, reason: str) -> None:
+        """Give up on the frame the client is not reading and close with ``code``."""
 
 
 class Live:

@@ -23,7 +23,7 @@ from typing import Any, Final
 import psutil
 import structlog
 
-log = structlog.get_logger("collab.supervisor")
+log = structlog.get_logger("collab.runtime.supervisor")
 
 #: seconds between two looks at the postmaster (reading /proc: cheap)
 WATCH_INTERVAL: Final = 1.0

@@ -10,7 +10,7 @@ from typing import Any, Final
 import psutil
 import structlog
 
-log = structlog.get_logger("collab.database")
+log = structlog.get_logger("collab.runtime.database")
 
 #: seconds of leeway when comparing a process's start with a file's time: Linux gives
 #: process start times to within a second

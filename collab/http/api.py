@@ -18,21 +18,23 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from collab import document, edits, jsonbody, protocol
-from collab.live import Live
-from collab.responses import JSONResponse, error_response
-from collab.room import Room
-from collab.rooms import UnknownProject
-from collab.writer import Committed, WriterError
+from collab.http import jsonbody
+from collab.http.responses import JSONResponse, error_response
+from collab.live import protocol
+from collab.live.hub import Live
+from collab.live.room import Room
+from collab.live.rooms import UnknownProject
+from collab.live.writer import Committed, WriterError
 from events import EventMetadata, NewEvent
 from events.errors import EventStoreError, InvalidEvent, StoreUnavailable
 from events.models import DocUpdated, ProjectCreated
 from events.store import NO_STREAM
+from music import document, edits
 from projections import quarantine
 from projections.progress import ProjectionProgress
 
 M = TypeVar("M", bound=BaseModel)
-log = structlog.get_logger("collab.api")
+log = structlog.get_logger("collab.http.api")
 
 
 class ApiError(Exception):
@@ -70,7 +72,7 @@ def correlation_of(request: Request) -> str | None:
 
 async def body_of(request: Request, model: type[M]) -> M:
     """The body as ``model``. Its size, media type and origin were checked before it was
-    read (``collab.guards``); here: JSON only, nothing PostgreSQL cannot store, then the
+    read (``collab.http.guards``); here: JSON only, nothing PostgreSQL cannot store, then the
     model (400 or 422 naming the field)."""
     raw = await request.body()
     try:

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 import pycrdt
 from pydantic import BaseModel, ConfigDict, Field
 
-from collab import document
+from music import document
 
 Id = Annotated[str, Field(min_length=1, max_length=200)]
 Text = Annotated[str, Field(max_length=500)]

@@ -3,7 +3,7 @@
 :class:`DocumentTracker` keeps a project's Yjs document together with its JSON view.
 Applying an update, it learns from Yjs which shared types the update touched (deep
 observers on the four roots), diffs only those parts of the JSON view before and
-after (``projections.diff``), and patches the view. A fader move on a track with a
+after (``music.diff``), and patches the view. A fader move on a track with a
 thousand notes therefore compares one number, not the whole document, and the view
 always equals ``document.to_json(doc)`` without ever re-reading all of it.
 
@@ -24,8 +24,8 @@ from typing import Any, Final
 import pycrdt
 import pycrdt._pycrdt as pycrdt_native
 
-from collab import document, protocol, salvage
-from projections.diff import MISSING, Change, Path, diff
+from music import document, salvage, updates
+from music.diff import MISSING, Change, Path, diff
 
 Record = dict[str, Any]
 
@@ -123,14 +123,14 @@ class DocumentTracker:
     def apply(self, update: bytes) -> list[Change]:
         """Apply a Yjs update; return what it changed in the JSON view.
 
-        Raises ``protocol.MalformedUpdate`` (changing nothing) for bytes that are not
+        Raises ``updates.MalformedUpdate`` (changing nothing) for bytes that are not
         a Yjs update: the live path refuses them, but the log accepts any payload.
         Raises :class:`UpdateRefused` for an update that decodes but that the document
         refuses; the tracker must then be dropped (the document may hold part of it).
         """
         self._seen.clear()
         self.patch = []
-        protocol.check_decodes(update)
+        updates.check_decodes(update)
         try:
             self.doc.apply_update(update)
         except BaseException as exc:

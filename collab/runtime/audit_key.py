@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.serialization import (
     load_pem_private_key,
 )
 
-log = structlog.get_logger("collab.audit_key")
+log = structlog.get_logger("collab.runtime.audit_key")
 
 
 class KeyFileError(Exception):

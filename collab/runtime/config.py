@@ -209,7 +209,7 @@ def normalize_host(value: str) -> str:
 
 
 def _check_origin(value: str) -> str:
-    # collab.origins parses them again (normalised); here only the shape is checked
+    # collab.http.origins parses them again (normalised); here only the shape is checked
     origin = value.strip().rstrip("/")
     if not re.match(r"^https?://[^/?#@\s]+$", origin, re.IGNORECASE):
         raise ValueError(f"{value!r} is not an origin such as https://app.example.com")

@@ -17,8 +17,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from collab.api import ApiError, acquire, actor_of, body_of, correlation_of, live_of
-from collab.params import (
+from collab.http.api import ApiError, acquire, actor_of, body_of, correlation_of, live_of
+from collab.http.params import (
     caught_up,
     duration,
     field_error,
@@ -30,14 +30,14 @@ from collab.params import (
     store_of,
     view_at,
 )
-from collab.responses import JSONResponse
-from collab.rollback import restoring_update
-from collab.room import EMPTY_UPDATE
-from collab.writer import WriterError
+from collab.http.responses import JSONResponse
+from collab.live.writer import WriterError
 from events import EventMetadata, NewEvent, WrongExpectedVersion
 from events.models import ProjectRolledBack, SnapshotTagged, project_stream
+from music.diff import MISSING, diff
+from music.rollback import restoring_update
+from music.updates import EMPTY_UPDATE
 from projections import project_reads
-from projections.diff import MISSING, diff
 
 #: attempts at tagging a snapshot while other writers keep appending to the project
 SNAPSHOT_ATTEMPTS = 50

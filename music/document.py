@@ -23,6 +23,8 @@ from typing import Any
 
 import pycrdt
 
+from music.updates import EMPTY_UPDATE
+
 META = "meta"
 TRACKS = "tracks"
 TRACK_ORDER = "track_order"
@@ -114,7 +116,7 @@ def transact(doc: pycrdt.Doc[Any], change: Callable[[], None]) -> bytes:
             change()
     finally:
         doc.unobserve(subscription)
-    return updates[0] if updates else b"\x00\x00"
+    return updates[0] if updates else EMPTY_UPDATE
 
 
 def copy_of(doc: pycrdt.Doc[Any]) -> pycrdt.Doc[Any]:

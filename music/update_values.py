@@ -21,7 +21,7 @@ Layout (yjs ``UpdateDecoderV1``, lib0 ``decoding.readAny``)::
     any       127 undefined, 126 null, 125 varInt, 124 float32, 123 float64, 122 bigint64,
               121 false, 120 true, 119 varString, 118 object, 117 array, 116 varBytes
 
-The walk runs before pycrdt sees the update (``protocol.check_update``): yrs' decoder
+The walk runs before pycrdt sees the update (``music.updates.check_update``): yrs' decoder
 recurses into nested values without a bound, so the depth is checked here first.
 """
 
@@ -361,3 +361,12 @@ def _json(text: bytes) -> None:
                 stack.append(inner)
         elif isinstance(item, list):
             stack.extend(item)
+
+
+def leading_uints(data: bytes, count: int) -> list[int]:
+    """The first ``count`` varUints of ``data`` (Unreadable when it runs short)."""
+    scanner = _Scanner(data)
+    try:
+        return [scanner.uint() for _ in range(count)]
+    except _Short:
+        raise Unreadable("runs past its end") from None

@@ -10,18 +10,18 @@ nothing here awaits, and the WebSocket handler only moves the bytes. Layout
     2 auth       varUint(0 = permission denied) varString(reason)
     3 query awareness (no payload)
 
-Errors::
+Errors (both trees close the sender with 4400; :data:`REFUSED` catches both)::
 
-    ProtocolError                 any frame this server refuses (close code 4400)
+    ProtocolError                 a frame that breaks the protocol
      +-- TruncatedFrame           a varint or length runs past the end of the frame
      +-- UnknownMessageType       a type or sync subtype this protocol does not define
-     +-- MalformedUpdate          a Yjs update or state vector that does not decode
-     |    +-- UnappliableUpdate   an update that decodes but cannot be applied to the room
-     |    +-- UnsafeUpdateValue   an update writing a NUL character or a non-finite number
      +-- MalformedAwareness       awareness entries that are not valid JSON states
+    music.updates.MalformedUpdate a Yjs update or state vector that does not decode
+     +-- UnappliableUpdate        an update that decodes but cannot be applied to the room
+     +-- UnsafeUpdateValue        an update writing a value the log or JSON cannot hold
 
-pycrdt decodes updates; its errors (``ValueError`` and pyo3 panics) are translated
-here so that callers only ever see the tree above.
+The update errors belong to the document (``music.updates``), which the read models
+check stored updates with too; they are named here as well for the transport's callers.
 """
 
 from __future__ import annotations
@@ -31,10 +31,23 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Final
 
-import pycrdt
+from music.update_values import Extent
+from music.updates import (
+    MalformedUpdate,
+    UnappliableUpdate,
+    UnsafeUpdateValue,
+    check_update,
+    update_author,
+)
 
-from collab import update_values
-from collab.update_values import Extent
+__all__ = [
+    "REFUSED",
+    "MalformedUpdate",
+    "UnappliableUpdate",
+    "UnsafeUpdateValue",
+    "check_update",
+    "update_author",
+]
 
 #: largest integer a Yjs varUint carries (JavaScript's safe integers)
 MAX_VAR_UINT: Final = 2**53 - 1
@@ -57,23 +70,15 @@ class ProtocolError(Exception):
     """A frame that breaks the protocol; the message says where."""
 
 
+#: every error a frame can be refused with
+REFUSED: Final = (ProtocolError, MalformedUpdate)
+
+
 class TruncatedFrame(ProtocolError):
     pass
 
 
 class UnknownMessageType(ProtocolError):
-    pass
-
-
-class MalformedUpdate(ProtocolError):
-    pass
-
-
-class UnappliableUpdate(MalformedUpdate):
-    pass
-
-
-class UnsafeUpdateValue(MalformedUpdate):
     pass
 
 
@@ -228,57 +233,6 @@ def _decode_awareness(payload: bytes) -> tuple[AwarenessEntry, ...]:
             raise MalformedAwareness(f"awareness state of client {client_id} is not JSON") from None
         entries.append(AwarenessEntry(client_id, clock, state))
     return tuple(entries)
-
-
-def check_update(update: bytes) -> Extent:
-    """Raise MalformedUpdate unless ``update`` decodes as a Yjs v1 update the log can hold.
-
-    Its values are walked first (UnsafeUpdateValue): besides NUL characters and
-    non-finite numbers, that bounds the nesting of values, and yrs' decoder recurses
-    into nested values until the process's stack overflows (a 30,000-deep array
-    crashed the server).
-    """
-    try:
-        extent = update_values.check_values(update)
-    except update_values.UnsafeValue as exc:
-        raise UnsafeUpdateValue(f"update refused: {exc}") from None
-    except update_values.Unreadable as exc:
-        raise MalformedUpdate(f"update does not decode: {exc}") from None
-    check_decodes(update)
-    return extent
-
-
-def check_decodes(update: bytes) -> None:
-    """Raise MalformedUpdate unless pycrdt decodes ``update``, whatever its values.
-
-    For updates already in the log: logs written before the values were checked hold
-    NaNs and NULs that the read models show as null and U+FFFD.
-    """
-    try:
-        pycrdt.get_state(update)
-    except Exception as exc:  # noqa: BLE001 - pycrdt raises ValueError; pyo3 panics vary
-        raise MalformedUpdate(f"update does not decode: {exc}") from None
-    except BaseException as exc:
-        # pyo3's PanicException derives from BaseException; let real interrupts through.
-        if type(exc).__name__ != "PanicException":
-            raise
-        raise MalformedUpdate("update does not decode (decoder panicked)") from None
-
-
-def update_author(update: bytes) -> int | None:
-    """The Yjs client id that wrote ``update`` when exactly one did, else None.
-
-    A v1 update opens with ``varUint(clients)`` then, per client, ``varUint(structs)
-    varUint(client) ...``: three varints, no need to decode the rest again.
-    """
-    reader = _Reader(update)
-    try:
-        if reader.var_uint("clients") != 1:
-            return None
-        reader.var_uint("structs")
-        return reader.var_uint("client")
-    except ProtocolError:
-        return None
 
 
 def check_state_vector(state_vector: bytes) -> None:

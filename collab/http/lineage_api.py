@@ -14,9 +14,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from collab.api import ApiError
-from collab.params import caught_up, field_error, int_param, store_of
-from collab.responses import JSONResponse
+from collab.http.api import ApiError
+from collab.http.params import caught_up, field_error, int_param, store_of
+from collab.http.responses import JSONResponse
 from events import daid as daid_module
 from events.errors import DaidError
 from events.integrity import stored_daid_hash16

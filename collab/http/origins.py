@@ -2,7 +2,7 @@
 
 A browser adds ``Origin`` to every cross-site POST and to every WebSocket upgrade, and a
 page cannot forge it. The HTTP check of unsafe methods and the WebSocket upgrade check
-(``collab.guards``) ask this one object; CORS, when it comes, reads :attr:`listed`.
+(``collab.http.guards``) ask this one object; CORS, when it comes, reads :attr:`listed`.
 
 Allowed: the listed origins (default: every allowed host at the served port, over http
 and https), and always the request's own origin (``Origin`` naming the ``Host`` the
@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from collab.config import HttpSettings
+from collab.runtime.config import HttpSettings
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 

@@ -5,7 +5,7 @@ waits for the same load (ten clients connecting at once to a fresh room all get 
 loaded document, never an empty one). A load reads the derived state cache, then the
 document events after it, merged. If the document refuses them (the log holds an update
 stored before the live path checked them by applying), the room is built again from
-the updates that can be applied (:mod:`collab.salvage`); the others are logged with
+the updates that can be applied (:mod:`music.salvage`); the others are logged with
 their position and counted (``collab_room_load_skipped_updates``). ``release`` of the
 last holder starts a grace period; a room still unused at its end waits for its
 pending writes, saves its state to the cache and is dropped.
@@ -22,15 +22,16 @@ from typing import Any
 
 import structlog
 
-from collab import salvage
-from collab.metrics import Metrics
-from collab.room import Room
-from collab.writer import Committed, GroupCommitWriter
+from collab.live.room import Room
+from collab.live.writer import Committed, GroupCommitWriter
+from collab.runtime.metrics import Metrics
 from events.errors import EventStoreError
 from events.models import DOCUMENT_EVENTS, project_stream
 from events.store import CachedState, EventStore, PayloadRecord
+from music import salvage
+from music.updates import EMPTY_UPDATE
 
-log = structlog.get_logger("collab.rooms")
+log = structlog.get_logger("collab.live.rooms")
 
 _READ_BATCH = 5000
 
@@ -181,7 +182,7 @@ class Rooms:
             )
             if not records:
                 return
-            updates = [r.payload for r in records if r.payload and r.payload != b"\x00\x00"]
+            updates = [r.payload for r in records if r.payload and r.payload != EMPTY_UPDATE]
             _load(room, updates, records[-1].version, records[-1].position)
             if len(records) < _READ_BATCH:
                 return
@@ -201,7 +202,7 @@ class Rooms:
             )
             if not records:
                 break
-            kept = [(r, r.payload) for r in records if r.payload and r.payload != b"\x00\x00"]
+            kept = [(r, r.payload) for r in records if r.payload and r.payload != EMPTY_UPDATE]
             salvaged = salvage.salvage([update for _, update in kept], state)
             for index, reason in salvaged.refused:
                 self._skipped(project_id, kept[index][0], reason)

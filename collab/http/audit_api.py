@@ -13,9 +13,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from collab.api import ApiError
-from collab.params import field_error, int_param, store_of
-from collab.responses import JSONResponse
+from collab.http.api import ApiError
+from collab.http.params import field_error, int_param, store_of
+from collab.http.responses import JSONResponse
 from events import merkle
 from events.checkpoints import Signer, public_key_text
 from projections import audit_log

@@ -5,7 +5,7 @@ stops reading never slows its room: when the queue overflows while the client is
 reading (see ``Connection._behind``), or one frame has waited SEND_TIMEOUT, the room
 forgets the connection and it is closed with 4408 (the close frame waits CLOSE_TIMEOUT
 behind the frames already sent, for a client that reads again). Decisions about frames
-are made by ``collab.protocol`` (decoding) and ``collab.room`` (what to answer and
+are made by ``collab.live.protocol`` (decoding) and ``collab.live.room`` (what to answer and
 broadcast).
 """
 
@@ -19,15 +19,15 @@ from collections import deque
 import structlog
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from collab import protocol
-from collab.closecodes import CloseCode, close_reason
-from collab.live import Live
-from collab.room import Room
-from collab.rooms import UnknownProject
-from collab.writer import WriterError
+from collab.live import protocol
+from collab.live.closecodes import CloseCode, close_reason
+from collab.live.hub import Live
+from collab.live.room import Room
+from collab.live.rooms import UnknownProject
+from collab.live.writer import WriterError
 from events.errors import EventStoreError
 
-log = structlog.get_logger("collab.ws")
+log = structlog.get_logger("collab.live.ws")
 
 _ids = itertools.count(1)
 #: how long a close frame may wait behind a client that does not read
@@ -232,7 +232,7 @@ async def _receive(websocket: WebSocket, connection: Connection, room: Room, liv
             return
         try:
             room.receive(connection, protocol.decode(frame))
-        except protocol.ProtocolError as exc:
+        except protocol.REFUSED as exc:
             live.metrics.refused.labels(type(exc).__name__).inc()
             log.info("frame refused", project=room.project_id, error=str(exc))
             connection.close(CloseCode.BAD_MESSAGE, str(exc))

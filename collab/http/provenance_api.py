@@ -16,8 +16,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from collab.api import ApiError, actor_of, body_of, correlation_of, invalid
-from collab.params import (
+from collab.http.api import ApiError, actor_of, body_of, correlation_of, invalid
+from collab.http.params import (
     caught_up,
     field_error,
     int_param,
@@ -27,7 +27,7 @@ from collab.params import (
     store_of,
     view_at,
 )
-from collab.responses import JSONResponse
+from collab.http.responses import JSONResponse
 from events import EventMetadata, NewEvent
 from events.analysis import check_results
 from events.models import (
