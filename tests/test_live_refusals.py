@@ -93,6 +93,34 @@ async def test_a_poison_update_closes_4400_is_not_stored_and_spares_everyone(
             await client.disconnect()
 
 
+async def test_an_update_held_for_its_parent_is_refused_when_the_parent_cannot_hold_it(
+    database_url: str,
+) -> None:
+    # Found by the fuzzing campaign: an update naming a parent nobody sent was stored
+    # pending, and failed (for the room, the cache and every reader of the log) once the
+    # parent arrived as a character of a text instead of a shared type.
+    child_of_9_0 = bytes([1, 1, 7, 0, 8, 0, 9, 0, 1, 125, 2, 0])
+    text_9_0 = bytes([1, 1, 9, 0, 4, 1, 1]) + b"t" + bytes([1]) + b"a" + bytes([0])
+    async with running_server(database_url) as address:
+        project = await create_project(address)
+        good, other, bad = await synced_clients(address, project, 3)
+        stored = await count_doc_events(database_url, project)
+        await bad.send_raw(protocol.encode_update(child_of_9_0))
+        await _stays_live(good, other, "held")  # a round trip: the child is held by now
+        assert await count_doc_events(database_url, project) == stored + 1
+        await good.send_raw(protocol.encode_update(text_9_0))
+        assert await bad.wait_closed() == CloseCode.BAD_MESSAGE
+        assert bad.ws is not None
+        assert "once the changes it refers to arrived" in (bad.ws.close_reason or "")
+        await _stays_live(good, other, "after")
+        assert await count_doc_events(database_url, project) == stored + 3
+        replayed = await log_doc(database_url, project)  # applies every stored update
+        assert replayed.get_update() == other.doc.get_update()
+        await _ready_at_head(address)
+        for client in (good, other):
+            await client.disconnect()
+
+
 def _nan_tempo(doc: pycrdt.Doc[Any]) -> None:
     doc.get(document.META, type=pycrdt.Map)["tempo"] = math.nan
 
