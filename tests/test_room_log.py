@@ -13,8 +13,9 @@ import pycrdt
 import pytest
 
 from collab.live import protocol
+from collab.live.admission import HOLD_SECONDS
 from collab.live.closecodes import CloseCode
-from collab.live.room import HOLD_SECONDS, Room
+from collab.live.room import Room
 from collab.live.writer import Committed, Overloaded
 from collab.runtime.metrics import Metrics
 from events import NewEvent

@@ -5,10 +5,13 @@ checked, handed to the group-commit writer, and applied and broadcast only in th
 writer's ``on_committed`` callback. "Checked" means more than "decodes": an update that
 writes a value the log cannot hold (a NUL, a NaN; ``protocol.check_update``) is
 refused, and so is one that does not apply to the document (a decodable update can
-still name a parent that is not a shared type). The second check applies the update to
-a trial document, the room's document plus the updates still on their way to the log,
-so nothing the room could not apply is ever stored: one stored poison update stopped
-every reader of the log.
+still name a parent that is not a shared type), and one that refers to ids nobody sent
+is held until they arrive: :mod:`collab.live.admission` keeps the trial document this
+is decided on, so nothing the room could not apply is ever stored (one stored poison
+update stopped every reader of the log).
+
+The room hands updates to a :class:`Durability` port (the group-commit writer in the
+server, a hand-driven log in ``tests/test_room_log.py``).
 
 Because updates are applied only once durable, a client joining in between never sees
 one that is not, and the room never has to be repaired after a failed append (the
@@ -25,12 +28,13 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import pycrdt
 import structlog
 
 from collab.live import protocol
+from collab.live.admission import Admission, Peer
 from collab.live.closecodes import CloseCode
 from collab.live.protocol import AwarenessEntry
 from collab.live.writer import Committed, WriterClosed, WriterError
@@ -38,7 +42,7 @@ from collab.runtime.metrics import Metrics
 from events import EventMetadata, NewEvent
 from events.models import DocUpdated, DomainEvent, project_stream
 from events.store import CachedState
-from music import document, salvage, update_values
+from music import document
 from music.update_values import Extent
 from music.updates import EMPTY_UPDATE
 
@@ -46,24 +50,6 @@ log = structlog.get_logger("collab.live.room")
 
 #: awareness states not renewed for this long are dropped (y-protocols uses 30 s)
 AWARENESS_TIMEOUT = 30.0
-#: a peer's update that refers to ids nobody sent waits this long for them. Editors
-#: send such updates when an edit races their own sync step 2 after a reconnect.
-HOLD_SECONDS = 10.0
-#: at most this many updates wait in one room
-MAX_HELD = 64
-
-
-class Peer(Protocol):
-    """A connected client, as the room sees it."""
-
-    @property
-    def actor(self) -> str: ...
-
-    def send(self, frame: bytes) -> None:
-        """Queue a frame; never blocks (a peer that falls behind closes itself)."""
-
-    def close(self, code: CloseCode, reason: str) -> None:
-        """Close after the frames already queued; returns at once."""
 
 
 class Durability(Protocol):
@@ -80,15 +66,6 @@ class Durability(Protocol):
         on_committed: Callable[[Committed], None] | None = None,
         on_failed: Callable[[Exception], None] | None = None,
     ) -> asyncio.Future[Committed]: ...
-
-
-@dataclass(slots=True)
-class _Held:
-    update: bytes
-    extent: Extent
-    origin: Peer
-    actor: str
-    since: float
 
 
 @dataclass(slots=True)
@@ -127,15 +104,7 @@ class Room:
         self._cache_every = cache_every
         self._cached_version = 0
         self._gap_from: int | None = None
-        #: the document plus the updates in flight to the log: where a submitted update
-        #: is tried; built at the first submit, dropped whenever it may differ from that
-        self._trial: pycrdt.Doc[Any] | None = None
-        self._in_flight: dict[int, bytes] = {}
-        #: client -> next clock of the document plus the updates in flight (what the
-        #: log will hold); valid while the trial is
-        self._logged: dict[int, int] = {}
-        #: peers' updates that wait for ids they refer to, in arrival order
-        self._held: list[_Held] = []
+        self._admission = Admission(self.doc.get_update, metrics)
         self._submitted = 0
 
     # -- loading ----------------------------------------------------------------------
@@ -149,7 +118,7 @@ class Room:
         self.version = max(self.version, version)
         self.position = max(self.position, position)
         self._full_update = None
-        self._trial = None
+        self._admission.forget()
 
     def loaded_from_cache(self, version: int) -> None:
         self._cached_version = version
@@ -166,10 +135,7 @@ class Room:
     def detach(self, peer: Peer) -> None:
         """A peer leaves: its presence and its held updates go."""
         self.peers.discard(peer)
-        if any(held.origin is peer for held in self._held):
-            # Yjs clients keep their edits and send them again when they reconnect.
-            self._held = [held for held in self._held if held.origin is not peer]
-            self._trial = None
+        self._admission.drop(peer)
         gone = [cid for cid, p in self._presence.items() if p.owner is peer]
         self._remove_presence(gone)
 
@@ -217,9 +183,9 @@ class Room:
         besides the previous version, which the store adds itself; ``extent`` is what
         ``protocol.check_update`` read of it (read here when not given). Returns None for
         a plain update that changes nothing, and for a peer's update that refers to ids
-        the document does not have yet: it is held until they arrive (see
-        :data:`HOLD_SECONDS`). Raises MalformedUpdate for an update the log must not
-        hold, and WriterError when the writer refuses it (the caller decides what the
+        the document does not have yet: it is held until they arrive
+        (``admission.HOLD_SECONDS``). Raises MalformedUpdate for an update the log must
+        not hold, and WriterError when the writer refuses it (the caller decides what the
         client is told).
         """
         if update == EMPTY_UPDATE and event is None:
@@ -229,13 +195,13 @@ class Room:
                 # Frames from peers were checked when decoded; updates the server
                 # built (typed edits, rollbacks) are checked here.
                 extent = protocol.check_update(update)
-            if not self._try(update, extent):
+            if not self._admission.admit(update, extent):
                 if origin is None:
-                    self._trial = None
+                    self._admission.forget()
                     raise protocol.UnappliableUpdate(
                         "update refers to changes the document does not have"
                     )
-                self._hold(update, extent, origin, actor)
+                self._admission.hold(update, extent, origin, actor)
                 return None
         future = self._log(
             update, origin, actor, correlation_id=correlation_id, event=event, parents=parents
@@ -269,122 +235,24 @@ class Room:
                 on_failed=lambda error: self._failed(key, origin, error),
             )
         except WriterError as exc:
-            self._trial = None  # it holds an update the log will not
+            self._admission.forget()  # the trial holds an update the log will not
             self._refused(origin, exc)
             raise
-        self._in_flight[key] = update
+        self._admission.in_flight[key] = update
         self.pending += 1
         return future
 
-    def _try(self, update: bytes, extent: Extent) -> bool:
-        """Apply ``update`` to the trial document; whether it is complete there.
-
-        Raises UnappliableUpdate when it does not apply. An incomplete update (one that
-        refers to ids neither the document nor the updates on their way to the log
-        carry) stays pending in the trial.
-        """
-        trial = self._trial_document()
-        try:
-            trial.apply_update(update)
-        except BaseException as exc:
-            if not salvage.apply_error(exc):
-                raise  # a cancellation or an interrupt, not a refusal
-            self._trial = None  # a refused apply can leave the trial half-changed
-            if not (self._held and self._blame_held(update)):
-                raise protocol.UnappliableUpdate(
-                    f"update does not apply to the document: {exc}"
-                ) from None
-        if not extent.complete(self._logged):
-            return False
-        extent.advance(self._logged)
-        return True
-
-    def _trial_document(self, *updates: bytes) -> pycrdt.Doc[Any]:
-        """The document plus the updates in flight, ``updates``, and the held ones."""
-        if self._trial is None:
-            trial: pycrdt.Doc[Any] = pycrdt.Doc()
-            # get_update() leaves out pending structs: the document has none, because
-            # only complete updates are stored; the held ones are applied again below.
-            trial.apply_update(self.doc.get_update())
-            for update in self._in_flight.values():
-                trial.apply_update(update)
-            self._logged = update_values.state_of(trial.get_state())
-            for update in updates:
-                trial.apply_update(update)
-            for held in self._held:
-                trial.apply_update(held.update)
-            self._trial = trial
-        return self._trial
-
-    def _blame_held(self, update: bytes) -> bool:
-        """After ``update`` failed to apply: whether a held update made it fail.
-
-        A held update is applied for real only once the ids it refers to arrive, so it
-        fails with the update that brings them. When ``update`` applies without the
-        held ones, each held update that does not apply after it closes its sender with
-        4400 and is dropped; the trial then holds ``update`` and the rest.
-        """
-        held, self._held = self._held, []
-        trial = self._trial_document()
-        try:
-            trial.apply_update(update)
-        except BaseException as exc:
-            if not salvage.apply_error(exc):
-                raise
-            self._held, self._trial = held, None
-            return False
-        for waiting in held:
-            try:
-                trial.apply_update(waiting.update)
-            except BaseException as exc:
-                if not salvage.apply_error(exc):
-                    raise
-                self._metrics.refused.labels("UnappliableUpdate").inc()
-                waiting.origin.close(
-                    CloseCode.BAD_MESSAGE,
-                    f"update does not apply once the changes it refers to arrived: {exc}",
-                )
-                self._trial = None
-                trial = self._trial_document(update)
-            else:
-                self._held.append(waiting)
-        return True
-
-    def _hold(self, update: bytes, extent: Extent, origin: Peer, actor: str) -> None:
-        if len(self._held) >= MAX_HELD:
-            self._trial = None
-            raise protocol.UnappliableUpdate(
-                f"more than {MAX_HELD} updates wait for changes nobody sent"
-            )
-        self._held.append(_Held(update, extent, origin, actor, time.monotonic()))
-
     def _release(self) -> None:
         """Send held updates whose missing ids are now on their way to the log."""
-        released = True
-        while released and self._held:
-            released = False
-            for held in list(self._held):
-                if held.extent.complete(self._logged):
-                    held.extent.advance(self._logged)
-                    self._held.remove(held)
-                    released = True
-                    try:
-                        self._log(held.update, held.origin, held.actor)
-                    except WriterError:
-                        return  # the sender is closed; it resends on reconnect
+        while (held := self._admission.next_ready()) is not None:
+            try:
+                self._log(held.update, held.origin, held.actor)
+            except WriterError:
+                return  # the sender is closed; it resends on reconnect
 
     def expire_held(self, now: float | None = None) -> None:
         """Close the senders of updates whose missing ids did not arrive in time."""
-        limit = (time.monotonic() if now is None else now) - HOLD_SECONDS
-        stale = [held for held in self._held if held.since < limit]
-        for held in stale:
-            self._held.remove(held)
-            self._trial = None
-            self._metrics.refused.labels("incomplete").inc()
-            held.origin.close(
-                CloseCode.BAD_MESSAGE,
-                f"update refers to changes nobody sent within {HOLD_SECONDS:.0f} s",
-            )
+        self._admission.expire(now)
 
     def _refused(self, origin: Peer | None, exc: WriterError) -> None:
         if isinstance(exc, WriterClosed):
@@ -397,7 +265,7 @@ class Room:
 
     def _committed(self, key: int, update: bytes, origin: Peer | None, done: Committed) -> None:
         self.pending -= 1
-        del self._in_flight[key]
+        del self._admission.in_flight[key]
         if done.version != self.version + 1 and self._gap_from is None:
             # Someone else (another node, a script) appended to this stream in between;
             # the loader fills the gap from the log.
@@ -406,12 +274,8 @@ class Room:
 
     def apply_committed(self, update: bytes, done: Committed, origin: Peer | None) -> None:
         """Apply an update another writer made durable and send it to every peer."""
-        if self._trial is not None and update and update != EMPTY_UPDATE:
-            try:
-                self._trial.apply_update(update)
-                update_values.check_values(update).advance(self._logged)
-            except Exception:  # noqa: BLE001 - rebuilt from the document when next needed
-                self._trial = None
+        if update and update != EMPTY_UPDATE:
+            self._admission.committed_elsewhere(update)
         self._apply_durable(update, done, origin)
 
     def _apply_durable(self, update: bytes, done: Committed, origin: Peer | None) -> None:
@@ -423,7 +287,7 @@ class Room:
         try:
             self.doc.apply_update(update)
         except Exception as exc:  # noqa: BLE001 - only a writer without the trial stores these
-            self._trial = None
+            self._admission.forget()
             self._metrics.refused.labels("unappliable_stored").inc()
             log.error(  # noqa: TRY400 - the reason is the message; no traceback to show
                 "stored update does not apply", project=self.project_id, error=str(exc)
@@ -447,8 +311,8 @@ class Room:
 
     def _failed(self, key: int, origin: Peer | None, error: Exception) -> None:
         self.pending -= 1
-        del self._in_flight[key]
-        self._trial = None  # it holds an update the log will not
+        del self._admission.in_flight[key]
+        self._admission.forget()  # the trial holds an update the log will not
         self._metrics.refused.labels("database").inc()
         if origin is not None:
             origin.close(CloseCode.TRY_AGAIN_LATER, "database unavailable; reconnect later")
