@@ -8,31 +8,12 @@ import pycrdt
 import pytest
 
 from collab.live import protocol
-from collab.live.closecodes import CloseCode
 from collab.live.room import AWARENESS_TIMEOUT, Room
 from collab.live.writer import GroupCommitWriter
 from collab.runtime.metrics import Metrics
 from music import document
+from tests.peers import RecordingPeer
 from tests.poison import find_poison
-
-
-class RecordingPeer:
-    """The room's view of a connection: records what the room hands it."""
-
-    actor = "tester"
-
-    def __init__(self) -> None:
-        self.frames: list[bytes] = []
-        self.closed: tuple[CloseCode, str] | None = None
-
-    def send(self, frame: bytes) -> None:
-        self.frames.append(frame)
-
-    def close(self, code: CloseCode, reason: str) -> None:
-        self.closed = (code, reason)
-
-    def messages(self) -> list[protocol.Message]:
-        return [protocol.decode(frame) for frame in self.frames]
 
 
 def _room() -> Room:

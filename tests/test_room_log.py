@@ -20,6 +20,7 @@ from collab.live.writer import Committed, Overloaded
 from collab.runtime.metrics import Metrics
 from events import NewEvent
 from events.models import DocUpdated
+from tests.peers import RecordingPeer
 from tests.poison import find_poison
 
 PROJECT = "00000000-0000-0000-0000-000000000002"
@@ -29,27 +30,6 @@ CHILD_OF_9_0 = bytes([1, 1, 7, 0, 8, 0, 9, 0, 1, 125, 2, 0])
 #: the id 9:0 as a character of the root text "t": not a shared type, so CHILD_OF_9_0
 #: cannot be applied once it arrives
 TEXT_9_0 = bytes([1, 1, 9, 0, 4, 1, 1]) + b"t" + bytes([1]) + b"a" + bytes([0])
-
-
-class RecordingPeer:
-    actor = "tester"
-
-    def __init__(self) -> None:
-        self.frames: list[bytes] = []
-        self.closed: tuple[CloseCode, str] | None = None
-
-    def send(self, frame: bytes) -> None:
-        self.frames.append(frame)
-
-    def close(self, code: CloseCode, reason: str) -> None:
-        self.closed = (code, reason)
-
-    def updates(self) -> list[bytes]:
-        return [
-            message.update
-            for message in map(protocol.decode, self.frames)
-            if isinstance(message, protocol.Update)
-        ]
 
 
 @dataclass
