@@ -1,4 +1,5 @@
-"""Domain events: one frozen pydantic model per type in the DESIGN catalogue.
+"""Domain events: one frozen pydantic model per event type; docs/event-store.md
+("Event models") describes how they are validated and upcast.
 
 Each model names its ``event_type`` and ``schema_version``. Binary Yjs updates
 live in a ``bytes`` field marked as the event's *payload*: they are stored in the

@@ -1,4 +1,5 @@
-"""Seeded random edits of a project document in the DESIGN layout (for property tests)."""
+"""Seeded random edits of a project document in the layout of docs/document.md (for
+property tests)."""
 
 from __future__ import annotations
 
