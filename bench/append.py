@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.harness import fresh_database, machine_line, postgres_server
 from collab.runtime import logging as collab_logging
 from events import EventMetadata, NewEvent
-from events.models import DocUpdated
+from events.models import DocUpdated, project_stream
 from events.postgres import PostgresEventStore
 
 META = EventMetadata(actor="bench", agent_id="bench", client_id=7)
@@ -51,7 +51,7 @@ async def _appends(
     await stores[0].migrate()
 
     async def writer(index: int) -> None:
-        stream = f"project-{index}"
+        stream = project_stream(str(index))
         store = stores[index % count]
         for _ in range(appends_per_writer):
             await store.append(stream, [event() for _ in range(batch)])
@@ -76,7 +76,7 @@ async def _baseline(url: str, writers: int, inserts_per_writer: int, batch: int 
     )
 
     async def writer(index: int) -> None:
-        stream = f"project-{index}"
+        stream = project_stream(str(index))
         for _ in range(inserts_per_writer):
             await pool.execute(
                 "insert into plain_events (stream_id, event_id, data, payload)"
@@ -98,7 +98,7 @@ async def _catch_up(url: str, total: int) -> float:
     store = await PostgresEventStore.connect(url)
     await store.migrate()
     for offset in range(0, total, 1000):
-        await store.append(f"project-{offset % 50}", [event() for _ in range(1000)])
+        await store.append(project_stream(str(offset % 50)), [event() for _ in range(1000)])
     started = time.perf_counter()
     seen = 0
     async for stored in store.subscribe(0, batch_size=5000):

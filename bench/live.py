@@ -56,7 +56,7 @@ from bench.harness import (  # noqa: E402
 )
 from collab.live import protocol  # noqa: E402
 from events import EventMetadata, NewEvent  # noqa: E402
-from events.models import DocUpdated, ProjectCreated  # noqa: E402
+from events.models import DocUpdated, ProjectCreated, project_stream  # noqa: E402
 from events.postgres import PostgresEventStore  # noqa: E402
 from events.store import AppendRequest  # noqa: E402
 
@@ -465,7 +465,7 @@ def _safe_cpu(pid: int) -> float:
 
 async def _join_storm(database_url: str, updates: int, joiners: int) -> float:
     project = str(uuid.uuid4())
-    stream = f"project-{project}"
+    stream = project_stream(project)
     store = await PostgresEventStore.connect(database_url)
     try:
         meta = EventMetadata(actor="bench")

@@ -49,7 +49,7 @@ from collab import worker
 from collab.runtime import logging as collab_logging
 from collab.runtime.config import ReadSettings
 from events import EventMetadata, NewEvent
-from events.models import DocUpdated, ProjectCreated
+from events.models import DocUpdated, ProjectCreated, project_stream
 from events.postgres import PostgresEventStore
 from events.store import AppendRequest
 from music import document
@@ -145,7 +145,8 @@ async def _fill(store: PostgresEventStore, projects: int, events: int, seed: int
     await store.append_batch(
         [
             AppendRequest(
-                f"project-{pid}", [NewEvent(ProjectCreated(name=f"Song {i}", owner="bench"), META)]
+                project_stream(pid),
+                [NewEvent(ProjectCreated(name=f"Song {i}", owner="bench"), META)],
             )
             for i, pid in enumerate(ids)
         ]
@@ -155,7 +156,7 @@ async def _fill(store: PostgresEventStore, projects: int, events: int, seed: int
         which = rng.randrange(projects)
         update = editors[which].update()
         chunk.append(
-            AppendRequest(f"project-{ids[which]}", [NewEvent(DocUpdated(update=update), META)])
+            AppendRequest(project_stream(ids[which]), [NewEvent(DocUpdated(update=update), META)])
         )
         if len(chunk) == 2000 or index == events - 1:
             await store.append_batch(chunk)

@@ -39,6 +39,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from websockets.protocol import State
 
 from collab.live.closecodes import CloseCode
+from events.models import project_stream
 from events.postgres import PostgresEventStore
 from music import document
 from tests.fuzz_frames import ACCEPTED, FrameGenerator, Unit
@@ -476,7 +477,7 @@ class LogReplay:
 
     def __init__(self, database_url: str, project_id: str, findings: Findings) -> None:
         self.database_url = database_url
-        self.stream = f"project-{project_id}"
+        self.stream = project_stream(project_id)
         self.findings = findings
         self.doc = document.new_document()
         self.version = 0

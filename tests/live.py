@@ -29,6 +29,7 @@ from websockets.exceptions import ConnectionClosed
 from collab.app import create_app
 from collab.runtime.config import AuditSettings, HttpSettings, LiveSettings, ReadSettings
 from collab.server import Server, build_config
+from events.models import project_stream
 from events.postgres import PostgresEventStore
 from events.records import StoredEvent
 from music import document
@@ -249,7 +250,7 @@ async def project_events(database_url: str, project_id: str) -> list[StoredEvent
     """Every event of the project's stream, read straight from the store."""
     store = await PostgresEventStore.connect(database_url, min_size=1, max_size=1)
     try:
-        return await store.read_stream(f"project-{project_id}")
+        return await store.read_stream(project_stream(project_id))
     finally:
         await store.close()
 

@@ -23,6 +23,7 @@ from collab.runtime.config import AuditSettings
 from events import daid as daid_module
 from events.checkpoints import statement
 from events.integrity import stored_daid_hash16
+from events.models import project_of
 from events.postgres import PostgresEventStore
 from events.records import chain_hash, stored_content_hash
 from tests.live import running_server
@@ -232,7 +233,7 @@ async def test_a_consistent_rewrite_is_caught_by_the_signed_root(database_url, t
         "audit",
         "verify",
         "--project",
-        forged.stream_id.removeprefix("project-"),
+        project_of(forged.stream_id),
     )
     assert chain_only.returncode == 0, chain_only.stdout + chain_only.stderr
     result = await asyncio.to_thread(

@@ -26,7 +26,7 @@ import pycrdt
 
 from collab.runtime.config import ReadSettings
 from events import EventMetadata, NewEvent
-from events.models import DocUpdated, ProjectCreated
+from events.models import DocUpdated, ProjectCreated, project_stream
 from events.postgres import PostgresEventStore
 from music import document
 from projections.projects import TABLES
@@ -122,7 +122,7 @@ async def _append(
         for name, update in updates:
             event = created if update is None else DocUpdated(update=update)
             assert event is not None
-            result = await store.append(f"project-{project_id}", [NewEvent(event, META)])
+            result = await store.append(project_stream(project_id), [NewEvent(event, META)])
             positions[name] = result.position
         return positions
     finally:
@@ -190,7 +190,7 @@ async def test_an_old_log_with_poison_nul_and_nan_folds_on_and_loads(database_ur
         await _room_loads_without_the_poison(http, address, database_url, project, at)
 
     incremental = await _dump(database_url)
-    stream = f"project-{project}"
+    stream = project_stream(project)
     assert incremental["quarantine"] == [("projects", at["poison"], stream, "doc.updated", reason)]
     summaries = {row["position"]: row["summary"] for row in incremental["project_history"]}
     assert summaries[at["poison"]] == ["update could not be applied; ignored"]
@@ -239,7 +239,7 @@ async def _quarantine_is_reported(
     assert projects["state"] == "running"
     assert projects["quarantined"]["count"] == 1
     (event,) = projects["quarantined"]["events"]
-    stream = f"project-{project}"
+    stream = project_stream(project)
     assert (event["position"], event["stream"], event["type"]) == (
         at["poison"],
         stream,

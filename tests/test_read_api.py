@@ -250,7 +250,7 @@ async def _grant(database_url: str, project: str, user: str) -> None:
     try:
         meta = EventMetadata(actor="ana")
         await store.append(
-            f"project-{project}",
+            project_stream(project),
             [
                 NewEvent(MemberGranted(user=user, role="editor"), meta),
                 NewEvent(

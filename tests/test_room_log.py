@@ -19,7 +19,7 @@ from collab.live.room import Room
 from collab.live.writer import Committed, Overloaded
 from collab.runtime.metrics import Metrics
 from events import NewEvent
-from events.models import DocUpdated
+from events.models import DocUpdated, project_stream
 from tests.peers import RecordingPeer
 from tests.poison import find_poison
 
@@ -55,7 +55,7 @@ class ManualLog:
         on_committed: Callable[[Committed], None] | None = None,
         on_failed: Callable[[Exception], None] | None = None,
     ) -> asyncio.Future[Committed]:
-        assert stream_id == f"project-{PROJECT}"
+        assert stream_id == project_stream(PROJECT)
         if self.refusal is not None:
             raise self.refusal
         future: asyncio.Future[Committed] = asyncio.get_running_loop().create_future()

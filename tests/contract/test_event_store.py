@@ -24,7 +24,7 @@ from events import (
 )
 from events import daid as daid_module
 from events.errors import QueryFailed
-from events.models import DocUpdated, ProjectCreated, SnapshotTagged
+from events.models import DocUpdated, ProjectCreated, SnapshotTagged, project_stream
 from events.postgres import PostgresEventStore
 from events.store import CachedState
 from tests.support import eventually, timeout
@@ -207,7 +207,7 @@ async def test_read_all_in_batches(store: PostgresEventStore):
 
 
 async def test_read_share_splits_the_log_by_stream(store: PostgresEventStore):
-    streams = [f"project-{i}" for i in range(12)]
+    streams = [project_stream(str(i)) for i in range(12)]
     for i in range(60):
         await store.append(streams[i % 12], [doc(i)])
     every = await store.read_all(limit=100)
