@@ -54,9 +54,9 @@ from events.postgres import PostgresEventStore
 from events.store import AppendRequest
 from music import document
 from music.changes import DocumentTracker, summarize
-from projections import project_reads
-from projections.audit_log import AuditLogProjection
+from projections import project_reads, registry
 from projections.projects import ProjectsProjection
+from projections.registry import Needs
 from projections.runner import ParallelFold, reset
 from projections.sharded import fold_in_parallel
 from tests.support import clean_env
@@ -205,11 +205,11 @@ def _tracking_floor(projects: int, events: int, seed: int) -> tuple[float, float
 
 
 async def _fold_every(url: str, batch: int) -> float:
-    """All three projections from position 0, as the worker folds them (one store,
+    """Every read model from position 0, as the worker folds them (one store,
     decoded batches shared); events/s until every one is at the head."""
     store = await PostgresEventStore.connect(url, max_size=6, read_cache=2 * batch)
     try:
-        projections = worker.build(store, ReadSettings(), AuditLogProjection(None))
+        projections = registry.build(Needs(store))
         for projection in projections:
             await reset(store, projection)
         head = await store.head_position()

@@ -39,6 +39,7 @@ from collab.worker import ProjectionWorker
 from events.checkpoints import Signer
 from events.errors import EventStoreError
 from events.postgres import PostgresEventStore
+from projections import registry
 from projections.progress import ProjectionProgress, ProjectionStatus
 
 log = structlog.get_logger("collab.app")
@@ -170,7 +171,7 @@ async def _projections(
 ) -> tuple[ProjectionProgress, ProjectionWorker | None]:
     """Follow the projections' progress, and fold them where the settings say: in the
     worker process (returned), in this event loop, or not here."""
-    progress = ProjectionProgress(store, worker.NAMES, poll_interval=poll_interval)
+    progress = ProjectionProgress(store, registry.NAMES, poll_interval=poll_interval)
     await progress.start()
     stack.push_async_callback(progress.stop)
     if read.projections == "inline":

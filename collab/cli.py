@@ -55,8 +55,7 @@ from events.checkpoints import (
 from events.errors import EventStoreError
 from events.integrity import Break
 from events.postgres import PostgresEventStore, VerifyReport
-from projections import audit_log, projects, quarantine
-from projections.audit_log import AuditLogProjection
+from projections import audit_log, quarantine, registry
 from projections.progress import ProjectionProgress, ProjectionStatus
 from projections.quarantine import Quarantined
 from projections.runner import Projection, RebuildRunning, rebuild
@@ -357,7 +356,7 @@ def audit_public_key(data_dir: DataDir = None) -> None:
 
 def _projections(store: PostgresEventStore, settings: Settings) -> list[Projection]:
     # Only the server signs checkpoints; a rebuild here checks the roots it passes.
-    return worker.build(store, read_settings(settings), AuditLogProjection(None))
+    return registry.build(registry.Needs(store, state_every=settings.state_every))
 
 
 @projections_app.command("status")
@@ -368,7 +367,7 @@ def projections_status(data_dir: DataDir = None) -> None:
 
     async def run(store: PostgresEventStore) -> list[ProjectionStatus]:
         await _require_schema(store)
-        return await ProjectionProgress(store, worker.NAMES).status()
+        return await ProjectionProgress(store, registry.NAMES).status()
 
     for status in _with_store(database, run, "collab: cannot read projections"):
         line = f"{status.name}: position {status.position} of {status.head}, lag {status.lag}"
@@ -477,13 +476,14 @@ def projections_rebuild(
         chosen = [p for p in _projections(store, settings) if name in (None, p.name)]
         if not chosen:
             raise typer.BadParameter(f"no projection named {name!r}", param_hint="NAME")
-        if jobs > 1 and name not in (None, projects.NAME):
+        if jobs > 1 and name not in (None, registry.SHAREABLE):
             # lineage links events across streams, audit_log chains the whole log
             raise typer.BadParameter(
-                f"only {projects.NAME} can be folded by several processes", param_hint="--jobs"
+                f"only {registry.SHAREABLE} can be folded by several processes",
+                param_hint="--jobs",
             )
         for projection in chosen:
-            if jobs > 1 and projection.name == projects.NAME:
+            if jobs > 1 and projection.name == registry.SHAREABLE:
                 await _rebuild(
                     store,
                     projection,

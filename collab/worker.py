@@ -36,38 +36,29 @@ from collab.runtime.config import AuditSettings, ReadSettings
 from events.checkpoints import Signer
 from events.errors import EventStoreError
 from events.postgres import PostgresEventStore
-from projections import audit_log, lineage, projects
+from projections import registry
 from projections.audit_log import AuditLogProjection
-from projections.lineage import LineageProjection
-from projections.projects import ProjectsProjection
+from projections.registry import Needs
 from projections.runner import ParallelFold, Projection, ProjectionRunner, Store
 from projections.sharded import Opener, fold_in_parallel
 
 log = structlog.get_logger("collab.worker")
 
-#: every projection, in the order they are built and reported
-NAMES: Final = (projects.NAME, lineage.NAME, audit_log.NAME)
 #: a worker that lived this long had started fine: restart it without delay
 _STABLE_SECONDS: Final = 60.0
-
-
-def build(
-    store: PostgresEventStore, read: ReadSettings, audit: AuditLogProjection
-) -> list[Projection]:
-    """The projections, in :data:`NAMES` order."""
-    return [ProjectsProjection(store, state_every=read.state_every), LineageProjection(), audit]
 
 
 @asynccontextmanager
 async def projects_share(
     database_url: str, read: ReadSettings, log_level: str, log_format: collab_logging.Format
 ) -> AsyncIterator[tuple[Store, Projection]]:
-    """The store and ``projects`` projection of one process of a parallel fold
-    (:mod:`projections.sharded`)."""
+    """The store and projection (:data:`projections.registry.SHAREABLE`) of one process
+    of a parallel fold (:mod:`projections.sharded`)."""
     collab_logging.configure(log_level, log_format)
     store = await PostgresEventStore.connect(database_url, min_size=1, max_size=2)
     try:
-        yield store, ProjectsProjection(store, state_every=read.state_every)
+        model = registry.read_model(registry.SHAREABLE)
+        yield store, model.build(Needs(store, state_every=read.state_every))
     finally:
         await store.close()
 
@@ -82,19 +73,27 @@ async def folding(
 ) -> AsyncIterator[ProjectionRunner]:
     """Run every projection, and the sealing of a quiet audit log, in this event loop.
 
-    With ``share_opener`` and ``read.projection_jobs`` > 1, ``projects`` catches up
-    from far behind by that many processes (:mod:`projections.sharded`).
+    With ``share_opener`` and ``read.projection_jobs`` > 1, the shareable read model
+    (``projects``) catches up from far behind by that many processes
+    (:mod:`projections.sharded`).
     """
-    audit_projection = AuditLogProjection(
-        signer, checkpoint_every=audit.checkpoint_every, checkpoint_seconds=audit.checkpoint_seconds
+    projections = registry.build(
+        Needs(
+            store,
+            state_every=read.state_every,
+            signer=signer,
+            checkpoint_every=audit.checkpoint_every,
+            checkpoint_seconds=audit.checkpoint_seconds,
+        )
     )
-    projections = build(store, read, audit_projection)
+    # Sealing a quiet log is the worker's: it runs between batches, not in a fold.
+    audit_projection = next(p for p in projections if isinstance(p, AuditLogProjection))
     parallel: dict[str, ParallelFold] = {}
     if share_opener is not None and read.projection_jobs > 1:
-        parallel[projects.NAME] = functools.partial(
+        parallel[registry.SHAREABLE] = functools.partial(
             fold_in_parallel,
             store,
-            next(p for p in projections if p.name == projects.NAME),
+            next(p for p in projections if p.name == registry.SHAREABLE),
             share_opener,
             jobs=read.projection_jobs,
             batch_size=read.projection_batch,
@@ -152,7 +151,7 @@ async def run(
     try:
         await store.migrate()
         async with folding(store, read, audit, signer, share_opener):
-            log.info("projections running", projections=list(NAMES), pid=os.getpid())
+            log.info("projections running", projections=list(registry.NAMES), pid=os.getpid())
             await stop.wait()
     finally:
         await store.close()
