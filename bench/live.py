@@ -59,6 +59,7 @@ from events import EventMetadata, NewEvent  # noqa: E402
 from events.models import DocUpdated, ProjectCreated, project_stream  # noqa: E402
 from events.postgres import PostgresEventStore  # noqa: E402
 from events.store import AppendRequest  # noqa: E402
+from tests.support import timeout  # noqa: E402
 
 WORK = ROOT / "bench" / ".work"
 TOKEN = re.compile(rb"~(\d+)~")
@@ -318,7 +319,7 @@ async def y_websocket(server: Path) -> AsyncIterator[Target]:
 
 
 async def _wait_port(port: int, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + timeout(60)
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"server exited with {process.returncode}")

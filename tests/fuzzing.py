@@ -45,7 +45,7 @@ from music import document
 from tests.fuzz_frames import ACCEPTED, FrameGenerator, Unit
 from tests.live import YClient, create_project
 from tests.serving import ServeProcess, log_alarms
-from tests.support import timeout
+from tests.support import NotReady, at_head, projections, timeout, wait_ready
 from tests.yjs_values import TooDeep, bad_values, state_vector
 
 #: the server's message limit in a campaign: small, so that oversized frames are cheap
@@ -529,28 +529,22 @@ def shown(doc: pycrdt.Doc[Any], what: str, findings: Findings) -> str | None:
 
 async def ready_at_head(address: str, findings: Findings, seconds: float = 60) -> None:
     """Until /ready is 200 with every projection running at lag 0; a finding otherwise."""
-    deadline = time.monotonic() + timeout(seconds)
-    body: Any = None
-    status = 0
-    async with httpx.AsyncClient(base_url=f"http://{address}", timeout=timeout(10)) as http:
-        while time.monotonic() < deadline:
-            try:
-                response = await http.get("/ready")
-            except httpx.TransportError as exc:
-                status, body = 0, repr(exc)
-            else:
-                status, body = response.status_code, response.json()
-                projections = body.get("projections", {}) if isinstance(body, dict) else {}
-                states = {p["state"] for p in projections.values()}
-                if status == 200 and states == {"running"}:
-                    if all(p["lag"] == 0 for p in projections.values()):
-                        return
-                elif "failing" in states:
-                    break  # a projection fails on what the log holds: no need to wait
-            await asyncio.sleep(0.2)
-    findings.add(
-        "/ready did not report every projection at the head", f"{status}: {str(body)[:300]}"
-    )
+
+    def settled(response: httpx.Response) -> bool:
+        # A projection that fails on what the log holds will not recover: no need to wait.
+        failing = any(p["state"] == "failing" for p in projections(response).values())
+        return at_head(response) or failing
+
+    message = "/ready did not report every projection at the head"
+    try:
+        response = await wait_ready(
+            f"http://{address}", settled, seconds=seconds, message=message, interval=0.2
+        )
+    except NotReady as exc:
+        findings.add(message, exc.last[:300])
+        return
+    if not at_head(response):
+        findings.add(message, f"{response.status_code}: {response.text[:300]}")
 
 
 async def reads_answer(address: str, project_id: str, findings: Findings) -> Any:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -29,7 +30,7 @@ from tests.live import (
     projections_running,
     running_server,
 )
-from tests.support import eventually
+from tests.support import eventually, timeout
 
 TRACK = {"op": "add_track", "track_id": "bass", "name": "Bass"}
 
@@ -44,6 +45,24 @@ async def edit(client: httpx.AsyncClient, project: str, ops: list[Any], actor: s
     )
     assert response.status_code == 200, response.text
     return response.json()
+
+
+async def every_page(
+    fetch: Callable[[str | None], Awaitable[Any]], *, most: int, seconds: float = 60
+) -> list[Any]:
+    """The pages from the first on, following ``next_cursor`` until it is null; fails,
+    rather than loop for ever, past ``most`` pages or a scaled deadline."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout(seconds)
+    pages: list[Any] = []
+    cursor: str | None = None
+    while len(pages) < most:
+        pages.append(await fetch(cursor))
+        cursor = pages[-1]["next_cursor"]
+        if cursor is None:
+            return pages
+        assert loop.time() < deadline, f"still a next_cursor after {timeout(seconds):.0f} s"
+    raise AssertionError(f"still a next_cursor after {most} pages")
 
 
 async def history(client: httpx.AsyncClient, project: str, position: int, **params: Any) -> Any:
@@ -186,24 +205,20 @@ async def test_history_groups_consecutive_edits_of_one_actor(database_url):
             "entries"
         ]
         assert [e["summary"] for e in tiny] == [e["summary"] for e in plain]
+
         # Grouped pages: one group per page, every version exactly once overall.
+        async def grouped(cursor: str | None) -> Any:
+            params = {"group": "actor", "window": "60s", "limit": 1}
+            cursor_param = {"cursor": cursor} if cursor else {}
+            return await history(client, project, done["position"], **params, **cursor_param)
+
+        pages = await every_page(grouped, most=done["version"] + 1)
         seen: list[int] = []
-        cursor = None
-        pages = 0
-        while True:
-            params: dict[str, Any] = {"group": "actor", "window": "60s", "limit": 1}
-            if cursor:
-                params["cursor"] = cursor
-            body = await history(client, project, done["position"], **params)
-            pages += 1
-            for entry in body["entries"]:
-                first = entry.get("grouped", {}).get("from_version", entry["version"])
-                seen.extend(range(first, entry["version"] + 1))
-            cursor = body["next_cursor"]
-            if cursor is None:
-                break
+        for entry in (e for body in pages for e in body["entries"]):
+            first = entry.get("grouped", {}).get("from_version", entry["version"])
+            seen.extend(range(first, entry["version"] + 1))
         assert sorted(seen) == list(range(1, done["version"] + 1))
-        assert pages == len(
+        assert len(pages) == len(
             (
                 await history(
                     client, project, done["position"], group="actor", window="60s", limit=500
@@ -228,18 +243,14 @@ async def test_history_pages_with_a_cursor(database_url):
         for tempo in range(60, 72):
             done = await edit(client, project, [{"op": "set_meta", "fields": {"tempo": tempo}}])
         assert done is not None
-        versions: list[int] = []
-        cursor = None
-        while True:
-            params: dict[str, Any] = {"limit": 5}
-            if cursor:
-                params["cursor"] = cursor
-            body = await history(client, project, done["position"], **params)
-            assert len(body["entries"]) <= 5
-            versions += [e["version"] for e in body["entries"]]
-            cursor = body["next_cursor"]
-            if cursor is None:
-                break
+
+        async def page(cursor: str | None) -> Any:
+            cursor_param = {"cursor": cursor} if cursor else {}
+            return await history(client, project, done["position"], limit=5, **cursor_param)
+
+        pages = await every_page(page, most=done["version"] + 1)
+        assert all(len(body["entries"]) <= 5 for body in pages)
+        versions = [e["version"] for body in pages for e in body["entries"]]
         assert versions == list(range(done["version"], 0, -1))
         missing = await client.get("/api/projects/8d0c5a44-0000-4000-8000-000000000000/history")
         assert missing.status_code == 404
@@ -297,18 +308,14 @@ async def test_project_list_filters_and_pages(database_url):
         assert len(recent["projects"]) == 5
         percent = (await client.get("/api/projects", params={"name": "%"})).json()
         assert percent["projects"] == []
+
         # pages of two, each project exactly once
-        seen: list[str] = []
-        cursor = None
-        while True:
-            params: dict[str, Any] = {"limit": 2}
-            if cursor:
-                params["cursor"] = cursor
-            page = (await client.get("/api/projects", params=params)).json()
-            seen += [p["name"] for p in page["projects"]]
-            cursor = page["next_cursor"]
-            if cursor is None:
-                break
+        async def page(cursor: str | None) -> Any:
+            params: dict[str, Any] = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+            return (await client.get("/api/projects", params=params)).json()
+
+        pages = await every_page(page, most=len(names) + 1)
+        seen = [p["name"] for body in pages for p in body["projects"]]
         assert seen == [p["name"] for p in body["projects"]]
         for params in (
             {"limit": 0},
