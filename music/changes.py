@@ -52,17 +52,6 @@ _ArrayEvent: Final = pycrdt_native.ArrayEvent
 _SHARED: Final = (pycrdt_native.Map, pycrdt_native.Array, pycrdt_native.Text)
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, pycrdt.Map | pycrdt.Array):
-        plain = value.to_py()
-        if plain is None:
-            return {} if isinstance(value, pycrdt.Map) else []
-        return plain
-    if isinstance(value, pycrdt.Text):
-        return str(value)
-    return value
-
-
 class UpdateRefused(Exception):
     """An update that decodes, but that the document cannot apply."""
 
@@ -298,7 +287,7 @@ def _read(doc: pycrdt.Doc[Any], path: Path) -> Any:
             node = node[key]
         else:
             return MISSING
-    return _plain(node)
+    return document.plain(node)
 
 
 def _store(view: dict[str, Any], path: Path, value: Any) -> None:

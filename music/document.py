@@ -69,6 +69,22 @@ def to_json(doc: pycrdt.Doc[Any]) -> dict[str, Any]:
     }
 
 
+def plain(value: Any, *, keep_none: bool = False) -> Any:
+    """A value read from the document as plain Python: a map or array by ``to_py()``,
+    text as its string, anything else as it is. pycrdt may give an empty map or array
+    as None: shown as ``{}`` or ``[]`` (what the JSON view holds), or kept as None with
+    ``keep_none`` (rollback compares values as pycrdt gives them).
+    """
+    if isinstance(value, pycrdt.Map | pycrdt.Array):
+        converted = value.to_py()
+        if converted is None and not keep_none:
+            return {} if isinstance(value, pycrdt.Map) else []
+        return converted
+    if isinstance(value, pycrdt.Text):
+        return str(value)
+    return value
+
+
 #: levels of nesting shown by the tolerant conversion; deeper values show as null
 MAX_SHOWN_DEPTH = 64
 

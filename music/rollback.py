@@ -44,18 +44,10 @@ def restoring_update(current: pycrdt.Doc[Any], target: pycrdt.Doc[Any]) -> bytes
     return document.transact(work, change)
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, pycrdt.Map | pycrdt.Array):
-        return value.to_py()
-    if isinstance(value, pycrdt.Text):
-        return str(value)
-    return value
-
-
 def _same(have: Any, want: Any) -> bool:
     if _kind(have) != _kind(want):
         return False
-    return bool(_plain(have) == _plain(want))
+    return bool(document.plain(have, keep_none=True) == document.plain(want, keep_none=True))
 
 
 def _kind(value: Any) -> str:
