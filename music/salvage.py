@@ -6,6 +6,10 @@ them: an update that decodes but that Yjs refuses on top of the document it targ
 merges a stream's updates and applies them at once; when that fails, :func:`salvage`
 finds the updates that fail and builds the document without them.
 
+:func:`load` reads a stream's stored updates batch by batch and salvages each on top of
+the state before it; what is done with an update left out is the caller's: the room
+logs and counts it, a projection's document already set it aside.
+
 A failed ``apply_update`` may already have integrated part of the update into the
 document, so after each failure the document is built again from the last state that
 was known to be good.
@@ -13,11 +17,13 @@ was known to be good.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 import pycrdt
+
+from music.updates import EMPTY_UPDATE
 
 
 def apply_error(exc: BaseException) -> bool:
@@ -71,3 +77,59 @@ def salvage(updates: Sequence[bytes], base: bytes | None = None) -> Salvaged:
     if updates:
         attempt(0, len(updates))
     return Salvaged(good or doc.get_update(), refused)
+
+
+class StoredUpdate(Protocol):
+    """An update as read from the log (``events.store.PayloadRecord`` is one)."""
+
+    @property
+    def version(self) -> int: ...
+
+    @property
+    def position(self) -> int: ...
+
+    @property
+    def payload(self) -> bytes | None: ...
+
+
+R = TypeVar("R", bound=StoredUpdate)
+
+
+@dataclass(slots=True)
+class Loaded(Generic[R]):
+    #: ``base`` plus every update that could be applied; None when there was neither
+    state: bytes | None
+    #: stream version and log position of the last record read (those given if none)
+    version: int
+    position: int
+    #: the records whose update was left out, and why
+    refused: list[tuple[R, str]] = field(default_factory=list)
+
+
+async def load(
+    read: Callable[[int], Awaitable[Sequence[R]]],
+    *,
+    base: bytes | None = None,
+    version: int = 0,
+    position: int = 0,
+    batch: int,
+    keep: Callable[[R], bool] = lambda _: True,
+) -> Loaded[R]:
+    """``base`` (the state as of ``version``) plus the updates of every record that
+    ``read(after_version)`` returns (up to ``batch`` at a time, in version order) and
+    ``keep`` accepts; an update the document refuses is left out and named in
+    ``refused``. Each batch is merged and applied at once unless it holds a refused one.
+    """
+    loaded: Loaded[R] = Loaded(base, version, position)
+    while True:
+        records = await read(loaded.version)
+        if not records:
+            return loaded
+        kept = [r for r in records if r.payload and r.payload != EMPTY_UPDATE and keep(r)]
+        if kept:
+            salvaged = salvage([r.payload for r in kept if r.payload], loaded.state)
+            loaded.state = salvaged.state
+            loaded.refused += [(kept[index], reason) for index, reason in salvaged.refused]
+        loaded.version, loaded.position = records[-1].version, records[-1].position
+        if len(records) < batch:
+            return loaded

@@ -19,7 +19,7 @@ from events.store import EventStore
 from music import document
 from music.changes import DocumentTracker, apply_patch, merge, summarize
 from projections import projects, quarantine
-from projections.projects import replay
+from projections.project_documents import replay
 
 
 class BadCursor(ValueError):

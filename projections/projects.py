@@ -9,7 +9,12 @@ It folds every event of every project stream into:
 * ``project_history``: one row per event, with change records and sentences
   (``music.changes``);
 * ``project_states``: the encoded Yjs document every ``state_every`` versions, from
-  which :mod:`projections.timetravel` rebuilds any version by replaying a few events.
+  which :mod:`projections.project_documents` rebuilds any version by replaying a few
+  events.
+
+The rows of the document's parts are built in :mod:`projections.project_parts`. What
+stays here (a little over 400 lines) is the fold itself: one branch per event type,
+the batch it writes and the cache of documents, which share the batch's state.
 
 Documents of recently active projects stay in memory (an LRU of ``cache_size``);
 one that is not there is rebuilt from its newest state plus the log after it. The
@@ -18,14 +23,12 @@ cache is dropped whenever a batch's transaction does not commit.
 
 from __future__ import annotations
 
-import math
 from collections import OrderedDict
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
 
-import pycrdt
 import structlog
 
 from events.models import (
@@ -44,10 +47,11 @@ from events.pacing import Pacer
 from events.records import StoredEvent
 from events.sql import Sql
 from events.store import EventStore
-from music import document, salvage, updates
+from music import document, updates
 from music.changes import DocumentTracker, Record, UpdateRefused, summarize
 from music.updates import EMPTY_UPDATE
-from projections import jsontext, quarantine
+from projections import jsontext, project_parts, quarantine
+from projections.project_documents import replay
 
 log = structlog.get_logger("projections.projects")
 
@@ -373,7 +377,7 @@ class ProjectsProjection:
         )
         changed = [p for p in batch.projects.values() if p.doc_changed]
         if changed:
-            await _write_parts(tx, changed)
+            await project_parts.write_parts(tx, [(p.project_id, p.tracker.view) for p in changed])
         if batch.history:
             await tx.copy("project_history", _HISTORY_COLUMNS, batch.history)
         if batch.states:
@@ -426,187 +430,9 @@ def _project_row(project: _Project) -> tuple[Any, ...]:
         project.position,
         project.doc_version,
         project.state_version,
-        _number(meta.get("tempo")),
-        _text(meta.get("time_signature")),
-        _text(meta.get("key")),
-        _integer(meta.get("sample_rate")),
+        project_parts.number(meta.get("tempo")),
+        project_parts.text(meta.get("time_signature")),
+        project_parts.text(meta.get("key")),
+        project_parts.integer(meta.get("sample_rate")),
         jsontext.dumps(view),
     )
-
-
-async def _write_parts(tx: Sql, projects: list[_Project]) -> None:
-    ids = [p.project_id for p in projects]
-    for table in ("project_tracks", "project_clips", "project_effects"):
-        await tx.execute(f"delete from {table} where project_id = any($1::uuid[])", ids)
-    tracks: list[tuple[Any, ...]] = []
-    clips: list[tuple[Any, ...]] = []
-    effects: list[tuple[Any, ...]] = []
-    for project in projects:
-        view = project.tracker.view
-        all_tracks: dict[str, Any] = view.get(document.TRACKS) or {}
-        order = [t for t in view.get(document.TRACK_ORDER) or [] if t in all_tracks]
-        order = list(dict.fromkeys(order))
-        order += sorted(t for t in all_tracks if t not in order)
-        for ordinal, track_id in enumerate(order):
-            track = all_tracks[track_id] if isinstance(all_tracks[track_id], dict) else {}
-            track_clips = track.get("clips") if isinstance(track.get("clips"), dict) else {}
-            track_effects = track.get("effects") if isinstance(track.get("effects"), list) else []
-            note_total = 0
-            for clip_id, raw_clip in (track_clips or {}).items():
-                clip = raw_clip if isinstance(raw_clip, dict) else {}
-                notes = clip.get("notes") if isinstance(clip.get("notes"), list) else []
-                note_total += len(notes or [])
-                clips.append(
-                    (
-                        project.project_id,
-                        jsontext.clean(track_id),
-                        jsontext.clean(clip_id),
-                        _text(clip.get("name")),
-                        _number(clip.get("start_beats")),
-                        _number(clip.get("length_beats")),
-                        _text(clip.get("source")),
-                        len(notes or []),
-                    )
-                )
-            for effect_ordinal, raw_effect in enumerate(track_effects or []):
-                effect = raw_effect if isinstance(raw_effect, dict) else {}
-                params = effect.get("params") if isinstance(effect.get("params"), dict) else {}
-                effects.append(
-                    (
-                        project.project_id,
-                        jsontext.clean(track_id),
-                        effect_ordinal,
-                        _text(effect.get("id")),
-                        _text(effect.get("type")),
-                        _boolean(effect.get("enabled")),
-                        jsontext.dumps(params or {}),
-                    )
-                )
-            tracks.append(
-                (
-                    project.project_id,
-                    jsontext.clean(track_id),
-                    ordinal,
-                    _text(track.get("name")),
-                    _text(track.get("kind")),
-                    _text(track.get("instrument")),
-                    _text(track.get("color")),
-                    _number(track.get("volume_db")),
-                    _number(track.get("pan")),
-                    _boolean(track.get("mute")),
-                    _boolean(track.get("solo")),
-                    _boolean(track.get("armed")),
-                    len(track_clips or {}),
-                    note_total,
-                    len(track_effects or []),
-                )
-            )
-    if tracks:
-        await tx.copy("project_tracks", _TRACK_COLUMNS, tracks)
-    if clips:
-        await tx.copy("project_clips", _CLIP_COLUMNS, clips)
-    if effects:
-        await tx.copy("project_effects", _EFFECT_COLUMNS, effects)
-
-
-_TRACK_COLUMNS: Final = (
-    "project_id",
-    "track_id",
-    "ordinal",
-    "name",
-    "kind",
-    "instrument",
-    "color",
-    "volume_db",
-    "pan",
-    "mute",
-    "solo",
-    "armed",
-    "clip_count",
-    "note_count",
-    "effect_count",
-)
-_CLIP_COLUMNS: Final = (
-    "project_id",
-    "track_id",
-    "clip_id",
-    "name",
-    "start_beats",
-    "length_beats",
-    "source",
-    "note_count",
-)
-_EFFECT_COLUMNS: Final = (
-    "project_id",
-    "track_id",
-    "ordinal",
-    "effect_id",
-    "type",
-    "enabled",
-    "params",
-)
-
-
-# Editors may write anything into the shared document: a column gets a value only
-# when it has the right kind, and one it can hold (text without NUL characters, a
-# finite number: readers answer JSON, which has no NaN).
-def _text(value: Any) -> str | None:
-    return jsontext.clean(value) if isinstance(value, str) else None
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    number = float(value)
-    return number if math.isfinite(number) else None
-
-
-def _integer(value: Any) -> int | None:
-    number = _number(value)
-    if number is None or not number.is_integer() or abs(number) > 2**31 - 1:
-        return None
-    return int(number)
-
-
-def _boolean(value: Any) -> bool | None:
-    return value if isinstance(value, bool) else None
-
-
-async def replay(
-    store: EventStore,
-    project_id: str,
-    *,
-    state: bytes | None,
-    after_version: int,
-    to_version: int,
-    skip: Collection[int] = (),
-    batch: int = 5000,
-) -> DocumentTracker:
-    """A project's document as of ``to_version``: ``state`` plus the document events
-    with ``after_version < version <= to_version``, except those at a position in
-    ``skip`` (set aside by the fold) and any update that cannot be applied."""
-    updates: list[bytes] = [state] if state else []
-    stream_id = project_stream(project_id)
-    last = after_version
-    while last < to_version:
-        records = await store.read_payloads(
-            stream_id, DOCUMENT_EVENTS, after_version=last, to_version=to_version, limit=batch
-        )
-        updates.extend(
-            r.payload
-            for r in records
-            if r.payload and r.payload != EMPTY_UPDATE and r.position not in skip
-        )
-        if len(records) < batch:
-            break
-        last = records[-1].version
-    if not updates:
-        return DocumentTracker()
-    try:
-        return DocumentTracker(updates[0] if len(updates) == 1 else pycrdt.merge_updates(*updates))
-    except BaseException as exc:
-        if not salvage.apply_error(exc):
-            raise
-    # Some payload is not a Yjs update, or one the document refuses (the fold set those
-    # aside too): build it without them.
-    return DocumentTracker(salvage.salvage(updates).state)

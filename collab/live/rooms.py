@@ -196,20 +196,18 @@ class Rooms:
         if cached is not None and not salvage.salvage([cached.state]).refused:
             state, version, position = cached.state, cached.version, cached.position
             room.loaded_from_cache(version)
-        while True:
-            records = await self._store.read_payloads(
-                room.stream_id, DOCUMENT_EVENTS, after_version=version, limit=_READ_BATCH
+
+        async def read(after_version: int) -> list[PayloadRecord]:
+            return await self._store.read_payloads(
+                room.stream_id, DOCUMENT_EVENTS, after_version=after_version, limit=_READ_BATCH
             )
-            if not records:
-                break
-            kept = [(r, r.payload) for r in records if r.payload and r.payload != EMPTY_UPDATE]
-            salvaged = salvage.salvage([update for _, update in kept], state)
-            for index, reason in salvaged.refused:
-                self._skipped(project_id, kept[index][0], reason)
-            state, version, position = salvaged.state, records[-1].version, records[-1].position
-            if len(records) < _READ_BATCH:
-                break
-        room.load([state] if state else [], version, position)
+
+        loaded = await salvage.load(
+            read, base=state, version=version, position=position, batch=_READ_BATCH
+        )
+        for record, reason in loaded.refused:
+            self._skipped(project_id, record, reason)
+        room.load([loaded.state] if loaded.state else [], loaded.version, loaded.position)
         return room
 
     async def fill_gap(self, room: Room, after_version: int) -> None:
