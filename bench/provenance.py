@@ -57,9 +57,10 @@ from events.postgres import PostgresEventStore
 from events.records import StoredEvent
 from events.store import AppendRequest
 from projections.audit_log import AuditLogProjection
+from projections.fold import apply_batch, reset
 from projections.lineage import LineageProjection
 from projections.lineage_reads import walk
-from projections.runner import apply_batch, rebuild, reset
+from projections.runner import rebuild
 
 META = EventMetadata(actor="bench", agent_id="bench")
 EVERYTHING = 2**62

@@ -53,11 +53,13 @@ from events.models import DocUpdated, ProjectCreated, project_stream
 from events.postgres import PostgresEventStore
 from events.store import AppendRequest
 from music import document
-from music.changes import DocumentTracker, summarize
+from music.changes import DocumentTracker
+from music.summaries import summarize
 from projections import project_reads, registry
+from projections.fold import reset
 from projections.projects import ProjectsProjection
 from projections.registry import Needs
-from projections.runner import ParallelFold, reset
+from projections.runner import ParallelFold
 from projections.sharded import fold_in_parallel
 from tests.support import clean_env
 

@@ -17,7 +17,8 @@ from events.models import project_stream
 from events.sql import Row, Sql
 from events.store import EventStore
 from music import document
-from music.changes import DocumentTracker, apply_patch, merge, summarize
+from music.changes import DocumentTracker, apply_patch
+from music.summaries import merge, summarize
 from projections import projects, quarantine
 from projections.project_documents import replay
 

@@ -48,7 +48,8 @@ from events.records import StoredEvent
 from events.sql import Sql
 from events.store import EventStore
 from music import document, updates
-from music.changes import DocumentTracker, Record, UpdateRefused, summarize
+from music.changes import DocumentTracker, Record, UpdateRefused
+from music.summaries import summarize
 from music.updates import EMPTY_UPDATE
 from projections import jsontext, project_parts, quarantine
 from projections.project_documents import replay

@@ -9,7 +9,7 @@ transaction that moves the checkpoint past it. The read model simply lacks the e
 
 Two ways lead there:
 
-* the runner (:func:`projections.runner.apply_batch`) narrows a batch that fails with
+* the runner (:func:`projections.fold.apply_batch`) narrows a batch that fails with
   an error :func:`unfoldable` accepts down to the events that fail alone, and records
   those instead of folding them;
 * a fold that knows how to skip an event (the ``projects`` projection, for an update

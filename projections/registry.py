@@ -18,9 +18,9 @@ from events.checkpoints import Signer
 from events.store import EventStore
 from projections import audit_log, lineage, projects
 from projections.audit_log import AuditLogProjection
+from projections.fold import Projection
 from projections.lineage import LineageProjection
 from projections.projects import ProjectsProjection
-from projections.runner import Projection
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,7 @@ stream (``projects``: every row and document is one project's) can instead be fo
 by N processes, each folding the events of its share of the streams
 (``EventStore.read_share``: the database picks them, so each process decodes only
 those) with a checkpoint row of its own, ``<name>#<i>/<N>``, through
-:func:`projections.runner.apply_batch` as any fold does.
+:func:`projections.fold.apply_batch` as any fold does.
 
 While they run, the projection's own checkpoint says ``rebuilding``, and the process
 that started the rebuild holds an advisory lock PostgreSQL releases when that
@@ -31,18 +31,18 @@ import structlog
 
 from events.records import StoredEvent
 from events.sql import Sql
-from projections.progress import share_positions
-from projections.runner import (
+from projections.fold import (
     REBUILDING,
     Projection,
     RebuildRunning,
-    Store,
     apply_batch,
     empty,
     lock_checkpoint,
     settle,
     try_rebuild_lock,
 )
+from projections.progress import share_positions
+from projections.runner import Store
 
 log = structlog.get_logger("projections.sharded")
 

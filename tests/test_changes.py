@@ -12,9 +12,10 @@ import pycrdt
 import pytest
 
 from music import document
-from music.changes import DocumentTracker, apply_patch, merge, summarize
+from music.changes import DocumentTracker, apply_patch
 from music.diff import MISSING, Change, diff
 from music.rollback import restoring_update
+from music.summaries import merge, summarize
 from tests.documents import random_daw_edit
 
 

@@ -23,9 +23,10 @@ from events.models import (
     ToolInfo,
 )
 from events.postgres import PostgresEventStore
+from projections.fold import apply_batch, reset
 from projections.lineage import LineageProjection
 from projections.lineage_reads import walk
-from projections.runner import apply_batch, rebuild, reset
+from projections.runner import rebuild
 from tests.test_daid import ECOSYSTEM
 
 META = EventMetadata(actor="gen", agent_id="generator")

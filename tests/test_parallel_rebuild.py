@@ -25,17 +25,10 @@ from collab.runtime.config import ReadSettings
 from events.postgres import PostgresEventStore
 from events.records import StoredEvent
 from events.sql import Sql
-from projections import runner as runner_module
+from projections import fold as fold_module
+from projections.fold import Projection, RebuildRunning, rebuild_lock, reset, try_rebuild_lock
 from projections.progress import ProjectionProgress
-from projections.runner import (
-    Projection,
-    ProjectionRunner,
-    RebuildRunning,
-    Store,
-    rebuild_lock,
-    reset,
-    try_rebuild_lock,
-)
+from projections.runner import ProjectionRunner, Store
 from projections.sharded import RebuildFailed, fold_in_parallel
 from tests.support import eventually, run_collab, timeout
 from tests.test_projection_runner import EVENTS, Tally, _fill, _tallied, running, store
@@ -181,7 +174,7 @@ async def test_a_rebuild_whose_process_died_is_started_over_by_the_runner(
             refused.append(name)
         return taken
 
-    monkeypatch.setattr(runner_module, "try_rebuild_lock", counting_lock)
+    monkeypatch.setattr(fold_module, "try_rebuild_lock", counting_lock)
     async with rebuilding(database_url, "tally") as holder:
         # Half-way: a share's rows and checkpoint.
         await holder.execute(

@@ -1,6 +1,10 @@
 """The projection runner against real PostgreSQL: exactly once through injected
 failures, kills and rebuilds; read-your-writes and state through the checkpoint rows
-(what a reader in another process sees); failures reported by /ready."""
+(what a reader in another process sees); failures reported by /ready.
+
+One module (a little over 400 lines) because its tests fold the same counting
+projection (``Tally``, and ``Poisoned`` built on it) through the same fixtures; the parallel rebuild has its own
+(tests/test_parallel_rebuild.py)."""
 
 from __future__ import annotations
 
@@ -24,8 +28,9 @@ from events.records import StoredEvent
 from events.sql import Sql
 from events.store import AppendRequest
 from projections import quarantine
+from projections.fold import Projection, reset
 from projections.progress import ProjectionProgress
-from projections.runner import Projection, ProjectionRunner, rebuild, reset
+from projections.runner import ProjectionRunner, rebuild
 from tests.support import eventually, timeout, wait_ready
 
 EVENTS = 3000
