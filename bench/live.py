@@ -18,6 +18,10 @@ Scenarios (all bounded by a duration and stop by themselves):
   daw     R rooms x 4 clients, each client 10 small map updates/s (fader moves)
   fanout  1 writer -> 200 observers in one room, 50 updates/s
   join    100 clients join at once a room whose log holds 50,000 updates
+
+The script stays one file (about 600 lines): the load generator, the three servers
+under test and the scenarios make one experiment, run as ``python bench/live.py``;
+what other benchmarks share is in bench/harness.py.
 """
 
 from __future__ import annotations

@@ -17,6 +17,11 @@ update does not apply in order to a fresh document, or holds a NUL character, a 
 surrogate or a non-finite number; the honest editor, the room and the log's replay
 differ; the server's log shows a traceback, an error or a 5xx; SIGTERM does not stop
 it cleanly.
+
+The module stays whole (about 650 lines): the fuzzer, the honest editor and the checks
+all write to one :class:`Findings` and follow one :class:`Restarts`, and the list of
+promises above reads top to bottom as the run checks them. The frames themselves are
+in tests/fuzz_frames.py.
 """
 
 from __future__ import annotations
