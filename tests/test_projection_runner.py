@@ -3,8 +3,8 @@ failures, kills and rebuilds; read-your-writes and state through the checkpoint 
 (what a reader in another process sees); failures reported by /ready.
 
 One module (a little over 400 lines) because its tests fold the same counting
-projection (``Tally``, and ``Poisoned`` built on it) through the same fixtures; the parallel rebuild has its own
-(tests/test_parallel_rebuild.py)."""
+projection (``Tally``, and ``Poisoned`` built on it) through the same fixtures; the
+parallel rebuild has its own (tests/test_parallel_rebuild.py)."""
 
 from __future__ import annotations
 
