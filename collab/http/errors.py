@@ -47,6 +47,7 @@ STATUS: Final[dict[type[Exception], int]] = {
     Conflict: 409,
     Invalid: 422,
     Unavailable: 503,
+    ServiceError: 500,  # a refusal nobody classified: a bug, and said as one
     # the event store's
     InvalidEvent: 422,  # the event model's words, not the database's
     StoreUnavailable: 503,
@@ -65,7 +66,7 @@ def status_of(error: type[Exception]) -> int:
 def render(exc: ServiceError | EventStoreError, request_id: str | None) -> Response:
     """The response to a service's or the store's error."""
     status = status_of(type(exc))
-    if isinstance(exc, ServiceError):
+    if isinstance(exc, ServiceError) and status != 500:
         fields = None
         if isinstance(exc, Invalid) and exc.fields:
             fields = [{"field": f.field, "message": f.message} for f in exc.fields]
@@ -74,7 +75,8 @@ def render(exc: ServiceError | EventStoreError, request_id: str | None) -> Respo
         log.warning("database unavailable", error=str(exc))
         return error_response(503, UNAVAILABLE_MESSAGE)
     if status == 500:
-        log.error("event store error", error=str(exc), exc_info=exc)
+        what = "event store error" if isinstance(exc, EventStoreError) else "unclassified refusal"
+        log.error(what, error=str(exc), exc_info=exc)
         return internal_error(request_id)
     return error_response(status, str(exc))
 
