@@ -11,18 +11,17 @@ from contextlib import asynccontextmanager
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 
 from collab import worker
-from collab.http import api, audit_api, lineage_api, openapi, projects_api, provenance_api
+from collab.http import audit_log, errors, history, lineage, metrics, openapi, projects, provenance
 from collab.http.guards import HostCheck, InternalErrors, RequestGuard
 from collab.http.middleware import RequestContextMiddleware
 from collab.http.origins import AllowedOrigins
-from collab.http.responses import JSONResponse, error_response
+from collab.http.responses import JSONResponse
 from collab.live import ws
 from collab.live.hub import Live
 from collab.runtime.audit_key import load_or_create
@@ -125,11 +124,12 @@ def create_app(
         routes=[
             Route("/health", health, methods=["GET"]),
             Route("/ready", ready, methods=["GET"]),
-            *api.routes,
-            *projects_api.routes,
-            *provenance_api.routes,
-            *lineage_api.routes,
-            *audit_api.routes,
+            *metrics.routes,
+            *projects.routes,
+            *history.routes,
+            *provenance.routes,
+            *lineage.routes,
+            *audit_log.routes,
             Route("/api/openapi.json", openapi.document, methods=["GET"]),
             WebSocketRoute("/ws/{project_id}", ws.endpoint),
         ],
@@ -143,11 +143,7 @@ def create_app(
                 max_body_bytes=http_settings.max_body_bytes,
             ),
         ],
-        exception_handlers={
-            HTTPException: http_error,
-            api.ApiError: api.api_error,
-            EventStoreError: api.store_error,
-        },
+        exception_handlers=errors.HANDLERS,
         lifespan=lifespan,
     )
 
@@ -277,9 +273,3 @@ async def drain(app: Starlette) -> None:
     live: Live | None = getattr(app.state, "live", None)
     if live is not None:
         await live.drain()
-
-
-async def http_error(_request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)  # noqa: S101 - registered for HTTPException only
-    # 405 carries the Allow header
-    return error_response(exc.status_code, exc.detail, headers=exc.headers)

@@ -8,6 +8,11 @@ checks the embedded database of data dir D, also while a server runs on it.
 Exit codes: 0 success; 1 verification found a broken link; 2 invalid settings or
 usage; 3 the database could not be reached or migrated; 4 a rebuild could not run
 (another process is rebuilding the projection) or one of its processes failed.
+
+Why this module is over 400 lines: it is the typer surface of eight commands (options,
+settings, exit codes, output). What the audit commands decide is in
+``collab.services.audit``; the projection commands drive ``collab.worker``, which sits
+above the services, with a progress bar, so they stay here.
 """
 
 from __future__ import annotations
@@ -20,7 +25,6 @@ import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -42,20 +46,16 @@ from collab.runtime.config import (
     read_settings,
 )
 from collab.runtime.database import Database, resolve
+from collab.services import audit
+from collab.services.errors import ServiceError
+from collab.services.lookup import require_schema
+from collab.services.principal import Principal
 from events import bundle as bundle_module
-from events import merkle
-from events.checkpoints import (
-    CheckpointError,
-    CheckpointVerifier,
-    Signer,
-    parse_public_key,
-    public_key_text,
-    verify_all,
-)
+from events.checkpoints import CheckpointError, Signer, parse_public_key, public_key_text
 from events.errors import EventStoreError
-from events.integrity import Break
-from events.postgres import PostgresEventStore, VerifyReport
-from projections import audit_log, quarantine, registry
+from events.models import project_stream
+from events.postgres import PostgresEventStore
+from projections import quarantine, registry
 from projections.progress import ProjectionProgress, ProjectionStatus
 from projections.quarantine import Quarantined
 from projections.runner import Projection, RebuildRunning, rebuild
@@ -105,12 +105,15 @@ def _database(settings: Settings) -> Database:
 
 
 T = TypeVar("T")
+#: who runs a command here: whoever may run the CLI on the data dir has the database
+_OPERATOR = Principal(actor="cli")
 
 
 def _with_store(
     database: Database, work: Callable[[PostgresEventStore], Awaitable[T]], prefix: str
 ) -> T:
-    """Run ``work`` with a small store; store errors end the command with exit code 3."""
+    """Run ``work`` with a small store; a store error, or a command's refusal, ends the
+    command with exit code 3."""
 
     async def run() -> T:
         store = await PostgresEventStore.connect(database.url, min_size=1, max_size=2)
@@ -121,15 +124,9 @@ def _with_store(
 
     try:
         return asyncio.run(run())
-    except EventStoreError as exc:
+    except (EventStoreError, ServiceError) as exc:
         typer.echo(f"{prefix}: {exc}", err=True)
         raise typer.Exit(EXIT_UNAVAILABLE) from None
-
-
-async def _require_schema(store: PostgresEventStore) -> None:
-    status = await store.migration_status()
-    if not status.current:
-        raise EventStoreError(f"schema not migrated (pending {list(status.pending)})")
 
 
 @app.command()
@@ -209,63 +206,35 @@ def audit_verify(
         _verify_bundle(bundle, key)
         return
     database = _database(settings)
-    stream_id = f"project-{project}" if project else None
     report = _with_store(
-        database, lambda store: _verify_log(store, stream_id, key), "collab: cannot verify"
+        database,
+        lambda store: audit.verify(_OPERATOR, project or None, store=store, key=key),
+        "collab: cannot verify",
     )
-    scope = f"stream {stream_id}" if stream_id else "log"
-    if report.chain.ok and report.merkle_break is None:
+    scope = f"stream {project_stream(project)}" if project else "log"
+    if report.first_break is None:
+        chain = report.chain
         typer.echo(
-            f"OK: {scope} verified: {report.chain.events} events in {report.chain.streams}"
-            f" streams, last position {report.chain.last_position}"
+            f"OK: {scope} verified: {chain.events} events in {chain.streams}"
+            f" streams, last position {chain.last_position}"
         )
-        if stream_id is None:
-            typer.echo(report.checkpoints_line)
+        if not project:
+            typer.echo(_checkpoints_line(report))
         return
-    typer.echo(f"BROKEN: {report.chain.first_break or report.merkle_break}")
+    typer.echo(f"BROKEN: {report.first_break}")
     typer.echo(f"checked {report.chain.events} events before stopping", err=True)
     raise typer.Exit(EXIT_BROKEN)
 
 
-@dataclass(frozen=True, slots=True)
-class _LogReport:
-    chain: VerifyReport
-    merkle_break: Break | None
-    checkpoints_line: str
-
-
-async def _verify_log(
-    store: PostgresEventStore, stream_id: str | None, key: Ed25519PublicKey | None
-) -> _LogReport:
-    await _require_schema(store)
-    if stream_id is not None:
-        if await store.stream_version(stream_id) == 0:
-            raise EventStoreError(
-                f"no events for project {stream_id.removeprefix('project-')!r} ({stream_id})"
-            )
-        return _LogReport(await store.verify(stream_id), None, "")
-    signed = await audit_log.checkpoints(store.queries)
-    merkle_check = CheckpointVerifier(signed)
-    chain = await store.verify(observe=lambda event: merkle_check.feed(event.position, event.hash))
-    if not chain.ok:
-        return _LogReport(chain, None, "")
-    broken = merkle_check.finish()
-    if broken is None and key is not None:
-        try:
-            verify_all(signed, key)
-        except CheckpointError as exc:
-            size = signed[0].tree_size if signed else 0
-            broken = Break("(checkpoint)", size, "signature", "valid", str(exc))
-    if not signed:
-        line = "no signed checkpoints yet: the Merkle log was not checked"
-    else:
-        newest = signed[-1]
-        how = "roots and signatures" if key is not None else "roots only (no public key given)"
-        line = (
-            f"OK: {len(signed)} checkpoints verified ({how}); newest covers"
-            f" {newest.tree_size} events, signed {newest.signed_at.isoformat()}"
-        )
-    return _LogReport(chain, broken, line)
+def _checkpoints_line(report: audit.Verified) -> str:
+    if not report.checkpoints:
+        return "no signed checkpoints yet: the Merkle log was not checked"
+    newest = report.checkpoints[-1]
+    how = "roots and signatures" if report.signatures else "roots only (no public key given)"
+    return (
+        f"OK: {len(report.checkpoints)} checkpoints verified ({how}); newest covers"
+        f" {newest.tree_size} events, signed {newest.signed_at.isoformat()}"
+    )
 
 
 def _public_key(text: str | None, settings: Settings, *, required: bool) -> Ed25519PublicKey | None:
@@ -312,32 +281,11 @@ def audit_export(
     key = _public_key(None, settings, required=False)
     database = _database(settings)
 
-    async def run(store: PostgresEventStore) -> dict[str, Any]:
-        await _require_schema(store)
-        stream_id = f"project-{project}"
-        events = await store.read_stream(stream_id)
-        if not events:
-            raise EventStoreError(f"no events for project {project!r} ({stream_id})")
-        newest = await audit_log.latest_checkpoint(store.queries)
-        proofs: dict[int, list[bytes]] = {}
-        if newest is not None:
-            size = newest.tree_size
-            covered = [e.position - 1 for e in events if e.position <= size]
-            nodes = await audit_log.nodes_for(
-                store.queries,
-                lambda n: [merkle.inclusion_proof(i, size, n) for i in covered],
-            )
-            proofs = {i + 1: merkle.inclusion_proof(i, size, nodes) for i in covered}
-        return bundle_module.build(
-            project_id=project,
-            stream_id=stream_id,
-            events=events,
-            checkpoint=newest,
-            proofs=proofs,
-            public_key=public_key_text(key) if key is not None else "",
-        )
-
-    data = _with_store(database, run, "collab: cannot export")
+    data = _with_store(
+        database,
+        lambda store: audit.export(_OPERATOR, project, store=store, key=key),
+        "collab: cannot export",
+    )
     if data["checkpoint"] is None:
         typer.echo("collab: warning: no checkpoint signed yet; the bundle proves nothing", err=True)
     typer.echo(json.dumps(data, indent=1, sort_keys=True))
@@ -366,7 +314,7 @@ def projections_status(data_dir: DataDir = None) -> None:
     database = _database(settings)
 
     async def run(store: PostgresEventStore) -> list[ProjectionStatus]:
-        await _require_schema(store)
+        await require_schema(store)
         return await ProjectionProgress(store, registry.NAMES).status()
 
     for status in _with_store(database, run, "collab: cannot read projections"):
@@ -472,7 +420,7 @@ def projections_rebuild(
     opener = _share_opener(settings, database)
 
     async def run(store: PostgresEventStore) -> None:
-        await _require_schema(store)
+        await require_schema(store)
         chosen = [p for p in _projections(store, settings) if name in (None, p.name)]
         if not chosen:
             raise typer.BadParameter(f"no projection named {name!r}", param_hint="NAME")

@@ -31,7 +31,7 @@ from starlette.datastructures import Headers
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from collab.http.api import internal_error
+from collab.http.errors import internal_error
 from collab.http.origins import AllowedOrigins
 from collab.http.responses import error_response
 

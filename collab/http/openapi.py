@@ -17,8 +17,8 @@ from pydantic.json_schema import models_json_schema
 from starlette.requests import Request
 from starlette.responses import Response
 
-from collab.http import api, projects_api, provenance_api
 from collab.http.responses import JSONResponse
+from collab.services import history, projects, provenance
 from music import edits
 
 _PATH_PARAM = re.compile(r"{(?P<name>[a-z_]+)(?::(?P<kind>[a-z]+))?}")
@@ -95,7 +95,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "Create a project",
         "projects",
         ((201, "Created: id, version, position, daid"), INVALID, UNAVAILABLE),
-        body=api.NewProject,
+        body=projects.NewProject,
     ),
     Operation(
         "get",
@@ -181,7 +181,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "Tag the current version with a unique name",
         "history",
         ((201, "Tagged"), NOT_FOUND, (409, "Name already used"), INVALID, UNAVAILABLE),
-        body=projects_api.NewSnapshot,
+        body=history.NewSnapshot,
     ),
     Operation(
         "post",
@@ -194,7 +194,7 @@ OPERATIONS: tuple[Operation, ...] = (
             INVALID,
             UNAVAILABLE,
         ),
-        body=projects_api.RollbackRequest,
+        body=history.RollbackRequest,
     ),
     Operation(
         "post",
@@ -203,7 +203,7 @@ OPERATIONS: tuple[Operation, ...] = (
         " performance_analysis and transcription; free JSON for other types)",
         "provenance",
         ((201, "{daid, position, target, parents}"), NOT_FOUND, INVALID, UNAVAILABLE),
-        body=provenance_api.NewAnalysis,
+        body=provenance.NewAnalysis,
     ),
     Operation(
         "get",
@@ -227,7 +227,7 @@ OPERATIONS: tuple[Operation, ...] = (
         " attached to a project version or global",
         "provenance",
         ((201, "{daid, position, stream_id, parents}"), NOT_FOUND, INVALID, UNAVAILABLE),
-        body=provenance_api.NewProvenance,
+        body=provenance.NewProvenance,
     ),
     Operation(
         "get",

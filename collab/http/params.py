@@ -1,4 +1,4 @@
-"""Request parameters and app state shared by the read-side HTTP API modules.
+"""Request parameters and app state shared by the HTTP API modules.
 
 Query parameters are validated here with one error shape: a 422 naming the
 parameter. ``?min_position=N`` (:func:`caught_up`) is honoured by every read.
@@ -7,23 +7,25 @@ parameter. ``?min_position=N`` (:func:`caught_up`) is honoured by every read.
 from __future__ import annotations
 
 import re
-import uuid
 from datetime import timedelta
 from typing import Any
 
 from starlette.requests import Request
 
-from collab.http.api import ApiError
+from collab.http.kit import ApiError, field_error
 from collab.runtime.config import ReadSettings
-from events.models import project_stream
-from events.postgres import PostgresEventStore
-from projections import project_reads
+from collab.services import lookup
+from collab.services.ports import ReadModels, Store
 from projections.progress import ProjectionProgress
 
 
-def store_of(request: Request) -> PostgresEventStore:
-    store: PostgresEventStore = request.app.state.store
+def store_of(request: Request) -> Store:
+    store: Store = request.app.state.store
     return store
+
+
+def models_of(request: Request) -> ReadModels:
+    return ReadModels(progress_of(request), settings_of(request).projection_wait)
 
 
 def settings_of(request: Request) -> ReadSettings:
@@ -37,15 +39,7 @@ def progress_of(request: Request) -> ProjectionProgress:
 
 
 def project_id_of(request: Request) -> str:
-    return parse_project_id(request.path_params["project_id"])
-
-
-def parse_project_id(raw: str) -> str:
-    """A project id in its normal form; 404 when it cannot name a project."""
-    try:
-        return str(uuid.UUID(raw))
-    except ValueError:
-        raise ApiError(404, f"no project {raw!r} (project ids are UUIDs)") from None
+    return lookup.parse_project_id(request.path_params["project_id"])
 
 
 def int_param(request: Request, name: str, default: int | None, low: int, high: int) -> int:
@@ -64,10 +58,6 @@ def int_param(request: Request, name: str, default: int | None, low: int, high: 
         message = f"must be between {low} and {high}"
         raise ApiError(422, f"invalid {name}: {message}", [field_error(name, message)])
     return value
-
-
-def field_error(name: str, message: str) -> dict[str, str]:
-    return {"field": name, "message": message}
 
 
 _DURATION = re.compile(r"^(?P<amount>\d+(?:\.\d+)?)(?P<unit>ms|s|m|h)?$")
@@ -102,20 +92,10 @@ async def caught_up(request: Request) -> None:
 
 async def known_version(request: Request, project_id: str) -> int:
     """The project's current stream version (from the log); 404 for unknown projects."""
-    version = await store_of(request).stream_version(project_stream(project_id))
-    if version == 0:
-        raise ApiError(404, f"no project {project_id}")
-    return version
+    return await lookup.known_version(store_of(request), project_id)
 
 
 async def view_at(request: Request, project_id: str, version: int) -> dict[str, Any]:
     """The document as JSON at ``version``, from the read model (waiting, bounded, for
     it to fold that version if it has not yet)."""
-    store = store_of(request)
-    folded = await project_reads.project_version(store.queries, project_id)
-    if folded is None or folded < version:
-        progress = progress_of(request)
-        head = await store.head_position()
-        if not await progress.wait(head, settings_of(request).projection_wait):
-            raise ApiError(503, f"read models have not folded version {version} yet; retry")
-    return await project_reads.view_at(store.queries, project_id, version)
+    return await lookup.view_at(store_of(request), models_of(request), project_id, version)

@@ -14,8 +14,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from collab.http.api import ApiError
-from collab.http.params import caught_up, field_error, int_param, store_of
+from collab.http.kit import ApiError, field_error
+from collab.http.params import caught_up, int_param, store_of
 from collab.http.responses import JSONResponse
 from events import daid as daid_module
 from events.errors import DaidError

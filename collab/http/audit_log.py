@@ -13,8 +13,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from collab.http.api import ApiError
-from collab.http.params import field_error, int_param, store_of
+from collab.http.kit import ApiError, field_error
+from collab.http.params import int_param, store_of
 from collab.http.responses import JSONResponse
 from events import merkle
 from events.checkpoints import Signer, public_key_text

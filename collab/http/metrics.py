@@ -1,0 +1,29 @@
+"""``/metrics``: the Prometheus exposition of the live path's and projections' metrics."""
+
+from __future__ import annotations
+
+import contextlib
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from collab.http.params import progress_of, store_of
+from collab.live.hub import Live
+from events.errors import EventStoreError
+from projections import quarantine
+
+
+async def metrics(request: Request) -> Response:
+    live: Live = request.app.state.live
+    progress = progress_of(request)
+    # The projections may fold in another process: their quarantine is counted from
+    # the database. Without it the gauge keeps its last value.
+    with contextlib.suppress(EventStoreError):
+        counts = await quarantine.counts(store_of(request).queries)
+        live.metrics.quarantined(progress.names, counts)
+    return Response(generate_latest(live.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+routes = [Route("/metrics", metrics, methods=["GET"])]

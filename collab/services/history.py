@@ -1,0 +1,170 @@
+"""Commands on a project's history: tag a snapshot, roll back to a version or snapshot.
+
+A rollback appends through the project's live room, so connected editors receive it
+at once, as an ordinary update.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from collab.live.rooms import Rooms
+from collab.live.writer import WriterError
+from collab.services.authorize import authorize
+from collab.services.errors import Conflict, NotFound, Unavailable
+from collab.services.lookup import acquire, known_version
+from collab.services.ports import ReadModels, Store
+from collab.services.principal import Principal
+from events import EventMetadata, NewEvent, WrongExpectedVersion
+from events.models import ProjectRolledBack, SnapshotTagged, project_stream
+from music.rollback import restoring_update
+from music.updates import EMPTY_UPDATE
+from projections import project_reads
+
+#: attempts at tagging a snapshot while other writers keep appending to the project
+SNAPSHOT_ATTEMPTS = 50
+_READ_BATCH = 1000
+
+
+class NewSnapshot(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    description: Annotated[str, Field(max_length=2000)] = ""
+
+
+class RollbackRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: Annotated[int, Field(ge=1)] | None = None
+    snapshot: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+
+    @model_validator(mode="after")
+    def _one_target(self) -> RollbackRequest:
+        if (self.version is None) == (self.snapshot is None):
+            raise ValueError("give exactly one of version or snapshot")
+        return self
+
+
+@dataclass(frozen=True, slots=True)
+class Tagged:
+    #: the tagged version
+    version: int
+    #: the stream version of the ``project.snapshot_tagged`` event itself
+    event_version: int
+    position: int
+    daid: str
+
+
+@dataclass(frozen=True, slots=True)
+class RolledBack:
+    version: int
+    position: int
+    daid: str
+    target_version: int
+    #: whether the document differed from the target (else the update is empty)
+    changed: bool
+
+
+async def snapshot(
+    principal: Principal,
+    project_id: str,
+    spec: NewSnapshot,
+    *,
+    store: Store,
+    correlation_id: str | None = None,
+) -> Tagged:
+    """Tag the current version. Names are unique per project: the read model knows the
+    tags up to the version it has folded, the log the ones after it, and the append
+    expects exactly the version that was checked, so two racing tags cannot both win."""
+    authorize(principal, "snapshot.create", project_id)
+    await known_version(store, project_id)
+    stream_id = project_stream(project_id)
+    # The version first: whatever the read model folds after this read is still in the
+    # log after that version, which is read below (the other order can miss a tag).
+    checked = await project_reads.project_version(store.queries, project_id) or 0
+    names = {s["name"] for s in await project_reads.snapshots(store.queries, project_id)}
+    metadata = EventMetadata(actor=principal.actor, correlation_id=correlation_id)
+    for _attempt in range(SNAPSHOT_ATTEMPTS):
+        while True:
+            newer = await store.read_stream(stream_id, from_version=checked + 1, limit=_READ_BATCH)
+            for event in newer:
+                if event.event_type == SnapshotTagged.event_type:
+                    names.add(str(event.data["name"]))
+                checked = event.stream_version
+            if len(newer) < _READ_BATCH:
+                break
+        if spec.name in names:
+            raise Conflict(f"project {project_id} already has a snapshot named {spec.name!r}")
+        tag = SnapshotTagged(name=spec.name, description=spec.description, version=checked)
+        tagged = await store.version_daid(stream_id, checked)
+        parents = (tagged,) if tagged is not None else ()
+        try:
+            result = await store.append(
+                stream_id, [NewEvent(tag, metadata, parents=parents)], checked
+            )
+        except WrongExpectedVersion:
+            continue  # someone appended meanwhile: look at what, then try again
+        return Tagged(checked, result.version, result.position, result.daids[0])
+    raise Unavailable("the project kept changing while tagging; retry")
+
+
+async def rollback(
+    principal: Principal,
+    project_id: str,
+    target: RollbackRequest,
+    *,
+    store: Store,
+    rooms: Rooms,
+    models: ReadModels,
+    correlation_id: str | None = None,
+) -> RolledBack:
+    """Append ``project.rolled_back`` with the update that restores the target version,
+    through the live path: every connected editor receives it as an ordinary update."""
+    authorize(principal, "project.rollback", project_id)
+    room = await acquire(rooms, project_id)
+    try:
+        if target.snapshot is not None:
+            # A tag made just before must be visible: read the model at the log's head.
+            head = await store.head_position()
+            if not await models.progress.wait(head, models.wait):
+                raise Unavailable("read models are behind the log; retry later")
+            tagged = await project_reads.snapshot(store.queries, project_id, target.snapshot)
+            if tagged is None:
+                raise NotFound(f"project {project_id} has no snapshot named {target.snapshot!r}")
+            target_version = int(tagged["version"])
+        else:
+            assert target.version is not None  # noqa: S101 - the model requires one of both
+            target_version = target.version
+            current = await store.stream_version(room.stream_id)
+            if target_version > current:
+                raise NotFound(
+                    f"project {project_id} has no version {target_version} (1 to {current})"
+                )
+        restored = await project_reads.document_at(store, store.queries, project_id, target_version)
+        target_daid = await store.version_daid(room.stream_id, target_version)
+        update = restoring_update(room.doc, restored.doc)
+        event = ProjectRolledBack(
+            target_version=target_version, target_snapshot=target.snapshot, update=update
+        )
+        try:
+            future = room.submit(
+                update,
+                origin=None,
+                actor=principal.actor,
+                correlation_id=correlation_id,
+                event=event,
+                parents=(target_daid,) if target_daid is not None else (),
+            )
+        except WriterError as exc:
+            raise Unavailable(f"rollback not accepted: {exc}") from None
+        assert future is not None  # noqa: S101 - an explicit event is always appended
+        done = await future
+    finally:
+        rooms.release(room)
+    return RolledBack(
+        done.version, done.position, done.daid, target_version, update != EMPTY_UPDATE
+    )
