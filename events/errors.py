@@ -1,7 +1,7 @@
 """Errors raised by the event store and its helpers.
 
 Everything the store raises derives from :class:`EventStoreError`; driver
-exceptions (asyncpg) are translated in ``events/postgres.py`` and never escape it.
+exceptions (asyncpg) are translated in ``events/postgres/`` and never escape it.
 
 ::
 

@@ -3,7 +3,7 @@
 Projections keep their read models in tables of the same database as the log, and
 write them in the transaction that moves their checkpoint; the API reads them with
 plain queries. Both go through this narrow interface so that the driver (asyncpg)
-stays inside ``events/postgres.py``, whose errors it translates: a lost connection
+stays inside ``events/postgres/``, whose errors it translates: a lost connection
 raises :class:`~events.errors.StoreUnavailable`, any other database error
 :class:`~events.errors.QueryFailed`.
 

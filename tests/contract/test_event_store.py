@@ -495,7 +495,7 @@ async def test_subscription_survives_lost_notifications(database_url):
 
 
 async def test_driver_errors_surface_as_store_errors(empty_database_url):
-    """Nothing outside events/postgres.py sees an asyncpg exception."""
+    """Nothing outside events/postgres/ sees an asyncpg exception."""
     unmigrated = await PostgresEventStore.connect(empty_database_url)
     try:
         with pytest.raises(QueryFailed, match="query failed") as caught:
