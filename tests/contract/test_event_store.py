@@ -26,6 +26,7 @@ from events import daid as daid_module
 from events.errors import QueryFailed
 from events.models import DocUpdated, ProjectCreated, SnapshotTagged, project_stream
 from events.postgres import PostgresEventStore
+from events.postgres.subscriptions import Subscriptions
 from events.store import CachedState
 from tests.support import eventually, timeout
 from tests.test_daid import ECOSYSTEM
@@ -473,11 +474,19 @@ async def test_subscription_survives_a_terminated_listen_connection(store, datab
         await admin.close()
 
 
-class _DeafStore(PostgresEventStore):
+class _DeafSubscriptions(Subscriptions):
     """Fault injection: every notification is lost (the LISTEN never happens)."""
 
     async def _listen(self, wakeup):  # type: ignore[override]
         return None
+
+
+class _DeafStore(PostgresEventStore):
+    """A store whose subscriptions never hear a notification."""
+
+    def __init__(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        super().__init__(*args, **kwargs)
+        self._subscriptions = _DeafSubscriptions(self._db, self._reads, kwargs["poll_interval"])
 
 
 async def test_subscription_survives_lost_notifications(database_url):
