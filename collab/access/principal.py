@@ -1,0 +1,51 @@
+"""Who acts: the principal every command and every connection carries.
+
+With authentication on, a principal comes from a verified token (``collab.access.tokens``):
+a user is its ``sub``; a service is a token with an ``agent_id`` claim and acts under
+that id. With authentication off, callers name themselves (HTTP ``X-Actor``) and every
+principal is an unverified admin: the server behaves as it did before tokens existed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Final, Literal
+
+GlobalRole = Literal["admin", "auditor"]
+GLOBAL_ROLES: Final[tuple[GlobalRole, ...]] = ("admin", "auditor")
+
+#: the agent recorded on events a person causes (a service records its own id)
+SERVER_AGENT: Final = "collab-server"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    #: recorded as the actor of every event the principal causes, and the name it is
+    #: granted project roles under: a user's ``sub``, a service's ``agent_id``
+    actor: str
+    #: the service this principal is (its token's ``agent_id``); None for a person
+    agent_id: str | None = None
+    #: global roles: ``admin`` may do everything, ``auditor`` may read everything
+    roles: frozenset[GlobalRole] = field(default_factory=frozenset)
+    #: when the token stops being valid (seconds since the epoch); None: never
+    expires_at: float | None = None
+    #: False when authentication is off and the name is the caller's own claim
+    verified: bool = True
+
+    @property
+    def is_admin(self) -> bool:
+        return "admin" in self.roles
+
+    @property
+    def is_auditor(self) -> bool:
+        return "auditor" in self.roles
+
+    @property
+    def agent(self) -> str:
+        """The agent recorded in event metadata."""
+        return self.agent_id or SERVER_AGENT
+
+
+def unverified(actor: str) -> Principal:
+    """A caller who named itself, with authentication off: may do everything."""
+    return Principal(actor=actor, roles=frozenset({"admin"}), verified=False)
