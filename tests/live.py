@@ -268,30 +268,57 @@ class NodeClient:
 
     def __init__(self, process: asyncio.subprocess.Process) -> None:
         self.process = process
+        #: every event the client printed so far, in order (but the dumps)
+        self.seen: list[dict[str, Any]] = []
 
     @classmethod
-    async def start(cls, script: Path, address: str, project_id: str) -> NodeClient:
+    async def start(
+        cls, script: Path, address: str, project_id: str, *, origin: str | None = None
+    ) -> NodeClient:
+        """``origin``: the Origin header its connections send, as a page of that origin."""
         process = await asyncio.create_subprocess_exec(
             "node",
             str(script),
             f"ws://{address}/ws",
             project_id,
+            *([origin] if origin is not None else []),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
         )
         return cls(process)
 
-    async def _event(self, name: str, seconds: float = 20) -> dict[str, Any]:
+    async def _next(self) -> dict[str, Any] | None:
         assert self.process.stdout is not None
+        line = await self.process.stdout.readline()
+        if not line:
+            return None
+        message: dict[str, Any] = json.loads(line)
+        if message.get("event") != "dump":  # whole documents: not kept over a long run
+            self.seen.append(message)
+        return message
+
+    async def _event(self, name: str, seconds: float = 20) -> dict[str, Any]:
         # One deadline for the event, however many other lines come before it.
         async with asyncio.timeout(timeout(seconds)):
             while True:
-                line = await self.process.stdout.readline()
-                if not line:
+                message = await self._next()
+                if message is None:
                     raise AssertionError(f"node client exited while waiting for {name!r}")
-                message: dict[str, Any] = json.loads(line)
                 if message.get("event") == name:
                     return message
+
+    async def event(self, name: str, seconds: float = 20) -> dict[str, Any]:
+        """The next ``name`` event the provider reports (others are kept in ``seen``)."""
+        return await self._event(name, seconds)
+
+    async def events_within(self, seconds: float) -> list[dict[str, Any]]:
+        """Every event printed in the next ``seconds`` (not scaled: a window, not a wait)."""
+        events: list[dict[str, Any]] = []
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                while (message := await self._next()) is not None:
+                    events.append(message)
+        return events
 
     async def _send(self, command: dict[str, Any]) -> None:
         assert self.process.stdin is not None

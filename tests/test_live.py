@@ -187,7 +187,7 @@ async def test_oversized_message_closes_4413_and_is_not_stored(database_url: str
         await watcher.disconnect()
 
 
-async def test_a_client_that_stops_reading_is_dropped_with_4408(database_url: str) -> None:
+async def test_a_client_that_stops_reading_is_dropped_with_4508(database_url: str) -> None:
     # 1 MiB lets the watcher, which shares this event loop with the server and its
     # projections, fall a few 60 kB messages behind; the stuck client overflows anyway.
     async with running_server(database_url, send_queue_bytes=1024 * 1024) as address:
@@ -217,7 +217,7 @@ async def test_a_client_that_stops_reading_is_dropped_with_4408(database_url: st
         # by the watchdog (every second) once the client's frame has waited a second.
         await eventually(dropped, 10, "the stuck client was not dropped")
         # Once it reads again it finds the close frame after what was already sent.
-        assert await raw_close_code(reader) == CloseCode.TOO_SLOW
+        assert await raw_close_code(reader) == CloseCode.TOO_SLOW_RECONNECT
         stuck.close()
         await writer.disconnect()
         await watcher.disconnect()

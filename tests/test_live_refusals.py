@@ -178,7 +178,7 @@ async def test_updates_larger_than_a_send_queue_do_not_evict_the_readers(
     database_url: str,
 ) -> None:
     # Each update is about four times a reader's queue: before, the second one of two
-    # closed every reader of the room with 4408.
+    # closed every reader of the room as too slow.
     async with running_server(
         database_url, send_queue_bytes=256 * 1024, max_message_bytes=2 * 1024 * 1024
     ) as address:
@@ -219,6 +219,9 @@ async def test_a_client_stuck_on_one_frame_gets_the_close_frame_when_it_reads_ag
             return await _slow_consumers_dropped(address) == 1
 
         await eventually(dropped, 20, "the watchdog did not drop the stuck client")
-        assert await asyncio.wait_for(raw_close_code(reader), timeout(20)) == CloseCode.TOO_SLOW
+        assert (
+            await asyncio.wait_for(raw_close_code(reader), timeout(20))
+            == CloseCode.TOO_SLOW_RECONNECT
+        )
         stuck.close()
         await writer.disconnect()

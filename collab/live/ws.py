@@ -3,7 +3,7 @@
 Each connection has a bounded send queue drained by its own task, so a client that
 stops reading never slows its room: when the queue overflows while the client is not
 reading (see ``Connection._behind``), or one frame has waited SEND_TIMEOUT, the room
-forgets the connection and it is closed with 4408 (the close frame waits CLOSE_TIMEOUT
+forgets the connection and it is closed with 4508 (the close frame waits CLOSE_TIMEOUT
 behind the frames already sent, for a client that reads again). Decisions about frames
 are made by ``collab.live.protocol`` (decoding) and ``collab.live.room`` (what to answer and
 broadcast).
@@ -70,7 +70,7 @@ class Connection:
         self._wakeup.set()
 
     def fell_behind(self) -> bool:
-        """Drop the client (4408) if its queue is full and it is not reading.
+        """Drop the client (4508) if its queue is full and it is not reading.
 
         Checked on every frame queued and, by the watchdog, every second: a queue
         that filled while the client still read is judged again once no frame comes.
@@ -81,7 +81,9 @@ class Connection:
         self._live.metrics.refused.labels("slow_consumer").inc()
         self._queue.clear()
         self._queued_bytes = 0
-        self.close(CloseCode.TOO_SLOW, f"client fell behind (send queue over {limit} bytes)")
+        self.close(
+            CloseCode.TOO_SLOW_RECONNECT, f"client fell behind (send queue over {limit} bytes)"
+        )
         return True
 
     def close(self, code: CloseCode, reason: str) -> None:
@@ -207,7 +209,7 @@ async def watchdog(live: Live) -> None:
             since = connection.sending_since
             if since is not None and now - since > SEND_TIMEOUT:
                 live.metrics.refused.labels("slow_consumer").inc()
-                connection.abandon(pump, CloseCode.TOO_SLOW, "client stopped reading")
+                connection.abandon(pump, CloseCode.TOO_SLOW_RECONNECT, "client stopped reading")
 
 
 async def _receive(websocket: WebSocket, connection: Connection, room: Room, live: Live) -> None:

@@ -21,7 +21,7 @@ class LiveSettings:
     commit_window: float = 0.002
     #: largest WebSocket message accepted (close 4413 above it)
     max_message_bytes: int = 10 * 1024 * 1024
-    #: bytes queued for one client before it is dropped as too slow (4408)
+    #: bytes queued for one client before it is dropped as too slow (4508, reconnect)
     send_queue_bytes: int = 16 * 1024 * 1024
     #: updates waiting for the database before new ones are refused (1013)
     max_pending_updates: int = 20_000
@@ -137,7 +137,7 @@ class Settings(BaseSettings):
     commit_window_ms: float = Field(default=_LIVE.commit_window * 1000, ge=0, le=1000)
     #: largest WebSocket message accepted (close 4413 above it)
     max_message_bytes: int = Field(default=_LIVE.max_message_bytes, ge=1024, le=1024**3)
-    #: bytes queued for one slow client before it is disconnected (4408)
+    #: bytes queued for one slow client before it is disconnected (4508, reconnect)
     send_queue_bytes: int = Field(default=_LIVE.send_queue_bytes, ge=1024, le=1024**3)
     #: updates waiting for the database before new ones are refused (1013)
     max_pending_updates: int = Field(default=_LIVE.max_pending_updates, ge=1, le=10_000_000)

@@ -1,27 +1,46 @@
 // A stock Yjs editor (yjs + y-websocket + ws) driven by the test suite.
 //
-//   node client.mjs ws://127.0.0.1:PORT/ws PROJECT_ID
+//   node client.mjs ws://127.0.0.1:PORT/ws PROJECT_ID [ORIGIN]
+//
+// ORIGIN, when given, is sent as the Origin header of every connection, as a browser
+// sends its page's origin (the ws package sends none unless told).
 //
 // Reads one JSON command per line on stdin and answers with one JSON line on stdout:
 //   {"cmd": "edit", "count": N, "seed": S}  N random edits of the project layout
 //   {"cmd": "dump"}                          the document as JSON
 //   {"cmd": "quit"}
-// It prints {"event": "synced"} once the provider has synced with the server.
+// It prints what the provider reports:
+//   {"event": "synced"}                        synced with the server
+//   {"event": "status", "status": S}           connecting, connected, disconnected
+//   {"event": "closed", "code": C, "reason": R}  a connection closed (code null: by the client)
+//   {"event": "stopped", "code": C, "reason": R} the provider gave up reconnecting
 import * as readline from 'node:readline'
 import WebSocket from 'ws'
 import * as Y from 'yjs'
 import { WebsocketProvider } from 'y-websocket'
 
-const [serverUrl, room] = process.argv.slice(2)
+const [serverUrl, room, origin] = process.argv.slice(2)
+const PageWebSocket = origin
+  ? class extends WebSocket {
+    constructor (url, protocols) { super(url, protocols, { origin }) }
+  }
+  : WebSocket
 const doc = new Y.Doc()
+// Not connected yet, so that the first 'connecting' status is reported too.
 const provider = new WebsocketProvider(serverUrl, room, doc, {
-  WebSocketPolyfill: WebSocket,
-  disableBc: true
+  WebSocketPolyfill: PageWebSocket,
+  disableBc: true,
+  connect: false
 })
 const out = (value) => process.stdout.write(JSON.stringify(value) + '\n')
 
 provider.on('sync', (synced) => { if (synced) out({ event: 'synced' }) })
-provider.on('connection-close', (event) => out({ event: 'closed', code: event ? event.code : null }))
+provider.on('status', ({ status }) => out({ event: 'status', status }))
+provider.on('connection-close', (event) => out({
+  event: 'closed', code: event ? event.code : null, reason: event ? event.reason : null
+}))
+provider.on('closed', ({ code, reason }) => out({ event: 'stopped', code, reason }))
+provider.connect()
 
 // mulberry32: a small seeded generator, so runs can be repeated
 const random = (seed) => () => {
