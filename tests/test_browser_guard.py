@@ -4,15 +4,17 @@ it is served from an allowed origin. Real server, real HTTP and WebSocket client
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 
 import httpx
 import pycrdt
 import pytest
 import websockets
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed
 
 from collab.http.origins import AllowedOrigins
+from collab.live.closecodes import CloseCode
 from collab.runtime.config import (
     LOOPBACK_HOSTS,
     ConfigError,
@@ -22,7 +24,7 @@ from collab.runtime.config import (
 )
 from events.postgres import PostgresEventStore
 from music import document
-from tests.live import create_project, project_events, running_server
+from tests.live import create_project, metric, project_events, running_server
 from tests.support import eventually, timeout
 
 EVIL = "http://evil.example"
@@ -142,29 +144,51 @@ async def test_listed_origins_replace_the_default(database_url):
         assert other.status_code == 403
 
 
-async def test_a_websocket_from_a_foreign_origin_is_refused_before_it_opens(database_url):
+async def test_a_websocket_from_a_foreign_origin_is_closed_with_4403(database_url):
+    # Accepted and closed at once rather than refused with an HTTP status: a page sees
+    # no HTTP status, and the stock provider stops only on a 44xx close code.
     async with running_server(database_url) as address:
         project = await create_project(address)
         before = await stored_events(database_url)
-        with pytest.raises(InvalidStatus) as refused:
-            await websockets.connect(f"ws://{address}/ws/{project}", origin=EVIL)
-        assert refused.value.response.status_code == 403
-        assert b"evil.example" in refused.value.response.body
-        assert await stored_events(database_url) == before
-
-        # From the server's own origin, editing works (clients without an Origin, as
-        # from Node or pycrdt, are what every other live test uses).
-        port = address.split(":")[1]
+        rooms = await metric(address, "collab_rooms")
         doc: pycrdt.Doc[object] = pycrdt.Doc()
         doc.get(document.META, type=pycrdt.Map)["key"] = "E minor"
         url = f"ws://{address}/ws/{project}"
-        async with websockets.connect(url, origin=f"http://localhost:{port}") as ws:
-            await ws.send(pycrdt.create_update_message(doc.get_update()))
+        async with websockets.connect(url, origin=EVIL) as refused:
+            with contextlib.suppress(ConnectionClosed):
+                await refused.send(pycrdt.create_update_message(doc.get_update()))
+            with pytest.raises(ConnectionClosed) as closed:
+                await asyncio.wait_for(refused.recv(), timeout(10))
+        assert closed.value.rcvd is not None
+        assert closed.value.rcvd.code == CloseCode.FORBIDDEN == 4403
+        assert EVIL in closed.value.rcvd.reason
+        assert "COLLAB_ALLOWED_ORIGINS" in closed.value.rcvd.reason
+        # Refused before any room was loaded, and nothing it sent was stored.
+        assert await metric(address, "collab_rooms") == rooms == 0
+        assert await stored_events(database_url) == before
 
-            async def stored() -> bool:
-                return len(await project_events(database_url, project)) == before + 1
+        # A long origin is cut, the setting's name is not.
+        long_origin = "http://" + "a" * 200 + ".example"
+        async with websockets.connect(url, origin=long_origin) as refused:
+            with pytest.raises(ConnectionClosed) as closed:
+                await asyncio.wait_for(refused.recv(), timeout(10))
+        assert closed.value.rcvd is not None
+        assert closed.value.rcvd.code == 4403
+        assert "COLLAB_ALLOWED_ORIGINS" in closed.value.rcvd.reason
 
-            await eventually(stored, 10, "the edit was not stored")
+        # From the server's own origin and without an Origin (Node, pycrdt, services),
+        # editing works.
+        port = address.split(":")[1]
+        for i, origin in enumerate((f"http://localhost:{port}", None)):
+            doc = pycrdt.Doc()
+            doc.get(document.META, type=pycrdt.Map)["key"] = f"key {i}"
+            async with websockets.connect(url, origin=origin) as ws:
+                await ws.send(pycrdt.create_update_message(doc.get_update()))
+
+                async def stored(count: int = before + i + 1) -> bool:
+                    return len(await project_events(database_url, project)) == count
+
+                await eventually(stored, 10, f"the edit from origin {origin} was not stored")
 
 
 def test_default_hosts_are_loopback_and_the_bind_host():

@@ -21,6 +21,7 @@ from music import document
 from tests.live import NodeClient, create_project, metric, running_server, synced_clients
 from tests.support import eventually
 
+EVIL = "http://evil.example"
 #: long enough for three reconnects of the provider (200, 400, 800 ms backoff)
 RECONNECT_WINDOW = 2.5
 
@@ -132,6 +133,27 @@ async def test_the_stock_client_stops_after_an_unknown_project(database_url, nod
         later = await node.events_within(RECONNECT_WINDOW)
         assert relay.connections == 1
         assert connecting(node.seen + later) == 1, node.seen + later
+
+
+async def test_the_stock_client_from_a_foreign_page_stops_with_4403(
+    database_url, node_client_script
+):
+    async with running_server(database_url) as address, relay_to(address) as (relay, through):
+        project = await create_project(address)
+        async with node_client(node_client_script, through, project, origin=EVIL) as node:
+            stopped = await node.event("stopped")
+            assert stopped["code"] == CloseCode.FORBIDDEN
+            assert EVIL in stopped["reason"]
+            assert "COLLAB_ALLOWED_ORIGINS" in stopped["reason"]
+            later = await node.events_within(RECONNECT_WINDOW)
+            assert relay.connections == 1
+            assert connecting(node.seen + later) == 1, node.seen + later
+        # A page of an allowed origin syncs through the same relay.
+        port = address.split(":")[1]
+        async with node_client(
+            node_client_script, through, project, origin=f"http://localhost:{port}"
+        ) as page:
+            await page.wait_synced()
 
 
 async def test_the_stock_client_reconnects_after_being_dropped_as_too_slow(

@@ -10,7 +10,10 @@ under a name of its own. So, outermost first:
   rebinding (starlette's ``TrustedHostMiddleware``, its refusal answered as JSON).
 - :class:`RequestGuard`: no NUL character in the path or query (400; PostgreSQL text
   cannot hold one); for unsafe methods and the WebSocket upgrade, an ``Origin`` header
-  must name an allowed origin (403; requests without one, from curl or services, pass);
+  must name an allowed origin (requests without one, from curl or services, pass):
+  otherwise 403, and a WebSocket is accepted and closed at once with 4403 (a browser
+  shows the page no HTTP refusal of an upgrade, only close code 1006, after which the
+  stock y-websocket provider retries forever; 44xx makes it stop);
   an unsafe request that has a body or a ``Content-Type`` must say
   ``application/json`` (415; what HTML forms and ``text/plain`` posts cannot do without
   a CORS preflight); on any request, a body larger than the limit is refused with 413
@@ -30,10 +33,12 @@ import structlog
 from starlette.datastructures import Headers
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from collab.http.errors import internal_error
 from collab.http.origins import AllowedOrigins
 from collab.http.responses import error_response
+from collab.live.closecodes import CloseCode, close_reason
 
 log = structlog.get_logger("collab.http")
 
@@ -91,6 +96,9 @@ class RequestGuard:
             status, message = refusal
             if status == 403:
                 log.info("origin refused", origin=headers.get("origin"), path=scope["path"])
+                if scope["type"] == "websocket":
+                    await _refuse_websocket(scope, receive, send, headers.get("origin", ""))
+                    return
             elif status == 413:
                 log.info("body too large", length=headers.get("content-length"))
             extra = _CLOSE if status == 413 else None
@@ -153,6 +161,18 @@ class RequestGuard:
             log.info("body too large", received=received)
             message = f"request body is over the {self._limit}-byte limit"
             await error_response(413, message, headers=_CLOSE)(scope, receive, send)
+
+
+async def _refuse_websocket(scope: Scope, receive: Receive, send: Send, origin: str) -> None:
+    # The setting comes before the origin, which is the client's text and may be long:
+    # a reason cut to the 123-byte limit still says what to change.
+    reason = f"origin not allowed (see COLLAB_ALLOWED_ORIGINS): {origin}"
+    websocket = WebSocket(scope, receive, send)
+    try:
+        await websocket.accept()
+        await websocket.close(CloseCode.FORBIDDEN, close_reason(reason))
+    except (WebSocketDisconnect, RuntimeError):
+        return  # the client left before the upgrade completed
 
 
 def _is_json(media: str | None) -> bool:

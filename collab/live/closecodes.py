@@ -14,7 +14,9 @@ provider's default ``shouldReconnect`` is ``!(code >= 4400 && code < 4500)``:
   ``maxBackoffTime``, 2.5 s by default; n is reset once a connection has synced).
 
 So 44xx is kept for refusals reconnecting cannot fix (mirroring HTTP 4xx), and a
-client that should come back is closed with 1012, 1013 or a 45xx code.
+client that should come back is closed with 1012, 1013 or a 45xx code. An HTTP
+refusal of the upgrade itself reaches the page as 1006 and is retried forever, which
+is why refusals are sent as close codes after the upgrade.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ class CloseCode(IntEnum):
     #: a frame that breaks the protocol or an update that does not decode
     BAD_MESSAGE = 4400
     UNAUTHENTICATED = 4401
+    #: not allowed: a page from an origin not in COLLAB_ALLOWED_ORIGINS, or no role
     FORBIDDEN = 4403
     UNKNOWN_PROJECT = 4404
     #: a message larger than the configured limit
