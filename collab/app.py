@@ -12,6 +12,7 @@ import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
@@ -42,6 +43,10 @@ from projections import registry
 from projections.progress import ProjectionProgress, ProjectionStatus
 
 log = structlog.get_logger("collab.app")
+
+CORS_METHODS = ("GET", "POST", "DELETE", "PUT", "PATCH", "OPTIONS")
+CORS_HEADERS = ("Authorization", "Content-Type", "X-Actor", "X-Request-Id")
+CORS_EXPOSED = ("X-Request-Id", "Retry-After")
 
 
 def create_app(
@@ -135,8 +140,25 @@ def create_app(
         ],
         middleware=[
             Middleware(RequestContextMiddleware),
-            Middleware(InternalErrors),
             Middleware(HostCheck, allowed_hosts=http_settings.allowed_hosts),
+            # Inside the host check (a rebinding name gets no CORS answer) and outside
+            # every other answer, so a page of an allowed origin can read the errors
+            # too (the guard's 413/415, the JSON 500 with its request id). Preflights
+            # are OPTIONS, which the guard lets through; a foreign-origin write gets no
+            # allow-origin header here and the guard's 403 below.
+            Middleware(
+                CORSMiddleware,
+                allow_origins=allowed_origins.listed,
+                allow_methods=CORS_METHODS,
+                allow_headers=CORS_HEADERS,
+                expose_headers=CORS_EXPOSED,
+                # Tokens travel in the Authorization header, never in cookies.
+                allow_credentials=False,
+                # A listed origin on a public site may reach a server on loopback
+                # (Chrome asks with a private network preflight); others stay refused.
+                allow_private_network=True,
+            ),
+            Middleware(InternalErrors),
             Middleware(
                 RequestGuard,
                 allowed=allowed_origins,

@@ -191,6 +191,83 @@ async def test_a_websocket_from_a_foreign_origin_is_closed_with_4403(database_ur
                 await eventually(stored, 10, f"the edit from origin {origin} was not stored")
 
 
+async def test_cors_preflights_from_allowed_origins_only(database_url):
+    async with running_server(database_url) as address, http(address) as client:
+        port = address.split(":")[1]
+        page = f"http://localhost:{port}"
+        preflight = {
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization, content-type, x-actor",
+        }
+        ok = await client.options("/api/projects", headers={"Origin": page, **preflight})
+        assert ok.status_code == 200, ok.text
+        assert ok.headers["access-control-allow-origin"] == page
+        allowed = {m.strip() for m in ok.headers["access-control-allow-methods"].split(",")}
+        assert allowed == {"GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
+        headers = {h.strip().lower() for h in ok.headers["access-control-allow-headers"].split(",")}
+        assert {"authorization", "content-type", "x-actor", "x-request-id"} <= headers
+        assert "access-control-allow-credentials" not in ok.headers
+        # Answered before routing: any path, whatever methods its route has.
+        for path in ("/api/projects/x/edits", "/health"):
+            other = await client.options(path, headers={"Origin": page, **preflight})
+            assert other.status_code == 200, (path, other.text)
+
+        foreign = await client.options("/api/projects", headers={"Origin": EVIL, **preflight})
+        assert foreign.status_code == 400
+        assert "origin" in foreign.text
+        assert "access-control-allow-origin" not in foreign.headers
+        header = {"Origin": page, "Access-Control-Request-Method": "POST"}
+        odd = await client.options(
+            "/api/projects", headers={**header, "Access-Control-Request-Headers": "x-secret"}
+        )
+        assert odd.status_code == 400
+
+        # The answers themselves: an allowed page reads them and the exposed headers,
+        # errors included; a foreign page gets no allow-origin and its write the 403.
+        created = await client.post("/api/projects", json={"name": "p"}, headers={"Origin": page})
+        assert created.status_code == 201
+        assert created.headers["access-control-allow-origin"] == page
+        exposed = {
+            h.strip().lower() for h in created.headers["access-control-expose-headers"].split(",")
+        }
+        assert exposed == {"x-request-id", "retry-after"}
+        assert created.headers["x-request-id"]
+        refused = await client.post(
+            "/api/projects", content=b"x", headers={"Origin": page, "Content-Type": "text/plain"}
+        )
+        assert refused.status_code == 415
+        assert refused.headers["access-control-allow-origin"] == page
+        forged = await client.post("/api/projects", json={"name": "f"}, headers={"Origin": EVIL})
+        assert forged.status_code == 403
+        assert "access-control-allow-origin" not in forged.headers
+        read = await client.get("/api/projects", headers={"Origin": EVIL})
+        assert read.status_code == 200
+        assert "access-control-allow-origin" not in read.headers
+
+
+async def test_cors_follows_the_listed_origins(database_url):
+    app_origin = "https://app.example:5173"
+    listed = HttpSettings(allowed_origins=(app_origin,))
+    async with running_server(database_url, http=listed) as address, http(address) as client:
+        port = address.split(":")[1]
+        preflight = {"Access-Control-Request-Method": "DELETE"}
+        ok = await client.options("/api/projects", headers={"Origin": app_origin, **preflight})
+        assert ok.status_code == 200
+        assert ok.headers["access-control-allow-origin"] == app_origin
+        # A public page reaching a server on loopback (Chrome's private network check).
+        private = {**preflight, "Access-Control-Request-Private-Network": "true"}
+        pna = await client.options("/api/projects", headers={"Origin": app_origin, **private})
+        assert pna.status_code == 200
+        assert pna.headers["access-control-allow-private-network"] == "true"
+        evil = await client.options("/api/projects", headers={"Origin": EVIL, **private})
+        assert evil.status_code == 400
+        # The default origins are replaced, not added to.
+        local = await client.options(
+            "/api/projects", headers={"Origin": f"http://localhost:{port}", **preflight}
+        )
+        assert local.status_code == 400
+
+
 def test_default_hosts_are_loopback_and_the_bind_host():
     assert http_settings(load_settings()).allowed_hosts == LOOPBACK_HOSTS
     assert http_settings(load_settings(host="0.0.0.0")).allowed_hosts == LOOPBACK_HOSTS  # noqa: S104

@@ -2,12 +2,14 @@
 
 The server binds to loopback, but the user's own browser reaches it: a page from any
 site can POST forms and text, open WebSockets, and (by DNS rebinding) send requests
-under a name of its own. So, outermost first:
+under a name of its own. So, outermost first (``collab.app`` puts them in order):
 
-- :class:`InternalErrors`: anything a route did not expect answers a JSON 500 naming
-  the request id, and the traceback is logged under that id.
 - :class:`HostCheck`: the ``Host`` must be an allowed host (400), which defeats DNS
   rebinding (starlette's ``TrustedHostMiddleware``, its refusal answered as JSON).
+- starlette's ``CORSMiddleware`` (in ``collab.app``): answers preflights and lets the
+  pages of the listed origins read answers, errors included.
+- :class:`InternalErrors`: anything a route did not expect answers a JSON 500 naming
+  the request id, and the traceback is logged under that id.
 - :class:`RequestGuard`: no NUL character in the path or query (400; PostgreSQL text
   cannot hold one); for unsafe methods and the WebSocket upgrade, an ``Origin`` header
   must name an allowed origin (requests without one, from curl or services, pass):

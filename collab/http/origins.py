@@ -2,7 +2,9 @@
 
 A browser adds ``Origin`` to every cross-site POST and to every WebSocket upgrade, and a
 page cannot forge it. The HTTP check of unsafe methods and the WebSocket upgrade check
-(``collab.http.guards``) ask this one object; CORS, when it comes, reads :attr:`listed`.
+(``collab.http.guards``) ask this one object; CORS (``collab.app``) allows :attr:`listed`,
+which is in the form browsers send (lower case, no default port), as CORS compares it
+as text.
 
 Allowed: the listed origins (default: every allowed host at the served port, over http
 and https), and always the request's own origin (``Origin`` naming the ``Host`` the
