@@ -281,13 +281,11 @@ class TokenVerifier:
             agent_id = None
         else:
             raise Unauthenticated("token names no one: it has neither 'sub' nor 'agent_id'")
-        expires = claims.get("exp")
         return Principal(
             actor=actor,
             agent_id=agent_id,
             roles=_roles(claims, self.settings.roles_claim),
-            # PyJWT compares int(exp) with the clock; the principal expires at the same second
-            expires_at=None if expires is None else float(int(expires)),
+            expires_at=_expiry(claims.get("exp")),
             verified=True,
         )
 
@@ -352,7 +350,9 @@ class TokenVerifier:
     def _fetch_problem(self) -> str:
         if self._fetch_error is None:
             return ""
-        return f" (the key set at {self.settings.jwks_url} is unreachable: {self._fetch_error})"
+        return (
+            f" (the key set at {self.settings.jwks_url} could not be fetched: {self._fetch_error})"
+        )
 
     async def _check_key_set_file(self) -> None:
         path = self.settings.jwks_file
@@ -409,8 +409,10 @@ class TokenVerifier:
                 keys = await _download_key_set(client, url)
         except TimeoutError:
             self._fetch_error = f"no complete answer within {self.settings.jwks_timeout:g} s"
+        except httpx.TransportError as exc:
+            self._fetch_error = f"unreachable ({type(exc).__name__}: {exc})"
         except httpx.HTTPError as exc:
-            self._fetch_error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            self._fetch_error = f"{type(exc).__name__}: {exc}"
         except ValueError as exc:
             self._fetch_error = str(exc)
         else:
@@ -431,29 +433,31 @@ async def _download_key_set(client: httpx.AsyncClient, url: str) -> list[_Key]:
             body += chunk
             if len(body) > MAX_JWKS_BYTES:
                 raise ValueError(f"answer larger than {MAX_JWKS_BYTES} bytes")
-    return _parse_key_set(bytes(body), url)
+    return _parse_key_set(bytes(body), "")
 
 
 def _load_key_set_file(path: Path) -> list[_Key]:
-    return _parse_key_set(path.read_bytes(), str(path))
+    return _parse_key_set(path.read_bytes(), f"{path}: ")
 
 
-def _parse_key_set(raw: bytes, source: str) -> list[_Key]:
+def _parse_key_set(raw: bytes, where: str) -> list[_Key]:
     """The signing keys of a JWKS document that verify an allowed algorithm.
 
     Keys of other algorithms, encryption keys, symmetric (``oct``) keys and private
-    keys are left out: a published set is public, so a secret in it is no secret."""
+    keys are left out: a published set is public, so a secret in it is no secret.
+    ``where`` begins each complaint: a file's path; nothing for a fetched answer, whose
+    URL the caller's message already names."""
     try:
         document = json.loads(raw)
     except ValueError:
-        raise ValueError(f"{source}: not a JSON document") from None
+        raise ValueError(f"{where}not a JSON document") from None
     if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
         # bad data from outside, reported like every other unusable key set
-        raise ValueError(f"{source}: not a JWKS document (no 'keys' list)")  # noqa: TRY004
+        raise ValueError(f"{where}not a JWKS document (no 'keys' list)")  # noqa: TRY004
     try:
         key_set = jwt.PyJWKSet.from_dict(document)
     except jwt.PyJWTError as exc:
-        raise ValueError(f"{source}: {exc}") from None
+        raise ValueError(f"{where}{exc}") from None
     keys: list[_Key] = []
     for jwk in key_set:
         if jwk.public_key_use not in (None, "sig"):
@@ -464,7 +468,7 @@ def _parse_key_set(raw: bytes, source: str) -> list[_Key]:
         if key is not None and key.algorithm == jwk.algorithm_name:
             keys.append(key)
     if not keys:
-        raise ValueError(f"{source}: no RS256, ES256 or EdDSA signing key in the key set")
+        raise ValueError(f"{where}no RS256, ES256 or EdDSA signing key in the key set")
     return keys
 
 
@@ -498,6 +502,17 @@ def _stamp(path: Path) -> tuple[int, int, int] | None:
         return None
     # size and inode too: a file replaced by rename within one mtime tick still differs
     return (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+
+
+def _expiry(exp: Any) -> float | None:
+    if exp is None:
+        return None
+    try:
+        # PyJWT compares int(exp) with the clock; the principal expires at the same second
+        return float(int(exp))
+    except OverflowError:
+        # an integer too large for a float passes PyJWT's check but fits no clock
+        raise Unauthenticated("token claim 'exp' is out of range") from None
 
 
 def _name(value: Any, claim: str) -> str:
