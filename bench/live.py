@@ -58,6 +58,7 @@ from bench.harness import (  # noqa: E402
     postgres_server,
     stop,
 )
+from collab.access.tokens import issue  # noqa: E402
 from collab.live import protocol  # noqa: E402
 from events import EventMetadata, NewEvent  # noqa: E402
 from events.models import DocUpdated, ProjectCreated, project_stream  # noqa: E402
@@ -216,10 +217,27 @@ def _postgres_pids() -> list[int]:
     return pids
 
 
+#: the HS256 secret of the server when a run has authentication on
+BENCH_SECRET = "bench-secret-bench-secret-bench-secret"  # noqa: S105 - a benchmark's own
+
+
 @contextlib.asynccontextmanager
-async def ours(database_url: str, projections: str = "worker") -> AsyncIterator[Target]:
-    async with collab_server(database_url, COLLAB_PROJECTIONS=projections) as (base, process):
-        http = httpx.Client(base_url=base)
+async def ours(
+    database_url: str, projections: str = "worker", auth: str = "off"
+) -> AsyncIterator[Target]:
+    """Our server; with ``auth`` on, every room is created by a user (its owner) whose
+    token every client presents: the socket then verifies it and reads the project's
+    members once per connection, as for any member who is not an admin."""
+    settings = {"COLLAB_PROJECTIONS": projections, "COLLAB_AUTH": auth}
+    query = ""
+    headers: dict[str, str] = {}
+    if auth == "on":
+        settings["COLLAB_JWT_SECRET"] = BENCH_SECRET
+        token = issue(BENCH_SECRET.encode(), user="bench", ttl=None)
+        query = f"?token={token}"
+        headers = {"Authorization": f"Bearer {token}"}
+    async with collab_server(database_url, **settings) as (base, process):
+        http = httpx.Client(base_url=base, headers=headers)
         port = base.rsplit(":", 1)[1]
 
         def new_room() -> str:
@@ -228,7 +246,7 @@ async def ours(database_url: str, projections: str = "worker") -> AsyncIterator[
         yield Target(
             "collab (this server, durable)",
             process,
-            lambda room: f"ws://127.0.0.1:{port}/ws/{room}",
+            lambda room: f"ws://127.0.0.1:{port}/ws/{room}{query}",
             new_room,
             metrics_url=f"{base}/metrics",
             db_pids=_postgres_pids,
@@ -461,6 +479,30 @@ async def _rooms_scenario(
     )
 
 
+async def _connect_scenario(target: Target, connections: int, concurrency: int) -> float:
+    """Connections per second: each opens a socket to one room and waits for the
+    server's sync step 2 (answering its step 1), then closes; ``concurrency`` at once."""
+    room = target.new_room()
+    tally = Tally()
+    warm = Client(target.url(room), tally)
+    await warm.connect()  # the room is loaded before the clock starts
+    await asyncio.wait_for(warm.synced.wait(), 30)
+    pending = iter(range(connections))
+
+    async def worker() -> None:
+        for _ in pending:
+            client = Client(target.url(room), tally)
+            await client.connect()
+            await asyncio.wait_for(client.synced.wait(), 30)
+            await client.close()
+
+    began = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    rate = connections / (time.perf_counter() - began)
+    await warm.close()
+    return rate
+
+
 def _safe_cpu(pid: int) -> float:
     try:
         return _cpu_seconds(pid)
@@ -522,13 +564,18 @@ async def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="short runs (smoke test)")
     parser.add_argument("--peers", action="store_true", help="also run the peer servers")
-    parser.add_argument("--only", default="daw,fanout,join")
+    parser.add_argument("--only", default="daw,fanout,join", help="of daw,fanout,join,connect")
     parser.add_argument("--rooms", default="25,50,75,100", help="room counts of the DAW sweep")
     parser.add_argument(
         "--projections",
         default="worker",
         help="where our server folds its projections (COLLAB_PROJECTIONS): worker, inline,"
         " none; several, comma-separated, alternate run by run",
+    )
+    parser.add_argument(
+        "--auth",
+        default="off",
+        help="our server's COLLAB_AUTH: off, on, or off,on to alternate run by run",
     )
     args = parser.parse_args()
     only = set(args.only.split(","))
@@ -544,22 +591,32 @@ async def main() -> None:
         python, node_server = ensure_peers()
         targets += [lambda: pycrdt_websocket(python), lambda: y_websocket(node_server)]
 
-    modes = args.projections.split(",")
+    modes = [
+        (projections, auth)
+        for projections in args.projections.split(",")
+        for auth in args.auth.split(",")
+    ]
 
-    async def run_ours(scenario: Callable[[Target], object], mode: str) -> Result:
-        async with fresh_database(server_url, migrated=True) as url, ours(url, mode) as target:
+    def named(mode: tuple[str, str]) -> str:
+        return f"{mode[0]}, auth {mode[1]}"
+
+    async def run_ours(scenario: Callable[[Target], object], mode: tuple[str, str]) -> Result:
+        async with fresh_database(server_url, migrated=True) as url, ours(url, *mode) as target:
             return await scenario(target)  # type: ignore[misc]
 
     async def ours_runs(label: str, scenario: Callable[[Target], object]) -> None:
-        """``args.runs`` runs of each projection mode, alternating (the machine drifts)."""
-        results: dict[str, list[Result]] = {mode: [] for mode in modes}
+        """``args.runs`` runs of each mode, alternating (the machine drifts)."""
+        results: dict[tuple[str, str], list[Result]] = {mode: [] for mode in modes}
         for index in range(args.runs):
             for mode in modes:
                 result = await run_ours(scenario, mode)
                 results[mode].append(result)
-                print(f"  {label}, ours ({mode}), run {index + 1}: {result.line()}", flush=True)
+                print(
+                    f"  {label}, ours ({named(mode)}), run {index + 1}: {result.line()}",
+                    flush=True,
+                )
         for mode in modes:
-            print(_summary(f"{label}, ours ({mode})", results[mode]), flush=True)
+            print(_summary(f"{label}, ours ({named(mode)})", results[mode]), flush=True)
 
     try:
         if "daw" in only:
@@ -595,6 +652,27 @@ async def main() -> None:
                     results.append(result)
                     print(f"  fanout, {target.name}, run {index + 1}: {result.line()}", flush=True)
                 print(_summary(f"fanout 1 -> 200 at 50/s, {target.name}", results), flush=True)
+        if "connect" in only:
+            rates: dict[tuple[str, str], list[float]] = {mode: [] for mode in modes}
+            count = 100 if args.quick else 1000
+            for index in range(args.runs):
+                for mode in modes:
+                    async with (
+                        fresh_database(server_url, migrated=True) as url,
+                        ours(url, *mode) as target,
+                    ):
+                        rates[mode].append(await _connect_scenario(target, count, 10))
+                    print(
+                        f"  connect {count} x 10 at once, ours ({named(mode)}), run {index + 1}:"
+                        f" {rates[mode][-1]:,.0f} connections/s",
+                        flush=True,
+                    )
+            for mode in modes:
+                print(
+                    f"connect, ours ({named(mode)}): median"
+                    f" {statistics.median(rates[mode]):,.0f} connections/s",
+                    flush=True,
+                )
         if "join" in only:
             updates = 5_000 if args.quick else 50_000
             times = []

@@ -18,7 +18,19 @@ from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 
 from collab import worker
-from collab.http import audit_log, errors, history, lineage, metrics, openapi, projects, provenance
+from collab.access.setup import token_settings
+from collab.access.tokens import TokenVerifier
+from collab.http import (
+    audit_log,
+    errors,
+    history,
+    lineage,
+    members,
+    metrics,
+    openapi,
+    projects,
+    provenance,
+)
 from collab.http.guards import HostCheck, InternalErrors, RequestGuard
 from collab.http.middleware import RequestContextMiddleware
 from collab.http.origins import AllowedOrigins
@@ -28,6 +40,7 @@ from collab.live.hub import Live
 from collab.runtime.audit_key import load_or_create
 from collab.runtime.config import (
     AuditSettings,
+    AuthSettings,
     DatabaseSettings,
     HttpSettings,
     LiveSettings,
@@ -60,11 +73,16 @@ def create_app(
     http: HttpSettings | None = None,
     database: DatabaseSettings | None = None,
     supervisor: EmbeddedSupervisor | None = None,
+    auth: AuthSettings | None = None,
 ) -> Starlette:
     """Build the app; the store is connected and migrated when the app starts.
 
     ``supervisor`` watches the embedded PostgreSQL while the app runs (embedded mode).
+    ``auth`` None switches authentication off: callers name themselves (``X-Actor``)
+    and may do everything.
     """
+    # Built now, so that a bad key source fails the start, not the first request.
+    tokens = TokenVerifier(token_settings(auth)) if auth is not None else None
     live_settings = live or LiveSettings()
     read_settings = read or ReadSettings()
     audit_settings = audit or AuditSettings()
@@ -109,7 +127,16 @@ def create_app(
                     read=read_settings,
                     audit=audit_settings,
                 )
-                app.state.live = Live(store, live_settings, Metrics())
+                app.state.tokens = tokens
+                if tokens is not None:
+                    await tokens.start()
+                    stack.push_async_callback(tokens.close)
+                else:
+                    log.warning(
+                        "authentication is OFF: every caller may read, edit, roll back and"
+                        " audit every project (COLLAB_AUTH=off; for experiments only)"
+                    )
+                app.state.live = Live(store, live_settings, Metrics(), tokens)
                 app.state.live.start(ws.watchdog)
                 stack.push_async_callback(app.state.live.close)
                 # What exists now lives as long as the server: keep it out of the cyclic
@@ -131,6 +158,7 @@ def create_app(
             Route("/ready", ready, methods=["GET"]),
             *metrics.routes,
             *projects.routes,
+            *members.routes,
             *history.routes,
             *provenance.routes,
             *lineage.routes,
@@ -249,6 +277,7 @@ async def ready(request: Request) -> Response:
     body: dict[str, object] = {
         "status": "ready",
         "database": "ok",
+        "auth": "on" if request.app.state.tokens is not None else "OFF: anyone may do anything",
         "schema_version": max(status.applied),
         "projections_run": settings.projections,
         "projections": projections,

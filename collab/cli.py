@@ -1,5 +1,5 @@
-"""The ``collab`` command: serve, migrate, audit verify|export|public-key, projections
-status|run|rebuild.
+"""The ``collab`` command: serve, migrate, token create, audit verify|export|public-key,
+projections status|run|rebuild.
 
 Every command reads the same settings (flags, then ``COLLAB_*`` / ``DATABASE_URL``
 environment variables, then defaults), so ``COLLAB_DATA_DIR=D collab audit verify``
@@ -9,7 +9,7 @@ Exit codes: 0 success; 1 verification found a broken link; 2 invalid settings or
 usage; 3 the database could not be reached or migrated; 4 a rebuild could not run
 (another process is rebuilding the projection) or one of its processes failed.
 
-Why this module is over 400 lines: it is the typer surface of eight commands (options,
+Why this module is over 400 lines: it is the typer surface of nine commands (options,
 settings, exit codes, output). What the audit commands decide is in
 ``collab.services.audit``; the projection commands drive ``collab.worker``, which sits
 above the services, with a progress bar, so they stay here.
@@ -21,24 +21,30 @@ import asyncio
 import functools
 import json
 import os
+import re
 import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import structlog
 import typer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from collab import worker
+from collab.access import tokens
+from collab.access.principal import Principal
+from collab.access.tokens import load_or_create_secret
 from collab.runtime import logging as collab_logging
 from collab.runtime.audit_key import KeyFileError, load_or_create
 from collab.runtime.config import (
+    AuthSettings,
     ConfigError,
     Settings,
     audit_settings,
+    auth_settings,
     database_settings,
     http_settings,
     live_settings,
@@ -49,7 +55,6 @@ from collab.runtime.database import Database, resolve
 from collab.services import audit
 from collab.services.errors import ServiceError
 from collab.services.lookup import require_schema
-from collab.services.principal import Principal
 from events import bundle as bundle_module
 from events.checkpoints import CheckpointError, Signer, parse_public_key, public_key_text
 from events.errors import EventStoreError
@@ -77,6 +82,8 @@ projections_app = typer.Typer(
     help="Read models folded from the log: status, run and rebuild.", no_args_is_help=True
 )
 app.add_typer(projections_app, name="projections")
+token_app = typer.Typer(help="Tokens signed with this server's secret.", no_args_is_help=True)
+app.add_typer(token_app, name="token")
 
 log = structlog.get_logger("collab.cli")
 
@@ -106,7 +113,7 @@ def _database(settings: Settings) -> Database:
 
 T = TypeVar("T")
 #: who runs a command here: whoever may run the CLI on the data dir has the database
-_OPERATOR = Principal(actor="cli")
+_OPERATOR = Principal(actor="cli", roles=frozenset({"admin"}))
 
 
 def _with_store(
@@ -141,6 +148,7 @@ def serve(
     from collab.server import Server, build_config  # noqa: PLC0415
 
     settings = _settings(host=host, port=port, data_dir=data_dir)
+    auth = auth_settings(settings)
     database = _database(settings)
     application = create_app(
         database.url,
@@ -152,7 +160,9 @@ def serve(
         http=http_settings(settings),
         database=database_settings(settings),
         supervisor=EmbeddedSupervisor(database.handle) if database.embedded else None,
+        auth=auth,
     )
+    _say_how_to_sign_in(settings, auth)
     config = build_config(
         application,
         host=settings.host,
@@ -166,6 +176,85 @@ def serve(
     if not server.started:
         # Startup failed (database unreachable, migration error): the log says why.
         raise typer.Exit(EXIT_UNAVAILABLE)
+
+
+def _say_how_to_sign_in(settings: Settings, auth: AuthSettings | None) -> None:
+    """On this machine with the server's own secret: a ready admin token, so that the
+    first minute needs no reading (the server binds to loopback by default)."""
+    if auth is None or auth.secret_file is None or auth.secret is not None:
+        return
+    if settings.host not in ("127.0.0.1", "localhost", "::1"):
+        typer.echo("tokens: collab token create --user NAME [--role admin|auditor]", err=True)
+        return
+    token = tokens.issue(
+        load_or_create_secret(auth.secret_file), user="admin", roles=["admin"], ttl=ADMIN_TTL
+    )
+    typer.echo(
+        f"admin token for this machine (valid 24 h):\n  {token}\n"
+        f"  curl -H 'Authorization: Bearer {token[:12]}...' http://{settings.host}:"
+        f"{settings.port}/api/projects\n"
+        "  more tokens: collab token create --user NAME [--role admin|auditor]"
+        " [--agent ID] [--ttl 1h]",
+        err=True,
+    )
+
+
+#: lifetime of the admin token ``serve`` prints
+ADMIN_TTL = 24 * 3600.0
+_TTL = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+@token_app.command("create")
+def token_create(
+    user: Annotated[str, typer.Option(help="The token's subject: a user name")],
+    role: Annotated[
+        list[str] | None, typer.Option(help="A global role: admin or auditor (repeatable)")
+    ] = None,
+    agent: Annotated[
+        str | None, typer.Option(help="Make it a service's token, acting as this agent id")
+    ] = None,
+    ttl: Annotated[str, typer.Option(help="Lifetime: 90s, 30m, 1h, 7d; 0 never expires")] = "1h",
+    data_dir: DataDir = None,
+) -> None:
+    """Print an HS256 token signed with the server's secret (COLLAB_JWT_SECRET, or the
+    secret file in the data dir, created if missing)."""
+    settings = _settings(data_dir=data_dir)
+    auth = auth_settings(settings)
+    for name in role or []:
+        if name not in ("admin", "auditor"):
+            _usage(f"--role must be admin or auditor, not {name!r}")
+    match = re.fullmatch(r"(\d+)([smhd]?)", ttl.strip())
+    if match is None:
+        _usage(f"--ttl must look like 90s, 30m, 1h or 7d, not {ttl!r}")
+    seconds = int(match[1]) * _TTL.get(match[2] or "s", 1)
+    if auth is None or (auth.secret is None and auth.secret_file is None):
+        _usage(
+            "this server has no secret of its own to sign with (COLLAB_AUTH=off, or its"
+            " tokens come from an identity provider: ask it for one)"
+        )
+    try:
+        secret = auth.secret
+        if secret is None:
+            assert auth.secret_file is not None  # noqa: S101 - checked above
+            secret = load_or_create_secret(auth.secret_file)
+        token = tokens.issue(
+            secret,
+            user=user,
+            roles=role or [],
+            agent_id=agent,
+            ttl=seconds or None,
+            issuer=auth.issuer,
+            audience=auth.audience,
+            roles_claim=auth.roles_claim,
+        )
+    except ValueError as exc:
+        _usage(str(exc))
+    typer.echo(token)
+
+
+def _usage(message: str) -> NoReturn:
+    typer.echo(f"collab: {message}", err=True)
+    raise typer.Exit(EXIT_CONFIG)
 
 
 @app.command()

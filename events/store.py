@@ -108,6 +108,14 @@ class EventStore(Protocol):
         limit: int | None = None,
     ) -> list[StoredEvent]: ...
 
+    async def read_records(
+        self, stream_id: str, event_types: Sequence[str], *, after_version: int = 0
+    ) -> list[StoredEvent]:
+        """The stream's events of ``event_types`` with ``version > after_version``, in
+        order: its records besides the document (``doc.updated`` is never among them), a
+        read that stays small however long the stream's history."""
+        ...
+
     async def read_all(self, after_position: int = 0, limit: int = 1000) -> list[StoredEvent]: ...
 
     async def read_share(

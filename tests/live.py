@@ -27,7 +27,14 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from collab.app import create_app
-from collab.runtime.config import AuditSettings, HttpSettings, LiveSettings, ReadSettings
+from collab.live import protocol
+from collab.runtime.config import (
+    AuditSettings,
+    AuthSettings,
+    HttpSettings,
+    LiveSettings,
+    ReadSettings,
+)
 from collab.server import Server, build_config
 from events.models import project_stream
 from events.postgres import PostgresEventStore
@@ -47,9 +54,11 @@ async def running_server(
     read: ReadSettings | None = None,
     audit: AuditSettings | None = None,
     http: HttpSettings | None = None,
+    auth: AuthSettings | None = None,
     **overrides: Any,
 ) -> AsyncIterator[str]:
-    """Yield ``host:port`` of a real server on the event store at ``database_url``."""
+    """Yield ``host:port`` of a real server on the event store at ``database_url``
+    (authentication off unless ``auth`` is given)."""
     live = replace(settings, **overrides)
     port = free_port()
     app = create_app(
@@ -59,6 +68,7 @@ async def running_server(
         read=read,
         audit=audit,
         http=replace(http or HttpSettings(), port=port),
+        auth=auth,
     )
     server = Server(
         build_config(
@@ -120,17 +130,30 @@ async def log_document(database_url: str, project_id: str) -> dict[str, Any]:
     return document.to_json(await log_doc(database_url, project_id))
 
 
+#: y-protocols' auth message type (its one subtype: permission denied)
+AUTH_MESSAGE = 2
+
+
 class YClient:
     """A pycrdt document connected to the server like a y-websocket provider."""
 
-    def __init__(self, address: str, project_id: str, doc: pycrdt.Doc[Any] | None = None) -> None:
-        self.url = f"ws://{address}/ws/{project_id}"
+    def __init__(
+        self,
+        address: str,
+        project_id: str,
+        doc: pycrdt.Doc[Any] | None = None,
+        *,
+        token: str | None = None,
+    ) -> None:
+        self.url = f"ws://{address}/ws/{project_id}" + (f"?token={token}" if token else "")
         self.doc = doc or document.new_document()
         self.ws: ClientConnection | None = None
         self.synced = asyncio.Event()
         #: update payloads this client received as broadcasts (not its own)
         self.received: list[bytes] = []
         self.awareness: list[bytes] = []
+        #: reasons of the y-protocols auth messages (permission denied) received
+        self.denied: list[str] = []
         self._remote = False
         self._outbox: asyncio.Queue[bytes] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
@@ -174,6 +197,10 @@ class YClient:
                         self.synced.set()
                 elif message[0] == pycrdt.YMessageType.AWARENESS:
                     self.awareness.append(message)
+                elif message[0] == AUTH_MESSAGE:
+                    decoded = protocol.decode(message)
+                    assert isinstance(decoded, protocol.AuthDenied)
+                    self.denied.append(decoded.reason)
         except ConnectionClosed:
             pass
         finally:

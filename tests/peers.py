@@ -10,8 +10,10 @@ class RecordingPeer:
     """The room's view of a connection: records what the room hands it."""
 
     actor = "tester"
+    agent = "collab-server"
 
-    def __init__(self) -> None:
+    def __init__(self, *, can_write: bool = True) -> None:
+        self.can_write = can_write
         self.frames: list[bytes] = []
         self.closed: tuple[CloseCode, str] | None = None
 

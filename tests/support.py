@@ -62,11 +62,15 @@ def start_embedded(pgdata: Path) -> Any:
 
 def clean_env(**overrides: str) -> dict[str, str]:
     """A copy of ``os.environ`` for a ``collab`` subprocess: without any ``COLLAB_*``
-    setting or ``DATABASE_URL`` of the machine running the tests, with ``overrides``."""
+    setting or ``DATABASE_URL`` of the machine running the tests, with ``overrides``.
+
+    Authentication is off (``COLLAB_AUTH=off``) unless ``overrides`` turn it on: the
+    tests of other things call as ``X-Actor``; tests/test_auth*.py test it on, the
+    embedded default included."""
     env = {
         k: v for k, v in os.environ.items() if not k.startswith("COLLAB_") and k != "DATABASE_URL"
     }
-    return {**env, **overrides}
+    return {**env, "COLLAB_AUTH": "off", **overrides}
 
 
 def run_collab(database_url: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:

@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
+import jwt
 import pytest
 
 from events import EventMetadata, NewEvent
@@ -72,9 +75,10 @@ def _stop(process: subprocess.Popen[str]) -> tuple[int, str]:
 
 
 def _serve(data_dir: Path, port: int) -> subprocess.Popen[str]:
+    """``collab serve`` as the README's first command runs it: authentication on."""
     return subprocess.Popen(
         [*COLLAB, "serve", "--port", str(port), "--data-dir", str(data_dir)],
-        env=clean_env(COLLAB_LOG_FORMAT="json"),
+        env=clean_env(COLLAB_LOG_FORMAT="json", COLLAB_AUTH="on"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -105,6 +109,7 @@ def test_serve_with_embedded_database(tmp_path):
         assert body == {
             "status": "ready",
             "database": "ok",
+            "auth": "on",
             "schema_version": latest_version(),
             "projections_run": "worker",
             "projections": {
@@ -123,11 +128,13 @@ def test_serve_with_embedded_database(tmp_path):
         assert health.headers["x-request-id"] == "req-42"
         assert len(ready.headers["x-request-id"]) == 32
 
+        _sign_in(data_dir, port)
         asyncio.run(_append_some(data_dir, 5))
         # a second process on the same data dir while the server runs
         verify = _run("audit", "verify", COLLAB_DATA_DIR=str(data_dir))
         assert verify.returncode == 0, verify.stderr
-        assert verify.stdout.startswith("OK: log verified: 5 events in 1 streams")
+        # 5 appended here, and the 2 of the project created while signing in
+        assert verify.stdout.startswith("OK: log verified: 7 events in 2 streams")
         assert asyncio.run(_wait_ready(port, process)).status_code == 200
         # the signing key was created in the data dir, for the owner's eyes only
         key_file = data_dir / "audit-ed25519.pem"
@@ -138,6 +145,7 @@ def test_serve_with_embedded_database(tmp_path):
     finally:
         code, stderr = _stop(process)
     assert code == 0, stderr[-3000:]
+    _check_printed_token(stderr, data_dir)
     lines = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
     assert lines, stderr[-3000:]
     request_lines = [line for line in lines if line.get("event") == "request"]
@@ -160,6 +168,87 @@ def test_serve_with_embedded_database(tmp_path):
     finally:
         code, stderr = _stop(process)
     assert code == 0, stderr[-3000:]
+
+
+def _status(port: int, path: str, token: str | None) -> int | None:
+    headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}{path}", headers=headers).status_code
+    except httpx.ConnectError:
+        return None
+
+
+def _check_printed_token(stderr: str, data_dir: Path) -> None:
+    """``serve`` prints an admin token of its secret for the first minute (not a log line)."""
+    printed = re.search(r"admin token for this machine \(valid 24 h\):\n  (\S+)", stderr)
+    assert printed is not None, stderr[-3000:]
+    secret = bytes.fromhex((data_dir / "auth-secret").read_text())
+    claims = jwt.decode(printed[1], secret, ["HS256"])
+    assert (claims["sub"], claims["roles"]) == ("admin", ["admin"])
+    assert 23 * 3600 < claims["exp"] - time.time() <= 24 * 3600
+    assert not any(printed[1] in line for line in stderr.splitlines() if line.startswith("{"))
+
+
+def _sign_in(data_dir: Path, port: int) -> None:
+    """Auth is on by default: no token, 401; a token of the server's secret (created in
+    the data dir on first start), 200; a new user creates a project of their own."""
+    assert _status(port, "/api/projects", None) == 401
+    secret = data_dir / "auth-secret"
+    assert secret.stat().st_mode & 0o777 == 0o600
+    made = _run("token", "create", "--user", "ana", COLLAB_DATA_DIR=str(data_dir), COLLAB_AUTH="on")
+    assert made.returncode == 0, made.stderr
+    token = made.stdout.strip()
+    assert _status(port, "/api/projects", token) == 200
+    created = httpx.post(
+        f"http://127.0.0.1:{port}/api/projects",
+        json={"name": "Mine"},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert created.status_code == 201, created.text
+    assert _status(port, "/api/projects", "forged." + token) == 401
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--role", "owner"], "--role must be admin or auditor"),
+        (["--ttl", "soon"], "--ttl must look like"),
+    ],
+)
+def test_token_create_refuses_bad_options(tmp_path, args, message):
+    made = _run(
+        "token", "create", "--user", "ana", *args, COLLAB_DATA_DIR=str(tmp_path), COLLAB_AUTH="on"
+    )
+    assert made.returncode == 2
+    assert message in made.stderr
+
+
+def test_token_create_needs_a_secret_of_the_server(tmp_path):
+    off = _run("token", "create", "--user", "ana", COLLAB_DATA_DIR=str(tmp_path))
+    assert off.returncode == 2
+    assert "no secret of its own" in off.stderr
+    made = _run(
+        "token",
+        "create",
+        "--user",
+        "ada",
+        "--role",
+        "admin",
+        "--agent",
+        "bot",
+        "--ttl",
+        "0",
+        COLLAB_DATA_DIR=str(tmp_path),
+        COLLAB_AUTH="on",
+    )
+    assert made.returncode == 0, made.stderr
+    claims = jwt.decode(
+        made.stdout.strip(), bytes.fromhex((tmp_path / "auth-secret").read_text()), ["HS256"]
+    )
+    assert claims["sub"] == "ada"
+    assert claims["roles"] == ["admin"]
+    assert claims["agent_id"] == "bot"
+    assert "exp" not in claims
 
 
 def test_migrate_command(tmp_path):

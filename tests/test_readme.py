@@ -1,5 +1,10 @@
 """The README's two commands are the ones CI and users run."""
 
+import os
+import sys
+from pathlib import Path
+
+from collab.runtime.config import AuthSettings
 from tests.support import ROOT
 
 
@@ -48,14 +53,26 @@ async def test_the_readme_walkthrough_runs_as_written(database_url):
 
     steps = _walkthrough()
     assert len(steps) >= 7
-    async with running_server(database_url) as address:
+    secret = "readme-walkthrough-secret-of-32-bytes!"  # noqa: S105 - a test's own secret
+    env = {
+        **os.environ,
+        "COLLAB_JWT_SECRET": secret,
+        # the README calls the installed command by name
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    async with running_server(database_url, auth=AuthSettings(secret=secret.encode())) as address:
         marker = "---readme-step---"
         script = "set -e\n" + "".join(
             f"echo {marker}\n{command.replace('localhost:8000', address)}\necho\n"
             for command, _ in steps
         )
         process = await asyncio.create_subprocess_exec(
-            "bash", "-c", script, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+            "bash",
+            "-c",
+            script,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
         )
         out, err = await process.communicate()
         assert process.returncode == 0, err.decode()

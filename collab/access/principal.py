@@ -9,7 +9,7 @@ principal is an unverified admin: the server behaves as it did before tokens exi
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Final, Literal
+from typing import Final, Literal, Protocol
 
 GlobalRole = Literal["admin", "auditor"]
 GLOBAL_ROLES: Final[tuple[GlobalRole, ...]] = ("admin", "auditor")
@@ -49,3 +49,10 @@ class Principal:
 def unverified(actor: str) -> Principal:
     """A caller who named itself, with authentication off: may do everything."""
     return Principal(actor=actor, roles=frozenset({"admin"}), verified=False)
+
+
+class TokenCheck(Protocol):
+    """Turns a bearer token into its principal (``collab.access.tokens.TokenVerifier``);
+    raises ``collab.access.errors.Unauthenticated`` for a token that does not verify."""
+
+    async def verify(self, token: str) -> Principal: ...

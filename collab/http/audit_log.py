@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from collab.http.kit import ApiError, field_error
+from collab.http.kit import ApiError, allowed, field_error
 from collab.http.params import int_param, store_of
 from collab.http.responses import JSONResponse
 from events import merkle
@@ -48,6 +48,7 @@ def _check_size(name: str, size: int, sealed: int) -> None:
 
 
 async def get_checkpoint(request: Request) -> Response:
+    await allowed(request, "audit.read")
     newest = await audit_log.latest_checkpoint(store_of(request).queries)
     signer = _signer(request)
     if newest is None:
@@ -73,6 +74,7 @@ async def _tree_size(request: Request, name: str) -> int:
 
 
 async def get_inclusion(request: Request) -> Response:
+    await allowed(request, "audit.read")
     size = await _tree_size(request, "tree_size")
     position = int_param(request, "position", None, 1, size)
     sql = store_of(request).queries
@@ -99,6 +101,7 @@ async def get_inclusion(request: Request) -> Response:
 
 
 async def get_consistency(request: Request) -> Response:
+    await allowed(request, "audit.read")
     new = await _tree_size(request, "to")
     old = int_param(request, "from", None, 1, new)
     nodes = await audit_log.nodes_for(

@@ -1,8 +1,10 @@
 """Every error a route may raise, to an HTTP status and a JSON body, in one table.
 
 Bodies are ``{"error": status, "message": ..., "fields": [...]}``
-(``collab.http.responses.error_response``). Three families reach here:
+(``collab.http.responses.error_response``). Four families reach here:
 
+- the access layer's refusals (``collab.access.errors``): 401 with
+  ``WWW-Authenticate: Bearer``, or 403;
 - the services' errors (``collab.services.errors``) and the event store's
   (``events.errors``): :data:`STATUS`, the nearest listed ancestor of the error's
   class deciding. A store error's message reaches the client only for a 422 (the event
@@ -24,11 +26,11 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from collab.access.errors import AccessError, Forbidden, Unauthenticated
 from collab.http.kit import ApiError, correlation_of
 from collab.http.responses import JSONResponse, error_response
 from collab.services.errors import (
     Conflict,
-    Forbidden,
     Invalid,
     NotFound,
     ServiceError,
@@ -41,8 +43,11 @@ log = structlog.get_logger("collab.http.errors")
 #: the status of each error class a route may raise besides its own refusals; an error
 #: takes the status of its nearest ancestor listed here
 STATUS: Final[dict[type[Exception], int]] = {
-    # the services'
+    # the access layer's
+    Unauthenticated: 401,
     Forbidden: 403,
+    AccessError: 403,
+    # the services'
     NotFound: 404,
     Conflict: 409,
     Invalid: 422,
@@ -104,6 +109,14 @@ async def _http_error(_request: Request, exc: Exception) -> Response:
     return error_response(exc.status_code, exc.detail, headers=exc.headers)
 
 
+async def _refused(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, AccessError)  # noqa: S101 - registered for AccessError only
+    status = status_of(type(exc))
+    # RFC 6750: a 401 names the scheme the client should authenticate with
+    headers = {"WWW-Authenticate": 'Bearer realm="collab"'} if status == 401 else None
+    return error_response(status, exc.message, headers=headers)
+
+
 async def _rendered(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ServiceError | EventStoreError)  # noqa: S101 - registered for those
     return render(exc, correlation_of(request))
@@ -113,6 +126,7 @@ Handler = Callable[[Request, Exception], Coroutine[Any, Any, Response]]
 HANDLERS: Final[dict[Any, Handler]] = {
     HTTPException: _http_error,
     ApiError: _api_error,
+    AccessError: _refused,
     ServiceError: _rendered,
     EventStoreError: _rendered,
 }

@@ -22,6 +22,7 @@ from collab.http.params import (
     known_version,
     models_of,
     project_id_of,
+    readable_project,
     store_of,
     view_at,
 )
@@ -34,7 +35,7 @@ from projections import project_reads
 
 
 async def get_history(request: Request) -> Response:
-    project_id = project_id_of(request)
+    project_id = await readable_project(request)
     await caught_up(request)
     params = request.query_params
     group = params.get("group")
@@ -64,7 +65,7 @@ async def get_history(request: Request) -> Response:
 
 
 async def get_version(request: Request) -> Response:
-    project_id = project_id_of(request)
+    project_id = await readable_project(request)
     version = int(request.path_params["version"])
     current = await known_version(request, project_id)
     if not 1 <= version <= current:
@@ -74,7 +75,7 @@ async def get_version(request: Request) -> Response:
 
 
 async def get_diff(request: Request) -> Response:
-    project_id = project_id_of(request)
+    project_id = await readable_project(request)
     start = int_param(request, "from", None, 1, 2**62)
     end = int_param(request, "to", None, 1, 2**62)
     current = await known_version(request, project_id)
@@ -106,7 +107,7 @@ async def get_diff(request: Request) -> Response:
 
 
 async def list_snapshots(request: Request) -> Response:
-    project_id = project_id_of(request)
+    project_id = await readable_project(request)
     await caught_up(request)
     await known_version(request, project_id)
     items = await project_reads.snapshots(store_of(request).queries, project_id)
@@ -114,10 +115,11 @@ async def list_snapshots(request: Request) -> Response:
 
 
 async def create_snapshot(request: Request) -> Response:
+    principal = await principal_of(request)
     project_id = project_id_of(request)
     body = await body_of(request, history.NewSnapshot)
     tagged = await history.snapshot(
-        principal_of(request),
+        principal,
         project_id,
         body,
         store=store_of(request),
@@ -140,11 +142,12 @@ async def create_snapshot(request: Request) -> Response:
 
 
 async def rollback(request: Request) -> Response:
+    principal = await principal_of(request)
     project_id = project_id_of(request)
     live = live_of(request)
     body = await body_of(request, history.RollbackRequest)
     done = await history.rollback(
-        principal_of(request),
+        principal,
         project_id,
         body,
         store=store_of(request),

@@ -1,5 +1,6 @@
 """What every route module uses: the HTTP layer's own refusal (:class:`ApiError`), the
-request body as a model, who acts, the request's correlation id, the live path.
+request body as a model, who acts and whether they may, the request's correlation id,
+the live path.
 
 Errors of every kind become JSON ``{"error": status, "message": ..., "fields": [...]}``
 in one table (``collab.http.errors``).
@@ -12,10 +13,13 @@ from typing import TypeVar
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 
+from collab.access.errors import Unauthenticated
+from collab.access.principal import Principal, TokenCheck, unverified
+from collab.access.rules import Action
 from collab.http import jsonbody
 from collab.live.hub import Live
+from collab.services.authorize import authorize
 from collab.services.errors import validation_fields
-from collab.services.principal import Principal
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -38,15 +42,50 @@ def field_error(name: str, message: str) -> dict[str, str]:
 
 
 def actor_of(request: Request) -> str:
-    # No authentication yet: callers name themselves (defaults to "api").
+    # Authentication off: callers name themselves (defaults to "api").
     actor = request.headers.get("x-actor", "api").strip()
     if "\x00" in actor:
         raise ApiError(400, "X-Actor holds a NUL character, which cannot be stored")
     return actor[:200] or "api"
 
 
-def principal_of(request: Request) -> Principal:
-    return Principal(actor=actor_of(request))
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header; None without one."""
+    if authorization is None:
+        return None
+    scheme, _, token = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthenticated("the Authorization header must be 'Bearer <token>'")
+    return token.strip()
+
+
+async def principal_of(request: Request) -> Principal:
+    """Who sends the request: the principal of its bearer token (401 without a valid
+    one), or, with authentication off, whoever ``X-Actor`` names."""
+    cached: Principal | None = request.scope.setdefault("state", {}).get("principal")
+    if cached is not None:
+        return cached
+    tokens: TokenCheck | None = request.app.state.tokens
+    if tokens is None:
+        principal = unverified(actor_of(request))
+    else:
+        token = bearer_token(request.headers.get("authorization"))
+        if token is None:
+            raise Unauthenticated(
+                "this server needs a token: send 'Authorization: Bearer <token>'"
+                " ('collab token create --user NAME' makes one)"
+            )
+        principal = await tokens.verify(token)
+    request.scope["state"]["principal"] = principal
+    return principal
+
+
+async def allowed(request: Request, action: Action, project_id: str | None = None) -> Principal:
+    """The request's principal, if it may do ``action`` (to ``project_id``); 401 or 403
+    (404 for an unknown project) otherwise. For reads; commands authorize themselves."""
+    principal = await principal_of(request)
+    await authorize(principal, action, project_id, log=request.app.state.store)
+    return principal
 
 
 def correlation_of(request: Request) -> str | None:

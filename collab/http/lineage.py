@@ -14,12 +14,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from collab.http.kit import ApiError, field_error
+from collab.access import rules
+from collab.access.errors import Forbidden
+from collab.http.kit import ApiError, allowed, field_error, principal_of
 from collab.http.params import caught_up, int_param, store_of
 from collab.http.responses import JSONResponse
 from events import daid as daid_module
 from events.errors import DaidError
 from events.integrity import stored_daid_hash16
+from events.models import project_of
 from events.records import stored_content_hash
 from projections import lineage_reads
 from projections.lineage_reads import Direction
@@ -60,6 +63,29 @@ async def _as_of(request: Request) -> int:
     return await lineage_reads.position_at(store_of(request).queries, moment)
 
 
+async def _readable_daid(request: Request) -> str:
+    """The path's DAID, once the principal may read it: auditors and admins every DAID,
+    others the DAIDs of projects they may read and the records they made themselves.
+
+    Only the asked DAID is checked: a walk from it may name ancestors in projects the
+    caller cannot read (their DAIDs and kinds, not their content).
+    """
+    daid = _daid(request)
+    principal = await principal_of(request)
+    if rules.allowed(principal, "project.read", None, in_project=True):
+        return daid
+    event = await store_of(request).event_by_daid(daid)
+    project_id = project_of(event.stream_id) if event is not None else None
+    if project_id is not None:
+        await allowed(request, "project.read", project_id)
+    elif event is None or event.metadata.get("actor") != principal.actor:
+        raise Forbidden(
+            f"{principal.actor} may not read DAID {daid}: it is in no project of theirs"
+            " (auditors read every DAID)"
+        )
+    return daid
+
+
 async def _known(request: Request, daid: str, as_of: int) -> dict[str, Any]:
     node = await lineage_reads.node(store_of(request).queries, daid, as_of=as_of)
     if node is None:
@@ -69,7 +95,7 @@ async def _known(request: Request, daid: str, as_of: int) -> dict[str, Any]:
 
 
 async def _walk(request: Request, direction: Direction) -> tuple[str, lineage_reads.Walk]:
-    daid = _daid(request)
+    daid = await _readable_daid(request)
     await caught_up(request)
     as_of = await _as_of(request)
     await _known(request, daid, as_of)
@@ -85,7 +111,7 @@ async def _walk(request: Request, direction: Direction) -> tuple[str, lineage_re
 
 
 async def get_daid(request: Request) -> Response:
-    daid = _daid(request)
+    daid = await _readable_daid(request)
     await caught_up(request)
     as_of = await _as_of(request)
     node = await _known(request, daid, as_of)

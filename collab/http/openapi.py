@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from collab.http.responses import JSONResponse
-from collab.services import history, projects, provenance
+from collab.services import history, members, projects, provenance
 from music import edits
 
 _PATH_PARAM = re.compile(r"{(?P<name>[a-z_]+)(?::(?P<kind>[a-z]+))?}")
@@ -184,6 +184,39 @@ OPERATIONS: tuple[Operation, ...] = (
         body=history.NewSnapshot,
     ),
     Operation(
+        "get",
+        "/api/projects/{project_id}/members",
+        "The project's members and their roles (owner, editor, viewer), from the log",
+        "members",
+        ((200, "{project_id, members: [{member, role}]}"), NOT_FOUND, UNAVAILABLE),
+    ),
+    Operation(
+        "post",
+        "/api/projects/{project_id}/members",
+        "Grant a user or service a role (owners and admins)",
+        "members",
+        (
+            (201, "{member, role, previous_role, position, daid}"),
+            NOT_FOUND,
+            (409, "Would leave the project without an owner"),
+            INVALID,
+            UNAVAILABLE,
+        ),
+        body=members.NewMember,
+    ),
+    Operation(
+        "delete",
+        "/api/projects/{project_id}/members/{member}",
+        "Revoke a member (owners and admins); their open sockets close with 4403",
+        "members",
+        (
+            (200, "{member, role: null, previous_role, position, daid}"),
+            (404, "Unknown project, or not a member"),
+            (409, "The last owner"),
+            UNAVAILABLE,
+        ),
+    ),
+    Operation(
         "post",
         "/api/projects/{project_id}/rollback",
         "Roll back to a version or snapshot (live: editors receive it at once)",
@@ -335,6 +368,8 @@ def build() -> dict[str, Any]:
         }
         if parameters:
             operation["parameters"] = parameters
+        if op.path.startswith("/api/") and op.path != "/api/openapi.json":
+            operation["security"] = [{"bearer": []}]
         if op.body is not None:
             operation["requestBody"] = {
                 "required": True,
@@ -350,19 +385,35 @@ def build() -> dict[str, Any]:
                 "Event-sourced collaboration server for music projects. Live editing uses "
                 "the Yjs sync and awareness protocol over WebSocket at /ws/{project_id} "
                 "(not described here; see docs/live.md). Errors are JSON "
-                '{"error": status, "message": ..., "fields": [...]}. Callers name '
-                "themselves with the X-Actor header. Request bodies are "
+                '{"error": status, "message": ..., "fields": [...]}. Callers send a '
+                "bearer token (a JWT; see docs/auth.md); a server run with "
+                "COLLAB_AUTH=off takes the X-Actor header instead. Request bodies are "
                 "application/json; a write carrying an Origin header must come from an "
                 "allowed origin."
             ),
         },
         "paths": paths,
-        "components": {"schemas": definitions.get("$defs", {})},
+        "components": {
+            "schemas": definitions.get("$defs", {}),
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+            },
+        },
     }
 
 
+#: what every API route answers without a valid token, or without the right
+AUTHENTICATED = (
+    (401, "No bearer token, or one that does not verify (authentication on)"),
+    (403, "The principal may not do this: the message names the role needed"),
+)
+
+
 def _responses(op: Operation) -> dict[str, dict[str, str]]:
-    extra = EVERY_ROUTE + (WRITES if op.body is not None else ())
+    guarded = op.path.startswith("/api/") and op.path != "/api/openapi.json"
+    extra = (
+        EVERY_ROUTE + (WRITES if op.body is not None else ()) + (AUTHENTICATED if guarded else ())
+    )
     texts: dict[int, list[str]] = {}
     for code, text in (*op.responses, *extra):
         texts.setdefault(code, []).append(text)

@@ -12,7 +12,7 @@ from typing import Any
 
 from starlette.requests import Request
 
-from collab.http.kit import ApiError, field_error
+from collab.http.kit import ApiError, allowed, field_error
 from collab.runtime.config import ReadSettings
 from collab.services import lookup
 from collab.services.ports import ReadModels, Store
@@ -40,6 +40,13 @@ def progress_of(request: Request) -> ProjectionProgress:
 
 def project_id_of(request: Request) -> str:
     return lookup.parse_project_id(request.path_params["project_id"])
+
+
+async def readable_project(request: Request) -> str:
+    """The path's project, once the request's principal may read it (401, 403, 404)."""
+    project_id = project_id_of(request)
+    await allowed(request, "project.read", project_id)
+    return project_id
 
 
 def int_param(request: Request, name: str, default: int | None, low: int, high: int) -> int:

@@ -15,7 +15,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from collab.http.kit import ApiError, body_of, correlation_of, field_error, live_of, principal_of
-from collab.http.params import caught_up, int_param, known_version, project_id_of, store_of
+from collab.http.params import caught_up, int_param, known_version, readable_project, store_of
 from collab.http.responses import JSONResponse
 from collab.services import projects
 from collab.services.lookup import acquire
@@ -24,10 +24,11 @@ from projections import project_reads
 
 
 async def create_project(request: Request) -> Response:
+    principal = await principal_of(request)
     live = live_of(request)
     body = await body_of(request, projects.NewProject)
     created = await projects.create(
-        principal_of(request), body, store=live.store, correlation_id=correlation_of(request)
+        principal, body, store=live.store, correlation_id=correlation_of(request)
     )
     return JSONResponse(
         {
@@ -43,8 +44,16 @@ async def create_project(request: Request) -> Response:
 
 
 async def list_projects(request: Request) -> Response:
+    principal = await principal_of(request)
     await caught_up(request)
     params = request.query_params
+    member = params.get("member") or None
+    if not (principal.is_admin or principal.is_auditor):
+        # Only the projects the caller is a member of (as the read model knows them:
+        # a grant shows here once the projections have folded it).
+        if member is not None and member != principal.actor:
+            return JSONResponse({"projects": [], "next_cursor": None})
+        member = principal.actor
     updated_since = None
     if "updated_since" in params:
         try:
@@ -63,7 +72,7 @@ async def list_projects(request: Request) -> Response:
         page = await project_reads.list_projects(
             store_of(request).queries,
             name=params.get("name") or None,
-            member=params.get("member") or None,
+            member=member,
             updated_since=updated_since,
             limit=int_param(request, "limit", 50, 1, 200),
             cursor=params.get("cursor"),
@@ -74,7 +83,7 @@ async def list_projects(request: Request) -> Response:
 
 
 async def get_project(request: Request) -> Response:
-    project_id = project_id_of(request)
+    project_id = await readable_project(request)
     await caught_up(request)
     view = await project_reads.get_project(store_of(request).queries, project_id)
     if view is None:
@@ -86,8 +95,9 @@ async def get_project(request: Request) -> Response:
 
 
 async def get_document(request: Request) -> Response:
+    project_id = await readable_project(request)
     live = live_of(request)
-    room = await acquire(live.rooms, request.path_params["project_id"])
+    room = await acquire(live.rooms, project_id)
     try:
         return JSONResponse(
             {
@@ -102,13 +112,15 @@ async def get_document(request: Request) -> Response:
 
 
 async def post_edits(request: Request) -> Response:
+    principal = await principal_of(request)
     live = live_of(request)
     body = await body_of(request, edits.EditRequest)
     edited = await projects.edit(
-        principal_of(request),
+        principal,
         request.path_params["project_id"],
         body.operations,
         rooms=live.rooms,
+        store=live.store,
         correlation_id=correlation_of(request),
     )
     return JSONResponse(

@@ -22,6 +22,7 @@ from collab.http.params import (
     known_version,
     models_of,
     project_id_of,
+    readable_project,
     store_of,
 )
 from collab.http.responses import JSONResponse
@@ -29,10 +30,11 @@ from collab.services import provenance
 
 
 async def create_analysis(request: Request) -> Response:
+    principal = await principal_of(request)
     project_id = project_id_of(request)
     body = await body_of(request, provenance.NewAnalysis)
     done = await provenance.record_analysis(
-        principal_of(request),
+        principal,
         project_id,
         body,
         store=store_of(request),
@@ -54,7 +56,7 @@ async def create_analysis(request: Request) -> Response:
 
 
 async def list_analyses(request: Request) -> Response:
-    project_id = project_id_of(request)
+    project_id = await readable_project(request)
     await caught_up(request)
     await known_version(request, project_id)
     params = request.query_params
@@ -103,9 +105,10 @@ def _analysis_json(row: dict[str, Any]) -> dict[str, Any]:
 
 
 async def create_provenance(request: Request) -> Response:
+    principal = await principal_of(request)
     body = await body_of(request, provenance.NewProvenance)
     recorded = await provenance.record_provenance(
-        principal_of(request), body, store=store_of(request), correlation_id=correlation_of(request)
+        principal, body, store=store_of(request), correlation_id=correlation_of(request)
     )
     return JSONResponse(
         {

@@ -43,7 +43,16 @@ class Peer(Protocol):
     """A connected client, as the room sees it."""
 
     @property
-    def actor(self) -> str: ...
+    def actor(self) -> str:
+        """Recorded as the actor of the peer's updates."""
+
+    @property
+    def agent(self) -> str:
+        """Recorded as the agent of the peer's updates (a service's id, or the server's)."""
+
+    @property
+    def can_write(self) -> bool:
+        """False for a read-only peer (a viewer): its updates are refused, not stored."""
 
     def send(self, frame: bytes) -> None:
         """Queue a frame; never blocks (a peer that falls behind closes itself)."""

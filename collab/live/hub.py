@@ -13,6 +13,8 @@ from typing import Any, Protocol
 
 import structlog
 
+from collab.access.members import ProjectRole
+from collab.access.principal import TokenCheck
 from collab.live.closecodes import CloseCode
 from collab.live.rooms import Rooms
 from collab.live.writer import GroupCommitWriter
@@ -36,10 +38,22 @@ class Connection(Protocol):
     def abandon(self, pump: asyncio.Task[None], code: CloseCode, reason: str) -> None:
         """Give up on the frame the client is not reading and close with ``code``."""
 
+    def access_changed(self, project_id: str, member: str, role: ProjectRole | None) -> None:
+        """``member``'s role in ``project_id`` is now ``role`` (None: revoked): a
+        connection of that member to that project follows it at once."""
+
 
 class Live:
-    def __init__(self, store: EventStore, settings: LiveSettings, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        store: EventStore,
+        settings: LiveSettings,
+        metrics: Metrics,
+        tokens: TokenCheck | None = None,
+    ) -> None:
         self.settings = settings
+        #: verifies the tokens connections present; None: authentication is off
+        self.tokens = tokens
         self.metrics = metrics
         self.store = store
         self.writer = GroupCommitWriter(
@@ -59,6 +73,11 @@ class Live:
         #: open connections and the task sending to each
         self.connections: dict[Connection, asyncio.Task[None]] = {}
         self._background: list[asyncio.Task[None]] = []
+
+    def access_changed(self, project_id: str, member: str, role: ProjectRole | None) -> None:
+        """Apply a grant or revocation to this node's open connections."""
+        for connection in list(self.connections):
+            connection.access_changed(project_id, member, role)
 
     def start(self, *background: Callable[[Live], Coroutine[Any, Any, None]]) -> None:
         self.writer.start()

@@ -33,6 +33,7 @@ from typing import Protocol
 import pycrdt
 import structlog
 
+from collab.access.principal import SERVER_AGENT
 from collab.live import protocol
 from collab.live.admission import Admission, Peer
 from collab.live.closecodes import CloseCode
@@ -48,6 +49,8 @@ from music.updates import EMPTY_UPDATE
 
 log = structlog.get_logger("collab.live.room")
 
+#: what a read-only peer is told when it sends an update (y-protocols' auth message)
+READ_ONLY = "permission denied: read-only access (viewer); edits are not stored"
 #: awareness states not renewed for this long are dropped (y-protocols uses 30 s)
 AWARENESS_TIMEOUT = 30.0
 
@@ -144,7 +147,15 @@ class Room:
             case protocol.SyncStep1(state_vector):
                 peer.send(protocol.encode_sync_step2(self._update_for(state_vector)))
             case protocol.SyncStep2(update, extent) | protocol.Update(update, extent):
-                self.submit(update, origin=peer, actor=peer.actor, extent=extent)
+                if peer.can_write:
+                    self.submit(
+                        update, origin=peer, actor=peer.actor, agent=peer.agent, extent=extent
+                    )
+                elif update != EMPTY_UPDATE:
+                    # y-protocols' answer to a write it may not make; the connection
+                    # stays open for what a viewer may do (read, presence)
+                    self._metrics.refused.labels("read_only").inc()
+                    peer.send(protocol.encode_auth_denied(READ_ONLY))
             case protocol.AwarenessUpdate(entries):
                 self._awareness(peer, entries)
             case protocol.QueryAwareness():
@@ -171,6 +182,7 @@ class Room:
         *,
         origin: Peer | None,
         actor: str,
+        agent: str = SERVER_AGENT,
         correlation_id: str | None = None,
         event: DomainEvent | None = None,
         parents: tuple[str, ...] = (),
@@ -204,7 +216,13 @@ class Room:
                 self._admission.hold(update, extent, origin, actor)
                 return None
         future = self._log(
-            update, origin, actor, correlation_id=correlation_id, event=event, parents=parents
+            update,
+            origin,
+            actor,
+            agent=agent,
+            correlation_id=correlation_id,
+            event=event,
+            parents=parents,
         )
         self._release()
         return future
@@ -215,6 +233,7 @@ class Room:
         origin: Peer | None,
         actor: str,
         *,
+        agent: str = SERVER_AGENT,
         correlation_id: str | None = None,
         event: DomainEvent | None = None,
         parents: tuple[str, ...] = (),
@@ -222,7 +241,7 @@ class Room:
         self._metrics.updates_received.inc()
         new_event = NewEvent(
             event or DocUpdated(update=update, client_id=protocol.update_author(update)),
-            EventMetadata(actor=actor, correlation_id=correlation_id),
+            EventMetadata(actor=actor, agent_id=agent, correlation_id=correlation_id),
             parents=parents,
         )
         self._submitted += 1
@@ -246,7 +265,7 @@ class Room:
         """Send held updates whose missing ids are now on their way to the log."""
         while (held := self._admission.next_ready()) is not None:
             try:
-                self._log(held.update, held.origin, held.actor)
+                self._log(held.update, held.origin, held.actor, agent=held.origin.agent)
             except WriterError:
                 return  # the sender is closed; it resends on reconnect
 

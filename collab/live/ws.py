@@ -14,11 +14,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import time
+import uuid
 from collections import deque
+from typing import Literal
 
 import structlog
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from collab.access import members, rules
+from collab.access.errors import Unauthenticated
+from collab.access.members import ProjectRole
+from collab.access.principal import Principal, unverified
 from collab.live import protocol
 from collab.live.closecodes import CloseCode, close_reason
 from collab.live.hub import Live
@@ -30,6 +37,8 @@ from events.errors import EventStoreError
 log = structlog.get_logger("collab.live.ws")
 
 _ids = itertools.count(1)
+#: the actor of a connection on a server without authentication
+ANONYMOUS = "anonymous"
 #: how long a close frame may wait behind a client that does not read
 CLOSE_TIMEOUT = 10.0
 #: a single frame blocked this long means the client stopped reading
@@ -41,11 +50,15 @@ STALL_GRACE = 1.0
 class Connection:
     """One client; implements the room's ``Peer``."""
 
-    def __init__(self, websocket: WebSocket, live: Live, actor: str) -> None:
+    def __init__(
+        self, websocket: WebSocket, live: Live, principal: Principal, *, can_write: bool = True
+    ) -> None:
         self.id = next(_ids)
         self._ws = websocket
         self._live = live
-        self._actor = actor
+        self.principal = principal
+        #: False for a viewer (and an auditor): the room refuses its updates
+        self.can_write = can_write
         self._queue: deque[bytes] = deque()
         self._queued_bytes = 0
         self._wakeup = asyncio.Event()
@@ -58,7 +71,23 @@ class Connection:
 
     @property
     def actor(self) -> str:
-        return self._actor
+        return self.principal.actor
+
+    @property
+    def agent(self) -> str:
+        return self.principal.agent
+
+    def access_changed(self, project_id: str, member: str, role: ProjectRole | None) -> None:
+        room = self.room
+        if room is None or room.project_id != project_id or member != self.actor:
+            return
+        if self.principal.is_admin or self.principal.is_auditor:
+            return  # a global role reaches every project whatever the member list says
+        if role is None:
+            reason = f"{member}'s access to project {project_id} was revoked"
+            self.close(CloseCode.FORBIDDEN, reason)
+        else:
+            self.can_write = rules.allowed(self.principal, "project.edit", role, in_project=True)
 
     def send(self, frame: bytes) -> None:
         if self.closing is not None:
@@ -154,24 +183,27 @@ async def endpoint(websocket: WebSocket) -> None:
     live: Live = websocket.app.state.live
     project_id = websocket.path_params["project_id"]
     await websocket.accept()
-    connection = Connection(websocket, live, actor="anonymous")
+    # Refusals are close codes, which every client sees (a refused upgrade is not):
+    # authenticated before anything else, so nothing about the project leaks.
+    principal, refusal = await _admit(websocket, live, project_id)
+    connection = Connection(
+        websocket, live, principal or unverified(ANONYMOUS), can_write=refusal is None
+    )
     live.metrics.connections.inc()
     loop = asyncio.get_running_loop()
     pump = loop.create_task(connection.pump())
     live.connections[connection] = pump
     room: Room | None = None
     receiver: asyncio.Task[None] | None = None
+    expiry: asyncio.TimerHandle | None = None
     try:
-        if live.draining:
+        if isinstance(refusal, tuple):
+            connection.close(*refusal)
+        elif live.draining:
             connection.close(CloseCode.SERVICE_RESTART, "server is restarting")
         else:
-            try:
-                room = await live.rooms.acquire(project_id)
-            except UnknownProject as exc:
-                connection.close(CloseCode.UNKNOWN_PROJECT, str(exc))
-            except EventStoreError as exc:
-                log.warning("room not loaded", project=project_id, error=str(exc))
-                connection.close(CloseCode.TRY_AGAIN_LATER, "database unavailable; reconnect later")
+            expiry = _close_on_expiry(connection)
+            room = await _room(live, connection, project_id)
         if room is not None and connection.closing is None:
             connection.room = room
             room.attach(connection)
@@ -183,6 +215,8 @@ async def endpoint(websocket: WebSocket) -> None:
         # The pump ends after the close frame, or when the watchdog cancels it.
         await asyncio.wait({pump})
     finally:
+        if expiry is not None:
+            expiry.cancel()
         del live.connections[connection]
         if receiver is not None:
             receiver.cancel()
@@ -195,6 +229,73 @@ async def endpoint(websocket: WebSocket) -> None:
             connection.room = None
             live.rooms.release(room)
         live.metrics.connections.dec()
+
+
+async def _room(live: Live, connection: Connection, project_id: str) -> Room | None:
+    """The project's room; None, with the connection closed saying why, when it fails."""
+    try:
+        return await live.rooms.acquire(project_id)
+    except UnknownProject as exc:
+        connection.close(CloseCode.UNKNOWN_PROJECT, str(exc))
+    except EventStoreError as exc:
+        log.warning("room not loaded", project=project_id, error=str(exc))
+        connection.close(CloseCode.TRY_AGAIN_LATER, "database unavailable; reconnect later")
+    return None
+
+
+Refusal = tuple[CloseCode, str] | Literal["read_only"] | None
+
+
+async def _admit(
+    websocket: WebSocket, live: Live, project_id: str
+) -> tuple[Principal | None, Refusal]:
+    """Who connects, and whether they may: (principal, None) to edit, (principal,
+    "read_only") to watch, (principal or None, (code, reason)) to be refused."""
+    if live.tokens is None:
+        return unverified(ANONYMOUS), None
+    token = websocket.query_params.get("token")
+    if token is None:
+        header = websocket.headers.get("authorization", "")
+        scheme, _, value = header.strip().partition(" ")
+        token = value.strip() if scheme.lower() == "bearer" and value.strip() else None
+    if token is None:
+        return None, (CloseCode.UNAUTHENTICATED, "this server needs a token (?token=...)")
+    try:
+        principal = await live.tokens.verify(token)
+    except Unauthenticated as exc:
+        return None, (CloseCode.UNAUTHENTICATED, exc.message)
+    if rules.allowed(principal, "project.read", None, in_project=True):
+        # a global role: no member list to read
+        writes = rules.allowed(principal, "project.edit", None, in_project=True)
+        return principal, None if writes else "read_only"
+    try:
+        roster = await members.load(live.store, str(uuid.UUID(project_id)))
+    except ValueError:
+        roster = None
+    except EventStoreError as exc:
+        log.warning("members not read", project=project_id, error=str(exc))
+        return principal, (CloseCode.TRY_AGAIN_LATER, "database unavailable; reconnect later")
+    if roster is None:
+        return principal, (CloseCode.UNKNOWN_PROJECT, f"no project {project_id!r}")
+    role = roster.role_of(principal.actor)
+    if role is None:
+        return principal, (
+            CloseCode.FORBIDDEN,
+            f"{principal.actor} is not a member of project {project_id}",
+        )
+    writes = rules.allowed(principal, "project.edit", role, in_project=True)
+    return principal, None if writes else "read_only"
+
+
+def _close_on_expiry(connection: Connection) -> asyncio.TimerHandle | None:
+    """Close the connection with 4401 when its token expires."""
+    expires_at = connection.principal.expires_at
+    if expires_at is None:
+        return None
+    loop = asyncio.get_running_loop()
+    delay = max(0.0, expires_at - time.time())
+    reason = "token expired; reconnect with a new one"
+    return loop.call_later(delay, connection.close, CloseCode.UNAUTHENTICATED, reason)
 
 
 async def watchdog(live: Live) -> None:

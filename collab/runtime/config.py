@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ProjectionMode = Literal["worker", "inline", "none"]
@@ -166,6 +166,31 @@ class Settings(BaseSettings):
     #: port, http and https)
     allowed_origins: Annotated[tuple[str, ...], NoDecode] = ()
 
+    #: on: every request and connection needs a token; off: callers name themselves
+    #: (``X-Actor``) and everyone may do everything (experiments only: said in the
+    #: log and in /ready)
+    auth: Literal["on", "off"] = "on"
+    #: the HS256 secret of tokens (at least 32 bytes); default: the secret file
+    jwt_secret: SecretStr | None = None
+    #: the file holding the HS256 secret as hex (default: in the data dir, created on
+    #: first start when no key source is given)
+    jwt_secret_file: Path | None = None
+    #: a PEM public key (RSA, EC P-256 or Ed25519) of an identity provider
+    jwt_public_key_file: Path | None = None
+    #: an identity provider's key set (JWKS) in a file, or at a URL
+    jwks_file: Path | None = None
+    jwks_url: str | None = None
+    #: algorithms accepted, comma-separated, of HS256, RS256, ES256, EdDSA (default:
+    #: those the configured keys are for)
+    jwt_algorithms: Annotated[tuple[str, ...], NoDecode] = ()
+    #: the ``iss`` and ``aud`` tokens must carry, when set
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    #: seconds of clock skew allowed on ``exp`` and ``nbf``
+    jwt_leeway: float = Field(default=30.0, ge=0, le=3600)
+    #: the claim holding global roles (``admin``, ``auditor``); dotted for nested claims
+    jwt_roles_claim: str = Field(default="roles", min_length=1, max_length=200)
+
     #: PEM file of the Ed25519 key signing audit checkpoints (default: in the data dir)
     audit_key_file: Path | None = None
     #: events between two signed audit checkpoints
@@ -187,6 +212,11 @@ class Settings(BaseSettings):
     @classmethod
     def _split_hosts(cls, value: Any) -> Any:
         return _split(value, normalize_host)
+
+    @field_validator("jwt_algorithms", mode="before")
+    @classmethod
+    def _split_algorithms(cls, value: Any) -> Any:
+        return _split(value, str.strip)
 
     @field_validator("allowed_origins", mode="before")
     @classmethod
@@ -304,4 +334,47 @@ def database_settings(settings: Settings) -> DatabaseSettings:
         command_timeout=settings.db_command_timeout,
         acquire_timeout=settings.db_acquire_timeout,
         ready_timeout=settings.ready_timeout,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class AuthSettings:
+    """Where tokens' keys come from, and what tokens must say (``collab.access.tokens``
+    builds its verifier from this); None of these is a setting of its own: ``auth=off``
+    is the absence of AuthSettings."""
+
+    secret: bytes | None = None
+    #: where the secret is kept (read, or created when no other key source is given)
+    secret_file: Path | None = None
+    public_key_file: Path | None = None
+    jwks_file: Path | None = None
+    jwks_url: str | None = None
+    algorithms: tuple[str, ...] = ()
+    issuer: str | None = None
+    audience: str | None = None
+    leeway: float = 30.0
+    roles_claim: str = "roles"
+
+
+def auth_settings(settings: Settings) -> AuthSettings | None:
+    """The token part of the settings; None when authentication is off. Without a key
+    source the server keeps its own HS256 secret in the data dir."""
+    if settings.auth == "off":
+        return None
+    secret = settings.jwt_secret.get_secret_value().encode() if settings.jwt_secret else None
+    external = settings.jwt_public_key_file or settings.jwks_file or settings.jwks_url
+    secret_file = settings.jwt_secret_file
+    if secret is None and secret_file is None and not external:
+        secret_file = settings.data_dir / "auth-secret"
+    return AuthSettings(
+        secret=secret,
+        secret_file=secret_file,
+        public_key_file=settings.jwt_public_key_file,
+        jwks_file=settings.jwks_file,
+        jwks_url=settings.jwks_url,
+        algorithms=settings.jwt_algorithms,
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+        leeway=settings.jwt_leeway,
+        roles_claim=settings.jwt_roles_claim,
     )

@@ -13,11 +13,11 @@ from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from collab.access.principal import Principal
 from collab.services.authorize import authorize
 from collab.services.errors import NotFound
 from collab.services.lookup import Migrated, require_schema
 from collab.services.ports import Store
-from collab.services.principal import Principal
 from events import bundle, merkle
 from events.checkpoints import (
     Checkpoint,
@@ -87,7 +87,7 @@ async def verify(
 ) -> Verified:
     """Verify the whole log and its checkpoints (roots; signatures too with ``key``),
     or only the stream of ``project_id``."""
-    authorize(principal, "audit.verify", project_id)
+    await authorize(principal, "audit.verify", project_id, log=store)
     await require_schema(store)
     if project_id is not None:
         stream_id = project_stream(project_id)
@@ -118,7 +118,7 @@ async def export(
 ) -> dict[str, Any]:
     """A project's audit bundle (``events.bundle``): its events, the newest signed
     checkpoint and each covered event's inclusion proof, to verify offline."""
-    authorize(principal, "audit.export", project_id)
+    await authorize(principal, "audit.export", project_id, log=store)
     await require_schema(store)
     stream_id = project_stream(project_id)
     events = await store.read_stream(stream_id)

@@ -1,13 +1,13 @@
 """Errors the commands raise, each saying why in the caller's terms.
 
 The HTTP layer turns them into statuses in one table (``collab.http.errors``); the
-CLI into exit codes. The event store's own errors (``events.errors``) pass through
-the services unchanged.
+CLI into exit codes. The access layer's refusals (``collab.access.errors``:
+Unauthenticated, Forbidden, which ``collab.services.authorize`` raises) and the event
+store's own errors (``events.errors``) pass through the services unchanged.
 
 ::
 
     ServiceError              a command refused
-    ├── Forbidden             the principal may not do this (collab.services.authorize)
     ├── NotFound              no such project, version, snapshot or room
     ├── Conflict              contradicts what exists (a snapshot name already taken)
     ├── Invalid               names what its target lacks; ``fields`` names each part
@@ -35,10 +35,6 @@ class ServiceError(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
-
-
-class Forbidden(ServiceError):
-    pass
 
 
 class NotFound(ServiceError):

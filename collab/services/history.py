@@ -11,13 +11,13 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from collab.access.principal import Principal
 from collab.live.rooms import Rooms
 from collab.live.writer import WriterError
 from collab.services.authorize import authorize
 from collab.services.errors import Conflict, NotFound, Unavailable
 from collab.services.lookup import acquire, known_version
 from collab.services.ports import ReadModels, Store
-from collab.services.principal import Principal
 from events import EventMetadata, NewEvent, WrongExpectedVersion
 from events.models import ProjectRolledBack, SnapshotTagged, project_stream
 from music.rollback import restoring_update
@@ -80,14 +80,16 @@ async def snapshot(
     """Tag the current version. Names are unique per project: the read model knows the
     tags up to the version it has folded, the log the ones after it, and the append
     expects exactly the version that was checked, so two racing tags cannot both win."""
-    authorize(principal, "snapshot.create", project_id)
+    await authorize(principal, "snapshot.create", project_id, log=store)
     await known_version(store, project_id)
     stream_id = project_stream(project_id)
     # The version first: whatever the read model folds after this read is still in the
     # log after that version, which is read below (the other order can miss a tag).
     checked = await project_reads.project_version(store.queries, project_id) or 0
     names = {s["name"] for s in await project_reads.snapshots(store.queries, project_id)}
-    metadata = EventMetadata(actor=principal.actor, correlation_id=correlation_id)
+    metadata = EventMetadata(
+        actor=principal.actor, agent_id=principal.agent, correlation_id=correlation_id
+    )
     for _attempt in range(SNAPSHOT_ATTEMPTS):
         while True:
             newer = await store.read_stream(stream_id, from_version=checked + 1, limit=_READ_BATCH)
@@ -124,7 +126,7 @@ async def rollback(
 ) -> RolledBack:
     """Append ``project.rolled_back`` with the update that restores the target version,
     through the live path: every connected editor receives it as an ordinary update."""
-    authorize(principal, "project.rollback", project_id)
+    await authorize(principal, "project.rollback", project_id, log=store)
     room = await acquire(rooms, project_id)
     try:
         if target.snapshot is not None:
@@ -155,6 +157,7 @@ async def rollback(
                 update,
                 origin=None,
                 actor=principal.actor,
+                agent=principal.agent,
                 correlation_id=correlation_id,
                 event=event,
                 parents=(target_daid,) if target_daid is not None else (),

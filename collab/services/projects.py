@@ -14,13 +14,13 @@ from typing import Annotated, Any
 import pycrdt
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
+from collab.access.principal import Principal
 from collab.live import protocol
 from collab.live.rooms import Rooms
 from collab.live.writer import WriterError
 from collab.services.authorize import authorize
 from collab.services.errors import FieldError, Invalid, Unavailable
 from collab.services.lookup import acquire
-from collab.services.principal import Principal
 from events import EventMetadata, NewEvent
 from events.models import DocUpdated, ProjectCreated, project_stream
 from events.store import NO_STREAM, EventStore
@@ -65,9 +65,11 @@ async def create(
     correlation_id: str | None = None,
 ) -> Created:
     """A new project: its creation and its first document, appended together."""
-    authorize(principal, "project.create")
+    await authorize(principal, "project.create", log=store)
     project_id = str(uuid.uuid4())
-    metadata = EventMetadata(actor=principal.actor, correlation_id=correlation_id)
+    metadata = EventMetadata(
+        actor=principal.actor, agent_id=principal.agent, correlation_id=correlation_id
+    )
     initial = document.new_document()
     meta = initial.get(document.META, type=pycrdt.Map)
     with initial.transaction():
@@ -90,10 +92,11 @@ async def edit(
     operations: Sequence[Any],
     *,
     rooms: Rooms,
+    store: EventStore,
     correlation_id: str | None = None,
 ) -> Edited:
     """Apply typed edits (``music.edits``) to the project's live document, all or none."""
-    authorize(principal, "project.edit", project_id)
+    await authorize(principal, "project.edit", project_id, log=store)
     room = await acquire(rooms, project_id)
     try:
         try:
@@ -103,7 +106,11 @@ async def edit(
             raise Invalid(str(exc), [field]) from None
         try:
             future = room.submit(
-                update, origin=None, actor=principal.actor, correlation_id=correlation_id
+                update,
+                origin=None,
+                actor=principal.actor,
+                agent=principal.agent,
+                correlation_id=correlation_id,
             )
         except WriterError as exc:
             raise Unavailable(f"edit not accepted: {exc}") from None

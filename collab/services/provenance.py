@@ -13,11 +13,11 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, model_validator
 
+from collab.access.principal import Principal
 from collab.services.authorize import authorize
 from collab.services.errors import Invalid
 from collab.services.lookup import parse_project_id, target_version, view_at
 from collab.services.ports import ReadModels, Store
-from collab.services.principal import Principal
 from events import EventMetadata, NewEvent
 from events.analysis import check_results
 from events.models import (
@@ -133,7 +133,7 @@ async def record_analysis(
 ) -> AnalysisAppended:
     """Record analysis results of a project version (the current one by default), or of
     a track or clip in it; the results of known types are checked (``events.analysis``)."""
-    authorize(principal, "analysis.record", project_id)
+    await authorize(principal, "analysis.record", project_id, log=store)
     try:
         results = check_results(spec.type, spec.results)
     except ValidationError as exc:
@@ -168,7 +168,7 @@ async def record_provenance(
     """Record how an entity was made; in its project's stream when it names one (its
     version's DAID a parent), else in the global provenance stream."""
     project_id = parse_project_id(spec.project_id) if spec.project_id is not None else None
-    authorize(principal, "provenance.record", project_id)
+    await authorize(principal, "provenance.record", project_id, log=store)
     parents: tuple[str, ...] = tuple(spec.derived_from)
     if project_id is not None:
         version = await target_version(store, project_id, spec.version)

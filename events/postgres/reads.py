@@ -66,6 +66,22 @@ class Reads:
         )
         return await decoded(rows)
 
+    async def read_records(
+        self, stream_id: str, event_types: Sequence[str], *, after_version: int = 0
+    ) -> list[StoredEvent]:
+        """Events of one stream of ``event_types`` (never ``doc.updated``), in order."""
+        # The literal "<> 'doc.updated'" lets the planner use the partial index of
+        # migration 0011, whose predicate it is.
+        rows = await self._db.fetch(
+            f"select {EVENT_COLUMNS} from events where stream_id = $1"
+            " and event_type <> 'doc.updated' and event_type = any($2::text[])"
+            " and stream_version > $3 order by stream_version",
+            stream_id,
+            list(event_types),
+            after_version,
+        )
+        return await decoded(rows)
+
     async def read_all(self, after_position: int = 0, limit: int = 1000) -> list[StoredEvent]:
         cached = self._recent.take(after_position, limit) if self._recent else []
         if len(cached) == limit:

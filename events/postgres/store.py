@@ -167,6 +167,11 @@ class PostgresEventStore:
             limit=limit,
         )
 
+    async def read_records(
+        self, stream_id: str, event_types: Sequence[str], *, after_version: int = 0
+    ) -> list[StoredEvent]:
+        return await self._reads.read_records(stream_id, event_types, after_version=after_version)
+
     async def read_all(self, after_position: int = 0, limit: int = 1000) -> list[StoredEvent]:
         return await self._reads.read_all(after_position, limit)
 

@@ -24,7 +24,13 @@ from events import (
 )
 from events import daid as daid_module
 from events.errors import QueryFailed
-from events.models import DocUpdated, ProjectCreated, SnapshotTagged, project_stream
+from events.models import (
+    DocUpdated,
+    MemberGranted,
+    ProjectCreated,
+    SnapshotTagged,
+    project_stream,
+)
 from events.postgres import PostgresEventStore
 from events.postgres.subscriptions import Subscriptions
 from events.store import CachedState
@@ -541,6 +547,24 @@ async def test_read_payloads_returns_only_the_asked_types_in_order(store: Postgr
         r.version for r in await store.read_payloads("project-p", ["doc.updated"], limit=1)
     ] == [2]
     assert [r.position for r in records] == [2, 3, 5]
+
+
+async def test_read_records_skips_document_updates(store: PostgresEventStore):
+    await store.append("project-p", [created(), doc(1), doc(2)])
+    await store.append("project-p", [NewEvent(SnapshotTagged(name="v", version=3), META), doc(3)])
+    await store.append("project-p", [NewEvent(MemberGranted(user="bob", role="viewer"), META)])
+    await store.append("project-q", [NewEvent(MemberGranted(user="eve", role="owner"), META)])
+    kinds = ["project.created", "member.granted", "doc.updated"]
+    records = await store.read_records("project-p", kinds)
+    # doc.updated is never a record, even when asked for
+    assert [(r.stream_version, r.event_type) for r in records] == [
+        (1, "project.created"),
+        (6, "member.granted"),
+    ]
+    assert records[1].data == {"user": "bob", "role": "viewer"}
+    later = await store.read_records("project-p", kinds, after_version=1)
+    assert [r.stream_version for r in later] == [6]
+    assert await store.read_records("project-none", kinds) == []
 
 
 async def test_state_cache_keeps_the_newest_state(store: PostgresEventStore):
