@@ -300,9 +300,16 @@ class NodeClient:
 
     @classmethod
     async def start(
-        cls, script: Path, address: str, project_id: str, *, origin: str | None = None
+        cls,
+        script: Path,
+        address: str,
+        project_id: str,
+        *,
+        origin: str | None = None,
+        token: str | None = None,
     ) -> NodeClient:
-        """``origin``: the Origin header its connections send, as a page of that origin."""
+        """``origin``: the Origin header its connections send, as a page of that origin;
+        ``token``: sent as the provider's ``params: {token}``, as docs/auth.md shows."""
         process = await asyncio.create_subprocess_exec(
             "node",
             str(script),
@@ -311,6 +318,7 @@ class NodeClient:
             *([origin] if origin is not None else []),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
+            env={**os.environ, **({"COLLAB_TOKEN": token} if token is not None else {})},
         )
         return cls(process)
 

@@ -15,6 +15,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -27,7 +28,15 @@ from collab.access.tokens import issue
 from collab.live.closecodes import CloseCode
 from collab.runtime.config import AuditSettings, AuthSettings
 from music import document
-from tests.live import YClient, close_code, log_document, project_events, running_server
+from tests.live import (
+    NodeClient,
+    YClient,
+    close_code,
+    log_document,
+    metric,
+    project_events,
+    running_server,
+)
 from tests.support import eventually, timeout
 
 SECRET = b"s" * 32
@@ -477,3 +486,35 @@ async def test_auditors_read_every_project_and_change_nothing_live(project: Proj
         await eventually(lambda: auditor.denied, 10, "the auditor's edit was not refused")
     finally:
         await auditor.disconnect()
+
+
+async def test_a_viewer_on_the_stock_node_client_is_refused_and_keeps_watching(
+    project: Project, database_url: str, node_client_script: Path
+) -> None:
+    viewer = await NodeClient.start(
+        node_client_script, project.address, project.id, token=CALLERS["viewer"]
+    )
+    editor = await YClient(project.address, project.id, token=CALLERS["editor"]).connect()
+    try:
+        await viewer.wait_synced()
+        await editor.wait_synced()
+        before = len(await project_events(database_url, project.id))
+        await viewer.edit(20, 7)  # the stock provider sends each as an update
+        _set_tempo(editor, 77.0)
+
+        async def watched() -> bool:
+            return bool((await viewer.dump())["meta"].get("tempo") == 77.0)
+
+        await eventually(watched, 20, "the Node viewer stopped receiving edits")
+        events = await project_events(database_url, project.id)
+        assert len(events) == before + 1  # the editor's tempo, nothing of the viewer's
+        assert {e.metadata["actor"] for e in events[before:]} == {"eddie"}
+        assert not [e for e in viewer.seen if e.get("event") in ("closed", "stopped")]
+        room = await _document(project, "owner")
+        assert not [t for t in room["tracks"] if t.startswith("node-")]
+        # the viewer did send them: the server refused each as read-only
+        refused = await metric(project.address, 'collab_refused_messages_total{reason="read_only"}')
+        assert refused >= 1
+    finally:
+        await viewer.stop()
+        await editor.disconnect()

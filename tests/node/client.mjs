@@ -3,7 +3,8 @@
 //   node client.mjs ws://127.0.0.1:PORT/ws PROJECT_ID [ORIGIN]
 //
 // ORIGIN, when given, is sent as the Origin header of every connection, as a browser
-// sends its page's origin (the ws package sends none unless told).
+// sends its page's origin (the ws package sends none unless told). The environment
+// variable COLLAB_TOKEN, when set, is sent as the provider's params: { token }.
 //
 // Reads one JSON command per line on stdin and answers with one JSON line on stdout:
 //   {"cmd": "edit", "count": N, "seed": S}  N random edits of the project layout
@@ -30,7 +31,8 @@ const doc = new Y.Doc()
 const provider = new WebsocketProvider(serverUrl, room, doc, {
   WebSocketPolyfill: PageWebSocket,
   disableBc: true,
-  connect: false
+  connect: false,
+  params: process.env.COLLAB_TOKEN ? { token: process.env.COLLAB_TOKEN } : {}
 })
 const out = (value) => process.stdout.write(JSON.stringify(value) + '\n')
 
