@@ -227,12 +227,19 @@ async def ours(
 ) -> AsyncIterator[Target]:
     """Our server; with ``auth`` on, every room is created by a user (its owner) whose
     token every client presents: the socket then verifies it and reads the project's
-    members once per connection, as for any member who is not an admin."""
+    members once per connection, as for any member who is not an admin; and the rate
+    limits are checked on every connection and frame."""
     settings = {"COLLAB_PROJECTIONS": projections, "COLLAB_AUTH": auth}
     query = ""
     headers: dict[str, str] = {}
     if auth == "on":
         settings["COLLAB_JWT_SECRET"] = BENCH_SECRET
+        # Rate limits on, as they are by default, but out of reach: every client here
+        # is one principal on one address, and the cost of the checks is measured.
+        settings["COLLAB_RATE_LIMITS"] = "on"
+        settings["COLLAB_RATE_CONNECTIONS"] = "1000000/minute"
+        settings["COLLAB_RATE_UPDATES"] = "1000000/second"
+        settings["COLLAB_RATE_UPDATE_BYTES"] = "1000000000000/minute"
         token = issue(BENCH_SECRET.encode(), user="bench", ttl=None)
         query = f"?token={token}"
         headers = {"Authorization": f"Bearer {token}"}

@@ -18,6 +18,7 @@ from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 
 from collab import worker
+from collab.access.limits import RateLimits
 from collab.access.setup import token_settings
 from collab.access.tokens import TokenVerifier
 from collab.http import (
@@ -44,6 +45,7 @@ from collab.runtime.config import (
     DatabaseSettings,
     HttpSettings,
     LiveSettings,
+    RateSettings,
     ReadSettings,
 )
 from collab.runtime.metrics import Metrics
@@ -74,15 +76,17 @@ def create_app(
     database: DatabaseSettings | None = None,
     supervisor: EmbeddedSupervisor | None = None,
     auth: AuthSettings | None = None,
+    rates: RateSettings | None = None,
 ) -> Starlette:
     """Build the app; the store is connected and migrated when the app starts.
 
     ``supervisor`` watches the embedded PostgreSQL while the app runs (embedded mode).
     ``auth`` None switches authentication off: callers name themselves (``X-Actor``)
-    and may do everything.
+    and may do everything. ``rates`` None switches the rate limits off.
     """
     # Built now, so that a bad key source fails the start, not the first request.
     tokens = TokenVerifier(token_settings(auth)) if auth is not None else None
+    limits = RateLimits(rates) if rates is not None else None
     live_settings = live or LiveSettings()
     read_settings = read or ReadSettings()
     audit_settings = audit or AuditSettings()
@@ -128,6 +132,7 @@ def create_app(
                     audit=audit_settings,
                 )
                 app.state.tokens = tokens
+                app.state.limits = limits
                 if tokens is not None:
                     await tokens.start()
                     stack.push_async_callback(tokens.close)
@@ -136,7 +141,7 @@ def create_app(
                         "authentication is OFF: every caller may read, edit, roll back and"
                         " audit every project (COLLAB_AUTH=off; for experiments only)"
                     )
-                app.state.live = Live(store, live_settings, Metrics(), tokens)
+                app.state.live = Live(store, live_settings, Metrics(), tokens, limits)
                 app.state.live.start(ws.watchdog)
                 stack.push_async_callback(app.state.live.close)
                 # What exists now lives as long as the server: keep it out of the cyclic

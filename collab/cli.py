@@ -49,6 +49,7 @@ from collab.runtime.config import (
     http_settings,
     live_settings,
     load_settings,
+    rate_settings,
     read_settings,
 )
 from collab.runtime.database import Database, resolve
@@ -161,6 +162,7 @@ def serve(
         database=database_settings(settings),
         supervisor=EmbeddedSupervisor(database.handle) if database.embedded else None,
         auth=auth,
+        rates=rate_settings(settings),
     )
     _say_how_to_sign_in(settings, auth)
     config = build_config(

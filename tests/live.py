@@ -33,6 +33,7 @@ from collab.runtime.config import (
     AuthSettings,
     HttpSettings,
     LiveSettings,
+    RateSettings,
     ReadSettings,
 )
 from collab.server import Server, build_config
@@ -55,10 +56,11 @@ async def running_server(
     audit: AuditSettings | None = None,
     http: HttpSettings | None = None,
     auth: AuthSettings | None = None,
+    rates: RateSettings | None = None,
     **overrides: Any,
 ) -> AsyncIterator[str]:
     """Yield ``host:port`` of a real server on the event store at ``database_url``
-    (authentication off unless ``auth`` is given)."""
+    (authentication and rate limits off unless ``auth`` and ``rates`` are given)."""
     live = replace(settings, **overrides)
     port = free_port()
     app = create_app(
@@ -69,6 +71,7 @@ async def running_server(
         audit=audit,
         http=replace(http or HttpSettings(), port=port),
         auth=auth,
+        rates=rates,
     )
     server = Server(
         build_config(

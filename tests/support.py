@@ -64,13 +64,14 @@ def clean_env(**overrides: str) -> dict[str, str]:
     """A copy of ``os.environ`` for a ``collab`` subprocess: without any ``COLLAB_*``
     setting or ``DATABASE_URL`` of the machine running the tests, with ``overrides``.
 
-    Authentication is off (``COLLAB_AUTH=off``) unless ``overrides`` turn it on: the
-    tests of other things call as ``X-Actor``; tests/test_auth*.py test it on, the
-    embedded default included."""
+    Authentication and rate limits are off (``COLLAB_AUTH=off``,
+    ``COLLAB_RATE_LIMITS=off``) unless ``overrides`` turn them on: the tests of other
+    things call as ``X-Actor`` and reconnect as often as they need; tests/test_auth.py,
+    tests/test_rate_limits.py and tests/test_cli.py (the embedded default) test them on."""
     env = {
         k: v for k, v in os.environ.items() if not k.startswith("COLLAB_") and k != "DATABASE_URL"
     }
-    return {**env, "COLLAB_AUTH": "off", **overrides}
+    return {**env, "COLLAB_AUTH": "off", "COLLAB_RATE_LIMITS": "off", **overrides}
 
 
 def run_collab(database_url: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:

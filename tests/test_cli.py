@@ -75,10 +75,11 @@ def _stop(process: subprocess.Popen[str]) -> tuple[int, str]:
 
 
 def _serve(data_dir: Path, port: int) -> subprocess.Popen[str]:
-    """``collab serve`` as the README's first command runs it: authentication on."""
+    """``collab serve`` as the README's first command runs it: authentication and rate
+    limits on."""
     return subprocess.Popen(
         [*COLLAB, "serve", "--port", str(port), "--data-dir", str(data_dir)],
-        env=clean_env(COLLAB_LOG_FORMAT="json", COLLAB_AUTH="on"),
+        env=clean_env(COLLAB_LOG_FORMAT="json", COLLAB_AUTH="on", COLLAB_RATE_LIMITS="on"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -100,7 +100,7 @@ def internal_error(request_id: str | None) -> Response:
 
 async def _api_error(_request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)  # noqa: S101 - registered for ApiError only
-    return error_response(exc.status, exc.message, exc.fields)
+    return error_response(exc.status, exc.message, exc.fields, headers=exc.headers)
 
 
 async def _http_error(_request: Request, exc: Exception) -> Response:

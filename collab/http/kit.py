@@ -8,12 +8,14 @@ in one table (``collab.http.errors``).
 
 from __future__ import annotations
 
+import math
 from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 
 from collab.access.errors import Unauthenticated
+from collab.access.limits import RateLimits
 from collab.access.principal import Principal, TokenCheck, unverified
 from collab.access.rules import Action
 from collab.http import jsonbody
@@ -29,12 +31,17 @@ class ApiError(Exception):
     status it answers."""
 
     def __init__(
-        self, status: int, message: str, fields: list[dict[str, str]] | None = None
+        self,
+        status: int,
+        message: str,
+        fields: list[dict[str, str]] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.fields = fields or []
+        self.headers = headers
 
 
 def field_error(name: str, message: str) -> dict[str, str]:
@@ -77,7 +84,27 @@ async def principal_of(request: Request) -> Principal:
             )
         principal = await tokens.verify(token)
     request.scope["state"]["principal"] = principal
+    if request.method not in SAFE_METHODS:
+        await _within_limits(request, principal)
     return principal
+
+
+#: methods that change nothing: not counted against the write budget
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+async def _within_limits(request: Request, principal: Principal) -> None:
+    """429 with Retry-After when the caller's address or principal wrote too often."""
+    limits: RateLimits | None = request.app.state.limits
+    if limits is None:
+        return
+    address = request.client.host if request.client is not None else "unknown"
+    exceeded = await limits.hit("http_writes", f"ip:{address}", f"principal:{principal.actor}")
+    if exceeded is not None:
+        retry = max(1, math.ceil(exceeded.retry_after))
+        raise ApiError(
+            429, f"{exceeded.message}; retry in {retry} s", headers={"Retry-After": str(retry)}
+        )
 
 
 async def allowed(request: Request, action: Action, project_id: str | None = None) -> Principal:

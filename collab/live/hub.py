@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 import structlog
 
+from collab.access.limits import RateLimits
 from collab.access.members import ProjectRole
 from collab.access.principal import TokenCheck
 from collab.live.closecodes import CloseCode
@@ -50,10 +51,13 @@ class Live:
         settings: LiveSettings,
         metrics: Metrics,
         tokens: TokenCheck | None = None,
+        limits: RateLimits | None = None,
     ) -> None:
         self.settings = settings
         #: verifies the tokens connections present; None: authentication is off
         self.tokens = tokens
+        #: connections and frames per address and principal; None: no limits
+        self.limits = limits
         self.metrics = metrics
         self.store = store
         self.writer = GroupCommitWriter(

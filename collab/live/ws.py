@@ -186,6 +186,8 @@ async def endpoint(websocket: WebSocket) -> None:
     # Refusals are close codes, which every client sees (a refused upgrade is not):
     # authenticated before anything else, so nothing about the project leaks.
     principal, refusal = await _admit(websocket, live, project_id)
+    if refusal is None or refusal == "read_only":
+        refusal = await _limited(websocket, live, principal) or refusal
     connection = Connection(
         websocket, live, principal or unverified(ANONYMOUS), can_write=refusal is None
     )
@@ -244,6 +246,23 @@ async def _room(live: Live, connection: Connection, project_id: str) -> Room | N
 
 
 Refusal = tuple[CloseCode, str] | Literal["read_only"] | None
+
+
+async def _limited(
+    websocket: WebSocket, live: Live, principal: Principal | None
+) -> tuple[CloseCode, str] | None:
+    """A transient refusal when the address or the principal opened too many sockets."""
+    if live.limits is None:
+        return None
+    address = websocket.client.host if websocket.client is not None else "unknown"
+    keys = [f"ip:{address}"]
+    if principal is not None and principal.verified:
+        keys.append(f"principal:{principal.actor}")
+    exceeded = await live.limits.hit("connections", *keys)
+    if exceeded is None:
+        return None
+    live.metrics.refused.labels("rate_limited").inc()
+    return CloseCode.RATE_LIMITED, f"{exceeded.message}; reconnect later"
 
 
 async def _admit(
@@ -315,6 +334,14 @@ async def watchdog(live: Live) -> None:
 
 async def _receive(websocket: WebSocket, connection: Connection, room: Room, live: Live) -> None:
     limit = live.settings.max_message_bytes
+    limits = live.limits
+    principal = connection.principal
+    # a principal's frames are counted together, whichever socket they come by
+    sender = (
+        f"principal:{principal.actor}"
+        if principal.verified
+        else f"ip:{websocket.client.host if websocket.client is not None else 'unknown'}"
+    )
     while connection.closing is None:
         try:
             message = await websocket.receive()
@@ -333,6 +360,16 @@ async def _receive(websocket: WebSocket, connection: Connection, room: Room, liv
                 CloseCode.TOO_LARGE, f"message of {len(frame)} bytes exceeds the {limit}-byte limit"
             )
             return
+        if limits is not None:
+            exceeded = await limits.hit("updates", sender) or await limits.hit(
+                "update_bytes", sender, cost=len(frame)
+            )
+            if exceeded is not None:
+                # Dropping a frame would leave the client's document ahead of the
+                # room's; closed with a code it reconnects after, it syncs again.
+                live.metrics.refused.labels("rate_limited").inc()
+                connection.close(CloseCode.RATE_LIMITED, f"{exceeded.message}; reconnect later")
+                return
         try:
             room.receive(connection, protocol.decode(frame))
         except protocol.REFUSED as exc:

@@ -112,6 +112,22 @@ class DatabaseSettings:
 _DATABASE = DatabaseSettings()
 
 
+@dataclass(frozen=True, slots=True)
+class RateSettings:
+    """The rate limits (``collab.access.limits``), each a rate such as ``60/minute``."""
+
+    connections: str = "120/minute"
+    http_writes: str = "600/minute"
+    #: a fader dragged at 60 Hz in two tabs stays well below
+    updates: str = "300/second"
+    update_bytes: str = "50000000/minute"
+    #: where counters live: memory:// (this process) or a ``limits`` storage URL
+    storage: str = "memory://"
+
+
+_RATES = RateSettings()
+
+
 class Settings(BaseSettings):
     """Every command reads these. Environment names are ``COLLAB_<FIELD>``, except
     ``DATABASE_URL`` (the usual name for it)."""
@@ -190,6 +206,18 @@ class Settings(BaseSettings):
     jwt_leeway: float = Field(default=30.0, ge=0, le=3600)
     #: the claim holding global roles (``admin``, ``auditor``); dotted for nested claims
     jwt_roles_claim: str = Field(default="roles", min_length=1, max_length=200)
+
+    #: on: the rate limits below hold (docs/auth.md); off: none
+    rate_limits: Literal["on", "off"] = "on"
+    #: socket opens per client address and per principal
+    rate_connections: str = _RATES.connections
+    #: unsafe HTTP requests per client address and per principal
+    rate_http_writes: str = _RATES.http_writes
+    #: socket frames per principal (all its sockets together), and their bytes
+    rate_updates: str = _RATES.updates
+    rate_update_bytes: str = _RATES.update_bytes
+    #: where the counters live: memory:// (this node) or a Redis URL (every node)
+    rate_limit_storage: str = _RATES.storage
 
     #: PEM file of the Ed25519 key signing audit checkpoints (default: in the data dir)
     audit_key_file: Path | None = None
@@ -377,4 +405,17 @@ def auth_settings(settings: Settings) -> AuthSettings | None:
         audience=settings.jwt_audience,
         leeway=settings.jwt_leeway,
         roles_claim=settings.jwt_roles_claim,
+    )
+
+
+def rate_settings(settings: Settings) -> RateSettings | None:
+    """The rate limits; None when they are off."""
+    if settings.rate_limits == "off":
+        return None
+    return RateSettings(
+        connections=settings.rate_connections,
+        http_writes=settings.rate_http_writes,
+        updates=settings.rate_updates,
+        update_bytes=settings.rate_update_bytes,
+        storage=settings.rate_limit_storage,
     )
