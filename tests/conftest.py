@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from events.postgres import PostgresEventStore
+from tests.jwks import JwksServer
 from tests.support import ROOT, create_database, drop_database, start_embedded, with_database
 
 TEMPLATE = "collab_template"
@@ -96,3 +97,14 @@ def node_client_script() -> Path:
             timeout=600,
         )
     return node_dir / "client.mjs"
+
+
+@pytest.fixture
+async def jwks_server() -> AsyncIterator[JwksServer]:
+    """A JWKS endpoint that counts its requests (tests/jwks.py)."""
+    server = JwksServer()
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.close()

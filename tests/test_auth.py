@@ -28,6 +28,7 @@ from collab.access.tokens import issue
 from collab.live.closecodes import CloseCode
 from collab.runtime.config import AuditSettings, AuthSettings
 from music import document
+from tests.jwks import JwksServer
 from tests.live import (
     NodeClient,
     YClient,
@@ -38,6 +39,7 @@ from tests.live import (
     running_server,
 )
 from tests.support import eventually, timeout
+from tests.test_tokens import jwk, new_key, sign
 
 SECRET = b"s" * 32
 AUTH = AuthSettings(secret=SECRET)
@@ -518,3 +520,52 @@ async def test_a_viewer_on_the_stock_node_client_is_refused_and_keeps_watching(
     finally:
         await viewer.stop()
         await editor.disconnect()
+
+
+@pytest.mark.parametrize("algorithm", ["RS256", "ES256", "EdDSA"])
+async def test_an_identity_provider_s_tokens_through_its_jwks_url(
+    database_url: str, jwks_server: JwksServer, algorithm: str
+) -> None:
+    """The server as it runs beside an external identity provider: its keys from a JWKS
+    URL, issuer and audience checked, roles from a nested claim."""
+    key = new_key(algorithm)
+    jwks_server.keys = [jwk(key, "kid-1")]
+    auth = AuthSettings(
+        jwks_url=jwks_server.url,
+        issuer="https://id.example",
+        audience="collab",
+        roles_claim="realm_access.roles",
+    )
+
+    def signed(user: str, *roles: str, audience: str = "collab") -> str:
+        claims = {
+            "sub": user,
+            "iss": "https://id.example",
+            "aud": audience,
+            "exp": int(time.time()) + 600,
+            "realm_access": {"roles": list(roles)},
+        }
+        return sign(key, algorithm, claims, kid="kid-1")
+
+    async with running_server(database_url, auth=auth) as address:
+        async with httpx.AsyncClient(base_url=f"http://{address}") as http:
+            created = await http.post(
+                "/api/projects", json={"name": "IdP"}, headers=bearer(signed("ivy"))
+            )
+            assert created.status_code == 201, created.text
+            project = created.json()["id"]
+            listed = await http.get("/api/projects", headers=bearer(signed("root", "admin")))
+            assert listed.status_code == 200
+            elsewhere = await http.get(
+                f"/api/projects/{project}", headers=bearer(signed("ivy", audience="other"))
+            )
+            assert elsewhere.status_code == 401
+            # our own HS256 tokens mean nothing to this server
+            ours = await http.get(f"/api/projects/{project}", headers=bearer(token("ivy")))
+            assert ours.status_code == 401
+        client = await YClient(address, project, token=signed("ivy")).connect()
+        try:
+            await client.wait_synced()
+        finally:
+            await client.disconnect()
+    assert jwks_server.requests == 1
