@@ -65,6 +65,27 @@ def test_stale_and_duplicate_presence_is_not_relayed() -> None:
     assert alice.frames[-1] != bob.frames[-1]  # the sender never gets its own state back
 
 
+def test_a_peer_cannot_change_another_peer_s_presence() -> None:
+    room = _room()
+    alice, mallory, bob = RecordingPeer(), RecordingPeer(can_write=False), RecordingPeer()
+    for peer in (alice, mallory, bob):
+        room.attach(peer)
+    room.receive(alice, protocol.AwarenessUpdate((protocol.AwarenessEntry(5, 3, '{"n":"A"}'),)))
+    relayed = len(bob.frames)
+    forged = protocol.AwarenessEntry(5, 4, '{"n":"forged"}')
+    gone = protocol.AwarenessEntry(5, 9, "null")
+    room.receive(mallory, protocol.AwarenessUpdate((forged,)))
+    room.receive(mallory, protocol.AwarenessUpdate((gone,)))
+    assert len(bob.frames) == relayed
+    room.attach(late := RecordingPeer())
+    assert late.messages()[1] == protocol.AwarenessUpdate(
+        (protocol.AwarenessEntry(5, 3, '{"n":"A"}'),)
+    )
+    # its own presence a viewer may set
+    room.receive(mallory, protocol.AwarenessUpdate((protocol.AwarenessEntry(6, 1, "{}"),)))
+    assert len(bob.frames) == relayed + 1
+
+
 def test_silent_presence_expires_and_departures_are_announced() -> None:
     room = _room()
     alice, bob = RecordingPeer(), RecordingPeer()

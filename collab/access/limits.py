@@ -3,14 +3,18 @@
 Four budgets (``collab.runtime.config.RateSettings``), each a ``limits`` rate
 (``60/minute``, ``200/second``...):
 
-- ``connections``: socket opens, per address and, once the token is read, per principal;
-- ``http_writes``: unsafe HTTP requests (POST, DELETE...), per address and per principal;
-- ``updates``: frames a principal sends on its sockets, counted together;
+- ``connections``: socket opens;
+- ``http_writes``: unsafe HTTP requests (POST, DELETE...);
+- ``updates``: frames sent on sockets, all of one principal's sockets together;
 - ``update_bytes``: the bytes of those frames.
 
-Fixed windows: one counter per key and window, the cheapest check ``limits`` has, which
-the live path pays once per frame. Counters are kept in memory (one node), or in Redis
-when ``storage`` names one (``async+redis://host:6379``), shared by every node.
+Each is counted per principal, or per client address when authentication is off (the
+callers (``collab.live.ws``, ``collab.http.kit``) choose the key).
+
+Fixed windows: one counter per key and window, the cheapest kind, which the live path
+pays once per frame. ``limits`` parses the rates; the counters are kept in this process
+(:class:`_Windows`, see why there), or in a ``limits`` storage that ``storage`` names
+(Redis, to share them between nodes).
 """
 
 from __future__ import annotations
@@ -43,6 +47,35 @@ class Exceeded:
         return f"rate limit exceeded: {self.budget.replace('_', ' ')} over {self.rate}"
 
 
+class _Windows:
+    """Fixed windows kept in this process, for one budget: O(1) a hit.
+
+    ``limits``' own memory storage sweeps every key it holds on each hit (a task it
+    schedules per increment): measured on this machine (2026-12-03) 25 us a hit with 10
+    keys and 2.2 ms with 20,000, and a client can add keys (addresses, principals).
+    Here all keys share the window boundaries, so a new window clears them at once.
+    """
+
+    def __init__(self, item: RateLimitItem) -> None:
+        self._amount = item.amount
+        self._seconds = float(item.get_expiry())
+        self._window = -1
+        self._counts: dict[str, int] = {}
+
+    def hit(self, key: str, cost: int) -> float | None:
+        """Count ``cost``; None when within the budget, else seconds to the next window."""
+        now = time.monotonic()
+        window = int(now // self._seconds)
+        if window != self._window:
+            self._window = window
+            self._counts.clear()
+        count = self._counts.get(key, 0) + cost
+        if count > self._amount:
+            return (window + 1) * self._seconds - now
+        self._counts[key] = count
+        return None
+
+
 class RateLimits:
     def __init__(self, settings: RateSettings) -> None:
         self._items: dict[Budget, RateLimitItem] = {}
@@ -57,7 +90,12 @@ class RateLimits:
                 ) from None
             self._rates[budget] = text
         url = settings.storage
-        # the asyncio flavour of each storage (async+memory://, async+redis://...)
+        self._local: dict[Budget, _Windows] | None = None
+        self._limiter: FixedWindowRateLimiter | None = None
+        if url.startswith(("memory://", "async+memory://")):
+            self._local = {budget: _Windows(item) for budget, item in self._items.items()}
+            return
+        # the asyncio flavour of each storage (async+redis://...)
         storage = storage_from_string(url if url.startswith("async+") else f"async+{url}")
         if not isinstance(storage, Storage):
             raise TypeError(f"rate limit storage {url!r} has no asyncio flavour")
@@ -66,9 +104,16 @@ class RateLimits:
     async def hit(self, budget: Budget, *keys: str, cost: int = 1) -> Exceeded | None:
         """Count ``cost`` against each key's budget; the first key over it, or None.
 
-        Each key is counted on its own (an address and a principal), so a principal on
-        many addresses and an address with many principals are both held back.
+        Each key is counted on its own.
         """
+        if self._local is not None:
+            windows = self._local[budget]
+            for key in keys:
+                retry = windows.hit(key, cost)
+                if retry is not None:
+                    return Exceeded(budget, self._rates[budget], retry)
+            return None
+        assert self._limiter is not None  # noqa: S101 - one of the two is set
         item = self._items[budget]
         for key in keys:
             if not await self._limiter.hit(item, budget, key, cost=cost):

@@ -68,14 +68,14 @@ def allowed(
     no role there) when ``in_project``, else without one."""
     if principal.is_admin:
         return True
-    if principal.is_auditor and action in AUDITOR_READS:
-        return True
+    if principal.is_auditor:
+        # reads everything and changes nothing, whatever project role it also holds
+        return action in AUDITOR_READS
     needed = NEEDS.get(action)
     if needed is not None and in_project:
         return role is not None and RANK[role] >= RANK[needed]
     if action in ("project.create", "provenance.record"):
-        # an auditor changes nothing; everyone else may start a project of their own
-        return not principal.is_auditor
+        return True  # anyone but an auditor may start a project of their own
     return action == "audit.read"
 
 
@@ -90,14 +90,15 @@ def require(
     if allowed(principal, action, role, in_project=project_id is not None):
         return
     who = principal.actor
+    if principal.is_auditor:
+        raise Forbidden(f"{who} is an auditor: auditors read and change nothing ({action})")
     needed = NEEDS.get(action)
     if needed is not None and project_id is not None:
-        holds = f"is a {role} of" if role is not None else "is not a member of"
+        article = "an" if role in ("owner", "editor") else "a"
+        holds = f"is {article} {role} of" if role is not None else "is not a member of"
         least = [r for r, rank in RANK.items() if rank >= RANK[needed]]
         raise Forbidden(
             f"{who} {holds} project {project_id}; {_WORDS[action]} needs the role"
             f" {' or '.join(least)}"
         )
-    if principal.is_auditor:
-        raise Forbidden(f"{who} is an auditor: auditors read and change nothing ({action})")
     raise Forbidden(f"{who} may not {action} (it needs the global role auditor or admin)")

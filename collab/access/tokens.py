@@ -347,12 +347,17 @@ class TokenVerifier:
             or time.monotonic() - self._fetched_at >= self.settings.jwks_lifetime
         )
 
+    @property
+    def fetch_error(self) -> str | None:
+        """Why the last fetch of the key set failed (None after a good one): logged, and
+        kept from callers, who are told only that the keys are unavailable."""
+        return self._fetch_error
+
     def _fetch_problem(self) -> str:
         if self._fetch_error is None:
             return ""
-        return (
-            f" (the key set at {self.settings.jwks_url} could not be fetched: {self._fetch_error})"
-        )
+        # The URL and the network error are no business of an unauthenticated caller.
+        return " (the identity provider's keys could not be fetched; the server log says why)"
 
     async def _check_key_set_file(self) -> None:
         path = self.settings.jwks_file

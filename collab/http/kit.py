@@ -94,12 +94,17 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 async def _within_limits(request: Request, principal: Principal) -> None:
-    """429 with Retry-After when the caller's address or principal wrote too often."""
+    """429 with Retry-After when the principal (the address, without authentication)
+    wrote too often. Behind a proxy every user shares its address: with a principal, the
+    address is not counted."""
     limits: RateLimits | None = request.app.state.limits
     if limits is None:
         return
-    address = request.client.host if request.client is not None else "unknown"
-    exceeded = await limits.hit("http_writes", f"ip:{address}", f"principal:{principal.actor}")
+    if principal.verified:
+        key = f"principal:{principal.actor}"
+    else:
+        key = f"ip:{request.client.host if request.client is not None else 'unknown'}"
+    exceeded = await limits.hit("http_writes", key)
     if exceeded is not None:
         retry = max(1, math.ceil(exceeded.retry_after))
         raise ApiError(

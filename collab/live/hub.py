@@ -58,6 +58,8 @@ class Live:
         self.tokens = tokens
         #: connections and frames per address and principal; None: no limits
         self.limits = limits
+        #: grants and revocations applied so far (a socket being admitted compares it)
+        self.access_changes = 0
         self.metrics = metrics
         self.store = store
         self.writer = GroupCommitWriter(
@@ -80,6 +82,7 @@ class Live:
 
     def access_changed(self, project_id: str, member: str, role: ProjectRole | None) -> None:
         """Apply a grant or revocation to this node's open connections."""
+        self.access_changes += 1
         for connection in list(self.connections):
             connection.access_changed(project_id, member, role)
 

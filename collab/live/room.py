@@ -135,6 +135,10 @@ class Room:
         if self._presence:
             peer.send(protocol.encode_awareness(self._presence_entries()))
 
+    def read_only(self, peer: Peer) -> None:
+        """A peer may no longer write: its held updates go (it is told on its next)."""
+        self._admission.drop(peer)
+
     def detach(self, peer: Peer) -> None:
         """A peer leaves: its presence and its held updates go."""
         self.peers.discard(peer)
@@ -264,6 +268,8 @@ class Room:
     def _release(self) -> None:
         """Send held updates whose missing ids are now on their way to the log."""
         while (held := self._admission.next_ready()) is not None:
+            if not held.origin.can_write:
+                continue  # downgraded while its update waited: a viewer's is not stored
             try:
                 self._log(held.update, held.origin, held.actor, agent=held.origin.agent)
             except WriterError:
@@ -356,6 +362,8 @@ class Room:
         accepted: list[AwarenessEntry] = []
         for entry in entries:
             known = self._presence.get(entry.client_id)
+            if known is not None and known.owner is not None and known.owner is not peer:
+                continue  # another connection's presence: only its owner changes it
             if known is not None and (
                 entry.clock < known.clock or (entry.clock == known.clock and not entry.removed)
             ):

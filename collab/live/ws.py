@@ -51,9 +51,17 @@ class Connection:
     """One client; implements the room's ``Peer``."""
 
     def __init__(
-        self, websocket: WebSocket, live: Live, principal: Principal, *, can_write: bool = True
+        self,
+        websocket: WebSocket,
+        live: Live,
+        principal: Principal,
+        project_id: str,
+        *,
+        can_write: bool = True,
     ) -> None:
         self.id = next(_ids)
+        #: the project asked for, as the path names it (a room's id is its normal form)
+        self.project_id = project_id
         self._ws = websocket
         self._live = live
         self.principal = principal
@@ -78,16 +86,19 @@ class Connection:
         return self.principal.agent
 
     def access_changed(self, project_id: str, member: str, role: ProjectRole | None) -> None:
-        room = self.room
-        if room is None or room.project_id != project_id or member != self.actor:
+        # Compared with the project asked for, not the room's: the room may still be
+        # loading, and a change made meanwhile must hold once it is attached.
+        if _normal(self.project_id) != project_id or member != self.actor:
             return
         if self.principal.is_admin or self.principal.is_auditor:
             return  # a global role reaches every project whatever the member list says
         if role is None:
             reason = f"{member}'s access to project {project_id} was revoked"
             self.close(CloseCode.FORBIDDEN, reason)
-        else:
-            self.can_write = rules.allowed(self.principal, "project.edit", role, in_project=True)
+            return
+        self.can_write = rules.allowed(self.principal, "project.edit", role, in_project=True)
+        if not self.can_write and self.room is not None:
+            self.room.read_only(self)
 
     def send(self, frame: bytes) -> None:
         if self.closing is not None:
@@ -185,16 +196,22 @@ async def endpoint(websocket: WebSocket) -> None:
     await websocket.accept()
     # Refusals are close codes, which every client sees (a refused upgrade is not):
     # authenticated before anything else, so nothing about the project leaks.
+    changes = live.access_changes
     principal, refusal = await _admit(websocket, live, project_id)
     if refusal is None or refusal == "read_only":
         refusal = await _limited(websocket, live, principal) or refusal
     connection = Connection(
-        websocket, live, principal or unverified(ANONYMOUS), can_write=refusal is None
+        websocket, live, principal or unverified(ANONYMOUS), project_id, can_write=refusal is None
     )
     live.metrics.connections.inc()
     loop = asyncio.get_running_loop()
     pump = loop.create_task(connection.pump())
     live.connections[connection] = pump
+    if live.access_changes != changes and not isinstance(refusal, tuple):
+        # A grant or revocation came while the member list was read: read it again,
+        # now that later ones reach this connection.
+        _, refusal = await _admit(websocket, live, project_id)
+        connection.can_write = refusal is None
     room: Room | None = None
     receiver: asyncio.Task[None] | None = None
     expiry: asyncio.TimerHandle | None = None
@@ -248,17 +265,31 @@ async def _room(live: Live, connection: Connection, project_id: str) -> Room | N
 Refusal = tuple[CloseCode, str] | Literal["read_only"] | None
 
 
+def _sender(websocket: WebSocket, principal: Principal | None) -> str:
+    """Whose budget a socket counts against: its principal's; its address's without
+    authentication (behind a proxy every user shares one address, so an address is not
+    counted when there is a principal)."""
+    if principal is not None and principal.verified:
+        return f"principal:{principal.actor}"
+    return f"ip:{websocket.client.host if websocket.client is not None else 'unknown'}"
+
+
+def _normal(project_id: str) -> str:
+    """A project id as rooms and member changes name it; as given when it is no UUID."""
+    try:
+        return str(uuid.UUID(project_id))
+    except ValueError:
+        return project_id
+
+
 async def _limited(
     websocket: WebSocket, live: Live, principal: Principal | None
 ) -> tuple[CloseCode, str] | None:
-    """A transient refusal when the address or the principal opened too many sockets."""
+    """A transient refusal when the principal (the address, without authentication)
+    opened too many sockets."""
     if live.limits is None:
         return None
-    address = websocket.client.host if websocket.client is not None else "unknown"
-    keys = [f"ip:{address}"]
-    if principal is not None and principal.verified:
-        keys.append(f"principal:{principal.actor}")
-    exceeded = await live.limits.hit("connections", *keys)
+    exceeded = await live.limits.hit("connections", _sender(websocket, principal))
     if exceeded is None:
         return None
     live.metrics.refused.labels("rate_limited").inc()
@@ -335,13 +366,8 @@ async def watchdog(live: Live) -> None:
 async def _receive(websocket: WebSocket, connection: Connection, room: Room, live: Live) -> None:
     limit = live.settings.max_message_bytes
     limits = live.limits
-    principal = connection.principal
     # a principal's frames are counted together, whichever socket they come by
-    sender = (
-        f"principal:{principal.actor}"
-        if principal.verified
-        else f"ip:{websocket.client.host if websocket.client is not None else 'unknown'}"
-    )
+    sender = _sender(websocket, connection.principal)
     while connection.closing is None:
         try:
             message = await websocket.receive()

@@ -13,6 +13,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, model_validator
 
+from collab.access.errors import Forbidden
 from collab.access.principal import Principal
 from collab.services.authorize import authorize
 from collab.services.errors import Invalid
@@ -28,6 +29,7 @@ from events.models import (
     EntityRef,
     ProvenanceRecorded,
     ToolInfo,
+    project_of,
     project_stream,
 )
 from events.store import ANY, EventStore
@@ -100,10 +102,30 @@ class AnalysisAppended:
 
 
 def _metadata(principal: Principal, tool: ToolInfo, correlation_id: str | None) -> EventMetadata:
-    # The DAID's agent is the service that made the record, as in the ecosystem's DAIDs.
+    """The DAID's agent is the service that made the record, as in the ecosystem's DAIDs.
+
+    A service may only record as itself: its token's agent id must be the tool's. A
+    person may record what a tool made (an analysis run by hand, say).
+    """
+    if principal.agent_id is not None and principal.agent_id != tool.agent_id:
+        raise Forbidden(
+            f"the service {principal.agent_id} may not record as {tool.agent_id!r}:"
+            " tool.agent_id must be its own"
+        )
     return EventMetadata(
         actor=principal.actor, agent_id=tool.agent_id, correlation_id=correlation_id
     )
+
+
+async def _readable_parents(principal: Principal, daids: list[str], store: EventStore) -> None:
+    """Naming a DAID as a parent links it into the lineage the caller reads back: the
+    caller must be able to read each one's project. DAIDs minted elsewhere (not in this
+    log) and records outside any project pass."""
+    for daid in dict.fromkeys(daids):
+        event = await store.event_by_daid(daid)
+        parent_project = project_of(event.stream_id) if event is not None else None
+        if parent_project is not None:
+            await authorize(principal, "project.read", parent_project, log=store)
 
 
 async def _check_parts(
@@ -134,6 +156,8 @@ async def record_analysis(
     """Record analysis results of a project version (the current one by default), or of
     a track or clip in it; the results of known types are checked (``events.analysis``)."""
     await authorize(principal, "analysis.record", project_id, log=store)
+    metadata = _metadata(principal, spec.tool, correlation_id)
+    await _readable_parents(principal, spec.inputs, store)
     try:
         results = check_results(spec.type, spec.results)
     except ValidationError as exc:
@@ -152,7 +176,6 @@ async def record_analysis(
         tool=spec.tool,
     )
     parents = (*((target_daid,) if target_daid else ()), *spec.inputs)
-    metadata = _metadata(principal, spec.tool, correlation_id)
     result = await store.append(stream_id, [NewEvent(event, metadata, parents=parents)], ANY)
     record = Recorded(result.daids[0], result.position, stream_id, result.version, _unique(parents))
     return AnalysisAppended(record, event.target, target_daid)
@@ -169,6 +192,8 @@ async def record_provenance(
     version's DAID a parent), else in the global provenance stream."""
     project_id = parse_project_id(spec.project_id) if spec.project_id is not None else None
     await authorize(principal, "provenance.record", project_id, log=store)
+    metadata = _metadata(principal, spec.tool, correlation_id)
+    await _readable_parents(principal, spec.derived_from, store)
     parents: tuple[str, ...] = tuple(spec.derived_from)
     if project_id is not None:
         version = await target_version(store, project_id, spec.version)
@@ -186,7 +211,6 @@ async def record_provenance(
         derived_from=tuple(spec.derived_from),
         attributes=spec.attributes,
     )
-    metadata = _metadata(principal, spec.tool, correlation_id)
     result = await store.append(stream_id, [NewEvent(event, metadata, parents=parents)], ANY)
     return Recorded(result.daids[0], result.position, stream_id, result.version, _unique(parents))
 
