@@ -19,8 +19,7 @@ from starlette.routing import Route, WebSocketRoute
 
 from collab import worker
 from collab.access.limits import RateLimits
-from collab.access.setup import token_settings
-from collab.access.tokens import TokenVerifier
+from collab.access.tokens import TokenSettings, TokenVerifier
 from collab.http import (
     audit_log,
     errors,
@@ -41,7 +40,6 @@ from collab.live.hub import Live
 from collab.runtime.audit_key import load_or_create
 from collab.runtime.config import (
     AuditSettings,
-    AuthSettings,
     DatabaseSettings,
     HttpSettings,
     LiveSettings,
@@ -75,7 +73,7 @@ def create_app(
     http: HttpSettings | None = None,
     database: DatabaseSettings | None = None,
     supervisor: EmbeddedSupervisor | None = None,
-    auth: AuthSettings | None = None,
+    auth: TokenSettings | None = None,
     rates: RateSettings | None = None,
 ) -> Starlette:
     """Build the app; the store is connected and migrated when the app starts.
@@ -85,7 +83,7 @@ def create_app(
     and may do everything. ``rates`` None switches the rate limits off.
     """
     # Built now, so that a bad key source fails the start, not the first request.
-    tokens = TokenVerifier(token_settings(auth)) if auth is not None else None
+    tokens = TokenVerifier(auth) if auth is not None else None
     limits = RateLimits(rates) if rates is not None else None
     live_settings = live or LiveSettings()
     read_settings = read or ReadSettings()

@@ -36,15 +36,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from collab import worker
 from collab.access import tokens
 from collab.access.principal import Principal
-from collab.access.tokens import load_or_create_secret
+from collab.access.setup import own_secret, token_settings
+from collab.access.tokens import TokenSettings
 from collab.runtime import logging as collab_logging
 from collab.runtime.audit_key import KeyFileError, load_or_create
 from collab.runtime.config import (
-    AuthSettings,
     ConfigError,
     Settings,
     audit_settings,
-    auth_settings,
     database_settings,
     http_settings,
     live_settings,
@@ -149,7 +148,11 @@ def serve(
     from collab.server import Server, build_config  # noqa: PLC0415
 
     settings = _settings(host=host, port=port, data_dir=data_dir)
-    auth = auth_settings(settings)
+    try:
+        auth = token_settings(settings)
+    except ValueError as exc:  # a secret file or key setting that cannot be used
+        typer.echo(f"collab: {exc}", err=True)
+        raise typer.Exit(EXIT_CONFIG) from None
     database = _database(settings)
     application = create_app(
         database.url,
@@ -180,17 +183,15 @@ def serve(
         raise typer.Exit(EXIT_UNAVAILABLE)
 
 
-def _say_how_to_sign_in(settings: Settings, auth: AuthSettings | None) -> None:
+def _say_how_to_sign_in(settings: Settings, auth: TokenSettings | None) -> None:
     """On this machine with the server's own secret: a ready admin token, so that the
     first minute needs no reading (the server binds to loopback by default)."""
-    if auth is None or auth.secret_file is None or auth.secret is not None:
+    if auth is None or auth.secret is None or settings.jwt_secret is not None:
         return
     if settings.host not in ("127.0.0.1", "localhost", "::1"):
         typer.echo("tokens: collab token create --user NAME [--role admin|auditor]", err=True)
         return
-    token = tokens.issue(
-        load_or_create_secret(auth.secret_file), user="admin", roles=["admin"], ttl=ADMIN_TTL
-    )
+    token = tokens.issue(auth.secret, user="admin", roles=["admin"], ttl=ADMIN_TTL)
     typer.echo(
         f"admin token for this machine (valid 24 h):\n  {token}\n"
         f"  curl -H 'Authorization: Bearer {token[:12]}...' http://{settings.host}:"
@@ -221,7 +222,6 @@ def token_create(
     """Print an HS256 token signed with the server's secret (COLLAB_JWT_SECRET, or the
     secret file in the data dir, created if missing)."""
     settings = _settings(data_dir=data_dir)
-    auth = auth_settings(settings)
     for name in role or []:
         if name not in ("admin", "auditor"):
             _usage(f"--role must be admin or auditor, not {name!r}")
@@ -229,25 +229,22 @@ def token_create(
     if match is None:
         _usage(f"--ttl must look like 90s, 30m, 1h or 7d, not {ttl!r}")
     seconds = int(match[1]) * _TTL.get(match[2] or "s", 1)
-    if auth is None or (auth.secret is None and auth.secret_file is None):
-        _usage(
-            "this server has no secret of its own to sign with (COLLAB_AUTH=off, or its"
-            " tokens come from an identity provider: ask it for one)"
-        )
     try:
-        secret = auth.secret
+        secret = own_secret(settings) if settings.auth == "on" else None
         if secret is None:
-            assert auth.secret_file is not None  # noqa: S101 - checked above
-            secret = load_or_create_secret(auth.secret_file)
+            _usage(
+                "this server has no secret of its own to sign with (COLLAB_AUTH=off, or"
+                " its tokens come from an identity provider: ask it for one)"
+            )
         token = tokens.issue(
             secret,
             user=user,
             roles=role or [],
             agent_id=agent,
             ttl=seconds or None,
-            issuer=auth.issuer,
-            audience=auth.audience,
-            roles_claim=auth.roles_claim,
+            issuer=settings.jwt_issuer,
+            audience=settings.jwt_audience,
+            roles_claim=settings.jwt_roles_claim,
         )
     except ValueError as exc:
         _usage(str(exc))

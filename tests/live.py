@@ -26,11 +26,11 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
+from collab.access.tokens import TokenSettings
 from collab.app import create_app
 from collab.live import protocol
 from collab.runtime.config import (
     AuditSettings,
-    AuthSettings,
     HttpSettings,
     LiveSettings,
     RateSettings,
@@ -55,7 +55,7 @@ async def running_server(
     read: ReadSettings | None = None,
     audit: AuditSettings | None = None,
     http: HttpSettings | None = None,
-    auth: AuthSettings | None = None,
+    auth: TokenSettings | None = None,
     rates: RateSettings | None = None,
     **overrides: Any,
 ) -> AsyncIterator[str]:

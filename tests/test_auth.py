@@ -24,9 +24,9 @@ import pycrdt
 import pytest
 import websockets
 
-from collab.access.tokens import issue
+from collab.access.tokens import TokenSettings, issue
 from collab.live.closecodes import CloseCode
-from collab.runtime.config import AuditSettings, AuthSettings
+from collab.runtime.config import AuditSettings
 from music import document
 from tests.jwks import JwksServer
 from tests.live import (
@@ -42,7 +42,7 @@ from tests.support import eventually, timeout
 from tests.test_tokens import jwk, new_key, sign
 
 SECRET = b"s" * 32
-AUTH = AuthSettings(secret=SECRET)
+AUTH = TokenSettings(secret=SECRET)
 TOOL = {"agent_id": "audio-agent", "version": "1.0"}
 SHA = "ab" * 32
 _unique = itertools.count(1)
@@ -534,7 +534,7 @@ async def test_an_identity_provider_s_tokens_through_its_jwks_url(
     URL, issuer and audience checked, roles from a nested claim."""
     key = new_key(algorithm)
     jwks_server.keys = [jwk(key, "kid-1")]
-    auth = AuthSettings(
+    auth = TokenSettings(
         jwks_url=jwks_server.url,
         issuer="https://id.example",
         audience="collab",

@@ -10,14 +10,15 @@ import pytest
 import websockets
 
 from collab.access.limits import RateLimits
+from collab.access.tokens import TokenSettings
 from collab.live.closecodes import CloseCode
-from collab.runtime.config import AuthSettings, RateSettings
+from collab.runtime.config import RateSettings
 from music import document
 from tests.live import YClient, close_code, log_document, running_server
 from tests.support import eventually
 from tests.test_auth import SECRET, bearer, token
 
-AUTH = AuthSettings(secret=SECRET)
+AUTH = TokenSettings(secret=SECRET)
 
 
 async def _project(address: str, who: str) -> str:

@@ -4,7 +4,7 @@ import os
 import sys
 from pathlib import Path
 
-from collab.runtime.config import AuthSettings
+from collab.access.tokens import TokenSettings
 from tests.support import ROOT
 
 
@@ -60,7 +60,7 @@ async def test_the_readme_walkthrough_runs_as_written(database_url):
         # the README calls the installed command by name
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
     }
-    async with running_server(database_url, auth=AuthSettings(secret=secret.encode())) as address:
+    async with running_server(database_url, auth=TokenSettings(secret=secret.encode())) as address:
         marker = "---readme-step---"
         script = "set -e\n" + "".join(
             f"echo {marker}\n{command.replace('localhost:8000', address)}\necho\n"

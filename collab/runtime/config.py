@@ -365,49 +365,6 @@ def database_settings(settings: Settings) -> DatabaseSettings:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class AuthSettings:
-    """Where tokens' keys come from, and what tokens must say (``collab.access.tokens``
-    builds its verifier from this); None of these is a setting of its own: ``auth=off``
-    is the absence of AuthSettings."""
-
-    secret: bytes | None = None
-    #: where the secret is kept (read, or created when no other key source is given)
-    secret_file: Path | None = None
-    public_key_file: Path | None = None
-    jwks_file: Path | None = None
-    jwks_url: str | None = None
-    algorithms: tuple[str, ...] = ()
-    issuer: str | None = None
-    audience: str | None = None
-    leeway: float = 30.0
-    roles_claim: str = "roles"
-
-
-def auth_settings(settings: Settings) -> AuthSettings | None:
-    """The token part of the settings; None when authentication is off. Without a key
-    source the server keeps its own HS256 secret in the data dir."""
-    if settings.auth == "off":
-        return None
-    secret = settings.jwt_secret.get_secret_value().encode() if settings.jwt_secret else None
-    external = settings.jwt_public_key_file or settings.jwks_file or settings.jwks_url
-    secret_file = settings.jwt_secret_file
-    if secret is None and secret_file is None and not external:
-        secret_file = settings.data_dir / "auth-secret"
-    return AuthSettings(
-        secret=secret,
-        secret_file=secret_file,
-        public_key_file=settings.jwt_public_key_file,
-        jwks_file=settings.jwks_file,
-        jwks_url=settings.jwks_url,
-        algorithms=settings.jwt_algorithms,
-        issuer=settings.jwt_issuer,
-        audience=settings.jwt_audience,
-        leeway=settings.jwt_leeway,
-        roles_claim=settings.jwt_roles_claim,
-    )
-
-
 def rate_settings(settings: Settings) -> RateSettings | None:
     """The rate limits; None when they are off."""
     if settings.rate_limits == "off":
