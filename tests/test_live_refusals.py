@@ -27,6 +27,7 @@ from tests.live import (
     raw_close_code,
     raw_websocket,
     running_server,
+    server_document,
     synced_clients,
 )
 from tests.poison import find_poison
@@ -225,3 +226,44 @@ async def test_a_client_stuck_on_one_frame_gets_the_close_frame_when_it_reads_ag
         )
         stuck.close()
         await writer.disconnect()
+
+
+#: levels of nesting one client grows, one update each: past what pycrdt converts to
+#: Python in one call (600 levels still convert; 1,000 raise RecursionError)
+DEEP = 1000
+
+
+async def test_nesting_grown_one_update_at_a_time_is_stored_and_shown_cut(
+    database_url: str,
+) -> None:
+    """One update may not nest types deeper than the read side shows (4400 above), but
+    many may, one level each: every one is an ordinary edit. The document then shows
+    the deepest levels as null, and nothing stalls: the room, the reads and the
+    projections go on."""
+    async with running_server(database_url) as address:
+        project = await create_project(address)
+        (deep,) = await synced_clients(address, project, 1)
+        stored = await count_doc_events(database_url, project)
+        level = deep.doc.get(document.META, type=pycrdt.Map)
+        for _ in range(DEEP):
+            child: pycrdt.Map[Any] = pycrdt.Map()
+            level["deeper"] = child
+            level = child
+        level["bottom"] = 1.0
+
+        def depth(value: Any) -> int:
+            levels = 0
+            while isinstance(value, dict) and "deeper" in value:
+                value, levels = value["deeper"], levels + 1
+            return levels
+
+        async def all_stored() -> bool:
+            return await count_doc_events(database_url, project) == stored + DEEP + 1
+
+        await eventually(all_stored, 60, "the edits were not all stored")
+        shown = (await server_document(address, project))["meta"]
+        assert depth(shown) == document.MAX_SHOWN_DEPTH
+        assert deep.ws is not None
+        assert deep.ws.close_code is None
+        await _ready_at_head(address)
+        await deep.disconnect()
