@@ -58,7 +58,7 @@ from bench.harness import (  # noqa: E402
     postgres_server,
     stop,
 )
-from collab.access.tokens import issue  # noqa: E402
+from collab.access.issuing import issue  # noqa: E402
 from collab.live import protocol  # noqa: E402
 from events import EventMetadata, NewEvent  # noqa: E402
 from events.models import DocUpdated, ProjectCreated, project_stream  # noqa: E402

@@ -34,7 +34,7 @@ import typer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from collab import worker
-from collab.access import tokens
+from collab.access import issuing
 from collab.access.principal import Principal
 from collab.access.setup import own_secret, token_settings
 from collab.access.tokens import TokenSettings
@@ -191,7 +191,7 @@ def _say_how_to_sign_in(settings: Settings, auth: TokenSettings | None) -> None:
     if settings.host not in ("127.0.0.1", "localhost", "::1"):
         typer.echo("tokens: collab token create --user NAME [--role admin|auditor]", err=True)
         return
-    token = tokens.issue(auth.secret, user="admin", roles=["admin"], ttl=ADMIN_TTL)
+    token = issuing.issue(auth.secret, user="admin", roles=["admin"], ttl=ADMIN_TTL)
     typer.echo(
         f"admin token for this machine (valid 24 h):\n  {token}\n"
         f"  curl -H 'Authorization: Bearer {token[:12]}...' http://{settings.host}:"
@@ -236,7 +236,7 @@ def token_create(
                 "this server has no secret of its own to sign with (COLLAB_AUTH=off, or"
                 " its tokens come from an identity provider: ask it for one)"
             )
-        token = tokens.issue(
+        token = issuing.issue(
             secret,
             user=user,
             roles=role or [],

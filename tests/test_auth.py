@@ -2,7 +2,7 @@
 every kind of caller, bad tokens, project roles as events, read-only viewers on the
 live socket, revocation and downgrade acting on open sockets, tokens that expire.
 
-The tokens are HS256 tokens of the server's secret (``collab.access.tokens.issue``),
+The tokens are HS256 tokens of the server's secret (``collab.access.issuing.issue``),
 as ``collab token create`` makes them; tests/test_tokens.py covers the other key
 sources (PEM, JWKS file and URL) and every way a token can be wrong.
 """
@@ -24,7 +24,8 @@ import pycrdt
 import pytest
 import websockets
 
-from collab.access.tokens import TokenSettings, issue
+from collab.access.issuing import issue
+from collab.access.tokens import TokenSettings
 from collab.live.closecodes import CloseCode
 from collab.runtime.config import AuditSettings
 from music import document

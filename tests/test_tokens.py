@@ -31,13 +31,8 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
 from collab.access.errors import Unauthenticated
-from collab.access.tokens import (
-    TokenSettings,
-    TokenVerifier,
-    generate_secret,
-    issue,
-    load_or_create_secret,
-)
+from collab.access.issuing import generate_secret, issue, load_or_create_secret
+from collab.access.tokens import TokenSettings, TokenVerifier
 
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
 

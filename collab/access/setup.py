@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from collab.access.tokens import TokenSettings, load_or_create_secret
+from collab.access.issuing import load_or_create_secret
+from collab.access.tokens import TokenSettings
 from collab.runtime.config import Settings
 
 

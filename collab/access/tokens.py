@@ -1,4 +1,5 @@
-"""Turning a bearer token into a ``Principal``, and making the tokens the CLI hands out.
+"""Turning a bearer token into a ``Principal`` (the keys: ``collab.access.keys``; the
+tokens this server signs itself: ``collab.access.issuing``).
 
 Every request and every connection with authentication on passes through
 ``TokenVerifier.verify``, so this is where a forged, stale or misdirected token has to be
@@ -12,31 +13,30 @@ for (an HS256 token is never verified with a public key's bytes as the HMAC secr
 ``none`` is never accepted), and a flood of tokens naming unknown key ids cannot turn the
 server into a client hammering the identity provider (one fetch per cooldown, shared by
 every verification waiting for it).
+
+Why this module is over 400 lines: the verifier is one state machine (the key sources,
+when each is read or fetched again, which key a token may be checked with, and the
+message of each refusal); split, each part would need the others' state.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import os
-import secrets
-import string
-import tempfile
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, TypeAlias
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 import httpx
 import jwt
 import structlog
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
+from collab.access import keys
 from collab.access.errors import Unauthenticated
+from collab.access.issuing import MIN_SECRET_BYTES
 from collab.access.principal import GLOBAL_ROLES, GlobalRole, Principal
 
 log = structlog.get_logger("collab.access.tokens")
@@ -44,18 +44,11 @@ log = structlog.get_logger("collab.access.tokens")
 ALLOWED_ALGORITHMS: Final = frozenset({"HS256", "RS256", "ES256", "EdDSA"})
 ASYMMETRIC_ALGORITHMS: Final = frozenset({"RS256", "ES256", "EdDSA"})
 
-#: RFC 7518 §3.2: an HS256 key must be at least as long as the hash output.
-MIN_SECRET_BYTES: Final = 32
-SECRET_BYTES: Final = 32
 #: longest actor name a token may carry; also bounds what ends up in every event
 MAX_NAME_CHARS: Final = 200
 # A token is parsed (base64 and JSON) before anything proves it genuine; bounding its
 # size bounds the work an anonymous caller can make us do.
 MAX_TOKEN_CHARS: Final = 16 * 1024
-# Same reason for a key set: a misbehaving or hostile endpoint must not fill memory.
-MAX_JWKS_BYTES: Final = 1024 * 1024
-
-PublicKey: TypeAlias = rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,14 +126,6 @@ class TokenSettings:
         return frozenset(available)
 
 
-@dataclass(frozen=True, slots=True)
-class _Key:
-    kid: str | None
-    #: the one algorithm this key verifies
-    algorithm: str
-    key: PublicKey
-
-
 class TokenVerifier:
     """Verifies bearer tokens against the configured keys; ``start`` before use."""
 
@@ -160,11 +145,11 @@ class TokenVerifier:
                 f"none of the token algorithms {_listing(settings.algorithms)} has a configured key"
             )
         self._started = False
-        self._public_key: _Key | None = None
-        self._file_keys: list[_Key] = []
+        self._public_key: keys.VerifyingKey | None = None
+        self._file_keys: list[keys.VerifyingKey] = []
         self._file_stamp: tuple[int, int, int] | None = None
         self._file_lock = asyncio.Lock()
-        self._remote_keys: list[_Key] = []
+        self._remote_keys: list[keys.VerifyingKey] = []
         self._fetched_at: float | None = None
         self._attempted_at: float | None = None
         self._fetch_error: str | None = None
@@ -183,12 +168,14 @@ class TokenVerifier:
             return
         settings = self.settings
         if settings.public_key_file is not None:
-            self._public_key = await asyncio.to_thread(_load_public_key, settings.public_key_file)
+            self._public_key = await asyncio.to_thread(
+                keys.load_public_key, settings.public_key_file
+            )
         if settings.jwks_file is not None:
-            stamp = _stamp(settings.jwks_file)
+            stamp = keys.file_stamp(settings.jwks_file)
             if stamp is None:
                 raise ValueError(f"{settings.jwks_file}: no such JWKS file")
-            self._file_keys = await asyncio.to_thread(_load_key_set_file, settings.jwks_file)
+            self._file_keys = await asyncio.to_thread(keys.load_key_set_file, settings.jwks_file)
             self._file_stamp = stamp
         if settings.jwks_url is not None:
             self._client = httpx.AsyncClient(
@@ -228,7 +215,7 @@ class TokenVerifier:
                 f"token algorithm {algorithm!r} is not allowed "
                 f"(allowed: {_listing(self._algorithms)})"
             )
-        key: bytes | PublicKey
+        key: bytes | keys.PublicKey
         if algorithm == "HS256" and self.settings.secret is not None:
             key = self.settings.secret
         else:
@@ -237,7 +224,7 @@ class TokenVerifier:
         claims = self._decode(token, key, algorithm)
         return self._principal(claims)
 
-    def _decode(self, token: str, key: bytes | PublicKey, algorithm: str) -> dict[str, Any]:
+    def _decode(self, token: str, key: bytes | keys.PublicKey, algorithm: str) -> dict[str, Any]:
         settings = self.settings
         try:
             return jwt.decode(
@@ -291,7 +278,7 @@ class TokenVerifier:
 
     # -- keys ---------------------------------------------------------------------------
 
-    async def _public_key_for(self, algorithm: str, kid: Any) -> PublicKey:
+    async def _public_key_for(self, algorithm: str, kid: Any) -> keys.PublicKey:
         settings = self.settings
         has_key_sets = settings.jwks_file is not None or settings.jwks_url is not None
         # A key id is looked up in the key sets only: the public key file has no ids,
@@ -316,7 +303,7 @@ class TokenVerifier:
             f"token names no key id (kid) and the key set holds {len(keys)} {algorithm} keys"
         )
 
-    async def _key_by_id(self, kid: str, algorithm: str) -> _Key:
+    async def _key_by_id(self, kid: str, algorithm: str) -> keys.VerifyingKey:
         await self._check_key_set_file()
         keys = self._find(kid)
         if self.settings.jwks_url is not None and (not keys or self._stale()):
@@ -332,13 +319,13 @@ class TokenVerifier:
             f"the token says {algorithm}"
         )
 
-    async def _key_set(self) -> list[_Key]:
+    async def _key_set(self) -> list[keys.VerifyingKey]:
         await self._check_key_set_file()
         if self.settings.jwks_url is not None and self._stale():
             await self._refresh_if_due()
         return [*self._file_keys, *self._remote_keys]
 
-    def _find(self, kid: str) -> list[_Key]:
+    def _find(self, kid: str) -> list[keys.VerifyingKey]:
         return [key for key in (*self._file_keys, *self._remote_keys) if key.kid == kid]
 
     def _stale(self) -> bool:
@@ -363,10 +350,10 @@ class TokenVerifier:
         path = self.settings.jwks_file
         # A stat per verification costs microseconds; it lets an operator rotate keys
         # by replacing the file, without a restart.
-        if path is None or _stamp(path) == self._file_stamp:
+        if path is None or keys.file_stamp(path) == self._file_stamp:
             return
         async with self._file_lock:
-            stamp = _stamp(path)
+            stamp = keys.file_stamp(path)
             if stamp == self._file_stamp:
                 return
             # Remembered before reading: a file that does not parse (half written, or
@@ -376,7 +363,7 @@ class TokenVerifier:
                 log.warning("JWKS file vanished; keeping its last keys", path=str(path))
                 return
             try:
-                self._file_keys = await asyncio.to_thread(_load_key_set_file, path)
+                self._file_keys = await asyncio.to_thread(keys.load_key_set_file, path)
             except (OSError, ValueError) as exc:
                 log.warning("JWKS file unreadable; keeping its last keys", error=str(exc))
             else:
@@ -411,7 +398,7 @@ class TokenVerifier:
             # httpx's timeout bounds each read; this bounds the whole transfer, so a
             # server that trickles bytes cannot hold the waiting verifications
             async with asyncio.timeout(self.settings.jwks_timeout):
-                keys = await _download_key_set(client, url)
+                fetched = await keys.download_key_set(client, url)
         except TimeoutError:
             self._fetch_error = f"no complete answer within {self.settings.jwks_timeout:g} s"
         except httpx.TransportError as exc:
@@ -421,92 +408,12 @@ class TokenVerifier:
         except ValueError as exc:
             self._fetch_error = str(exc)
         else:
-            self._remote_keys = keys
+            self._remote_keys = fetched
             self._fetched_at = time.monotonic()
             self._fetch_error = None
-            log.info("JWKS fetched", url=url, keys=len(keys))
+            log.info("JWKS fetched", url=url, keys=len(fetched))
             return
         log.warning("JWKS fetch failed; keeping the last keys", url=url, error=self._fetch_error)
-
-
-async def _download_key_set(client: httpx.AsyncClient, url: str) -> list[_Key]:
-    async with client.stream("GET", url) as response:
-        if response.status_code != httpx.codes.OK:
-            raise ValueError(f"HTTP {response.status_code}")
-        body = bytearray()
-        async for chunk in response.aiter_bytes():
-            body += chunk
-            if len(body) > MAX_JWKS_BYTES:
-                raise ValueError(f"answer larger than {MAX_JWKS_BYTES} bytes")
-    return _parse_key_set(bytes(body), "")
-
-
-def _load_key_set_file(path: Path) -> list[_Key]:
-    return _parse_key_set(path.read_bytes(), f"{path}: ")
-
-
-def _parse_key_set(raw: bytes, where: str) -> list[_Key]:
-    """The signing keys of a JWKS document that verify an allowed algorithm.
-
-    Keys of other algorithms, encryption keys, symmetric (``oct``) keys and private
-    keys are left out: a published set is public, so a secret in it is no secret.
-    ``where`` begins each complaint: a file's path; nothing for a fetched answer, whose
-    URL the caller's message already names."""
-    try:
-        document = json.loads(raw)
-    except ValueError:
-        raise ValueError(f"{where}not a JSON document") from None
-    if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
-        # bad data from outside, reported like every other unusable key set
-        raise ValueError(f"{where}not a JWKS document (no 'keys' list)")  # noqa: TRY004
-    try:
-        key_set = jwt.PyJWKSet.from_dict(document)
-    except jwt.PyJWTError as exc:
-        raise ValueError(f"{where}{exc}") from None
-    keys: list[_Key] = []
-    for jwk in key_set:
-        if jwk.public_key_use not in (None, "sig"):
-            continue
-        kid = jwk.key_id
-        key = _key(jwk.key, kid if isinstance(kid, str) else None)
-        # an entry whose "alg" contradicts its key type is a broken entry, not a hint
-        if key is not None and key.algorithm == jwk.algorithm_name:
-            keys.append(key)
-    if not keys:
-        raise ValueError(f"{where}no RS256, ES256 or EdDSA signing key in the key set")
-    return keys
-
-
-def _load_public_key(path: Path) -> _Key:
-    try:
-        key = load_pem_public_key(path.read_bytes())
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"{path}: not a PEM public key ({exc})") from None
-    loaded = _key(key, None)
-    if loaded is None:
-        raise ValueError(f"{path}: the public key must be RSA, EC P-256 or Ed25519")
-    return loaded
-
-
-def _key(key: object, kid: str | None) -> _Key | None:
-    """A public key with the one allowed algorithm it verifies, decided by the key's own
-    type (never by what a token or a key set entry claims); None for any other key."""
-    if isinstance(key, rsa.RSAPublicKey):
-        return _Key(kid=kid, algorithm="RS256", key=key)
-    if isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1):
-        return _Key(kid=kid, algorithm="ES256", key=key)
-    if isinstance(key, ed25519.Ed25519PublicKey):
-        return _Key(kid=kid, algorithm="EdDSA", key=key)
-    return None
-
-
-def _stamp(path: Path) -> tuple[int, int, int] | None:
-    try:
-        stat = path.stat()
-    except FileNotFoundError:
-        return None
-    # size and inode too: a file replaced by rename within one mtime tick still differs
-    return (stat.st_mtime_ns, stat.st_size, stat.st_ino)
 
 
 def _expiry(exp: Any) -> float | None:
@@ -551,81 +458,3 @@ def _roles(claims: Mapping[str, Any], path: str) -> frozenset[GlobalRole]:
 
 def _listing(names: Iterable[str]) -> str:
     return ", ".join(sorted(set(names))) or "none"
-
-
-# -- issuing ----------------------------------------------------------------------------
-
-
-def issue(
-    secret: bytes,
-    *,
-    user: str,
-    roles: Iterable[str] = (),
-    agent_id: str | None = None,
-    ttl: float | None = 3600,
-    issuer: str | None = None,
-    audience: str | None = None,
-    roles_claim: str = "roles",
-) -> str:
-    """An HS256 token for ``user`` (``agent_id`` makes it a service's), valid ``ttl``
-    seconds from now (None: no expiry)."""
-    if len(secret) < MIN_SECRET_BYTES:
-        raise ValueError(f"the token secret must be at least {MIN_SECRET_BYTES} bytes")
-    if not user:
-        raise ValueError("a token needs a user")
-    now = int(time.time())
-    claims: dict[str, Any] = {"sub": user, "iat": now}
-    if ttl is not None:
-        claims["exp"] = now + int(ttl)
-    if agent_id is not None:
-        claims["agent_id"] = agent_id
-    if issuer is not None:
-        claims["iss"] = issuer
-    if audience is not None:
-        claims["aud"] = audience
-    *parents, leaf = roles_claim.split(".")
-    target = claims
-    for part in parents:
-        target = target.setdefault(part, {})
-    target[leaf] = list(roles)
-    return jwt.encode(claims, secret, algorithm="HS256")
-
-
-def generate_secret() -> bytes:
-    return secrets.token_bytes(SECRET_BYTES)
-
-
-def load_or_create_secret(path: Path) -> bytes:
-    """The HS256 secret kept at ``path`` as hex text, created there (readable by the owner
-    only) the first time."""
-    try:
-        text = path.read_text(encoding="ascii")
-    except FileNotFoundError:
-        return _create_secret(path)
-    except UnicodeDecodeError:
-        text = "\N{REPLACEMENT CHARACTER}"
-    hex_text = text.strip()
-    if len(hex_text) != 2 * SECRET_BYTES or not set(hex_text) <= set(string.hexdigits):
-        raise ValueError(f"{path}: not a token secret (expected {2 * SECRET_BYTES} hex characters)")
-    return bytes.fromhex(hex_text)
-
-
-def _create_secret(path: Path) -> bytes:
-    secret = generate_secret()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # mkstemp creates the file with mode 0o600; linking it into place either creates
-    # the secret complete or fails because another process created one first
-    descriptor, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(descriptor, "w", encoding="ascii") as file:
-            file.write(secret.hex() + "\n")
-            file.flush()
-            os.fsync(file.fileno())
-        try:
-            os.link(partial, path)
-        except FileExistsError:
-            return load_or_create_secret(path)
-    finally:
-        Path(partial).unlink(missing_ok=True)
-    log.info("token secret created", path=str(path))
-    return secret
