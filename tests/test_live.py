@@ -9,6 +9,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pycrdt
 import pytest
 import websockets
@@ -357,3 +358,33 @@ async def test_updates_of_one_client_are_broadcast_in_the_order_received(
         assert order == [f"k{i}" for i in range(150)]
         await writer.disconnect()
         await reader.disconnect()
+
+
+async def test_a_room_learns_of_another_writer_s_commits_without_writing(
+    database_url: str,
+) -> None:
+    """Two servers on one database, as two nodes without Redis: an editor that only
+    listens on one sees what is written through the other (its socket and its HTTP
+    API) within seconds, and its room's document equals the log."""
+    async with running_server(database_url) as first, running_server(database_url) as second:
+        project = await create_project(first)
+        (listener,) = await synced_clients(first, project, 1)
+        (writer,) = await synced_clients(second, project, 1)
+        writer.doc.get(document.META, type=pycrdt.Map)["key"] = "G minor"
+
+        def meta() -> Any:
+            return listener.doc.get(document.META, type=pycrdt.Map)
+
+        await eventually(lambda: meta().get("key") == "G minor", 10, "a socket edit not seen")
+        async with httpx.AsyncClient(base_url=f"http://{second}") as http:
+            response = await http.post(
+                f"/api/projects/{project}/edits",
+                json={"operations": [{"op": "set_meta", "fields": {"tempo": 133}}]},
+            )
+            assert response.status_code == 200, response.text
+        await eventually(lambda: meta().get("tempo") == 133.0, 10, "an HTTP edit not seen")
+        assert await server_document(first, project) == await log_document(database_url, project)
+        assert listener.ws is not None
+        assert listener.ws.close_code is None
+        await listener.disconnect()
+        await writer.disconnect()

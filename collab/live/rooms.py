@@ -34,6 +34,10 @@ from music.updates import EMPTY_UPDATE
 log = structlog.get_logger("collab.live.rooms")
 
 _READ_BATCH = 5000
+#: seconds between two reads of the loaded rooms' stream versions (one query for all):
+#: how soon a room learns of what another writer appended when none of its own clients
+#: writes (a room whose clients write sees the jump in versions at its next commit)
+FOLLOW_SECONDS = 1.0
 
 
 class UnknownProject(LookupError):
@@ -74,9 +78,14 @@ class Rooms:
         self._unloads: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.Task[None] | None = None
+        self._follower: asyncio.Task[None] | None = None
+        #: per room, the stream version the log had when it was last read for the room
+        self._seen: dict[str, int] = {}
 
     def start(self) -> None:
-        self._sweeper = asyncio.get_running_loop().create_task(self._sweep(), name="presence")
+        loop = asyncio.get_running_loop()
+        self._sweeper = loop.create_task(self._sweep(), name="presence")
+        self._follower = loop.create_task(self._follow(), name="follow")
 
     def __len__(self) -> int:
         return len(self._rooms)
@@ -210,8 +219,9 @@ class Rooms:
         room.load([loaded.state] if loaded.state else [], loaded.version, loaded.position)
         return room
 
-    async def fill_gap(self, room: Room, after_version: int) -> None:
-        """Apply and broadcast document events another writer appended meanwhile."""
+    async def fill_gap(self, room: Room, after_version: int) -> int:
+        """Apply and broadcast document events another writer appended meanwhile; how
+        many were read (a full batch: there may be more)."""
         records = await self._store.read_payloads(
             room.stream_id, DOCUMENT_EVENTS, after_version=after_version, limit=_READ_BATCH
         )
@@ -226,6 +236,7 @@ class Rooms:
                 self._skipped(room.project_id, record, refused[0][1])
                 update = b""
             room.apply_committed(update, Committed(record.version, record.position, ""), None)
+        return len(records)
 
     def _skipped(self, project_id: str, record: PayloadRecord, reason: str) -> None:
         self._metrics.room_load_skipped.inc()
@@ -246,6 +257,7 @@ class Rooms:
         if room.holds > 0:
             return
         del self._rooms[room.project_id]
+        self._seen.pop(room.project_id, None)
         self._metrics.rooms.set(len(self._rooms))
         room.save_cache()
         log.info("room unloaded", project=room.project_id, version=room.version)
@@ -273,6 +285,34 @@ class Rooms:
                     except EventStoreError as exc:
                         log.warning("gap not filled yet", project=room.project_id, error=str(exc))
 
+    async def _follow(self) -> None:
+        while True:
+            await asyncio.sleep(FOLLOW_SECONDS)
+            try:
+                await self.follow()
+            except EventStoreError as exc:
+                log.warning("rooms not followed this time", error=str(exc))
+
+    async def follow(self) -> None:
+        """Bring each loaded room up to what the log holds, if another writer (a node, a
+        script, a rollback elsewhere) appended to its stream since it last looked.
+
+        Rooms with their own updates on the way to the log are left to the next round:
+        their commits show any jump in versions themselves.
+        """
+        idle = {r.stream_id: r for r in self._rooms.values() if r.pending == 0}
+        if not idle:
+            return
+        versions = await self._store.stream_versions(list(idle))
+        for stream_id, version in versions.items():
+            room = idle[stream_id]
+            seen = max(room.version, self._seen.get(room.project_id, 0))
+            if version <= seen or room.pending:
+                continue
+            while await self.fill_gap(room, room.version) == _READ_BATCH:
+                pass
+            self._seen[room.project_id] = version
+
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
@@ -283,10 +323,11 @@ class Rooms:
         for timer in self._unloads.values():
             timer.cancel()
         self._unloads.clear()
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
+        for task in (self._sweeper, self._follower):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         for room in self._rooms.values():
             room.save_cache()
         if self._tasks:

@@ -24,6 +24,13 @@ class Reads:
         )
         return int(version) if version is not None else 0
 
+    async def stream_versions(self, stream_ids: Sequence[str]) -> dict[str, int]:
+        rows = await self._db.fetch(
+            "select stream_id, version from streams where stream_id = any($1::text[])",
+            list(stream_ids),
+        )
+        return {row["stream_id"]: int(row["version"]) for row in rows}
+
     async def event_by_daid(self, daid: str) -> StoredEvent | None:
         rows = await self._db.fetch(f"select {EVENT_COLUMNS} from events where daid = $1", daid)
         return stored(rows[0]) if rows else None

@@ -137,6 +137,9 @@ class PostgresEventStore:
     async def stream_version(self, stream_id: str) -> int:
         return await self._reads.stream_version(stream_id)
 
+    async def stream_versions(self, stream_ids: Sequence[str]) -> dict[str, int]:
+        return await self._reads.stream_versions(stream_ids)
+
     async def event_by_daid(self, daid: str) -> StoredEvent | None:
         return await self._reads.event_by_daid(daid)
 

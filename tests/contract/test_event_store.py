@@ -549,6 +549,16 @@ async def test_read_payloads_returns_only_the_asked_types_in_order(store: Postgr
     assert [r.position for r in records] == [2, 3, 5]
 
 
+async def test_stream_versions_in_one_read(store: PostgresEventStore):
+    await store.append("project-p", [created(), doc(1), doc(2)])
+    await store.append("project-q", [doc(9)])
+    assert await store.stream_versions(["project-p", "project-q", "project-none"]) == {
+        "project-p": 3,
+        "project-q": 1,
+    }
+    assert await store.stream_versions([]) == {}
+
+
 async def test_read_records_skips_document_updates(store: PostgresEventStore):
     await store.append("project-p", [created(), doc(1), doc(2)])
     await store.append("project-p", [NewEvent(SnapshotTagged(name="v", version=3), META), doc(3)])
