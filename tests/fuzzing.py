@@ -62,6 +62,8 @@ REFUSALS = frozenset({CloseCode.BAD_MESSAGE, CloseCode.TOO_LARGE})
 SHOWN = 5
 #: units in a row closed abnormally (the server alive) before the run gives up
 GIVE_UP_AFTER = 20
+#: seconds a read of the project may take after the run before it is a finding
+SLOW_READ = 5.0
 #: pause between two edits of the honest editor
 HONEST_PAUSE = 0.02
 _DOC_EVENTS = ("doc.updated", "project.rolled_back")
@@ -574,12 +576,20 @@ async def reads_answer(address: str, project_id: str, findings: Findings) -> Any
             f"/api/projects/{project_id}",
             f"/api/projects/{project_id}/document",
         ):
-            response = await http.get(path)
+            shown = path.replace(project_id, "{id}")
+            started = time.monotonic()
+            try:
+                response = await http.get(path)
+            except httpx.TimeoutException:
+                # The 2026-12-03 campaign (about 150,000 stored updates) ended here in a
+                # traceback, its summary lost: a slow read is a finding, not the end.
+                findings.add(f"GET {shown} did not answer within {timeout(30):.0f} s")
+                continue
+            took = time.monotonic() - started
+            if took > SLOW_READ:
+                findings.add(f"GET {shown} took {took:.1f} s")
             if response.status_code != 200:
-                findings.add(
-                    f"GET {path.replace(project_id, '{id}')} answered {response.status_code}",
-                    response.text[:200],
-                )
+                findings.add(f"GET {shown} answered {response.status_code}", response.text[:200])
             elif path.endswith("/document"):
                 room = response.json()["document"]
     return room
