@@ -28,10 +28,20 @@ from limits.aio.storage import Storage
 from limits.aio.strategies import FixedWindowRateLimiter
 from limits.storage import storage_from_string
 
+from collab.access.principal import Principal
 from collab.runtime.config import RateSettings
 
 Budget = Literal["connections", "http_writes", "updates", "update_bytes"]
 BUDGETS: Final[tuple[Budget, ...]] = ("connections", "http_writes", "updates", "update_bytes")
+
+
+def budget_key(principal: Principal | None, address: str | None) -> str:
+    """Whose budget a request or socket counts against: its principal's; its address's
+    without authentication. Behind a proxy every user shares one address, so an address
+    is not counted when there is a principal."""
+    if principal is not None and principal.verified:
+        return f"principal:{principal.actor}"
+    return f"ip:{address or 'unknown'}"
 
 
 @dataclass(frozen=True, slots=True)

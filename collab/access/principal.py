@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Final, Literal, Protocol
 
+from collab.access.errors import Unauthenticated
+
 GlobalRole = Literal["admin", "auditor"]
 GLOBAL_ROLES: Final[tuple[GlobalRole, ...]] = ("admin", "auditor")
 
@@ -49,6 +51,17 @@ class Principal:
 def unverified(actor: str) -> Principal:
     """A caller who named itself, with authentication off: may do everything."""
     return Principal(actor=actor, roles=frozenset({"admin"}), verified=False)
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header (HTTP, or a WebSocket
+    upgrade); None without the header; Unauthenticated for any other scheme."""
+    if authorization is None:
+        return None
+    scheme, _, token = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthenticated("the Authorization header must be 'Bearer <token>'")
+    return token.strip()
 
 
 class TokenCheck(Protocol):

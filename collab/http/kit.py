@@ -15,8 +15,8 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 
 from collab.access.errors import Unauthenticated
-from collab.access.limits import RateLimits
-from collab.access.principal import Principal, TokenCheck, unverified
+from collab.access.limits import RateLimits, budget_key
+from collab.access.principal import Principal, TokenCheck, bearer_token, unverified
 from collab.access.rules import Action
 from collab.http import jsonbody
 from collab.live.hub import Live
@@ -56,16 +56,6 @@ def actor_of(request: Request) -> str:
     return actor[:200] or "api"
 
 
-def bearer_token(authorization: str | None) -> str | None:
-    """The token of an ``Authorization: Bearer <token>`` header; None without one."""
-    if authorization is None:
-        return None
-    scheme, _, token = authorization.strip().partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthenticated("the Authorization header must be 'Bearer <token>'")
-    return token.strip()
-
-
 async def principal_of(request: Request) -> Principal:
     """Who sends the request: the principal of its bearer token (401 without a valid
     one), or, with authentication off, whoever ``X-Actor`` names."""
@@ -95,16 +85,12 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 async def _within_limits(request: Request, principal: Principal) -> None:
     """429 with Retry-After when the principal (the address, without authentication)
-    wrote too often. Behind a proxy every user shares its address: with a principal, the
-    address is not counted."""
+    wrote too often."""
     limits: RateLimits | None = request.app.state.limits
     if limits is None:
         return
-    if principal.verified:
-        key = f"principal:{principal.actor}"
-    else:
-        key = f"ip:{request.client.host if request.client is not None else 'unknown'}"
-    exceeded = await limits.hit("http_writes", key)
+    address = request.client.host if request.client is not None else None
+    exceeded = await limits.hit("http_writes", budget_key(principal, address))
     if exceeded is not None:
         retry = max(1, math.ceil(exceeded.retry_after))
         raise ApiError(

@@ -24,8 +24,9 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from collab.access import members, rules
 from collab.access.errors import Unauthenticated
+from collab.access.limits import budget_key
 from collab.access.members import ProjectRole
-from collab.access.principal import Principal, unverified
+from collab.access.principal import Principal, bearer_token, unverified
 from collab.live import protocol
 from collab.live.closecodes import CloseCode, close_reason
 from collab.live.hub import Live
@@ -60,7 +61,7 @@ class Connection:
         can_write: bool = True,
     ) -> None:
         self.id = next(_ids)
-        #: the project asked for, as the path names it (a room's id is its normal form)
+        #: the project asked for, in the normal form rooms and member changes use
         self.project_id = project_id
         self._ws = websocket
         self._live = live
@@ -88,7 +89,7 @@ class Connection:
     def access_changed(self, project_id: str, member: str, role: ProjectRole | None) -> None:
         # Compared with the project asked for, not the room's: the room may still be
         # loading, and a change made meanwhile must hold once it is attached.
-        if _normal(self.project_id) != project_id or member != self.actor:
+        if self.project_id != project_id or member != self.actor:
             return
         if self.principal.is_admin or self.principal.is_auditor:
             return  # a global role reaches every project whatever the member list says
@@ -201,7 +202,11 @@ async def endpoint(websocket: WebSocket) -> None:
     if refusal is None or refusal == "read_only":
         refusal = await _limited(websocket, live, principal) or refusal
     connection = Connection(
-        websocket, live, principal or unverified(ANONYMOUS), project_id, can_write=refusal is None
+        websocket,
+        live,
+        principal or unverified(ANONYMOUS),
+        _normal(project_id),
+        can_write=refusal is None,
     )
     live.metrics.connections.inc()
     loop = asyncio.get_running_loop()
@@ -266,12 +271,7 @@ Refusal = tuple[CloseCode, str] | Literal["read_only"] | None
 
 
 def _sender(websocket: WebSocket, principal: Principal | None) -> str:
-    """Whose budget a socket counts against: its principal's; its address's without
-    authentication (behind a proxy every user shares one address, so an address is not
-    counted when there is a principal)."""
-    if principal is not None and principal.verified:
-        return f"principal:{principal.actor}"
-    return f"ip:{websocket.client.host if websocket.client is not None else 'unknown'}"
+    return budget_key(principal, websocket.client.host if websocket.client is not None else None)
 
 
 def _normal(project_id: str) -> str:
@@ -303,14 +303,12 @@ async def _admit(
     "read_only") to watch, (principal or None, (code, reason)) to be refused."""
     if live.tokens is None:
         return unverified(ANONYMOUS), None
-    token = websocket.query_params.get("token")
-    if token is None:
-        header = websocket.headers.get("authorization", "")
-        scheme, _, value = header.strip().partition(" ")
-        token = value.strip() if scheme.lower() == "bearer" and value.strip() else None
-    if token is None:
-        return None, (CloseCode.UNAUTHENTICATED, "this server needs a token (?token=...)")
     try:
+        token = websocket.query_params.get("token") or bearer_token(
+            websocket.headers.get("authorization")
+        )
+        if token is None:
+            return None, (CloseCode.UNAUTHENTICATED, "this server needs a token (?token=...)")
         principal = await live.tokens.verify(token)
     except Unauthenticated as exc:
         return None, (CloseCode.UNAUTHENTICATED, exc.message)
@@ -319,9 +317,8 @@ async def _admit(
         writes = rules.allowed(principal, "project.edit", None, in_project=True)
         return principal, None if writes else "read_only"
     try:
-        roster = await members.load(live.store, str(uuid.UUID(project_id)))
-    except ValueError:
-        roster = None
+        # a path that is no UUID names no stream: no roster, an unknown project
+        roster = await members.load(live.store, _normal(project_id))
     except EventStoreError as exc:
         log.warning("members not read", project=project_id, error=str(exc))
         return principal, (CloseCode.TRY_AGAIN_LATER, "database unavailable; reconnect later")
