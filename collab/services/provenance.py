@@ -121,11 +121,14 @@ async def _readable_parents(principal: Principal, daids: list[str], store: Event
     """Naming a DAID as a parent links it into the lineage the caller reads back: the
     caller must be able to read each one's project. DAIDs minted elsewhere (not in this
     log) and records outside any project pass."""
+    projects: set[str] = set()
     for daid in dict.fromkeys(daids):
         event = await store.event_by_daid(daid)
         parent_project = project_of(event.stream_id) if event is not None else None
         if parent_project is not None:
-            await authorize(principal, "project.read", parent_project, log=store)
+            projects.add(parent_project)
+    for parent_project in sorted(projects):  # one roster read per project, not per DAID
+        await authorize(principal, "project.read", parent_project, log=store)
 
 
 async def _check_parts(
