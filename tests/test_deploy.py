@@ -28,6 +28,8 @@ from typing import Any
 
 import pytest
 import yaml  # PyYAML comes with uvicorn[standard], a dependency of the server
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
 from tests.support import ROOT, clean_env, free_port, timeout, wait_ready
 
@@ -333,13 +335,10 @@ def test_a_data_folder_the_user_cannot_write_is_one_line_and_exit_2(image):
 @pytest.mark.slow
 def test_an_audit_key_the_user_cannot_read_is_one_line_and_exit_2(image):
     key = image.root / f"audit-{uuid.uuid4().hex[:6]}.pem"
-    made = subprocess.run(
-        ["openssl", "genpkey", "-algorithm", "ed25519", "-out", str(key)],
-        capture_output=True,
-        timeout=timeout(30),
-        check=False,
+    pem = Ed25519PrivateKey.generate().private_bytes(
+        Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()
     )
-    assert made.returncode == 0, made.stderr
+    key.write_bytes(pem)
     key.chmod(0o600)  # root's, as a compose secret from a host file of another owner
     # nothing else in the data folder: the database, the token secret and the key are given
     result = image.run(
