@@ -84,11 +84,11 @@ def free_port() -> int:
 
 @contextlib.asynccontextmanager
 async def collab_server(
-    database_url: str, **settings: str
+    database_url: str, *, log: Path | None = None, **settings: str
 ) -> AsyncIterator[tuple[str, subprocess.Popen[bytes]]]:
     """``collab serve`` as its own process on ``database_url``, on a free loopback port,
     with ``settings`` as environment variables; yields its base URL once ``/ready``
-    answers, and stops it afterwards."""
+    answers, and stops it afterwards. Its output goes to ``log`` (appended) if given."""
     port = free_port()
     env = clean_env(
         **{
@@ -98,18 +98,21 @@ async def collab_server(
             **settings,
         }
     )
-    process = subprocess.Popen(
-        [sys.executable, "-m", "collab.cli", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        await wait_ready(base, process=process, message=f"{base}/ready never answered 200")
-        yield base, process
-    finally:
-        stop(process)
+    output = contextlib.ExitStack()
+    sink = subprocess.DEVNULL if log is None else output.enter_context(log.open("ab"))
+    with output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "collab.cli", "serve", "--port", str(port)],
+            env=env,
+            stdout=sink,
+            stderr=sink,
+        )
+        base = f"http://127.0.0.1:{port}"
+        try:
+            await wait_ready(base, process=process, message=f"{base}/ready never answered 200")
+            yield base, process
+        finally:
+            stop(process)
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:

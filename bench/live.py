@@ -39,7 +39,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -223,13 +223,19 @@ BENCH_SECRET = "bench-secret-bench-secret-bench-secret"  # noqa: S105 - a benchm
 
 @contextlib.asynccontextmanager
 async def ours(
-    database_url: str, projections: str = "worker", auth: str = "off"
+    database_url: str,
+    projections: str = "worker",
+    auth: str = "off",
+    *,
+    log: Path | None = None,
+    **extra: str,
 ) -> AsyncIterator[Target]:
     """Our server; with ``auth`` on, every room is created by a user (its owner) whose
     token every client presents: the socket then verifies it and reads the project's
     members once per connection, as for any member who is not an admin; and the rate
-    limits are checked on every connection and frame."""
-    settings = {"COLLAB_PROJECTIONS": projections, "COLLAB_AUTH": auth}
+    limits are checked on every connection and frame. ``extra``: more settings (a node
+    of a cluster: ``REDIS_URL``); ``log``: where its output goes."""
+    settings = {"COLLAB_PROJECTIONS": projections, "COLLAB_AUTH": auth, **extra}
     query = ""
     headers: dict[str, str] = {}
     if auth == "on":
@@ -243,7 +249,7 @@ async def ours(
         token = issue(BENCH_SECRET.encode(), user="bench", ttl=None)
         query = f"?token={token}"
         headers = {"Authorization": f"Bearer {token}"}
-    async with collab_server(database_url, **settings) as (base, process):
+    async with collab_server(database_url, log=log, **settings) as (base, process):
         http = httpx.Client(base_url=base, headers=headers)
         port = base.rsplit(":", 1)[1]
 
@@ -378,6 +384,9 @@ class Result:
     rss_mib: float
     #: the projection worker's CPU (None when the projections run in the server)
     worker_cpu: float | None = None
+    #: with several nodes, each one's server and worker CPU (their sums are above)
+    node_cpu: list[float] = field(default_factory=list)
+    node_worker_cpu: list[float | None] = field(default_factory=list)
 
     def line(self) -> str:
         durable = f", durable {self.durable_per_s:,.0f}/s" if self.durable_per_s is not None else ""
@@ -402,18 +411,30 @@ async def _committed(target: Target) -> float | None:
     return 0.0
 
 
+#: the node (an index into the targets) that client ``c`` of room ``r`` connects to
+Placement = Callable[[int, int], int]
+
+
 async def _rooms_scenario(
-    target: Target,
+    target: Target | Sequence[Target],
     rooms: int,
     clients_per_room: int,
     writers_per_room: int,
     rate: float,
     duration: float,
+    place: Placement | None = None,
 ) -> Result:
+    """The rooms' load against one server, or against the nodes of a cluster sharing one
+    log (``place`` puts each client on a node; by default a room's clients all go to
+    node ``r % nodes``). With several nodes the CPU, durable rate and RSS are their sums,
+    and ``node_cpu`` / ``node_worker_cpu`` say what each took."""
+    targets = [target] if isinstance(target, Target) else list(target)
+    where: Placement = place or (lambda r, _c: r % len(targets))
     tally = Tally()
-    room_ids = [target.new_room() for _ in range(rooms)]
+    room_ids = [targets[where(r, 0)].new_room() for r in range(rooms)]
     groups = [
-        [Client(target.url(room), tally) for _ in range(clients_per_room)] for room in room_ids
+        [Client(targets[where(r, c)].url(room), tally) for c in range(clients_per_room)]
+        for r, room in enumerate(room_ids)
     ]
     frames = {
         id(client): Frames(random.randrange(1, 2**31), int(rate * duration) + 2)
@@ -421,6 +442,7 @@ async def _rooms_scenario(
         for client in group[:writers_per_room]
     }
     everyone = [client for group in groups for client in group]
+    name = targets[0].name
     # Rooms fill one client at a time (a join storm is its own scenario); a client that
     # has not synced after a few seconds reconnects, as an editor would.
     retries = 0
@@ -434,17 +456,17 @@ async def _rooms_scenario(
                 retries += 1
                 await client.close()
         else:
-            raise RuntimeError(f"{target.name}: a client never synced")
+            raise RuntimeError(f"{name}: a client never synced")
     if retries:
-        print(f"  ({target.name}: {retries} joins never synced and were retried)", flush=True)
+        print(f"  ({name}: {retries} joins never synced and were retried)", flush=True)
     await asyncio.sleep(0.5)
 
-    committed_before = await _committed(target)
-    cpu_before = _cpu_seconds(target.process.pid)
-    db_pids = target.db_pids()
+    committed_before = [await _committed(t) for t in targets]
+    cpu_before = [_cpu_seconds(t.process.pid) for t in targets]
+    db_pids = targets[0].db_pids()
     db_before = sum(_safe_cpu(pid) for pid in db_pids)
-    helpers = target.helper_pids()
-    helpers_before = sum(_safe_cpu(pid) for pid in helpers)
+    helpers = [t.helper_pids() for t in targets]
+    helpers_before = [sum(_safe_cpu(pid) for pid in pids) for pids in helpers]
     began = time.perf_counter()
     start = began + 0.2
     await asyncio.gather(
@@ -456,12 +478,18 @@ async def _rooms_scenario(
     )
     await asyncio.sleep(1.0)  # stragglers
     elapsed = time.perf_counter() - began
-    cpu = (_cpu_seconds(target.process.pid) - cpu_before) / elapsed
+    node_cpu = [
+        (_cpu_seconds(t.process.pid) - before) / elapsed
+        for t, before in zip(targets, cpu_before, strict=True)
+    ]
     db_cpu = (sum(_safe_cpu(pid) for pid in db_pids) - db_before) / elapsed if db_pids else None
-    helper_cpu = sum(_safe_cpu(pid) for pid in helpers) - helpers_before
-    worker_cpu = helper_cpu / elapsed if helpers else None
-    committed_after = await _committed(target)
-    rss = _rss_mib(target.process.pid)
+    node_worker_cpu = [
+        (sum(_safe_cpu(pid) for pid in pids) - before) / elapsed if pids else None
+        for pids, before in zip(helpers, helpers_before, strict=True)
+    ]
+    workers = [cpu for cpu in node_worker_cpu if cpu is not None]
+    committed_after = [await _committed(t) for t in targets]
+    rss = sum(_rss_mib(t.process.pid) for t in targets)
     await asyncio.gather(*(client.close() for client in everyone))
 
     expected = (
@@ -471,18 +499,21 @@ async def _rooms_scenario(
     )
     latencies = sorted(tally.latencies)
     durable = None
-    if committed_before is not None and committed_after is not None:
-        durable = (committed_after - committed_before) / duration
+    if None not in committed_before and None not in committed_after:
+        after = sum(count or 0.0 for count in committed_after)
+        durable = (after - sum(count or 0.0 for count in committed_before)) / duration
     return Result(
         p50_ms=1000 * latencies[len(latencies) // 2] if latencies else float("nan"),
         p99_ms=1000 * latencies[int(len(latencies) * 0.99)] if latencies else float("nan"),
         delivered=len(latencies) / expected if expected else 0.0,
         sent_per_s=tally.sent / duration,
         durable_per_s=durable,
-        server_cpu=cpu,
+        server_cpu=sum(node_cpu),
         db_cpu=db_cpu,
         rss_mib=rss,
-        worker_cpu=worker_cpu,
+        worker_cpu=sum(workers) if workers else None,
+        node_cpu=node_cpu,
+        node_worker_cpu=node_worker_cpu,
     )
 
 
