@@ -1,0 +1,458 @@
+"""Scale-out benchmark: two ``collab serve`` nodes on one PostgreSQL and one Redis.
+
+    .venv/bin/python bench/cluster.py [--runs 3] [--quick] [--only latency,down,throughput]
+
+The load is bench/live.py's DAW scenario (its load generator and ``_rooms_scenario``:
+R rooms x 4 clients, each client 10 small map updates/s; latency from a send to each
+other client's receipt), against nodes that share one fresh database per run and a
+redis-server this script starts on a free port (no persistence) and stops at the end.
+
+Scenarios (each run ``--runs`` times, the layouts alternating within a round so that
+the machine's drift hits all of them):
+  latency     same-node (two nodes, rooms alternate nodes, a room's 4 clients on one
+              node) against cross-node (each room's clients split 2/2 over the nodes):
+              the cross-node overhead, against the issue's target (< 5 ms at p50,
+              < 20 ms at p99)
+  down        cross-node with the redis-server stopped once the nodes have started:
+              updates cross through the log (the follower every COLLAB_FOLLOW_SECONDS,
+              and the gap a room's own next commit reveals), at the default follow
+              interval and at ``--short-follow``
+  throughput  the same DAW load against one node and against two (same-node layout):
+              durable updates/s and CPU per update of each node, its projection worker
+              and PostgreSQL
+
+Every node gets REDIS_URL (one node too: a cluster of one, so that the node count is
+the only difference), COLLAB_AUTH=off and COLLAB_RATE_LIMITS=off (the generator has no
+tokens). Server output (warnings and up) goes to bench/.work/cluster-logs/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import asyncpg
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.harness import free_port, fresh_database, machine_line, postgres_server  # noqa: E402
+from bench.live import (  # noqa: E402
+    WORK,
+    Placement,
+    Result,
+    Target,
+    _cpu_seconds,
+    _rooms_scenario,
+    ours,
+)
+from tests.support import timeout  # noqa: E402
+
+LOGS = WORK / "cluster-logs"
+CLIENTS = 4
+RATE = 10.0
+
+
+def cross_node(room: int, client: int) -> int:
+    # Clients 0-1 on one node, 2-3 on the other; which node comes first alternates by
+    # room so that each node creates (and first loads) half of the rooms.
+    return (room + client * 2 // CLIENTS) % 2
+
+
+class RedisServer:
+    """A real redis-server on a free loopback port, without persistence; it can be
+    stopped and started again on the same port (an outage)."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.folder = tempfile.mkdtemp(prefix="bench-redis-")
+        self.process: subprocess.Popen[bytes] | None = None
+
+    async def start(self) -> None:
+        self.process = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                self.folder,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + timeout(30)
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"redis-server exited with {self.process.returncode}")
+            try:
+                reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+                writer.write(b"PING\r\n")
+                await writer.drain()
+                answer = await asyncio.wait_for(reader.readline(), 2)
+                writer.close()
+                await writer.wait_closed()
+                if answer.startswith(b"+PONG"):
+                    return
+            except OSError:
+                pass
+            await asyncio.sleep(0.05)
+        raise RuntimeError(f"redis-server on port {self.port} never answered PING")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def cpu_seconds(self) -> float:
+        if self.process is None or self.process.poll() is not None:
+            return 0.0
+        with contextlib.suppress(OSError):
+            return _cpu_seconds(self.process.pid)
+        return 0.0
+
+
+async def _metrics(target: Target) -> dict[str, float]:
+    """The node's counters and gauges, by name with labels (``/metrics``)."""
+    assert target.metrics_url is not None
+    async with httpx.AsyncClient() as http:
+        text = (await http.get(target.metrics_url)).text
+    values = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            with contextlib.suppress(ValueError):
+                values[name] = float(value)
+    return values
+
+
+@dataclass
+class Run:
+    result: Result
+    #: per node: gap reads, updates received from other nodes, fan-out messages dropped
+    gap_reads: list[float] = field(default_factory=list)
+    fanout_in: list[float] = field(default_factory=list)
+    dropped: list[float] = field(default_factory=list)
+    redis_cpu_s: float = 0.0
+
+    def line(self) -> str:
+        r = self.result
+        nodes = ", ".join(
+            f"node {i + 1} cpu {cpu:.0%}" + (f" + worker {w:.0%}" if w is not None else "")
+            for i, (cpu, w) in enumerate(zip(r.node_cpu, r.node_worker_cpu, strict=True))
+        )
+        per_update = ""
+        if r.durable_per_s:
+            nodes_us = 1e6 * (r.server_cpu + (r.worker_cpu or 0.0)) / r.durable_per_s
+            db_us = 1e6 * (r.db_cpu or 0.0) / r.durable_per_s
+            per_update = f", cpu/update: nodes+workers {nodes_us:.0f} us, postgres {db_us:.0f} us"
+        fanout = (
+            f"; gap reads {_ints(self.gap_reads)}, fan-out in {_ints(self.fanout_in)},"
+            f" dropped {_ints(self.dropped)}, redis cpu {self.redis_cpu_s:.1f} s"
+        )
+        return (
+            f"p50 {r.p50_ms:.1f} ms, p99 {r.p99_ms:.1f} ms, delivered {r.delivered:.1%},"
+            f" sent {r.sent_per_s:,.0f}/s, durable {r.durable_per_s or 0:,.0f}/s, {nodes},"
+            f" db cpu {r.db_cpu or 0:.0%}{per_update}{fanout}"
+        )
+
+
+def _ints(values: list[float]) -> str:
+    return "/".join(f"{v:,.0f}" for v in values)
+
+
+async def _postmaster(server_url: str) -> int:
+    connection = await asyncpg.connect(server_url)
+    try:
+        backend = int(await connection.fetchval("select pg_backend_pid()"))
+    finally:
+        await connection.close()
+    return _parent(backend)
+
+
+def _parent(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def _children(pid: int) -> list[int]:
+    with contextlib.suppress(OSError):
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    return []
+
+
+@contextlib.asynccontextmanager
+async def cluster(
+    database_url: str, nodes: int, redis: RedisServer, label: str, postmaster: int, **settings: str
+) -> AsyncIterator[list[Target]]:
+    """``nodes`` servers on one database, each with REDIS_URL (and ``settings``)."""
+    LOGS.mkdir(parents=True, exist_ok=True)
+    async with contextlib.AsyncExitStack() as stack:
+        targets = [
+            await stack.enter_async_context(
+                ours(
+                    database_url,
+                    log=LOGS / f"{label}-node{i + 1}.log",
+                    REDIS_URL=redis.url,
+                    COLLAB_RATE_LIMITS="off",
+                    **settings,
+                )
+            )
+            for i in range(nodes)
+        ]
+        # Only our PostgreSQL: bench/live.py counts every process named postgres, and
+        # other people's tests on this machine start and stop theirs during a run.
+        targets[0].db_pids = lambda: [postmaster, *_children(postmaster)]
+        yield targets
+
+
+async def _wait_disconnected(targets: list[Target]) -> None:
+    """Until every node says its fan-out is down (it notices a closed connection at
+    once, a silent one within 5 s)."""
+    deadline = time.monotonic() + timeout(15)
+    while time.monotonic() < deadline:
+        states = [(await _metrics(t)).get("collab_fanout_connected", 1.0) for t in targets]
+        if not any(states):
+            return
+        await asyncio.sleep(0.1)
+    raise RuntimeError("the nodes never noticed that Redis stopped")
+
+
+@dataclass
+class Layout:
+    name: str
+    nodes: int
+    #: None: a room's clients all on node ``room % nodes`` (bench/live.py's default)
+    place: Placement | None = None
+    redis_down: bool = False
+    settings: dict[str, str] = field(default_factory=dict)
+
+
+def _median_line(name: str, runs: list[Run]) -> str:
+    def spread(get: Callable[[Result], float], fmt: str) -> str:
+        values = [get(run.result) for run in runs]
+        each = " / ".join(format(v, fmt) for v in values)
+        return f"{format(statistics.median(values), fmt)} (runs {each})"
+
+    rs = [run.result for run in runs]
+    node_count = len(rs[0].node_cpu)
+    node_cpu = [statistics.median(r.node_cpu[i] for r in rs) for i in range(node_count)]
+    workers = [
+        statistics.median(r.node_worker_cpu[i] or 0.0 for r in rs) for i in range(node_count)
+    ]
+    nodes = ", ".join(
+        f"node {i + 1} {cpu:.0%} + worker {w:.0%}"
+        for i, (cpu, w) in enumerate(zip(node_cpu, workers, strict=True))
+    )
+    per_update = statistics.median(
+        1e6 * (r.server_cpu + (r.worker_cpu or 0.0)) / r.durable_per_s
+        for r in rs
+        if r.durable_per_s
+    )
+    db_per_update = statistics.median(
+        1e6 * (r.db_cpu or 0.0) / r.durable_per_s for r in rs if r.durable_per_s
+    )
+    return (
+        f"{name}: median of {len(runs)}: p50 {spread(lambda r: r.p50_ms, '.1f')} ms,"
+        f" p99 {spread(lambda r: r.p99_ms, '.1f')} ms,"
+        f" delivered {statistics.median(r.delivered for r in rs):.1%},"
+        f" durable {spread(lambda r: r.durable_per_s or 0.0, ',.0f')}/s, cpu {nodes},"
+        f" db {statistics.median(r.db_cpu or 0.0 for r in rs):.0%};"
+        f" cpu/update nodes+workers {per_update:.0f} us, postgres {db_per_update:.0f} us"
+    )
+
+
+async def main(commit: str) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="5 rooms, 3 s, 1 run (smoke)")
+    parser.add_argument("--rooms", type=int, default=50)
+    parser.add_argument("--duration", type=float, default=15.0, help="seconds of load per run")
+    parser.add_argument("--only", default="latency,down,throughput")
+    parser.add_argument(
+        "--throughput-rooms",
+        default="50,100",
+        help="room counts of the one-node / two-node comparison (comma-separated)",
+    )
+    parser.add_argument(
+        "--short-follow",
+        default="0.1",
+        help="COLLAB_FOLLOW_SECONDS of the second Redis-down layout (empty: skip it)",
+    )
+    args = parser.parse_args()
+    if args.quick:
+        args.rooms, args.duration, args.runs, args.throughput_rooms = 5, 3.0, 1, "5"
+    only = set(args.only.split(","))
+    print(
+        machine_line(
+            f", commit {commit}, {args.rooms} rooms x {CLIENTS} clients x {RATE:.0f} updates/s,"
+            f" {args.duration:.0f} s per run, {args.runs} runs"
+        ),
+        flush=True,
+    )
+    print(
+        f"# {os.cpu_count()} cores shared by the nodes (each with its projection worker),"
+        " PostgreSQL, Redis and this load generator: two nodes compete for them",
+        flush=True,
+    )
+
+    groups: list[tuple[str, int, list[Layout]]] = []
+    if "latency" in only:
+        groups.append(
+            (
+                "latency",
+                args.rooms,
+                [Layout("same-node", 2), Layout("cross-node", 2, cross_node)],
+            )
+        )
+    if "down" in only:
+        default = "cross-node, Redis down, follow 1 s (default)"
+        down = [Layout(default, 2, cross_node, redis_down=True)]
+        if args.short_follow:
+            down.append(
+                Layout(
+                    f"cross-node, Redis down, follow {args.short_follow} s",
+                    2,
+                    cross_node,
+                    redis_down=True,
+                    settings={"COLLAB_FOLLOW_SECONDS": args.short_follow},
+                )
+            )
+        groups.append(("down", args.rooms, down))
+    if "throughput" in only:
+        groups.extend(
+            (
+                f"throughput, {rooms} rooms",
+                rooms,
+                [Layout("one node", 1), Layout("two nodes (same-node)", 2)],
+            )
+            for rooms in (int(r) for r in args.throughput_rooms.split(","))
+        )
+
+    # The logs of this invocation only, so that what they say belongs to these figures.
+    shutil.rmtree(LOGS, ignore_errors=True)
+    embedded = contextlib.ExitStack()
+    server_url = embedded.enter_context(postgres_server(from_environment=False))
+    postmaster = await _postmaster(server_url)
+    redis = RedisServer()
+    await redis.start()
+    try:
+        for group, rooms, layouts in groups:
+            print(f"## {group} ({rooms} rooms x {CLIENTS} clients)", flush=True)
+            runs: dict[str, list[Run]] = {layout.name: [] for layout in layouts}
+            for index in range(args.runs):
+                for layout in layouts:
+                    label = f"{group.split(',')[0]}-{rooms}-{index + 1}"
+                    run = await _run(server_url, postmaster, redis, layout, rooms, args, label)
+                    runs[layout.name].append(run)
+                    print(f"  {layout.name}, run {index + 1}: {run.line()}", flush=True)
+            for layout in layouts:
+                print(_median_line(layout.name, runs[layout.name]), flush=True)
+            if group == "latency":
+                _overhead(runs["same-node"], runs["cross-node"])
+            if group.startswith("throughput"):
+                one, two = (runs[layout.name] for layout in layouts)
+                ratio = statistics.median(
+                    r.result.durable_per_s or 0.0 for r in two
+                ) / statistics.median(r.result.durable_per_s or 0.0 for r in one)
+                print(
+                    f"two nodes / one node, durable updates/s: {ratio:.2f} (the load offered"
+                    f" is {rooms * CLIENTS * RATE:,.0f}/s in both: a ratio of 1 means"
+                    " both kept up; compare the CPU per update)",
+                    flush=True,
+                )
+    finally:
+        redis.stop()
+        embedded.close()
+
+
+async def _run(
+    server_url: str,
+    postmaster: int,
+    redis: RedisServer,
+    layout: Layout,
+    rooms: int,
+    args: argparse.Namespace,
+    label: str,
+) -> Run:
+    if redis.process is None:
+        await redis.start()
+    tag = label + "-" + re.sub(r"[^a-z0-9.]+", "-", layout.name.lower()).strip("-")
+    async with (
+        fresh_database(server_url, migrated=True) as url,
+        cluster(url, layout.nodes, redis, tag, postmaster, **layout.settings) as targets,
+    ):
+        if layout.redis_down:
+            redis.stop()
+            await _wait_disconnected(targets)
+        before = [await _metrics(t) for t in targets]
+        redis_before = redis.cpu_seconds()
+        result = await _rooms_scenario(
+            targets, rooms, CLIENTS, CLIENTS, RATE, args.duration, layout.place
+        )
+        redis_cpu = redis.cpu_seconds() - redis_before
+        after = [await _metrics(t) for t in targets]
+
+    def delta(name: str) -> list[float]:
+        return [a.get(name, 0.0) - b.get(name, 0.0) for b, a in zip(before, after, strict=True)]
+
+    return Run(
+        result,
+        gap_reads=delta("collab_room_gap_reads_total"),
+        fanout_in=delta('collab_fanout_messages_total{direction="in"}'),
+        dropped=delta("collab_fanout_dropped_total"),
+        redis_cpu_s=redis_cpu,
+    )
+
+
+def _overhead(same: list[Run], cross: list[Run]) -> None:
+    p50 = statistics.median(r.result.p50_ms for r in cross) - statistics.median(
+        r.result.p50_ms for r in same
+    )
+    p99 = statistics.median(r.result.p99_ms for r in cross) - statistics.median(
+        r.result.p99_ms for r in same
+    )
+    paired = " / ".join(
+        f"{c.result.p50_ms - s.result.p50_ms:+.1f}, {c.result.p99_ms - s.result.p99_ms:+.1f}"
+        for s, c in zip(same, cross, strict=True)
+    )
+    met = "met" if p50 < 5 and p99 < 20 else "NOT met"
+    print(
+        f"cross-node overhead (medians): p50 {p50:+.1f} ms, p99 {p99:+.1f} ms"
+        f" (per round p50, p99: {paired}); target < 5 ms at p50 and < 20 ms at p99: {met}",
+        flush=True,
+    )
+
+
+if __name__ == "__main__":
+    head = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    asyncio.run(main(head))
