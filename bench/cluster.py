@@ -157,6 +157,9 @@ class Run:
     gap_reads: list[float] = field(default_factory=list)
     fanout_in: list[float] = field(default_factory=list)
     dropped: list[float] = field(default_factory=list)
+    #: per node, the mean time of one append transaction (two nodes' transactions wait
+    #: for each other on the log head)
+    commit_ms: list[float] = field(default_factory=list)
     redis_cpu_s: float = 0.0
 
     def line(self) -> str:
@@ -171,7 +174,8 @@ class Run:
             db_us = 1e6 * (r.db_cpu or 0.0) / r.durable_per_s
             per_update = f", cpu/update: nodes+workers {nodes_us:.0f} us, postgres {db_us:.0f} us"
         fanout = (
-            f"; gap reads {_ints(self.gap_reads)}, fan-out in {_ints(self.fanout_in)},"
+            f"; commit {'/'.join(f'{ms:.1f}' for ms in self.commit_ms)} ms,"
+            f" gap reads {_ints(self.gap_reads)}, fan-out in {_ints(self.fanout_in)},"
             f" dropped {_ints(self.dropped)}, redis cpu {self.redis_cpu_s:.1f} s"
         )
         return (
@@ -188,10 +192,10 @@ def _ints(values: list[float]) -> str:
 async def _postmaster(server_url: str) -> int:
     connection = await asyncpg.connect(server_url)
     try:
-        backend = int(await connection.fetchval("select pg_backend_pid()"))
+        # Read while the backend lives: it exits with the connection.
+        return _parent(int(await connection.fetchval("select pg_backend_pid()")))
     finally:
         await connection.close()
-    return _parent(backend)
 
 
 def _parent(pid: int) -> int:
@@ -419,8 +423,14 @@ async def _run(
     def delta(name: str) -> list[float]:
         return [a.get(name, 0.0) - b.get(name, 0.0) for b, a in zip(before, after, strict=True)]
 
+    commits = delta("collab_commit_seconds_count")
+    commit_ms = [
+        1000 * total / count if count else 0.0
+        for total, count in zip(delta("collab_commit_seconds_sum"), commits, strict=True)
+    ]
     return Run(
         result,
+        commit_ms=commit_ms,
         gap_reads=delta("collab_room_gap_reads_total"),
         fanout_in=delta('collab_fanout_messages_total{direction="in"}'),
         dropped=delta("collab_fanout_dropped_total"),
