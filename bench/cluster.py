@@ -161,6 +161,8 @@ class Run:
     #: for each other on the log head)
     commit_ms: list[float] = field(default_factory=list)
     redis_cpu_s: float = 0.0
+    #: per node, updates it could not store ("update not stored" in its log)
+    not_stored: list[int] = field(default_factory=list)
 
     def line(self) -> str:
         r = self.result
@@ -178,10 +180,13 @@ class Run:
             f" gap reads {_ints(self.gap_reads)}, fan-out in {_ints(self.fanout_in)},"
             f" dropped {_ints(self.dropped)}, redis cpu {self.redis_cpu_s:.1f} s"
         )
+        if any(self.not_stored):
+            fanout += f", updates not stored {'/'.join(map(str, self.not_stored))}"
         return (
             f"p50 {r.p50_ms:.1f} ms, p99 {r.p99_ms:.1f} ms, delivered {r.delivered:.1%},"
             f" sent {r.sent_per_s:,.0f}/s, durable {r.durable_per_s or 0:,.0f}/s, {nodes},"
             f" db cpu {r.db_cpu or 0:.0%}{per_update}{fanout}"
+            + (f"; {r.closed} sending clients closed by the server" if r.closed else "")
         )
 
 
@@ -428,14 +433,24 @@ async def _run(
         1000 * total / count if count else 0.0
         for total, count in zip(delta("collab_commit_seconds_sum"), commits, strict=True)
     ]
+    not_stored = [
+        _count(LOGS / f"{tag}-node{i + 1}.log", '"update not stored"') for i in range(layout.nodes)
+    ]
     return Run(
         result,
+        not_stored=not_stored,
         commit_ms=commit_ms,
         gap_reads=delta("collab_room_gap_reads_total"),
         fanout_in=delta('collab_fanout_messages_total{direction="in"}'),
         dropped=delta("collab_fanout_dropped_total"),
         redis_cpu_s=redis_cpu,
     )
+
+
+def _count(log: Path, text: str) -> int:
+    with contextlib.suppress(OSError), log.open() as lines:
+        return sum(text in line for line in lines)
+    return 0
 
 
 def _overhead(same: list[Run], cross: list[Run]) -> None:

@@ -82,6 +82,8 @@ class Tally:
     sent_at: dict[int, tuple[float, int]] = field(default_factory=dict)
     latencies: list[float] = field(default_factory=list)
     sent: int = 0
+    #: why the server closed clients that were sending (the run goes on without them)
+    closed: list[str] = field(default_factory=list)
 
 
 class Frames:
@@ -159,7 +161,14 @@ class Client:
                 await asyncio.sleep(delay)
             self.tally.sent_at[token] = (time.perf_counter(), id(self))
             self.tally.sent += 1
-            await self.ws.send(frame)
+            try:
+                await self.ws.send(frame)
+            except websockets.ConnectionClosed as exc:
+                # A server that cannot store an update closes its sender (1013); one
+                # such client says so instead of ending every other client's run.
+                self.tally.sent -= 1
+                self.tally.closed.append(str(exc))
+                return
             due += interval
 
     async def close(self) -> None:
@@ -387,6 +396,8 @@ class Result:
     #: with several nodes, each one's server and worker CPU (their sums are above)
     node_cpu: list[float] = field(default_factory=list)
     node_worker_cpu: list[float | None] = field(default_factory=list)
+    #: sending clients the server closed during the run
+    closed: int = 0
 
     def line(self) -> str:
         durable = f", durable {self.durable_per_s:,.0f}/s" if self.durable_per_s is not None else ""
@@ -478,6 +489,12 @@ async def _rooms_scenario(
     )
     await asyncio.sleep(1.0)  # stragglers
     elapsed = time.perf_counter() - began
+    if tally.closed:
+        print(
+            f"  ({name}: the server closed {len(tally.closed)} sending clients, the first"
+            f" with: {tally.closed[0]})",
+            flush=True,
+        )
     node_cpu = [
         (_cpu_seconds(t.process.pid) - before) / elapsed
         for t, before in zip(targets, cpu_before, strict=True)
@@ -514,6 +531,7 @@ async def _rooms_scenario(
         worker_cpu=sum(workers) if workers else None,
         node_cpu=node_cpu,
         node_worker_cpu=node_worker_cpu,
+        closed=len(tally.closed),
     )
 
 
