@@ -1,6 +1,6 @@
 """Scale-out benchmark: two ``collab serve`` nodes on one PostgreSQL and one Redis.
 
-    .venv/bin/python bench/cluster.py [--runs 3] [--quick] [--only latency,down,throughput]
+    .venv/bin/python bench/cluster.py [--runs 3] [--quick] [--only latency,writer,down,throughput]
 
 The load is bench/live.py's DAW scenario (its load generator and ``_rooms_scenario``:
 R rooms x 4 clients, each client 10 small map updates/s; latency from a send to each
@@ -13,6 +13,9 @@ the machine's drift hits all of them):
               node) against cross-node (each room's clients split 2/2 over the nodes):
               the cross-node overhead, against the issue's target (< 5 ms at p50,
               < 20 ms at p99)
+  writer      the same two layouts with one writer per room (client 0) and three
+              readers, the readers on the other node in the cross-node layout: no two
+              nodes append to one project's stream, so the overhead is the fan-out's
   down        cross-node with the redis-server stopped once the nodes have started:
               updates cross through the log (the follower every COLLAB_FOLLOW_SECONDS,
               and the gap a room's own next commit reveals), at the default follow
@@ -23,7 +26,9 @@ the machine's drift hits all of them):
 
 Every node gets REDIS_URL (one node too: a cluster of one, so that the node count is
 the only difference), COLLAB_AUTH=off and COLLAB_RATE_LIMITS=off (the generator has no
-tokens). Server output (warnings and up) goes to bench/.work/cluster-logs/.
+tokens). Server output (warnings and up) goes to bench/.work/cluster-logs/; a run line
+counts the "update not stored" warnings there (an update the node gave up appending,
+whose sender it closed with 1013).
 """
 
 from __future__ import annotations
@@ -70,6 +75,11 @@ def cross_node(room: int, client: int) -> int:
     # Clients 0-1 on one node, 2-3 on the other; which node comes first alternates by
     # room so that each node creates (and first loads) half of the rooms.
     return (room + client * 2 // CLIENTS) % 2
+
+
+def writer_apart(room: int, client: int) -> int:
+    """The room's writer (client 0) on one node, its readers on the other."""
+    return (room + (client > 0)) % 2
 
 
 class RedisServer:
@@ -258,6 +268,8 @@ class Layout:
     place: Placement | None = None
     redis_down: bool = False
     settings: dict[str, str] = field(default_factory=dict)
+    #: clients of a room that write (the first ones); the others only read
+    writers: int = CLIENTS
 
 
 def _median_line(name: str, runs: list[Run]) -> str:
@@ -300,7 +312,7 @@ async def main(commit: str) -> None:
     parser.add_argument("--quick", action="store_true", help="5 rooms, 3 s, 1 run (smoke)")
     parser.add_argument("--rooms", type=int, default=50)
     parser.add_argument("--duration", type=float, default=15.0, help="seconds of load per run")
-    parser.add_argument("--only", default="latency,down,throughput")
+    parser.add_argument("--only", default="latency,down,throughput,writer")
     parser.add_argument(
         "--throughput-rooms",
         default="50,100",
@@ -335,6 +347,19 @@ async def main(commit: str) -> None:
                 "latency",
                 args.rooms,
                 [Layout("same-node", 2), Layout("cross-node", 2, cross_node)],
+            )
+        )
+    if "writer" in only:
+        # One writer per room: a node's commits never meet the other's on a stream, so
+        # what is left of the overhead is the trip through Redis.
+        groups.append(
+            (
+                "one writer per room",
+                args.rooms,
+                [
+                    Layout("same-node, 1 writer", 2, writers=1),
+                    Layout("cross-node, 1 writer", 2, writer_apart, writers=1),
+                ],
             )
         )
     if "down" in only:
@@ -380,8 +405,9 @@ async def main(commit: str) -> None:
                     print(f"  {layout.name}, run {index + 1}: {run.line()}", flush=True)
             for layout in layouts:
                 print(_median_line(layout.name, runs[layout.name]), flush=True)
-            if group == "latency":
-                _overhead(runs["same-node"], runs["cross-node"])
+            if group in ("latency", "one writer per room"):
+                same, cross = (runs[layout.name] for layout in layouts)
+                _overhead(same, cross)
             if group.startswith("throughput"):
                 one, two = (runs[layout.name] for layout in layouts)
                 ratio = statistics.median(
@@ -420,7 +446,7 @@ async def _run(
         before = [await _metrics(t) for t in targets]
         redis_before = redis.cpu_seconds()
         result = await _rooms_scenario(
-            targets, rooms, CLIENTS, CLIENTS, RATE, args.duration, layout.place
+            targets, rooms, CLIENTS, layout.writers, RATE, args.duration, layout.place
         )
         redis_cpu = redis.cpu_seconds() - redis_before
         after = [await _metrics(t) for t in targets]
