@@ -23,6 +23,7 @@ import json
 import os
 import re
 import signal
+import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -401,11 +402,13 @@ def projections_status(data_dir: DataDir = None) -> None:
     settings = _settings(data_dir=data_dir)
     database = _database(settings)
 
-    async def run(store: PostgresEventStore) -> list[ProjectionStatus]:
+    async def run(store: PostgresEventStore) -> tuple[list[ProjectionStatus], str | None]:
         await require_schema(store)
-        return await ProjectionProgress(store, registry.NAMES).status()
+        statuses = await ProjectionProgress(store, registry.NAMES).status()
+        return statuses, await store.leader(worker.LEAD)
 
-    for status in _with_store(database, run, "collab: cannot read projections"):
+    statuses, leader = _with_store(database, run, "collab: cannot read projections")
+    for status in statuses:
         line = f"{status.name}: position {status.position} of {status.head}, lag {status.lag}"
         line += f", {status.state}"
         if status.shares:
@@ -416,6 +419,15 @@ def projections_status(data_dir: DataDir = None) -> None:
             line += f", {status.quarantined} events quarantined"
         typer.echo(line)
         _echo_quarantined(status.quarantined, status.quarantined_events)
+    typer.echo(_lead_line(leader))
+
+
+def _lead_line(leader: str | None) -> str:
+    """Which process folds the projections and seals the audit log (the others stand by)."""
+    if leader is None:
+        return "lead: nobody (no process folds the projections now)"
+    here = f" {socket.gethostname()[:40]}:"
+    return f"lead: {leader}" + (" (this machine)" if here in leader else "")
 
 
 def _echo_quarantined(count: int, events: Sequence[Quarantined]) -> None:

@@ -33,14 +33,20 @@ _KEEPALIVES: Final = {
 #: PostgreSQL keeps this many bytes of ``application_name``
 _NAME_BYTES: Final = 63
 
+#: seconds a check of the lock's connection may take before the lead counts as lost.
+#: Not shorter: a busy database answering slowly would make the leader give up and
+#: take the lead again, throwing its batch in flight away each time; and not longer
+#: than the server's keepalives above, so that a leader cut off from the database
+#: gives up before the database lets a standby in.
+_ANSWER_WITHIN: Final = 10.0
+
 
 class PostgresLeadership:
     """A claim to the lock ``name``, made by :meth:`try_acquire`, watched by :meth:`lost`.
 
     ``holder`` names this process in ``pg_stat_activity`` (its ``application_name``),
-    which is how :func:`leader` tells who holds the lock. ``check_every`` seconds
-    bound how long a lost connection goes unnoticed while the lock is held, and how
-    long each statement on the connection may take.
+    which is how :func:`leader` tells who holds the lock. The connection is checked
+    every ``check_every`` seconds while the lock is held (its end is noticed at once).
     """
 
     def __init__(self, dsn: str, name: str, *, holder: str, check_every: float) -> None:
@@ -48,6 +54,7 @@ class PostgresLeadership:
         self.holder = holder.encode()[:_NAME_BYTES].decode(errors="ignore")
         self._dsn = dsn
         self._check_every = check_every
+        self._answer_within = max(check_every, _ANSWER_WITHIN)
         self._conn: asyncpg.Connection | None = None
         self._ended = asyncio.Event()
         self.held = False
@@ -61,7 +68,7 @@ class PostgresLeadership:
         try:
             conn = await self._connection()
             got = await conn.fetchval(
-                f"select pg_try_advisory_lock({_KEY})", self.name, timeout=self._check_every
+                f"select pg_try_advisory_lock({_KEY})", self.name, timeout=self._answer_within
             )
         except CONNECTION_ERRORS as exc:
             self._drop()
@@ -74,7 +81,7 @@ class PostgresLeadership:
 
     async def lost(self) -> None:
         """Return once the lock may no longer be held: its connection ended, or did not
-        answer a check within ``check_every`` seconds. The connection is closed then,
+        answer a check in time. The connection is closed then,
         so that the database drops the lock too if it still had it."""
         try:
             while self.held and self._conn is not None and not self._conn.is_closed():
@@ -82,7 +89,7 @@ class PostgresLeadership:
                     await asyncio.wait_for(self._ended.wait(), self._check_every)
                     break
                 try:
-                    await self._conn.fetchval("select 1", timeout=self._check_every)
+                    await self._conn.fetchval("select 1", timeout=self._answer_within)
                 except (*CONNECTION_ERRORS, asyncpg.PostgresError):
                     break
         finally:
@@ -96,7 +103,7 @@ class PostgresLeadership:
         if conn is None or conn.is_closed():
             return
         try:
-            await conn.close(timeout=self._check_every)
+            await conn.close(timeout=self._answer_within)
         except (*CONNECTION_ERRORS, asyncpg.PostgresError):
             conn.terminate()
 
@@ -106,8 +113,8 @@ class PostgresLeadership:
         self._ended = asyncio.Event()
         conn: asyncpg.Connection = await asyncpg.connect(
             self._dsn,
-            timeout=max(self._check_every, 5.0),
-            command_timeout=self._check_every,
+            timeout=self._answer_within,
+            command_timeout=self._answer_within,
             server_settings={"application_name": self.holder, **_KEEPALIVES},
         )
         ended = self._ended
