@@ -457,9 +457,10 @@ def projections_run(
 ) -> None:
     """Fold the log into the read models until stopped (SIGTERM or Ctrl-C).
 
-    For servers started with COLLAB_PROJECTIONS=none; several may run at once (each
-    batch is folded by one of them). Signs audit checkpoints with the key file of
-    the data dir, like the server.
+    For servers started with COLLAB_PROJECTIONS=none; several may run at once: one
+    leads (folds and signs), the others stand by and take over when it dies. Signs
+    audit checkpoints with COLLAB_AUDIT_KEY_FILE (default: the key file of the data
+    dir), which must be the key of every node.
     """
     settings = _settings(data_dir=data_dir)
     os.nice(nice)

@@ -194,6 +194,8 @@ async def test_a_node_with_another_key_refuses_to_seal_and_says_so(
             assert body["audit_key"]["log_key_id"] == right_id
             assert body["audit_key"]["sealing"].startswith("refused: ")
             assert "COLLAB_AUDIT_KEY_FILE" in body["audit_key"]["sealing"]
+            assert "collab_audit_key_mismatch 1.0" in (await at_b.get("/metrics")).text
+            assert "collab_audit_key_mismatch 0.0" in (await at_a.get("/metrics")).text
 
             await a.stop()
 
