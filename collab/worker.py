@@ -119,11 +119,19 @@ async def _lead(
                 holder=claim.holder,
                 key_id=signer.key_id,
             )
-            async with folding(store, read, audit, signer, share_opener) as runner:
-                await claim.lost()
-                # Another process may lead already: stop at once and leave the
-                # checkpoint rows to it.
-                await runner.stop(mark_stopped=False)
+            try:
+                async with folding(store, read, audit, signer, share_opener) as runner:
+                    await claim.lost()
+                    # Another process may lead already: stop at once and leave the
+                    # checkpoint rows to it.
+                    await runner.stop(mark_stopped=False)
+            except Exception:
+                # Whatever broke, a process that neither folds nor lets another lead
+                # would stall the cluster's read models: give the lead up.
+                log.exception("leading failed; giving the lead up")
+                await claim.close()
+                await asyncio.sleep(read.leader_retry)
+                continue
             log.warning("lost the lead (its database session ended); standing by")
     finally:
         await claim.close()

@@ -114,6 +114,9 @@ async def test_two_nodes_sign_one_log_and_a_standby_takes_over(database_url: str
         assert all(body["code"] == 200 for body in bodies), bodies
         assert bodies[0]["projection_lead"]["leader"] == bodies[1]["projection_lead"]["leader"]
         assert all(body["audit_key"]["sealing"] == "ok" for body in bodies), bodies
+        status = await asyncio.to_thread(run_collab, database_url, "projections", "status")
+        leader = bodies[0]["projection_lead"]["leader"]
+        assert status.stdout.splitlines()[-1] == f"lead: {leader} (this machine)", status.stdout
 
         # The leader's session ends under it (a network cut, an operator): it stops
         # folding and asks again, like the standby; one of them leads.
