@@ -15,7 +15,7 @@ closes: when the server stops it, or dies without a word.
 One process per cluster folds and seals: the one holding the lead
 (:data:`LEAD`, an advisory lock in the database, ``EventStore.leadership``). Every
 other worker stands by, asking again every ``leader_retry`` seconds, and takes over
-when the leader's session ends. Two folds at once would be safe for the read models
+when the leader's database connection ends. Two folds at once would be safe for the read models
 (each batch moves its checkpoint only from where it started, under the row's lock),
 but the audit log must be one log, signed by one process at a time.
 """
@@ -132,7 +132,7 @@ async def _lead(
                 await claim.close()
                 await asyncio.sleep(read.leader_retry)
                 continue
-            log.warning("lost the lead (its database session ended); standing by")
+            log.warning("lost the lead (its database connection ended); standing by")
     finally:
         await claim.close()
 

@@ -118,7 +118,7 @@ async def test_two_nodes_sign_one_log_and_a_standby_takes_over(database_url: str
         leader = bodies[0]["projection_lead"]["leader"]
         assert status.stdout.splitlines()[-1] == f"lead: {leader} (this machine)", status.stdout
 
-        # The leader's session ends under it (a network cut, an operator): it stops
+        # The leader's connection ends under it (a network cut, an operator): it stops
         # folding and asks again, like the standby; one of them leads.
         admin = await asyncpg.connect(database_url)
         try:

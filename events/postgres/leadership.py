@@ -1,8 +1,8 @@
-"""Leading the cluster: one session at a time holds a named PostgreSQL advisory lock.
+"""Leading the cluster: one connection at a time holds a named PostgreSQL advisory lock.
 
 The lock lives on a connection of its own, outside the pool: pooled connections are
 shared by queries and replaced after errors, while the lock must last exactly as long
-as this process's claim. PostgreSQL releases it when that session ends, however it
+as this process's claim. PostgreSQL releases it when that connection ends, however it
 ends: the process killed, ``pg_terminate_backend``, or its host gone (noticed by the
 server's TCP keepalives, which this connection sets short), so a standby's next
 attempt finds it free.
@@ -21,7 +21,7 @@ from events.postgres.connection import CONNECTION_ERRORS, Database, query_failed
 #: the lock key of a name; the same expression finds its holder in ``pg_locks``
 _KEY: Final = "hashtext($1)::bigint"
 
-#: server-side keepalives of the lock's connection (each a setting any session may
+#: server-side keepalives of the lock's connection (each a setting any connection may
 #: change): a leader whose host vanishes without closing its socket loses the lock
 #: after about 10 + 3 x 3 s, instead of the operating system's default two hours
 _KEEPALIVES: Final = {
@@ -60,7 +60,7 @@ class PostgresLeadership:
         self.held = False
 
     async def try_acquire(self) -> bool:
-        """One attempt; False while another session holds the lock. Raises
+        """One attempt; False while another connection holds the lock. Raises
         ``events.errors.StoreUnavailable`` when the database cannot be reached (the next attempt
         connects again)."""
         if self.held:
@@ -97,7 +97,7 @@ class PostgresLeadership:
             self._drop()
 
     async def close(self) -> None:
-        """Give the lock up (ending its session releases it)."""
+        """Give the lock up (closing its connection releases it)."""
         self.held = False
         conn, self._conn = self._conn, None
         if conn is None or conn.is_closed():
@@ -131,7 +131,7 @@ class PostgresLeadership:
 
 
 async def leader(db: Database, name: str) -> str | None:
-    """The ``application_name`` of the session holding the lock ``name`` in this
+    """The ``application_name`` of the connection holding the lock ``name`` in this
     database; None when nobody holds it."""
     try:
         async with db.connection() as conn:

@@ -1,4 +1,4 @@
-"""The store's leadership: one holder at a time, released when its session ends."""
+"""The store's leadership: one holder at a time, released when its connection ends."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ async def test_one_holder_at_a_time_and_the_next_when_it_lets_go(store: Postgres
             await claim.close()
 
 
-async def test_a_holder_whose_session_ends_learns_it_and_a_standby_takes_over(
+async def test_a_holder_whose_connection_ends_learns_it_and_a_standby_takes_over(
     store: PostgresEventStore, database_url: str
 ):
     leading = store.leadership("test.lead", holder="leading", check_every=0.2)
@@ -42,7 +42,7 @@ async def test_a_holder_whose_session_ends_learns_it_and_a_standby_takes_over(
         watch = asyncio.create_task(leading.lost())
         await asyncio.sleep(0.3)
         assert not watch.done()
-        # What a dead process or a vanished host amounts to: its session ends.
+        # What a dead process or a vanished host amounts to: its connection ends.
         await admin.execute(
             "select pg_terminate_backend(pid) from pg_stat_activity where application_name = $1",
             "leading",
