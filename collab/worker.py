@@ -12,12 +12,12 @@ learn the worker's progress from the database (:mod:`projections.progress`).
 The worker gets the audit signing key on its standard input and stops when that
 closes: when the server stops it, or dies without a word.
 
-One process per cluster folds and seals: the one holding the lead
-(:data:`LEAD`, an advisory lock in the database, ``EventStore.leadership``). Every
-other worker stands by, asking again every ``leader_retry`` seconds, and takes over
-when the leader's database connection ends. Two folds at once would be safe for the read models
-(each batch moves its checkpoint only from where it started, under the row's lock),
-but the audit log must be one log, signed by one process at a time.
+One process per cluster folds and seals: the one holding the lead (:data:`LEAD`, an
+advisory lock in the database, ``EventStore.leadership``). Every other worker stands
+by, asking again every ``leader_retry`` seconds, and takes over when the leader's
+database connection ends. Two folds at once would be safe for the read models (each
+batch moves its checkpoint only from where it started, under the row's lock), but the
+audit log must be one log, signed by one process at a time.
 """
 
 from __future__ import annotations
