@@ -98,6 +98,7 @@ class Live:
         #: open connections and the task sending to each
         self.connections: dict[Connection, asyncio.Task[None]] = {}
         self._background: list[asyncio.Task[None]] = []
+        self._catching_up: set[asyncio.Task[None]] = set()
 
     def access_changed(self, project_id: str, member: str, role: ProjectRole | None) -> None:
         """Apply a grant or revocation to the open connections of every node."""
@@ -142,7 +143,8 @@ class Live:
     def fast_path_resumed(self) -> None:
         # What was published while the fan-out was down is in the log.
         task = asyncio.get_running_loop().create_task(self._follow_now())
-        self._background.append(task)
+        self._catching_up.add(task)
+        task.add_done_callback(self._catching_up.discard)
 
     async def _follow_now(self) -> None:
         try:
@@ -169,7 +171,7 @@ class Live:
     async def close(self) -> None:
         await self.drain()
         await self.fanout.close()
-        for task in self._background:
+        for task in (*self._background, *self._catching_up):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
