@@ -38,6 +38,7 @@ from collab.http.origins import AllowedOrigins
 from collab.http.responses import JSONResponse
 from collab.live import ws
 from collab.live.hub import Live
+from collab.live.redis_fanout import RedisFanOut
 from collab.runtime.audit_key import load_or_create
 from collab.runtime.config import (
     AuditSettings,
@@ -141,7 +142,15 @@ def create_app(
                         "authentication is OFF: every caller may read, edit, roll back and"
                         " audit every project (COLLAB_AUTH=off; for experiments only)"
                     )
-                app.state.live = Live(store, live_settings, Metrics(), tokens, limits)
+                metrics = Metrics()
+                app.state.live = Live(
+                    store,
+                    live_settings,
+                    metrics,
+                    tokens,
+                    limits,
+                    fanout=_fanout(live_settings, metrics),
+                )
                 app.state.live.start(ws.watchdog)
                 stack.push_async_callback(app.state.live.close)
                 # What exists now lives as long as the server: keep it out of the cyclic
@@ -208,6 +217,13 @@ def _audit_key(settings: AuditSettings) -> Ed25519PrivateKey:
         log.warning("audit checkpoints are signed with a throwaway key (no key file set)")
         return Ed25519PrivateKey.generate()
     return load_or_create(settings.key_file)
+
+
+def _fanout(settings: LiveSettings, metrics: Metrics) -> RedisFanOut | None:
+    """The cross-node fan-out when a Redis is configured; None: this node is alone."""
+    if settings.redis_url is None:
+        return None
+    return RedisFanOut(settings.redis_url, metrics, prefix=settings.redis_prefix)
 
 
 async def _projections(

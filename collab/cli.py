@@ -6,8 +6,9 @@ environment variables, then defaults), so ``COLLAB_DATA_DIR=D collab audit verif
 checks the embedded database of data dir D, also while a server runs on it.
 
 Exit codes: 0 success; 1 verification found a broken link; 2 invalid settings or
-usage; 3 the database could not be reached or migrated; 4 a rebuild could not run
-(another process is rebuilding the projection) or one of its processes failed.
+usage (a data folder this user cannot write, an audit key it cannot read); 3 the
+database could not be reached or migrated; 4 a rebuild could not run (another process
+is rebuilding the projection) or one of its processes failed.
 
 Why this module is over 400 lines: it is the typer surface of nine commands (options,
 settings, exit codes, output). What the audit commands decide is in
@@ -25,6 +26,7 @@ import re
 import signal
 import socket
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -37,7 +39,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from collab import worker
 from collab.access import issuing
 from collab.access.principal import Principal
-from collab.access.setup import own_secret, token_settings
+from collab.access.setup import own_secret, secret_file, token_settings
 from collab.access.tokens import TokenSettings
 from collab.runtime import logging as collab_logging
 from collab.runtime.audit_key import KeyFileError, load_or_create
@@ -104,7 +106,57 @@ def _settings(**overrides: Any) -> Settings:
     return settings
 
 
+def _writable_data_dir(settings: Settings) -> None:
+    """Create the data folder if missing and make sure this user may write in it, or
+    exit 2 with one line naming the folder and its setting.
+
+    Checked before anything starts, because a folder that cannot be written (a
+    container's non-root user in a root-owned working directory, a volume mounted with
+    another owner) would otherwise end in a traceback from whichever of the embedded
+    database, the token secret or the audit key reached it first."""
+    folder = settings.data_dir.expanduser().absolute()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        _usage(
+            f"cannot write the data folder {folder} ({exc.strerror or exc}): set"
+            f" COLLAB_DATA_DIR or --data-dir to a folder user id {os.geteuid()} may write"
+        )
+
+
+def _serving_writes_data_dir(settings: Settings) -> bool:
+    """Whether ``serve`` keeps anything in the data folder: the embedded database, the
+    audit key or the token secret, each when no setting puts it elsewhere. A node given
+    all three from outside may run with a read-only file system."""
+    own_secret_there = settings.auth == "on" and secret_file(settings) == (
+        settings.data_dir / "auth-secret"
+    )
+    return not settings.database_url or settings.audit_key_file is None or own_secret_there
+
+
+def _audit_key_or_exit(settings: Settings) -> None:
+    """Load (or create) the audit key before the server starts: one that cannot be read,
+    such as a mounted secret owned by another user, is a one-line error (exit 2), not a
+    failed startup with a traceback in the log."""
+    key_file = audit_settings(settings).key_file
+    if key_file is None:
+        return
+    try:
+        load_or_create(key_file)
+    except KeyFileError as exc:
+        _usage(str(exc))
+    except OSError as exc:
+        _usage(
+            f"cannot read or create the audit key {key_file} ({exc.strerror or exc}):"
+            f" check COLLAB_AUDIT_KEY_FILE and that user id {os.geteuid()} may read it"
+        )
+
+
 def _database(settings: Settings) -> Database:
+    if not settings.database_url:
+        _writable_data_dir(settings)
     try:
         return resolve(settings.database_url, settings.data_dir)
     except Exception as exc:  # noqa: BLE001 - any failure to start PostgreSQL ends here
@@ -149,11 +201,16 @@ def serve(
     from collab.server import Server, build_config  # noqa: PLC0415
 
     settings = _settings(host=host, port=port, data_dir=data_dir)
+    if _serving_writes_data_dir(settings):
+        _writable_data_dir(settings)
     try:
         auth = token_settings(settings)
     except ValueError as exc:  # a secret file or key setting that cannot be used
         typer.echo(f"collab: {exc}", err=True)
         raise typer.Exit(EXIT_CONFIG) from None
+    except OSError as exc:  # a secret file elsewhere that cannot be read or created
+        _usage(f"cannot read or create the token secret: {exc}")
+    _audit_key_or_exit(settings)
     database = _database(settings)
     application = create_app(
         database.url,
@@ -230,6 +287,8 @@ def token_create(
     if match is None:
         _usage(f"--ttl must look like 90s, 30m, 1h or 7d, not {ttl!r}")
     seconds = int(match[1]) * _TTL.get(match[2] or "s", 1)
+    if settings.auth == "on" and secret_file(settings) == settings.data_dir / "auth-secret":
+        _writable_data_dir(settings)
     try:
         secret = own_secret(settings) if settings.auth == "on" else None
         if secret is None:
@@ -249,6 +308,8 @@ def token_create(
         )
     except ValueError as exc:
         _usage(str(exc))
+    except OSError as exc:  # a secret file elsewhere that cannot be read or created
+        _usage(f"cannot read or create the token secret: {exc}")
     typer.echo(token)
 
 

@@ -18,6 +18,7 @@ import pytest
 
 from events.postgres import PostgresEventStore
 from tests.jwks import JwksServer
+from tests.redis_server import RedisServer
 from tests.support import ROOT, create_database, drop_database, start_embedded, with_database
 
 TEMPLATE = "collab_template"
@@ -108,3 +109,14 @@ async def jwks_server() -> AsyncIterator[JwksServer]:
         yield server
     finally:
         await server.close()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A real redis-server of this test's own (tests/redis_server.py)."""
+    server = RedisServer(tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -1,4 +1,5 @@
-"""The live path of one server: store, group-commit writer, rooms, metrics.
+"""The live path of one server: store, group-commit writer, rooms, metrics, and the
+fan-out that ties it to the other nodes of a cluster.
 
 Created with the app, started by its lifespan, and drained on shutdown: stop taking
 updates, write what is queued, then let the connections close (with 1012).
@@ -16,11 +17,23 @@ import structlog
 from collab.access.limits import RateLimits
 from collab.access.members import ProjectRole
 from collab.access.principal import TokenCheck
+from collab.live import protocol
 from collab.live.closecodes import CloseCode
+from collab.live.fanout import (
+    AccessChange,
+    Alone,
+    Awareness,
+    AwarenessQuery,
+    BadMessage,
+    CommittedUpdate,
+    Envelope,
+    FanOut,
+)
 from collab.live.rooms import Rooms
 from collab.live.writer import GroupCommitWriter
 from collab.runtime.config import LiveSettings
 from collab.runtime.metrics import Metrics
+from events.errors import EventStoreError
 from events.store import EventStore
 
 log = structlog.get_logger("collab.live.hub")
@@ -52,8 +65,12 @@ class Live:
         metrics: Metrics,
         tokens: TokenCheck | None = None,
         limits: RateLimits | None = None,
+        *,
+        fanout: FanOut | None = None,
     ) -> None:
         self.settings = settings
+        #: the other nodes of the cluster (``Alone`` without ``REDIS_URL``)
+        self.fanout: FanOut = fanout or Alone()
         #: verifies the tokens connections present; None: authentication is off
         self.tokens = tokens
         #: connections and frames per address and principal; None: no limits
@@ -74,23 +91,73 @@ class Live:
             metrics,
             grace=settings.room_grace,
             cache_every=settings.cache_every,
+            fanout=self.fanout,
+            follow_seconds=settings.follow_seconds,
         )
         self.draining = False
         #: open connections and the task sending to each
         self.connections: dict[Connection, asyncio.Task[None]] = {}
         self._background: list[asyncio.Task[None]] = []
+        self._catching_up: set[asyncio.Task[None]] = set()
 
     def access_changed(self, project_id: str, member: str, role: ProjectRole | None) -> None:
-        """Apply a grant or revocation to this node's open connections."""
+        """Apply a grant or revocation to the open connections of every node."""
+        self._apply_access(project_id, member, role)
+        self.fanout.publish(AccessChange(project_id, member, role))
+
+    def _apply_access(self, project_id: str, member: str, role: ProjectRole | None) -> None:
         self.access_changes += 1
         for connection in list(self.connections):
             connection.access_changed(project_id, member, role)
+
+    # -- what the other nodes say (fanout.Receiver) --------------------------------------
+
+    def received(self, envelope: Envelope) -> None:
+        match envelope.message:
+            case CommittedUpdate() as update:
+                self.rooms.committed_elsewhere(update)
+            case Awareness(project_id, frame):
+                room = self.rooms.loaded(project_id)
+                if room is None:
+                    return
+                try:
+                    message = protocol.decode(frame)
+                except protocol.ProtocolError as exc:
+                    raise BadMessage(f"awareness frame: {exc}") from None
+                if isinstance(message, protocol.AwarenessUpdate):
+                    room.remote_awareness(envelope.node, message.entries)
+            case AwarenessQuery(project_id):
+                room = self.rooms.loaded(project_id)
+                ours = None if room is None else room.local_presence()
+                if ours is not None:
+                    self.fanout.publish(Awareness(project_id, ours))
+            case AccessChange(project_id, member, role):
+                self._apply_access(project_id, member, role)
+            case _:
+                pass  # heartbeats and farewells are the fan-out's own business
+
+    def node_lost(self, node: str) -> None:
+        for room in self.rooms.all():
+            room.node_lost(node)
+
+    def fast_path_resumed(self) -> None:
+        # What was published while the fan-out was down is in the log.
+        task = asyncio.get_running_loop().create_task(self._follow_now())
+        self._catching_up.add(task)
+        task.add_done_callback(self._catching_up.discard)
+
+    async def _follow_now(self) -> None:
+        try:
+            await self.rooms.follow()
+        except EventStoreError as exc:
+            log.warning("rooms not followed after the fan-out returned", error=str(exc))
 
     def start(self, *background: Callable[[Live], Coroutine[Any, Any, None]]) -> None:
         self.writer.start()
         self.rooms.start()
         loop = asyncio.get_running_loop()
         self._background = [loop.create_task(work(self)) for work in background]
+        self._background.append(loop.create_task(self.fanout.start(self), name="fanout"))
 
     async def drain(self) -> None:
         """Refuse new connections and updates; make every queued update durable."""
@@ -103,7 +170,8 @@ class Live:
 
     async def close(self) -> None:
         await self.drain()
-        for task in self._background:
+        await self.fanout.close()
+        for task in (*self._background, *self._catching_up):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task

@@ -18,6 +18,15 @@ one that is not, and the room never has to be repaired after a failed append (th
 sender is closed with 1013 and resends on reconnect, because Yjs clients keep their
 edits).
 
+Versions: the room applies each stream version once. An update that arrives with a
+version past the next one (another node or a script wrote in between) is applied, and
+the versions skipped are remembered as *missing*: their updates are applied when they
+come (from the fan-out, or read from the log by ``Rooms.fill_gaps``, which ``on_gap``
+asks for), and anything already applied is dropped, so no peer gets an update twice.
+
+In a cluster the room publishes its own commits and its clients' presence
+(:mod:`collab.live.fanout`) and keeps other nodes' clients' presence apart from its own.
+
 Nothing here awaits: peers are handed frames through :class:`Peer.send`, which only
 queues them.
 """
@@ -37,6 +46,7 @@ from collab.access.principal import SERVER_AGENT
 from collab.live import protocol
 from collab.live.admission import Admission, Peer
 from collab.live.closecodes import CloseCode
+from collab.live.fanout import Awareness, CommittedUpdate, Message
 from collab.live.protocol import AwarenessEntry
 from collab.live.writer import Committed, WriterClosed, WriterError
 from collab.runtime.metrics import Metrics
@@ -53,6 +63,8 @@ log = structlog.get_logger("collab.live.room")
 READ_ONLY = "permission denied: read-only access (viewer); edits are not stored"
 #: awareness states not renewed for this long are dropped (y-protocols uses 30 s)
 AWARENESS_TIMEOUT = 30.0
+#: versions remembered as missing at most; a larger jump is read from the log at once
+MAX_MISSING = 10_000
 
 
 class Durability(Protocol):
@@ -77,6 +89,12 @@ class _Presence:
     state_json: str
     owner: Peer | None
     seen: float
+    #: the node whose client this is; None: a client of this node
+    node: str | None = None
+
+
+def _no_cluster(message: Message) -> None:
+    pass
 
 
 class Room:
@@ -88,6 +106,8 @@ class Room:
         *,
         save_state: Callable[[CachedState], None] | None = None,
         cache_every: int = 1000,
+        publish: Callable[[Message], None] = _no_cluster,
+        on_gap: Callable[[Room], None] | None = None,
     ) -> None:
         self.project_id = project_id
         self.stream_id = project_stream(project_id)
@@ -106,7 +126,12 @@ class Room:
         self._save_state = save_state
         self._cache_every = cache_every
         self._cached_version = 0
-        self._gap_from: int | None = None
+        #: versions below ``version`` whose updates have not been applied yet
+        self.missing: set[int] = set()
+        #: the jump was too large to list: everything after this version is to be read
+        self._read_from: int | None = None
+        self._publish = publish
+        self._on_gap = on_gap
         self._admission = Admission(self.doc.get_update, metrics)
         self._submitted = 0
 
@@ -291,24 +316,62 @@ class Room:
     def _committed(self, key: int, update: bytes, origin: Peer | None, done: Committed) -> None:
         self.pending -= 1
         del self._admission.in_flight[key]
-        if done.version != self.version + 1 and self._gap_from is None:
-            # Someone else (another node, a script) appended to this stream in between;
-            # the loader fills the gap from the log.
-            self._gap_from = self.version
-        self._apply_durable(update, done, origin)
+        if self._apply_durable(update, done, origin):
+            self._publish(CommittedUpdate(self.project_id, done.version, done.position, update))
 
-    def apply_committed(self, update: bytes, done: Committed, origin: Peer | None) -> None:
-        """Apply an update another writer made durable and send it to every peer."""
+    def apply_committed(self, update: bytes, done: Committed, origin: Peer | None) -> bool:
+        """Apply an update another writer made durable and send it to every peer; False
+        when this version was applied before (nothing is sent)."""
+        if not self.wants(done.version):
+            return False
         if update and update != EMPTY_UPDATE:
             self._admission.committed_elsewhere(update)
-        self._apply_durable(update, done, origin)
+        return self._apply_durable(update, done, origin)
 
-    def _apply_durable(self, update: bytes, done: Committed, origin: Peer | None) -> None:
-        """Apply a durable update and send it to every peer but its origin."""
-        self.version = max(self.version, done.version)
+    def wants(self, version: int) -> bool:
+        """Whether the update of ``version`` has not been applied yet."""
+        return version > self.version or version in self.missing or self._unread(version)
+
+    def _unread(self, version: int) -> bool:
+        return self._read_from is not None and version > self._read_from
+
+    @property
+    def gap(self) -> int | None:
+        """The version after which the log is to be read for missing updates, if any."""
+        if self._read_from is not None:
+            return self._read_from
+        return min(self.missing) - 1 if self.missing else None
+
+    def settle(self, through: int) -> None:
+        """The log was read up to ``through``: nothing at or below it is missing any more
+        (versions the read did not return hold events other than document updates)."""
+        self.missing = {v for v in self.missing if v > through}
+        if self._read_from is not None:
+            self._read_from = None if through >= self.version else max(self._read_from, through)
+
+    def _apply_durable(self, update: bytes, done: Committed, origin: Peer | None) -> bool:
+        """Apply a durable update and send it to every peer but its origin; False when
+        its version was applied before."""
+        version = done.version
+        if version > self.version:
+            if version > self.version + 1:
+                # Someone else (another node, a script) appended to this stream in
+                # between: what they wrote comes from the fan-out or from the log.
+                if version - self.version > MAX_MISSING or self._read_from is not None:
+                    start = self.version if self._read_from is None else self._read_from
+                    self._read_from = min(self.version, start)
+                else:
+                    self.missing.update(range(self.version + 1, version))
+                if self._on_gap is not None:
+                    self._on_gap(self)
+            self.version = version
+        elif version in self.missing:
+            self.missing.discard(version)
+        elif not self._unread(version):
+            return False
         self.position = max(self.position, done.position)
         if not update or update == EMPTY_UPDATE:
-            return  # a rollback to what the document already is
+            return True  # a rollback to what the document already is
         try:
             self.doc.apply_update(update)
         except Exception as exc:  # noqa: BLE001 - only a writer without the trial stores these
@@ -317,7 +380,7 @@ class Room:
             log.error(  # noqa: TRY400 - the reason is the message; no traceback to show
                 "stored update does not apply", project=self.project_id, error=str(exc)
             )
-            return
+            return True
         self._full_update = None
         frame = protocol.encode_update(update)
         sent = 0
@@ -329,10 +392,11 @@ class Room:
         self._metrics.updates_broadcast.inc(sent)
         if (
             self._save_state is not None
-            and self._gap_from is None
+            and self.gap is None
             and self.version - self._cached_version >= self._cache_every
         ):
             self.save_cache()
+        return True
 
     def _failed(self, key: int, origin: Peer | None, error: Exception) -> None:
         self.pending -= 1
@@ -343,13 +407,11 @@ class Room:
             origin.close(CloseCode.TRY_AGAIN_LATER, "database unavailable; reconnect later")
         log.warning("update not stored", project=self.project_id, error=str(error))
 
-    def take_gap(self) -> int | None:
-        gap, self._gap_from = self._gap_from, None
-        return gap
-
     def save_cache(self) -> None:
         if self._save_state is None or self.version == 0 or self.version <= self._cached_version:
             return
+        if self.gap is not None:
+            return  # the state would claim a version whose earlier updates it lacks
         self._cached_version = self.version
         self._save_state(
             CachedState(self.stream_id, self.version, self.position, self.doc.get_update())
@@ -358,12 +420,30 @@ class Room:
     # -- awareness ----------------------------------------------------------------------
 
     def _awareness(self, peer: Peer, entries: tuple[AwarenessEntry, ...]) -> None:
+        accepted = self._merge_presence(entries, peer, None)
+        if accepted:
+            frame = protocol.encode_awareness(accepted)
+            self._broadcast(frame, exclude=peer)
+            self._publish(Awareness(self.project_id, frame))
+
+    def remote_awareness(self, node: str, entries: tuple[AwarenessEntry, ...]) -> None:
+        """Presence of clients of another node, published by that node."""
+        accepted = self._merge_presence(entries, None, node)
+        if accepted:
+            self._broadcast(protocol.encode_awareness(accepted), exclude=None)
+
+    def _merge_presence(
+        self, entries: tuple[AwarenessEntry, ...], peer: Peer | None, node: str | None
+    ) -> list[AwarenessEntry]:
+        """Take the entries that are newer than what is known; those are returned."""
         now = time.monotonic()
         accepted: list[AwarenessEntry] = []
         for entry in entries:
             known = self._presence.get(entry.client_id)
-            if known is not None and known.owner is not None and known.owner is not peer:
-                continue  # another connection's presence: only its owner changes it
+            if known is not None and known.node is None and known.owner is not peer:
+                # A client of this node: only its own connection changes it. A client
+                # of another node that reconnected here takes its entry over (by clock).
+                continue
             if known is not None and (
                 entry.clock < known.clock or (entry.clock == known.clock and not entry.removed)
             ):
@@ -374,27 +454,45 @@ class Room:
                 self._presence.pop(entry.client_id, None)
             else:
                 self._presence[entry.client_id] = _Presence(
-                    entry.clock, entry.state_json, peer, now
+                    entry.clock, entry.state_json, peer, now, node
                 )
             accepted.append(entry)
-        if accepted:
-            self._broadcast(protocol.encode_awareness(accepted), exclude=peer)
+        return accepted
 
     def _presence_entries(self) -> list[AwarenessEntry]:
         return [AwarenessEntry(cid, p.clock, p.state_json) for cid, p in self._presence.items()]
 
+    def local_presence(self) -> bytes | None:
+        """The awareness frame of this node's clients (another node asks for it)."""
+        entries = [
+            AwarenessEntry(cid, p.clock, p.state_json)
+            for cid, p in self._presence.items()
+            if p.node is None
+        ]
+        return protocol.encode_awareness(entries) if entries else None
+
     def _remove_presence(self, client_ids: list[int]) -> None:
-        removed = []
+        removed: list[AwarenessEntry] = []
+        ours: list[AwarenessEntry] = []
         for cid in client_ids:
             presence = self._presence.pop(cid)
-            removed.append(AwarenessEntry(cid, presence.clock + 1, "null"))
+            entry = AwarenessEntry(cid, presence.clock + 1, "null")
+            removed.append(entry)
+            if presence.node is None:
+                ours.append(entry)
         if removed:
             self._broadcast(protocol.encode_awareness(removed), exclude=None)
+        if ours:
+            self._publish(Awareness(self.project_id, protocol.encode_awareness(ours)))
 
     def expire_presence(self, now: float | None = None) -> None:
         """Drop states their clients stopped renewing (they went silent)."""
         limit = (time.monotonic() if now is None else now) - AWARENESS_TIMEOUT
         self._remove_presence([cid for cid, p in self._presence.items() if p.seen < limit])
+
+    def node_lost(self, node: str) -> None:
+        """Another node stopped or went silent: its clients' presence goes."""
+        self._remove_presence([cid for cid, p in self._presence.items() if p.node == node])
 
     def _broadcast(self, frame: bytes, *, exclude: Peer | None) -> None:
         for peer in tuple(self.peers):

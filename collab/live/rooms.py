@@ -9,6 +9,13 @@ the updates that can be applied (:mod:`music.salvage`); the others are logged wi
 their position and counted (``collab_room_load_skipped_updates``). ``release`` of the
 last holder starts a grace period; a room still unused at its end waits for its
 pending writes, saves its state to the cache and is dropped.
+
+Other writers (nodes, scripts, rollbacks elsewhere) reach a loaded room three ways: the
+fan-out (:mod:`collab.live.fanout`, milliseconds), the versions its own commits come
+back with, and the follower, which asks the log for every loaded room's stream version
+every ``follow_seconds`` (one query for all). Whatever a room learns is missing it reads
+from the log (:meth:`Rooms.fill_gaps`); the log is the truth, the rest only makes it
+sooner.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from typing import Any
 
 import structlog
 
+from collab.live.fanout import Alone, AwarenessQuery, CommittedUpdate, FanOut
 from collab.live.room import Room
 from collab.live.writer import Committed, GroupCommitWriter
 from collab.runtime.metrics import Metrics
@@ -35,9 +43,11 @@ log = structlog.get_logger("collab.live.rooms")
 
 _READ_BATCH = 5000
 #: seconds between two reads of the loaded rooms' stream versions (one query for all):
-#: how soon a room learns of what another writer appended when none of its own clients
-#: writes (a room whose clients write sees the jump in versions at its next commit)
+#: how soon a room learns of what another writer appended when nothing else told it
 FOLLOW_SECONDS = 1.0
+#: seconds a room with missing versions waits for them from the fan-out before reading
+#: the log (another node's message may be on its way)
+GAP_WAIT_SECONDS = 0.2
 
 
 class UnknownProject(LookupError):
@@ -67,8 +77,14 @@ class Rooms:
         *,
         grace: float = 10.0,
         cache_every: int = 1000,
+        fanout: FanOut | None = None,
+        follow_seconds: float = FOLLOW_SECONDS,
     ) -> None:
         self._store = store
+        self._fanout: FanOut = fanout or Alone()
+        self._follow_seconds = follow_seconds
+        #: rooms whose missing versions are being read from the log
+        self._filling: set[str] = set()
         self._writer = writer
         self._metrics = metrics
         self._grace = grace
@@ -143,6 +159,9 @@ class Rooms:
             return
         self._rooms[project_id] = room
         del self._loads[project_id]
+        self._fanout.watch(project_id)
+        # The other nodes' clients show up now, not at their next renewal.
+        self._fanout.publish(AwarenessQuery(project_id))
         self._metrics.rooms.set(len(self._rooms))
         self._metrics.room_load_seconds.observe(time.perf_counter() - started)
         log.info(
@@ -182,6 +201,8 @@ class Rooms:
             self._metrics,
             save_state=self._save_state,
             cache_every=self._cache_every,
+            publish=self._fanout.publish,
+            on_gap=self._gap_found,
         )
 
     async def _catch_up(self, room: Room) -> None:
@@ -219,15 +240,50 @@ class Rooms:
         room.load([loaded.state] if loaded.state else [], loaded.version, loaded.position)
         return room
 
-    async def fill_gap(self, room: Room, after_version: int) -> int:
-        """Apply and broadcast document events another writer appended meanwhile; how
-        many were read (a full batch: there may be more)."""
+    def committed_elsewhere(self, message: CommittedUpdate) -> None:
+        """Another node committed an update to ``message.project_id``: apply it to the
+        room if this node hosts it and has not applied that version yet."""
+        room = self._rooms.get(message.project_id)
+        if room is None or not room.wants(message.version):
+            return
+        room.apply_committed(message.update, Committed(message.version, message.position, ""), None)
+
+    def _gap_found(self, room: Room) -> None:
+        if room.project_id in self._filling:
+            return
+        self._filling.add(room.project_id)
+        self._spawn(self._fill_soon(room))
+
+    async def _fill_soon(self, room: Room) -> None:
+        try:
+            if self._fanout.connected:
+                await asyncio.sleep(GAP_WAIT_SECONDS)
+            await self.fill_gaps(room)
+        except EventStoreError as exc:
+            log.warning("gap not filled yet", project=room.project_id, error=str(exc))
+        finally:
+            self._filling.discard(room.project_id)
+
+    async def fill_gaps(self, room: Room) -> None:
+        """Read the versions ``room`` misses from the log, apply and broadcast them."""
+        while (gap := room.gap) is not None:
+            self._metrics.gap_reads.inc()
+            # Every version up to the room's was committed before it: one read to the
+            # end of the log covers them all.
+            through = room.version
+            last = await self._read_into(room, gap)
+            room.settle(through if last is None else last)
+
+    async def _read_into(self, room: Room, after_version: int) -> int | None:
+        """Apply and broadcast the document events after ``after_version`` that the room
+        has not applied; the version read last if a full batch came back (there may be
+        more), else None."""
         records = await self._store.read_payloads(
             room.stream_id, DOCUMENT_EVENTS, after_version=after_version, limit=_READ_BATCH
         )
         for record in records:
             update = record.payload
-            if not update:
+            if not update or not room.wants(record.version):
                 continue
             refused = salvage.salvage([update], room.doc.get_update()).refused
             if refused:
@@ -236,7 +292,7 @@ class Rooms:
                 self._skipped(room.project_id, record, refused[0][1])
                 update = b""
             room.apply_committed(update, Committed(record.version, record.position, ""), None)
-        return len(records)
+        return records[-1].version if len(records) == _READ_BATCH else None
 
     def _skipped(self, project_id: str, record: PayloadRecord, reason: str) -> None:
         self._metrics.room_load_skipped.inc()
@@ -257,6 +313,7 @@ class Rooms:
         if room.holds > 0:
             return
         del self._rooms[room.project_id]
+        self._fanout.unwatch(room.project_id)
         self._seen.pop(room.project_id, None)
         self._metrics.rooms.set(len(self._rooms))
         room.save_cache()
@@ -278,16 +335,12 @@ class Rooms:
             for room in list(self._rooms.values()):
                 room.expire_presence()
                 room.expire_held()
-                gap = room.take_gap()
-                if gap is not None:
-                    try:
-                        await self.fill_gap(room, gap)
-                    except EventStoreError as exc:
-                        log.warning("gap not filled yet", project=room.project_id, error=str(exc))
+                if room.gap is not None:
+                    self._gap_found(room)  # a read that failed before is tried again
 
     async def _follow(self) -> None:
         while True:
-            await asyncio.sleep(FOLLOW_SECONDS)
+            await asyncio.sleep(self._follow_seconds)
             try:
                 await self.follow()
             except EventStoreError as exc:
@@ -309,8 +362,8 @@ class Rooms:
             seen = max(room.version, self._seen.get(room.project_id, 0))
             if version <= seen or room.pending:
                 continue
-            while await self.fill_gap(room, room.version) == _READ_BATCH:
-                pass
+            while (read := await self._read_into(room, room.version)) is not None:
+                room.settle(read)
             self._seen[room.project_id] = version
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:

@@ -29,6 +29,13 @@ class LiveSettings:
     room_grace: float = 10.0
     #: document versions between two saves of a room's state to the cache
     cache_every: int = 1000
+    #: seconds between two checks of the log for what other writers appended to the
+    #: loaded rooms' streams (the worst-case delay when the fan-out does not tell)
+    follow_seconds: float = 1.0
+    #: the Redis that carries the fan-out between nodes; None: this node is alone
+    redis_url: str | None = None
+    #: the prefix of the fan-out's channel names (several clusters on one Redis)
+    redis_prefix: str = "collab"
 
 
 _LIVE = LiveSettings()
@@ -141,6 +148,12 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=0, le=65535)
     data_dir: Path = Path(".collab")
     database_url: str | None = Field(default=None, validation_alias="DATABASE_URL")
+    #: the Redis that ties the nodes of a cluster together (fan-out); unset: one node
+    redis_url: str | None = Field(default=None, validation_alias="REDIS_URL")
+    #: prefix of the fan-out's Redis channels (several clusters on one Redis)
+    redis_prefix: str = Field(default="collab", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
+    #: seconds between two checks of the log for other writers' updates to loaded rooms
+    follow_seconds: float = Field(default=_LIVE.follow_seconds, gt=0, le=3600)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"
     db_pool_size: int = Field(default=10, ge=1, le=200)
@@ -241,6 +254,16 @@ class Settings(BaseSettings):
             raise ValueError("must start with postgresql:// or postgres://")
         return value
 
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        assert value is not None  # noqa: S101 - narrowing for mypy
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
     @field_validator("allowed_hosts", mode="before")
     @classmethod
     def _split_hosts(cls, value: Any) -> Any:
@@ -318,6 +341,9 @@ def live_settings(settings: Settings) -> LiveSettings:
         send_queue_bytes=settings.send_queue_bytes,
         max_pending_updates=settings.max_pending_updates,
         room_grace=settings.room_grace,
+        follow_seconds=settings.follow_seconds,
+        redis_url=settings.redis_url,
+        redis_prefix=settings.redis_prefix,
     )
 
 

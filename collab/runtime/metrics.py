@@ -47,6 +47,31 @@ class Metrics:
             "Stored updates left out of a room's document because they cannot be applied",
             registry=r,
         )
+        self.fanout_messages = Counter(
+            "collab_fanout_messages",
+            "Messages of the cross-node fan-out, by direction (out: published, heartbeats"
+            " included; in: updates, presence and access changes from other nodes)",
+            ["direction"],
+            registry=r,
+        )
+        self.fanout_dropped = Counter(
+            "collab_fanout_dropped",
+            "Fan-out messages not published (Redis unreachable or the outbox full); the"
+            " other nodes read those updates from the log",
+            registry=r,
+        )
+        self.fanout_bad = Counter(
+            "collab_fanout_bad_messages", "Fan-out messages dropped as unreadable", registry=r
+        )
+        self.fanout_connected = Gauge(
+            "collab_fanout_connected", "1 while the fan-out reaches Redis (0: alone)", registry=r
+        )
+        self.gap_reads = Counter(
+            "collab_room_gap_reads",
+            "Reads of the log for versions a room missed (neither its own commits nor the"
+            " fan-out brought them)",
+            registry=r,
+        )
         self.projection_quarantined = Gauge(
             "collab_projection_quarantined_events",
             "Events a projection set aside because they cannot be folded (read at scrape)",

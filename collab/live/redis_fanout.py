@@ -1,0 +1,280 @@
+"""The fan-out through Redis pub/sub (redis-py's asyncio client): the adapter of
+:class:`collab.live.fanout.FanOut`.
+
+One channel per project (``{prefix}:room:{id}``), subscribed by the nodes that host its
+room, and one for the cluster (``{prefix}:cluster``: access changes, heartbeats). Pub/sub
+keeps nothing: a node that is not listening misses the message, which is why the rooms
+check versions and read the log for what they miss.
+
+Publishing never waits for Redis: messages go to a bounded outbox that one task sends
+in pipelined batches. When Redis is unreachable the batch is dropped and counted
+(``collab_fanout_dropped_total``), the listener retries with a growing pause (up to
+``MAX_BACKOFF``), and the rooms' follower carries updates through the log meanwhile.
+When the connection returns, the rooms read the log once at once
+(``Receiver.fast_path_resumed``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from typing import Final
+
+import redis.asyncio as aioredis
+import structlog
+from redis.asyncio.retry import Retry
+from redis.backoff import ConstantBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+
+from collab.live.fanout import (
+    HEARTBEAT_SECONDS,
+    NODE_TIMEOUT_SECONDS,
+    BadMessage,
+    Farewell,
+    Heartbeat,
+    Message,
+    Receiver,
+    decode,
+    encode,
+    new_node_id,
+)
+from collab.runtime.metrics import Metrics
+
+log = structlog.get_logger("collab.live.redis_fanout")
+
+#: messages waiting to be published at most; older ones are dropped beyond it
+OUTBOX_LIMIT: Final = 50_000
+#: messages sent in one pipeline
+BATCH: Final = 500
+#: longest pause between two attempts to reach Redis
+MAX_BACKOFF: Final = 5.0
+#: seconds a Redis command may take before the connection counts as lost
+COMMAND_TIMEOUT: Final = 5.0
+
+
+class RedisFanOut:
+    def __init__(self, url: str, metrics: Metrics, *, prefix: str = "collab") -> None:
+        self.node = new_node_id()
+        self._url = url
+        self._metrics = metrics
+        self._prefix = prefix
+        self._cluster = f"{prefix}:cluster"
+        self._client = aioredis.Redis.from_url(
+            url,
+            socket_connect_timeout=COMMAND_TIMEOUT,
+            socket_timeout=COMMAND_TIMEOUT,
+            health_check_interval=10,
+            # One quick retry covers a pooled connection Redis closed (a restart); more,
+            # with redis-py's default growing pauses, would hold the outbox for seconds
+            # while the message is no longer worth much: the log has it.
+            retry=Retry(ConstantBackoff(0.05), 1),
+        )
+        self._outbox: deque[tuple[str, bytes]] = deque()
+        self._wake = asyncio.Event()
+        self._watched: set[str] = set()
+        self._pubsub: aioredis.client.PubSub | None = None
+        self._receiver: Receiver | None = None
+        self._heard: dict[str, float] = {}
+        self._connected = False
+        #: publishing failed last time (said once per outage)
+        self._dropping = False
+        #: when this node last heard its own heartbeat back: the subscription works
+        self._echo = time.monotonic()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._pending_subscriptions: set[asyncio.Task[None]] = set()
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    def _channel(self, project_id: str) -> str:
+        return f"{self._prefix}:room:{project_id}"
+
+    # -- publishing -----------------------------------------------------------------------
+
+    def publish(self, message: Message) -> None:
+        project_id = getattr(message, "project_id", None)
+        channel = self._cluster if project_id is None else self._channel(project_id)
+        if len(self._outbox) >= OUTBOX_LIMIT:
+            self._outbox.popleft()
+            self._metrics.fanout_dropped.inc()
+        self._outbox.append((channel, encode(self.node, message)))
+        self._wake.set()
+
+    async def _send(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._outbox:
+                batch = [self._outbox.popleft() for _ in range(min(BATCH, len(self._outbox)))]
+                try:
+                    async with self._client.pipeline(transaction=False) as pipe:
+                        for channel, data in batch:
+                            pipe.publish(channel, data)
+                        await pipe.execute()
+                except (RedisError, OSError) as exc:
+                    # The log has every update; the others' followers find them.
+                    self._metrics.fanout_dropped.inc(len(batch))
+                    if not self._dropping:
+                        log.warning(
+                            "fan-out messages dropped: Redis does not take them",
+                            error=str(exc) or type(exc).__name__,
+                        )
+                    self._dropping = True
+                    break
+                self._dropping = False
+                self._metrics.fanout_messages.labels("out").inc(len(batch))
+
+    async def _beat(self) -> None:
+        while True:
+            self.publish(Heartbeat())
+            await asyncio.sleep(HEARTBEAT_SECONDS)
+            self._forget_silent_nodes()
+
+    # -- listening ------------------------------------------------------------------------
+
+    def watch(self, project_id: str) -> None:
+        channel = self._channel(project_id)
+        self._watched.add(channel)
+        self._subscription(channel, subscribe=True)
+
+    def unwatch(self, project_id: str) -> None:
+        channel = self._channel(project_id)
+        self._watched.discard(channel)
+        self._subscription(channel, subscribe=False)
+
+    def _subscription(self, channel: str, *, subscribe: bool) -> None:
+        pubsub = self._pubsub
+        if pubsub is None or not self._connected:
+            return  # the listener subscribes to everything watched when it connects
+
+        async def change() -> None:
+            try:
+                if subscribe:
+                    await pubsub.subscribe(channel)
+                else:
+                    await pubsub.unsubscribe(channel)
+            except (RedisError, OSError) as exc:
+                self._lost(exc)
+
+        task = asyncio.get_running_loop().create_task(change())
+        self._pending_subscriptions.add(task)
+        task.add_done_callback(self._pending_subscriptions.discard)
+
+    async def _listen(self, receiver: Receiver) -> None:
+        backoff = 0.1
+        resumed = False
+        while True:
+            pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(self._cluster, *self._watched)
+                self._pubsub = pubsub
+                self._up()
+                backoff = 0.1
+                if resumed:
+                    receiver.fast_path_resumed()
+                resumed = True
+                self._echo = time.monotonic()
+                while True:
+                    message = await pubsub.get_message(timeout=HEARTBEAT_SECONDS)
+                    if message is not None and message["type"] == "message":
+                        self._deliver(receiver, message["data"])
+                    if time.monotonic() - self._echo > NODE_TIMEOUT_SECONDS:
+                        # Our own heartbeats stopped coming back: whatever the client
+                        # believes, this subscription is not working.
+                        raise RedisConnectionError("own heartbeats not heard back")
+            except (RedisError, OSError) as exc:
+                self._lost(exc)
+            finally:
+                self._pubsub = None
+                with contextlib.suppress(RedisError, OSError):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await asyncio.sleep(backoff)
+            backoff = min(MAX_BACKOFF, backoff * 2)
+
+    def _deliver(self, receiver: Receiver, data: bytes) -> None:
+        try:
+            envelope = decode(data)
+        except (BadMessage, ValueError) as exc:
+            self._metrics.fanout_bad.inc()
+            log.warning("fan-out message dropped: not ours", error=str(exc), size=len(data))
+            return
+        if envelope.node == self.node:
+            self._echo = time.monotonic()
+            return
+        if isinstance(envelope.message, Farewell):
+            if self._heard.pop(envelope.node, None) is not None:
+                receiver.node_lost(envelope.node)
+            return
+        if envelope.node not in self._heard:
+            log.info("node joined the cluster", node=envelope.node)
+        self._heard[envelope.node] = time.monotonic()
+        if isinstance(envelope.message, Heartbeat):
+            return
+        self._metrics.fanout_messages.labels("in").inc()
+        try:
+            receiver.received(envelope)
+        except BadMessage as exc:
+            self._metrics.fanout_bad.inc()
+            log.warning("fan-out message dropped", node=envelope.node, error=str(exc))
+
+    def _forget_silent_nodes(self) -> None:
+        limit = time.monotonic() - NODE_TIMEOUT_SECONDS
+        for node in [n for n, heard in self._heard.items() if heard < limit]:
+            del self._heard[node]
+            log.warning("node silent: its clients' presence is dropped", node=node)
+            if self._receiver is not None:
+                self._receiver.node_lost(node)
+
+    def _up(self) -> None:
+        if not self._connected:
+            log.info("fan-out connected", redis=_safe(self._url), node=self.node)
+        self._connected = True
+        self._metrics.fanout_connected.set(1)
+
+    def _lost(self, exc: BaseException) -> None:
+        if self._connected:
+            log.warning(
+                "fan-out lost; updates reach other nodes through the log until it returns",
+                redis=_safe(self._url),
+                error=str(exc) or type(exc).__name__,
+            )
+        self._connected = False
+        self._metrics.fanout_connected.set(0)
+
+    # -- lifetime -------------------------------------------------------------------------
+
+    async def start(self, receiver: Receiver) -> None:
+        """Run until closed (``Live`` runs this as a background task)."""
+        self._receiver = receiver
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._send(), name="fanout-send"),
+            loop.create_task(self._listen(receiver), name="fanout-listen"),
+            loop.create_task(self._beat(), name="fanout-heartbeat"),
+        ]
+        await asyncio.gather(*self._tasks)
+
+    async def close(self) -> None:
+        """Say goodbye (best effort) and stop."""
+        if self._connected:
+            with contextlib.suppress(RedisError, OSError, asyncio.TimeoutError):
+                async with asyncio.timeout(1.0):
+                    await self._client.publish(self._cluster, encode(self.node, Farewell()))
+        for task in (*self._tasks, *self._pending_subscriptions):
+            task.cancel()
+        for task in (*self._tasks, *self._pending_subscriptions):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self._client.aclose()
+
+
+def _safe(url: str) -> str:
+    """The URL without its password, for logs."""
+    scheme, sep, rest = url.partition("://")
+    if "@" in rest:
+        rest = "***@" + rest.rsplit("@", 1)[1]
+    return f"{scheme}{sep}{rest}"
