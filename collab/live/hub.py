@@ -125,10 +125,10 @@ class Live:
                 except protocol.ProtocolError as exc:
                     raise BadMessage(f"awareness frame: {exc}") from None
                 if isinstance(message, protocol.AwarenessUpdate):
-                    room.remote_awareness(envelope.node, message.entries)
+                    room.presence.changed_elsewhere(envelope.node, message.entries)
             case AwarenessQuery(project_id):
                 room = self.rooms.loaded(project_id)
-                ours = None if room is None else room.local_presence()
+                ours = None if room is None else room.presence.ours()
                 if ours is not None:
                     self.fanout.publish(Awareness(project_id, ours))
             case AccessChange(project_id, member, role):
@@ -138,7 +138,7 @@ class Live:
 
     def node_lost(self, node: str) -> None:
         for room in self.rooms.all():
-            room.node_lost(node)
+            room.presence.node_lost(node)
 
     def fast_path_resumed(self) -> None:
         # What was published while the fan-out was down is in the log.
