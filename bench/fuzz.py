@@ -1,13 +1,14 @@
 """Fuzzing campaign on the live socket: a million seeded frames against ``collab serve``.
 
-    .venv/bin/python bench/fuzz.py --frames 1000000 --seed 1 [--seconds 3600]
+    .venv/bin/python bench/fuzz.py --frames 1000000 --seed 1 [--seconds 3600] [--per-project 20000]
     .venv/bin/python bench/fuzz.py --seed 1 --show-unit 4711       # the frames of one unit
 
 The campaign of ``tests/test_fuzz.py`` (``tests/fuzzing.py``), longer: one fuzzing
 connection sends seeded units of frames (real updates, bit flips, poison updates, NUL
 and NaN values, broken framing, bad awareness, oversized frames...) while an honest
-pycrdt editor edits the same project; afterwards it checks the server, its log, the
-stored updates and the honest editor (see ``tests/fuzzing.py``). The server runs as its
+pycrdt editor edits the same project; every ``--per-project`` frames a new project (and
+honest editor) takes over, after the server, its log, the stored updates and the honest
+editor of the one before are checked (see ``tests/fuzzing.py``). The server runs as its
 own process on a fresh database of an embedded PostgreSQL (or ``DATABASE_URL``), with
 its log at ``warning`` (kept in a temporary folder, whose path is printed).
 
@@ -29,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.harness import fresh_database, machine_line, postgres_server  # noqa: E402
 from tests.fuzz_frames import WEIGHTS, FrameGenerator  # noqa: E402
-from tests.fuzzing import MAX_MESSAGE_BYTES, campaign  # noqa: E402
+from tests.fuzzing import MAX_MESSAGE_BYTES, PER_PROJECT, campaign  # noqa: E402
 
 
 def _arguments() -> argparse.Namespace:
@@ -37,6 +38,9 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--frames", type=int, default=100_000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--seconds", type=float, default=3600.0, help="stop sending after this")
+    parser.add_argument(
+        "--per-project", type=int, default=PER_PROJECT, help="frames before the next project"
+    )
     parser.add_argument("--stop-on-crash", action="store_true")
     parser.add_argument("--skip", default="", help=f"kinds not to send, of: {','.join(WEIGHTS)}")
     parser.add_argument("--show-unit", type=int, help="print the frames of this unit and exit")
@@ -66,6 +70,7 @@ async def _run(arguments: argparse.Namespace, skip: frozenset[str]) -> int:
                 stop_on_crash=arguments.stop_on_crash,
                 skip=skip,
                 log_level="warning",
+                per_project=arguments.per_project,
             )
     print(report.summary())
     print(f"server log: {work}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -53,6 +54,7 @@ from collab.worker import ProjectionWorker
 from events.checkpoints import Signer
 from events.errors import EventStoreError
 from events.postgres import PostgresEventStore
+from projections import audit_log as audit_log_model
 from projections import registry
 from projections.progress import ProjectionProgress, ProjectionStatus
 
@@ -240,7 +242,7 @@ async def _projections(
     await progress.start()
     stack.push_async_callback(progress.stop)
     if read.projections == "inline":
-        await stack.enter_async_context(worker.folding(store, read, audit, Signer(key)))
+        await stack.enter_async_context(worker.leading(store, read, audit, Signer(key)))
     if read.projections != "worker":
         return progress, None
     process = ProjectionWorker(
@@ -263,6 +265,7 @@ async def ready(request: Request) -> Response:
     store: PostgresEventStore = request.app.state.store
     progress: ProjectionProgress = request.app.state.projections
     supervisor: EmbeddedSupervisor | None = request.app.state.supervisor
+    worker_process: ProjectionWorker | None = request.app.state.projection_worker
     if supervisor is not None and not supervisor.running:
         return JSONResponse({"status": "unavailable", "reason": supervisor.describe()}, 503)
     limit = request.app.state.database_settings.ready_timeout
@@ -271,6 +274,8 @@ async def ready(request: Request) -> Response:
             await store.ping()
             status = await store.migration_status()
             projection_status = await progress.status()
+            lead = await _lead(store, request.app.state.read_settings, worker_process)
+            audit_key = await _audit_key_status(store, request.app.state.signer)
     except TimeoutError:
         reason = f"database unavailable: no answer within {limit:g} s"
         return JSONResponse({"status": "unavailable", "reason": reason}, status_code=503)
@@ -300,16 +305,21 @@ async def ready(request: Request) -> Response:
         "schema_version": max(status.applied),
         "projections_run": settings.projections,
         "projections": projections,
+        "projection_lead": lead,
+        "audit_key": audit_key,
     }
     if supervisor is not None:
         body["embedded_database"] = {"pid": supervisor.pid, "restarts": supervisor.restarts}
-    process: ProjectionWorker | None = request.app.state.projection_worker
-    if process is not None:
-        body["projection_worker"] = {"pid": process.pid, "last_exit_code": process.exit_code}
-        if not process.running:
+    if worker_process is not None:
+        body["projection_worker"] = {
+            "pid": worker_process.pid,
+            "last_exit_code": worker_process.exit_code,
+        }
+        if not worker_process.running:
             body["status"] = "unavailable"
             body["reason"] = (
-                f"projection worker not running (it exited with {process.exit_code}); restarting it"
+                f"projection worker not running (it exited with {worker_process.exit_code});"
+                " restarting it"
             )
             return JSONResponse(body, status_code=503)
     failing = [name for name, p in projections.items() if p["state"] == "failing"]
@@ -319,6 +329,34 @@ async def ready(request: Request) -> Response:
         body["reason"] = f"projection failing: {', '.join(failing)}"
         return JSONResponse(body, status_code=503)
     return JSONResponse(body)
+
+
+async def _lead(
+    store: PostgresEventStore, settings: ReadSettings, process: ProjectionWorker | None
+) -> dict[str, object]:
+    """Who folds the cluster's projections, and whether it is this node: a standby is
+    as ready as the leader (its reads come from the leader's read models)."""
+    leader = await store.leader(worker.LEAD)
+    pid = process.pid if process is not None else os.getpid()
+    if settings.projections == "none":
+        role = "none"
+    elif pid is None:
+        role = "not running"
+    else:
+        role = "leader" if leader == worker.holder(pid) else "standby"
+    return {"role": role, "leader": leader}
+
+
+async def _audit_key_status(store: PostgresEventStore, signer: Signer) -> dict[str, object]:
+    """This node's signing key against the log's: a node with another key refuses to
+    seal when it leads (``projections.audit_log.key_mismatch``)."""
+    newest = await audit_log_model.latest_checkpoint(store.queries)
+    problem = audit_log_model.key_mismatch(signer.key_id, newest)
+    return {
+        "key_id": signer.key_id,
+        "log_key_id": newest.key_id if newest is not None else None,
+        "sealing": "ok" if problem is None else f"refused: {problem}",
+    }
 
 
 def _quarantined(status: ProjectionStatus) -> dict[str, object]:

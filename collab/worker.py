@@ -11,6 +11,13 @@ learn the worker's progress from the database (:mod:`projections.progress`).
 
 The worker gets the audit signing key on its standard input and stops when that
 closes: when the server stops it, or dies without a word.
+
+One process per cluster folds and seals: the one holding the lead (:data:`LEAD`, an
+advisory lock in the database, ``EventStore.leadership``). Every other worker stands
+by, asking again every ``leader_retry`` seconds, and takes over when the leader's
+database connection ends. Two folds at once would be safe for the read models (each
+batch moves its checkpoint only from where it started, under the row's lock), but the
+audit log must be one log, signed by one process at a time.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import contextlib
 import functools
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -36,6 +44,7 @@ from collab.runtime.config import AuditSettings, ReadSettings
 from events.checkpoints import Signer
 from events.errors import EventStoreError
 from events.postgres import PostgresEventStore
+from events.store import Leadership
 from projections import registry
 from projections.audit_log import AuditLogProjection
 from projections.registry import Needs
@@ -46,6 +55,16 @@ log = structlog.get_logger("collab.worker")
 
 #: a worker that lived this long had started fine: restart it without delay
 _STABLE_SECONDS: Final = 60.0
+
+#: the lead every process folding the projections (and sealing the audit log) asks for
+LEAD: Final = "collab.projections"
+
+
+def holder(pid: int | None = None) -> str:
+    """How the process ``pid`` of this machine (this process by default) is named while
+    it holds :data:`LEAD` (``EventStore.leader``; ``application_name`` in
+    ``pg_stat_activity``)."""
+    return f"collab-projections {socket.gethostname()[:40]}:{pid or os.getpid()}"
 
 
 @asynccontextmanager
@@ -61,6 +80,80 @@ async def projects_share(
         yield store, model.build(Needs(store, state_every=read.state_every))
     finally:
         await store.close()
+
+
+@asynccontextmanager
+async def leading(
+    store: PostgresEventStore,
+    read: ReadSettings,
+    audit: AuditSettings,
+    signer: Signer,
+    share_opener: Opener | None = None,
+) -> AsyncIterator[None]:
+    """While inside: fold (:func:`folding`) whenever this process holds :data:`LEAD`,
+    stand by otherwise."""
+    task = asyncio.create_task(
+        _lead(store, read, audit, signer, share_opener), name="projections-lead"
+    )
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def _lead(
+    store: PostgresEventStore,
+    read: ReadSettings,
+    audit: AuditSettings,
+    signer: Signer,
+    share_opener: Opener | None,
+) -> None:
+    claim = store.leadership(LEAD, holder=holder(), check_every=read.leader_retry)
+    try:
+        while True:
+            await _stand_by(claim, store, read.leader_retry)
+            log.info(
+                "leading: folding the projections and sealing the audit log",
+                holder=claim.holder,
+                key_id=signer.key_id,
+            )
+            try:
+                async with folding(store, read, audit, signer, share_opener) as runner:
+                    await claim.lost()
+                    # Another process may lead already: stop at once and leave the
+                    # checkpoint rows to it.
+                    await runner.stop(mark_stopped=False)
+            except Exception:
+                # Whatever broke, a process that neither folds nor lets another lead
+                # would stall the cluster's read models: give the lead up.
+                log.exception("leading failed; giving the lead up")
+                await claim.close()
+                await asyncio.sleep(read.leader_retry)
+                continue
+            log.warning("lost the lead (its database connection ended); standing by")
+    finally:
+        await claim.close()
+
+
+async def _stand_by(claim: Leadership, store: PostgresEventStore, retry: float) -> None:
+    """Ask for the lead every ``retry`` seconds until this process holds it."""
+    told = ""
+    while True:
+        try:
+            if await claim.try_acquire():
+                return
+            leader = await store.leader(LEAD)
+            news = f"leader {leader}"
+            if news != told:
+                log.info("standby: another worker leads", leader=leader)
+        except EventStoreError as exc:
+            news = "unavailable"
+            if news != told:
+                log.warning("standby: cannot ask for the lead; will retry", error=str(exc))
+        told = news
+        await asyncio.sleep(retry)
 
 
 @asynccontextmanager
@@ -150,8 +243,10 @@ async def run(
     )
     try:
         await store.migrate()
-        async with folding(store, read, audit, signer, share_opener):
-            log.info("projections running", projections=list(registry.NAMES), pid=os.getpid())
+        async with leading(store, read, audit, signer, share_opener):
+            log.info(
+                "projections worker started", projections=list(registry.NAMES), pid=os.getpid()
+            )
             await stop.wait()
     finally:
         await store.close()
@@ -211,6 +306,7 @@ class ProjectionWorker:
             "COLLAB_STATE_EVERY": str(read.state_every),
             "COLLAB_PROJECTION_BATCH": str(read.projection_batch),
             "COLLAB_PROJECTION_JOBS": str(read.projection_jobs),
+            "COLLAB_LEADER_RETRY": repr(read.leader_retry),
             "COLLAB_CHECKPOINT_EVERY": str(audit.checkpoint_every),
             "COLLAB_CHECKPOINT_SECONDS": repr(audit.checkpoint_seconds),
         }

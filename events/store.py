@@ -78,6 +78,23 @@ class CachedState:
     state: bytes
 
 
+class Leadership(Protocol):
+    """A claim to lead the cluster under one name: held by one process at a time, and
+    given up when that process or its connection to the store ends."""
+
+    async def try_acquire(self) -> bool:
+        """One attempt; False while another process holds it."""
+        ...
+
+    async def lost(self) -> None:
+        """Return once the claim may no longer be held (it is then given up)."""
+        ...
+
+    async def close(self) -> None:
+        """Give the claim up."""
+        ...
+
+
 class EventStore(Protocol):
     async def append(
         self,
@@ -163,4 +180,13 @@ class EventStore(Protocol):
         self, after_position: int = 0, *, batch_size: int = 1000
     ) -> AsyncGenerator[list[StoredEvent], None]:
         """:meth:`subscribe` in the batches it reads (each non-empty)."""
+        ...
+
+    def leadership(self, name: str, *, holder: str, check_every: float) -> Leadership:
+        """A claim to lead under ``name``; ``holder`` is how :meth:`leader` names this
+        process while it holds it."""
+        ...
+
+    async def leader(self, name: str) -> str | None:
+        """The holder of the lead ``name`` now; None when nobody holds it."""
         ...

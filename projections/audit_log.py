@@ -68,6 +68,20 @@ async def checkpoint_at_least(sql: Sql, tree_size: int) -> Checkpoint | None:
     return _checkpoint(row) if row is not None else None
 
 
+def key_mismatch(key_id: str, newest: Checkpoint | None) -> str | None:
+    """Why a process signing with ``key_id`` must not add to a log whose newest
+    checkpoint is ``newest``; None when it may. One log has one key: a checkpoint of
+    another key would make ``collab audit verify`` fail with either public key."""
+    if newest is None or newest.key_id == key_id:
+        return None
+    return (
+        f"this process signs with key {key_id}, but the log's newest checkpoint (of"
+        f" {newest.tree_size} events) was signed with key {newest.key_id}: every node must"
+        " sign with the key that signed the log (COLLAB_AUDIT_KEY_FILE on every node);"
+        " changing the key of a log is not supported"
+    )
+
+
 def _checkpoint(row: Row) -> Checkpoint:
     return Checkpoint(
         tree_size=int(row["tree_size"]),
@@ -95,6 +109,20 @@ class AuditLogProjection:
         self._builder: merkle.Builder | None = None
         #: tree size and (monotonic) time of the newest checkpoint
         self._sealed: tuple[int, float] | None = None
+        #: why checkpoints are not signed (the log's newest is of another key), if so
+        self.refused: str | None = None
+
+    def _refuse(self, newest: Checkpoint) -> None:
+        assert self._signer is not None  # noqa: S101 - only a signer seals
+        reason = key_mismatch(self._signer.key_id, newest)
+        if reason != self.refused:
+            log.error(
+                "audit checkpoint NOT signed: wrong key",
+                reason=reason,
+                own_key_id=self._signer.key_id,
+                log_key_id=newest.key_id,
+            )
+        self.refused = reason
 
     def forget(self) -> None:
         self._builder = None
@@ -166,8 +194,17 @@ class AuditLogProjection:
             return False
         return size - sealed_size >= self._every or (time.monotonic() - sealed_at >= self._seconds)
 
-    async def _seal(self, tx: Sql, size: int, root: bytes) -> Checkpoint:
+    async def _seal(self, tx: Sql, size: int, root: bytes) -> Checkpoint | None:
         assert self._signer is not None  # noqa: S101 - _due checked it
+        newest = await latest_checkpoint(tx)
+        if newest is not None and newest.key_id != self._signer.key_id:
+            self._refuse(newest)
+            # Looked at again when the next checkpoint would be due, not every batch.
+            self._sealed = (size, time.monotonic())
+            return None
+        if self.refused is not None:
+            log.info("checkpoints signed again", key_id=self._signer.key_id)
+            self.refused = None
         checkpoint = self._signer.sign(size, root)
         await tx.execute(
             "insert into audit_checkpoints (tree_size, root, signed_at, key_id, signature)"

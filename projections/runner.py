@@ -311,7 +311,12 @@ class ProjectionRunner:
         for name, runner in self._runners.items():
             runner.task = loop.create_task(runner.run(), name=f"projection-{name}")
 
-    async def stop(self) -> None:
+    async def stop(self, *, mark_stopped: bool = True) -> None:
+        """Cancel the folds (a batch in flight is rolled back). ``mark_stopped`` False
+        leaves the checkpoint rows alone: another process folds them now. Stopping
+        again does nothing."""
+        if all(runner.task is None for runner in self._runners.values()):
+            return
         for runner in self._runners.values():
             if runner.task is not None:
                 runner.task.cancel()
@@ -319,6 +324,8 @@ class ProjectionRunner:
                     await runner.task
                 runner.task = None
             runner.state = "stopped"
+        if not mark_stopped:
+            return
         # Best effort, and only what this process stopped: another process running
         # the same projections marks them running again with its next batch.
         with contextlib.suppress(EventStoreError):

@@ -64,6 +64,8 @@ SHOWN = 5
 GIVE_UP_AFTER = 20
 #: seconds a read of the project may take after the run before it is a finding
 SLOW_READ = 5.0
+#: frames sent to one project before the next one takes over
+PER_PROJECT = 20_000
 #: pause between two edits of the honest editor
 HONEST_PAUSE = 0.02
 _DOC_EVENTS = ("doc.updated", "project.rolled_back")
@@ -121,6 +123,8 @@ class FuzzReport:
     findings: Findings
     stored_updates: int = 0
     honest_edits: int = 0
+    #: projects fuzzed in turn (``per_project`` frames each)
+    projects: int = 1
 
     def summary(self) -> str:
         tally = self.tally
@@ -131,7 +135,8 @@ class FuzzReport:
             f"{tally.seconds:.1f} s ({rate:.0f} frames/s), {tally.reconnects} reconnects, "
             f"{tally.crashes} server crashes",
             f"closes by code: {closes or 'none'}",
-            f"stored updates: {self.stored_updates}; honest edits: {self.honest_edits}",
+            f"stored updates: {self.stored_updates}; honest edits: {self.honest_edits};"
+            f" projects: {self.projects}",
         ]
         for kind in sorted(tally.sent):
             by_code = tally.closes_by_kind.get(kind, Counter())
@@ -345,19 +350,29 @@ class Fuzzer:
         #: units in a row that ended in a close other than a refusal
         self._abnormal = 0
 
-    async def run(self, frames: int, seconds: float) -> Tally:
+    async def run(self, frames: int, seconds: float) -> bool:
+        """Send until the tally holds ``frames`` frames or ``seconds`` pass; False when
+        the campaign must stop (a crash with ``stop_on_crash``, a project gone bad)."""
         started = time.monotonic()
         end = started + seconds
+        carry_on = True
         try:
             while self.tally.frames < frames and time.monotonic() < end:
                 if self.ws is None and not await self._connect():
+                    carry_on = False
                     break
                 if not await self._send(next(self.generator)):
+                    carry_on = False
                     break
         finally:
-            self.tally.seconds = time.monotonic() - started
+            self.tally.seconds += time.monotonic() - started
             await self._drop()
-        return self.tally
+        return carry_on
+
+    def move_to(self, project_id: str) -> None:
+        """Fuzz another project from the next connection on."""
+        self.url = f"ws://{self.server.address}/ws/{project_id}"
+        self._abnormal = 0
 
     async def _connect(self) -> bool:
         deadline = time.monotonic() + timeout(30)
@@ -605,13 +620,18 @@ async def campaign(
     stop_on_crash: bool = True,
     skip: frozenset[str] = frozenset(),
     log_level: str = "info",
+    per_project: int = PER_PROJECT,
 ) -> FuzzReport:
     """Run ``frames`` fuzz frames (at most ``seconds``) against a fresh ``collab serve``
     on ``database_url`` (migrated, empty), then check what must hold.
 
     ``stop_on_crash``: end the run when the server dies (else start it again and go
     on); ``skip``: frame kinds not to send; ``log_level``: the server's (``warning``
-    keeps a long run's log small: errors and tracebacks are still logged).
+    keeps a long run's log small: errors and tracebacks are still logged);
+    ``per_project``: frames sent to one project before the next project takes over
+    (each project, with its own honest editor, is checked when its share is sent): a
+    project of hundreds of thousands of fuzz updates makes every full sync slow, and
+    the run would measure that instead of the server's refusals.
     """
     findings = Findings()
     restarts = Restarts()
@@ -624,29 +644,41 @@ async def campaign(
     generator = FrameGenerator(seed, max_message_bytes=MAX_MESSAGE_BYTES, skip=skip)
     try:
         await server.start()
-        project = await create_project(server.address, "Fuzz")
-        honest = HonestEditor(server, project, seed, findings, restarts)
-        stop = asyncio.Event()
-        editing = asyncio.create_task(honest.keep_editing(stop))
-        fuzzer = Fuzzer(
-            server,
-            project,
-            generator,
-            findings,
-            restarts,
-            seed=seed,
-            stop_on_crash=stop_on_crash,
-        )
-        try:
-            tally = await fuzzer.run(frames, seconds)
-        finally:
-            stop.set()
-            await editing
-        report = FuzzReport(seed, tally, findings, honest_edits=honest.edits)
-        if not server.alive:
-            await server.start()  # to check what it left behind
-        await _check(server, project, honest, report)
-        await honest.disconnect()
+        fuzzer: Fuzzer | None = None
+        report = FuzzReport(seed, Tally(), findings, projects=0)
+        end = time.monotonic() + seconds
+        while report.tally.frames < frames and time.monotonic() < end:
+            report.projects += 1
+            project = await create_project(server.address, f"Fuzz {report.projects}")
+            honest = HonestEditor(server, project, seed, findings, restarts)
+            stop = asyncio.Event()
+            editing = asyncio.create_task(honest.keep_editing(stop))
+            if fuzzer is None:
+                fuzzer = Fuzzer(
+                    server,
+                    project,
+                    generator,
+                    findings,
+                    restarts,
+                    seed=seed,
+                    stop_on_crash=stop_on_crash,
+                )
+                report.tally = fuzzer.tally
+            else:
+                fuzzer.move_to(project)
+            share = min(frames, report.tally.frames + per_project)
+            try:
+                carry_on = await fuzzer.run(share, end - time.monotonic())
+            finally:
+                stop.set()
+                await editing
+            report.honest_edits += honest.edits
+            if not server.alive:
+                await server.start()  # to check what it left behind
+            await _check(server, project, honest, report)
+            await honest.disconnect()
+            if not carry_on:
+                break
         code = await server.stop()
         if code != 0:
             findings.add("SIGTERM did not stop the server cleanly", f"exit code {code}")
@@ -675,7 +707,7 @@ async def _check(
         if same or time.monotonic() > deadline:
             break
         await asyncio.sleep(0.2)
-    report.stored_updates = replay.updates
+    report.stored_updates += replay.updates
     if not same:
         findings.add("the honest editor's state vector differs from the log's replay")
     await ready_at_head(server.address, findings)

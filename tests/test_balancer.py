@@ -9,10 +9,8 @@ request, and a node that names itself in every answer shows it directly.
 from __future__ import annotations
 
 import contextlib
-import shutil
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +18,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support import ROOT, free_port, timeout
+from tests.balancing import await_answer, nginx_in_front, stop
+from tests.support import free_port, timeout
 
 #: answers every GET and POST with its node name and the request it received
 NODE = r"""
@@ -53,39 +52,6 @@ ThreadingHTTPServer(("127.0.0.1", port), Node).serve_forever()
 """
 
 
-def _nginx() -> str:
-    found = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin")
-    if found is None:
-        pytest.skip("nginx is not installed (.ci/run installs Debian's nginx-light)")
-    return found
-
-
-def _await_answer(url: str, process: subprocess.Popen[bytes], what: str) -> None:
-    deadline = time.monotonic() + timeout(30)
-    last = "none"
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"{what} exited with {process.returncode}")
-        try:
-            httpx.get(url, timeout=timeout(5))
-        except httpx.TransportError as exc:
-            last = repr(exc)
-            time.sleep(0.05)
-        else:
-            return
-    raise AssertionError(f"{what} did not answer within 30 s (last: {last})")
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout(30))
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout(30))
-
-
 class Balancer:
     def __init__(self, port: int, nodes: dict[str, subprocess.Popen[bytes]]) -> None:
         self.url = f"http://127.0.0.1:{port}"
@@ -100,49 +66,20 @@ class Balancer:
 
 @pytest.fixture
 def balancer(tmp_path: Path) -> Iterator[Balancer]:
-    nginx = _nginx()
     ports = {"node1": free_port(), "node2": free_port()}
-    listen = free_port()
-    config = (ROOT / "deploy" / "nginx.conf").read_text()
-    for name, port in ports.items():
-        assert config.count(f"server {name}:8000") == 1
-        config = config.replace(f"server {name}:8000", f"server 127.0.0.1:{port}")
-    assert config.count("listen 8000;") == 1
-    config = config.replace("listen 8000;", f"listen 127.0.0.1:{listen};")
-    # nginx started by root would create (and chown) its temporary folders and write its
-    # access log in the system's places; here they stay in the test's folder
-    temporary = "".join(
-        f"    {kind}_temp_path {tmp_path / kind};\n"
-        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-    )
-    config = config.replace("http {\n", f"http {{\n    access_log off;\n{temporary}", 1)
-    (tmp_path / "nginx.conf").write_text(config)
-
     nodes: dict[str, subprocess.Popen[bytes]] = {}
-    started: list[subprocess.Popen[bytes]] = []
     try:
         for name, port in ports.items():
             nodes[name] = subprocess.Popen([sys.executable, "-c", NODE, name, str(port)])
-            started.append(nodes[name])
         for name, port in ports.items():
-            _await_answer(f"http://127.0.0.1:{port}/", nodes[name], name)
-        command = [nginx, "-e", "stderr", "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")]
-        checked = subprocess.run(
-            [*command, "-t"], capture_output=True, text=True, timeout=timeout(30), check=False
-        )
-        assert checked.returncode == 0, checked.stderr
-        server = subprocess.Popen(
-            [*command, "-g", f"daemon off; pid {tmp_path / 'nginx.pid'};"],
-            stdin=subprocess.DEVNULL,
-        )
-        started.append(server)
-        _await_answer(f"http://127.0.0.1:{listen}/health", server, "nginx")
-        balancer = Balancer(listen, nodes)
-        with contextlib.closing(balancer.client):
-            yield balancer
+            await_answer(f"http://127.0.0.1:{port}/", nodes[name], name)
+        with nginx_in_front(tmp_path, ports) as listen:
+            balancer = Balancer(listen, nodes)
+            with contextlib.closing(balancer.client):
+                yield balancer
     finally:
-        for process in reversed(started):
-            _stop(process)
+        for process in nodes.values():
+            stop(process)
 
 
 def test_one_project_stays_on_one_node_and_projects_spread(balancer):
@@ -188,7 +125,7 @@ def test_a_dead_nodes_projects_go_to_the_other(balancer):
     home = {p: balancer.node(f"/api/projects/{p}/document") for p in projects}
     stopped = home[projects[0]]
     other = "node2" if stopped == "node1" else "node1"
-    _stop(balancer.nodes[stopped])
+    stop(balancer.nodes[stopped])
     for project in projects:
         # reads and edits alike: a refused connection means the node never saw the edit
         assert balancer.node(f"/api/projects/{project}/document") == other

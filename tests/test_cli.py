@@ -7,6 +7,7 @@ import base64
 import json
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -16,7 +17,9 @@ import httpx
 import jwt
 import pytest
 
+from collab.runtime.audit_key import load_or_create
 from events import EventMetadata, NewEvent
+from events.checkpoints import key_id
 from events.models import DocUpdated, ProjectCreated
 from events.postgres import PostgresEventStore
 from events.schema import latest_version
@@ -116,6 +119,16 @@ def test_serve_with_embedded_database(tmp_path):
             "projections": {
                 name: {"state": "running", "position": 0, "lag": 0, "error": None, "failures": 0}
                 for name in ("projects", "lineage", "audit_log")
+            },
+            # the only worker on the database leads; nothing was signed yet
+            "projection_lead": {
+                "role": "leader",
+                "leader": f"collab-projections {socket.gethostname()[:40]}:{worker['pid']}",
+            },
+            "audit_key": {
+                "key_id": key_id(load_or_create(data_dir / "audit-ed25519.pem").public_key()),
+                "log_key_id": None,
+                "sealing": "ok",
             },
         }
         # the server watches the embedded PostgreSQL (and has not had to restart it)

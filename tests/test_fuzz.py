@@ -26,7 +26,16 @@ def test_the_same_seed_draws_the_same_frames() -> None:
 
 @pytest.mark.slow
 async def test_thousands_of_fuzzed_frames_break_nothing(database_url: str, tmp_path: Path) -> None:
-    report = await campaign(database_url, tmp_path, seed=SEED, frames=FRAMES, seconds=timeout(120))
+    # two projects in turn, each checked after its share, as the long campaign does
+    report = await campaign(
+        database_url,
+        tmp_path,
+        seed=SEED,
+        frames=FRAMES,
+        seconds=timeout(120),
+        per_project=FRAMES // 2,
+    )
     if report.findings:
         pytest.fail(report.summary(), pytrace=False)
     assert report.tally.frames >= FRAMES, report.summary()
+    assert report.projects == 2, report.summary()

@@ -15,6 +15,7 @@ from collab.live.closecodes import CloseCode
 from collab.runtime.config import RateSettings
 from music import document
 from tests.live import YClient, close_code, log_document, running_server
+from tests.redis_server import RedisServer
 from tests.support import eventually
 from tests.test_auth import SECRET, bearer, token
 
@@ -132,3 +133,18 @@ async def test_bytes_over_budget_close_with_4529(database_url: str) -> None:
 def test_a_rate_that_is_not_one_is_refused_at_start() -> None:
     with pytest.raises(ValueError, match="'often' is not a rate such as 60/minute"):
         RateLimits(RateSettings(updates="often"))
+
+
+async def test_counters_in_redis_are_shared_by_every_node(redis_server: RedisServer) -> None:
+    """With ``COLLAB_RATE_LIMIT_STORAGE`` naming a Redis, two nodes' limiters spend one
+    budget: a principal cannot get twice the rate by alternating between nodes."""
+    settings = RateSettings(http_writes="3/minute", storage=redis_server.url)
+    node_a, node_b = RateLimits(settings), RateLimits(settings)
+    assert await node_a.hit("http_writes", "user:olivia") is None
+    assert await node_b.hit("http_writes", "user:olivia") is None
+    assert await node_a.hit("http_writes", "user:olivia") is None
+    refused = await node_b.hit("http_writes", "user:olivia")
+    assert refused is not None
+    assert refused.budget == "http_writes"
+    assert 0 < refused.retry_after <= 60
+    assert await node_a.hit("http_writes", "user:other") is None

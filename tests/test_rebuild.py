@@ -152,7 +152,7 @@ async def test_rebuild_gives_the_rows_the_live_fold_gave(database_url):
     assert status.stdout.splitlines() == [
         f"{name}: position {head} of {head}, lag 0, stopped"
         for name in ("projects", "lineage", "audit_log")
-    ]
+    ] + ["lead: nobody (no process folds the projections now)"]
     unknown = await asyncio.to_thread(_collab, database_url, "projections", "rebuild", "nope")
     assert unknown.returncode == 2
     assert "no projection named 'nope'" in unknown.stderr

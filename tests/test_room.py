@@ -8,7 +8,8 @@ import pycrdt
 import pytest
 
 from collab.live import protocol
-from collab.live.room import AWARENESS_TIMEOUT, Room
+from collab.live.presence import AWARENESS_TIMEOUT
+from collab.live.room import Room
 from collab.live.writer import GroupCommitWriter
 from collab.runtime.metrics import Metrics
 from music import document
@@ -101,7 +102,7 @@ def test_silent_presence_expires_and_departures_are_announced() -> None:
     room.attach(bob)
     import time  # noqa: PLC0415
 
-    room.expire_presence(now=time.monotonic() + AWARENESS_TIMEOUT + 1)
+    room.presence.expire(now=time.monotonic() + AWARENESS_TIMEOUT + 1)
     gone = protocol.AwarenessUpdate((protocol.AwarenessEntry(5, 2, "null"),))
     assert bob.messages()[-1] == gone
     room.receive(bob, protocol.QueryAwareness())

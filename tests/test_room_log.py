@@ -16,7 +16,8 @@ from collab.live import protocol
 from collab.live.admission import HOLD_SECONDS
 from collab.live.closecodes import CloseCode
 from collab.live.fanout import CommittedUpdate, Message
-from collab.live.room import MAX_MISSING, Room
+from collab.live.room import Room
+from collab.live.versions import MAX_MISSING
 from collab.live.writer import Committed, Overloaded
 from collab.runtime.metrics import Metrics
 from events import NewEvent
@@ -296,20 +297,20 @@ async def test_updates_from_other_nodes_apply_once_and_a_skipped_version_is_miss
     each is applied and broadcast once; a jump names the versions still missing and
     asks for them once."""
     gaps: list[int | None] = []
-    room = Room(PROJECT, ManualLog(), Metrics(), on_gap=lambda r: gaps.append(r.gap))
+    room = Room(PROJECT, ManualLog(), Metrics(), on_gap=lambda r: gaps.append(r.versions.gap))
     reader = RecordingPeer()
     room.attach(reader)
     edits = _edits(4)
     assert _others(room, [edits[0]], [1]) == [True]
-    assert room.missing == set()
+    assert room.versions.missing == set()
     assert _others(room, [edits[3]], [4]) == [True]  # versions 2 and 3 skipped
-    assert (room.version, room.missing, gaps) == (4, {2, 3}, [1])
+    assert (room.version, room.versions.missing, gaps) == (4, {2, 3}, [1])
     assert _others(room, [edits[2], edits[3], edits[0]], [3, 4, 1]) == [True, False, False]
-    assert room.missing == {2}
-    room.settle(1)  # a read of the log up to version 1 leaves version 2 missing
-    assert room.gap == 1
+    assert room.versions.missing == {2}
+    room.versions.settle(1)  # a read of the log up to version 1 leaves version 2 missing
+    assert room.versions.gap == 1
     assert _others(room, [edits[1]], [2]) == [True]
-    assert room.gap is None
+    assert room.versions.gap is None
     assert reader.updates() == [edits[0], edits[3], edits[2], edits[1]]
     assert room.doc.get_update() == _replay(edits).get_update()
 
@@ -320,21 +321,21 @@ async def test_a_version_the_log_holds_no_update_for_stops_being_missing() -> No
     room = Room(PROJECT, ManualLog(), Metrics())
     edits = _edits(2)
     _others(room, edits, [1, 3])
-    assert room.missing == {2}
-    room.settle(3)
-    assert (room.missing, room.gap) == (set(), None)
+    assert room.versions.missing == {2}
+    room.versions.settle(3)
+    assert (room.versions.missing, room.versions.gap) == (set(), None)
 
 
 async def test_a_jump_too_long_to_list_is_read_from_the_log() -> None:
     room = Room(PROJECT, ManualLog(), Metrics())
     (edit,) = _edits(1)
     _others(room, [edit], [MAX_MISSING + 5])
-    assert room.missing == set()
-    assert room.gap == 0
-    assert room.wants(3)
-    room.settle(MAX_MISSING + 5)
-    assert room.gap is None
-    assert not room.wants(3)
+    assert room.versions.missing == set()
+    assert room.versions.gap == 0
+    assert room.versions.wants(3)
+    room.versions.settle(MAX_MISSING + 5)
+    assert room.versions.gap is None
+    assert not room.versions.wants(3)
 
 
 async def test_own_commits_are_published_to_the_other_nodes_with_their_versions() -> None:

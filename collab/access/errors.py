@@ -4,7 +4,8 @@
 
     AccessError
     ├── Unauthenticated   no token, or one that does not verify  (HTTP 401, close 4401)
-    └── Forbidden         a known principal without the right      (HTTP 403, close 4403)
+    ├── Forbidden         a known principal without the right    (HTTP 403, close 4403)
+    └── ProjectNotFound   the project asked about does not exist (HTTP 404, close 4404)
 """
 
 from __future__ import annotations
@@ -21,4 +22,8 @@ class Unauthenticated(AccessError):
 
 
 class Forbidden(AccessError):
+    pass
+
+
+class ProjectNotFound(AccessError):
     pass

@@ -105,8 +105,11 @@ class RateLimits:
         if url.startswith(("memory://", "async+memory://")):
             self._local = {budget: _Windows(item) for budget, item in self._items.items()}
             return
-        # the asyncio flavour of each storage (async+redis://...)
-        storage = storage_from_string(url if url.startswith("async+") else f"async+{url}")
+        # the asyncio flavour of each storage (async+redis://...); for Redis, through
+        # redis-py, the client the fan-out uses too (limits defaults to coredis)
+        url = url if url.startswith("async+") else f"async+{url}"
+        options = {"implementation": "redispy"} if url.startswith("async+redis") else {}
+        storage = storage_from_string(url, **options)
         if not isinstance(storage, Storage):
             raise TypeError(f"rate limit storage {url!r} has no asyncio flavour")
         self._limiter = FixedWindowRateLimiter(storage)

@@ -26,7 +26,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from collab.access.errors import AccessError, Forbidden, Unauthenticated
+from collab.access.errors import AccessError, Forbidden, ProjectNotFound, Unauthenticated
 from collab.http.kit import ApiError, correlation_of
 from collab.http.responses import JSONResponse, error_response
 from collab.services.errors import (
@@ -46,6 +46,7 @@ STATUS: Final[dict[type[Exception], int]] = {
     # the access layer's
     Unauthenticated: 401,
     Forbidden: 403,
+    ProjectNotFound: 404,
     AccessError: 403,
     # the services'
     NotFound: 404,

@@ -7,6 +7,7 @@ the log knew then, and ``min_position`` like every other read.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
@@ -23,7 +24,7 @@ from events import daid as daid_module
 from events.errors import DaidError
 from events.integrity import stored_daid_hash16
 from events.models import project_of
-from events.records import stored_content_hash
+from events.records import StoredEvent, stored_content_hash
 from projections import lineage_reads
 from projections.lineage_reads import Direction
 from projections.prov import contributors, prov_document
@@ -63,9 +64,19 @@ async def _as_of(request: Request) -> int:
     return await lineage_reads.position_at(store_of(request).queries, moment)
 
 
-async def _readable_daid(request: Request) -> str:
+@dataclass(frozen=True, slots=True)
+class _Asked:
+    daid: str
+    #: whether the event was read to decide (a global role decides without it)
+    read: bool = False
+    #: the event read (None: no event has this DAID)
+    event: StoredEvent | None = None
+
+
+async def _readable_daid(request: Request) -> _Asked:
     """The path's DAID, once the principal may read it: auditors and admins every DAID,
     others the DAIDs of projects they may read and the records they made themselves.
+    The event read to decide is handed on, so that it is read once per request.
 
     Only the asked DAID is checked: a walk from it may name ancestors in projects the
     caller cannot read (their DAIDs and kinds, not their content).
@@ -73,7 +84,7 @@ async def _readable_daid(request: Request) -> str:
     daid = _daid(request)
     principal = await principal_of(request)
     if rules.allowed(principal, "project.read", None, in_project=True):
-        return daid
+        return _Asked(daid)
     event = await store_of(request).event_by_daid(daid)
     project_id = project_of(event.stream_id) if event is not None else None
     if project_id is not None:
@@ -83,7 +94,7 @@ async def _readable_daid(request: Request) -> str:
             f"{principal.actor} may not read DAID {daid}: it is in no project of theirs"
             " (auditors read every DAID)"
         )
-    return daid
+    return _Asked(daid, read=True, event=event)
 
 
 async def _known(request: Request, daid: str, as_of: int) -> dict[str, Any]:
@@ -95,7 +106,7 @@ async def _known(request: Request, daid: str, as_of: int) -> dict[str, Any]:
 
 
 async def _walk(request: Request, direction: Direction) -> tuple[str, lineage_reads.Walk]:
-    daid = await _readable_daid(request)
+    daid = (await _readable_daid(request)).daid
     await caught_up(request)
     as_of = await _as_of(request)
     await _known(request, daid, as_of)
@@ -111,14 +122,17 @@ async def _walk(request: Request, direction: Direction) -> tuple[str, lineage_re
 
 
 async def get_daid(request: Request) -> Response:
-    daid = await _readable_daid(request)
+    asked = await _readable_daid(request)
+    daid = asked.daid
     await caught_up(request)
     as_of = await _as_of(request)
     node = await _known(request, daid, as_of)
     store = store_of(request)
     near = await lineage_reads.neighbours(store.queries, daid, as_of=as_of)
     body: dict[str, Any] = {**node, **near}
-    event = await store.event_by_daid(daid) if node["known"] else None
+    event = None
+    if node["known"]:
+        event = asked.event if asked.read else await store.event_by_daid(daid)
     if event is not None:
         # What an auditor checks first: the DAID's hash and the row's hash still hold.
         body["integrity"] = {

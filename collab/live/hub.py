@@ -98,6 +98,7 @@ class Live:
         #: open connections and the task sending to each
         self.connections: dict[Connection, asyncio.Task[None]] = {}
         self._background: list[asyncio.Task[None]] = []
+        self._catching_up: set[asyncio.Task[None]] = set()
 
     def access_changed(self, project_id: str, member: str, role: ProjectRole | None) -> None:
         """Apply a grant or revocation to the open connections of every node."""
@@ -124,10 +125,10 @@ class Live:
                 except protocol.ProtocolError as exc:
                     raise BadMessage(f"awareness frame: {exc}") from None
                 if isinstance(message, protocol.AwarenessUpdate):
-                    room.remote_awareness(envelope.node, message.entries)
+                    room.presence.changed_elsewhere(envelope.node, message.entries)
             case AwarenessQuery(project_id):
                 room = self.rooms.loaded(project_id)
-                ours = None if room is None else room.local_presence()
+                ours = None if room is None else room.presence.ours()
                 if ours is not None:
                     self.fanout.publish(Awareness(project_id, ours))
             case AccessChange(project_id, member, role):
@@ -137,12 +138,13 @@ class Live:
 
     def node_lost(self, node: str) -> None:
         for room in self.rooms.all():
-            room.node_lost(node)
+            room.presence.node_lost(node)
 
     def fast_path_resumed(self) -> None:
         # What was published while the fan-out was down is in the log.
         task = asyncio.get_running_loop().create_task(self._follow_now())
-        self._background.append(task)
+        self._catching_up.add(task)
+        task.add_done_callback(self._catching_up.discard)
 
     async def _follow_now(self) -> None:
         try:
@@ -169,7 +171,7 @@ class Live:
     async def close(self) -> None:
         await self.drain()
         await self.fanout.close()
-        for task in self._background:
+        for task in (*self._background, *self._catching_up):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task

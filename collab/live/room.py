@@ -18,14 +18,10 @@ one that is not, and the room never has to be repaired after a failed append (th
 sender is closed with 1013 and resends on reconnect, because Yjs clients keep their
 edits).
 
-Versions: the room applies each stream version once. An update that arrives with a
-version past the next one (another node or a script wrote in between) is applied, and
-the versions skipped are remembered as *missing*: their updates are applied when they
-come (from the fan-out, or read from the log by ``Rooms.fill_gaps``, which ``on_gap``
-asks for), and anything already applied is dropped, so no peer gets an update twice.
-
-In a cluster the room publishes its own commits and its clients' presence
-(:mod:`collab.live.fanout`) and keeps other nodes' clients' presence apart from its own.
+Each stream version is applied once, whichever way it comes (own commits, other nodes,
+the log: :mod:`collab.live.versions`); versions skipped over are read from the log
+through ``on_gap``. In a cluster the room publishes its own commits and its clients'
+presence (:mod:`collab.live.fanout`, :mod:`collab.live.presence`).
 
 Nothing here awaits: peers are handed frames through :class:`Peer.send`, which only
 queues them.
@@ -34,9 +30,7 @@ queues them.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Protocol
 
 import pycrdt
@@ -46,8 +40,9 @@ from collab.access.principal import SERVER_AGENT
 from collab.live import protocol
 from collab.live.admission import Admission, Peer
 from collab.live.closecodes import CloseCode
-from collab.live.fanout import Awareness, CommittedUpdate, Message
-from collab.live.protocol import AwarenessEntry
+from collab.live.fanout import CommittedUpdate, Message
+from collab.live.presence import Presence
+from collab.live.versions import Versions
 from collab.live.writer import Committed, WriterClosed, WriterError
 from collab.runtime.metrics import Metrics
 from events import EventMetadata, NewEvent
@@ -61,10 +56,6 @@ log = structlog.get_logger("collab.live.room")
 
 #: what a read-only peer is told when it sends an update (y-protocols' auth message)
 READ_ONLY = "permission denied: read-only access (viewer); edits are not stored"
-#: awareness states not renewed for this long are dropped (y-protocols uses 30 s)
-AWARENESS_TIMEOUT = 30.0
-#: versions remembered as missing at most; a larger jump is read from the log at once
-MAX_MISSING = 10_000
 
 
 class Durability(Protocol):
@@ -81,16 +72,6 @@ class Durability(Protocol):
         on_committed: Callable[[Committed], None] | None = None,
         on_failed: Callable[[Exception], None] | None = None,
     ) -> asyncio.Future[Committed]: ...
-
-
-@dataclass(slots=True)
-class _Presence:
-    clock: int
-    state_json: str
-    owner: Peer | None
-    seen: float
-    #: the node whose client this is; None: a client of this node
-    node: str | None = None
 
 
 def _no_cluster(message: Message) -> None:
@@ -112,8 +93,8 @@ class Room:
         self.project_id = project_id
         self.stream_id = project_stream(project_id)
         self.doc = document.new_document()
-        #: stream version and global position of the last document event applied
-        self.version = 0
+        #: the stream versions applied (each once) and the global position of the last
+        self.versions = Versions()
         self.position = 0
         self.peers: set[Peer] = set()
         #: peers plus API requests using the room; it unloads when this drops to 0
@@ -121,15 +102,13 @@ class Room:
         self.pending = 0
         self._writer = writer
         self._metrics = metrics
-        self._presence: dict[int, _Presence] = {}
+        self.presence = Presence(
+            project_id, lambda frame, exclude: self._broadcast(frame, exclude=exclude), publish
+        )
         self._full_update: bytes | None = None
         self._save_state = save_state
         self._cache_every = cache_every
         self._cached_version = 0
-        #: versions below ``version`` whose updates have not been applied yet
-        self.missing: set[int] = set()
-        #: the jump was too large to list: everything after this version is to be read
-        self._read_from: int | None = None
         self._publish = publish
         self._on_gap = on_gap
         self._admission = Admission(self.doc.get_update, metrics)
@@ -143,7 +122,7 @@ class Room:
             self.doc.apply_update(
                 updates[0] if len(updates) == 1 else pycrdt.merge_updates(*updates)
             )
-        self.version = max(self.version, version)
+        self.versions.loaded(version)
         self.position = max(self.position, position)
         self._full_update = None
         self._admission.forget()
@@ -157,8 +136,8 @@ class Room:
         """A peer joins: it gets our step 1 and everyone's presence."""
         self.peers.add(peer)
         peer.send(protocol.encode_sync_step1(self.doc.get_state()))
-        if self._presence:
-            peer.send(protocol.encode_awareness(self._presence_entries()))
+        if self.presence:
+            peer.send(protocol.encode_awareness(self.presence.entries()))
 
     def read_only(self, peer: Peer) -> None:
         """A peer may no longer write: its held updates go (it is told on its next)."""
@@ -168,8 +147,7 @@ class Room:
         """A peer leaves: its presence and its held updates go."""
         self.peers.discard(peer)
         self._admission.drop(peer)
-        gone = [cid for cid, p in self._presence.items() if p.owner is peer]
-        self._remove_presence(gone)
+        self.presence.left(peer)
 
     def receive(self, peer: Peer, message: protocol.Message) -> None:
         match message:
@@ -186,9 +164,9 @@ class Room:
                     self._metrics.refused.labels("read_only").inc()
                     peer.send(protocol.encode_auth_denied(READ_ONLY))
             case protocol.AwarenessUpdate(entries):
-                self._awareness(peer, entries)
+                self.presence.changed(peer, entries)
             case protocol.QueryAwareness():
-                peer.send(protocol.encode_awareness(self._presence_entries()))
+                peer.send(protocol.encode_awareness(self.presence.entries()))
             case protocol.AuthDenied():
                 pass  # only servers send it; a client echoing one changes nothing
 
@@ -322,53 +300,27 @@ class Room:
     def apply_committed(self, update: bytes, done: Committed, origin: Peer | None) -> bool:
         """Apply an update another writer made durable and send it to every peer; False
         when this version was applied before (nothing is sent)."""
-        if not self.wants(done.version):
+        if not self.versions.wants(done.version):
             return False
         if update and update != EMPTY_UPDATE:
             self._admission.committed_elsewhere(update)
         return self._apply_durable(update, done, origin)
 
-    def wants(self, version: int) -> bool:
-        """Whether the update of ``version`` has not been applied yet."""
-        return version > self.version or version in self.missing or self._unread(version)
-
-    def _unread(self, version: int) -> bool:
-        return self._read_from is not None and version > self._read_from
-
     @property
-    def gap(self) -> int | None:
-        """The version after which the log is to be read for missing updates, if any."""
-        if self._read_from is not None:
-            return self._read_from
-        return min(self.missing) - 1 if self.missing else None
-
-    def settle(self, through: int) -> None:
-        """The log was read up to ``through``: nothing at or below it is missing any more
-        (versions the read did not return hold events other than document updates)."""
-        self.missing = {v for v in self.missing if v > through}
-        if self._read_from is not None:
-            self._read_from = None if through >= self.version else max(self._read_from, through)
+    def version(self) -> int:
+        """The highest stream version applied."""
+        return self.versions.top
 
     def _apply_durable(self, update: bytes, done: Committed, origin: Peer | None) -> bool:
         """Apply a durable update and send it to every peer but its origin; False when
         its version was applied before."""
-        version = done.version
-        if version > self.version:
-            if version > self.version + 1:
-                # Someone else (another node, a script) appended to this stream in
-                # between: what they wrote comes from the fan-out or from the log.
-                if version - self.version > MAX_MISSING or self._read_from is not None:
-                    start = self.version if self._read_from is None else self._read_from
-                    self._read_from = min(self.version, start)
-                else:
-                    self.missing.update(range(self.version + 1, version))
-                if self._on_gap is not None:
-                    self._on_gap(self)
-            self.version = version
-        elif version in self.missing:
-            self.missing.discard(version)
-        elif not self._unread(version):
+        wanted, jumped = self.versions.take(done.version)
+        if not wanted:
             return False
+        if jumped and self._on_gap is not None:
+            # Someone else (another node, a script) appended to this stream in between:
+            # what they wrote comes from the fan-out or from the log.
+            self._on_gap(self)
         self.position = max(self.position, done.position)
         if not update or update == EMPTY_UPDATE:
             return True  # a rollback to what the document already is
@@ -392,7 +344,7 @@ class Room:
         self._metrics.updates_broadcast.inc(sent)
         if (
             self._save_state is not None
-            and self.gap is None
+            and self.versions.gap is None
             and self.version - self._cached_version >= self._cache_every
         ):
             self.save_cache()
@@ -410,7 +362,7 @@ class Room:
     def save_cache(self) -> None:
         if self._save_state is None or self.version == 0 or self.version <= self._cached_version:
             return
-        if self.gap is not None:
+        if self.versions.gap is not None:
             return  # the state would claim a version whose earlier updates it lacks
         self._cached_version = self.version
         self._save_state(
@@ -418,81 +370,6 @@ class Room:
         )
 
     # -- awareness ----------------------------------------------------------------------
-
-    def _awareness(self, peer: Peer, entries: tuple[AwarenessEntry, ...]) -> None:
-        accepted = self._merge_presence(entries, peer, None)
-        if accepted:
-            frame = protocol.encode_awareness(accepted)
-            self._broadcast(frame, exclude=peer)
-            self._publish(Awareness(self.project_id, frame))
-
-    def remote_awareness(self, node: str, entries: tuple[AwarenessEntry, ...]) -> None:
-        """Presence of clients of another node, published by that node."""
-        accepted = self._merge_presence(entries, None, node)
-        if accepted:
-            self._broadcast(protocol.encode_awareness(accepted), exclude=None)
-
-    def _merge_presence(
-        self, entries: tuple[AwarenessEntry, ...], peer: Peer | None, node: str | None
-    ) -> list[AwarenessEntry]:
-        """Take the entries that are newer than what is known; those are returned."""
-        now = time.monotonic()
-        accepted: list[AwarenessEntry] = []
-        for entry in entries:
-            known = self._presence.get(entry.client_id)
-            if known is not None and known.node is None and known.owner is not peer:
-                # A client of this node: only its own connection changes it. A client
-                # of another node that reconnected here takes its entry over (by clock).
-                continue
-            if known is not None and (
-                entry.clock < known.clock or (entry.clock == known.clock and not entry.removed)
-            ):
-                if entry.clock == known.clock:
-                    known.seen = now  # a renewal of the same state
-                continue
-            if entry.removed:
-                self._presence.pop(entry.client_id, None)
-            else:
-                self._presence[entry.client_id] = _Presence(
-                    entry.clock, entry.state_json, peer, now, node
-                )
-            accepted.append(entry)
-        return accepted
-
-    def _presence_entries(self) -> list[AwarenessEntry]:
-        return [AwarenessEntry(cid, p.clock, p.state_json) for cid, p in self._presence.items()]
-
-    def local_presence(self) -> bytes | None:
-        """The awareness frame of this node's clients (another node asks for it)."""
-        entries = [
-            AwarenessEntry(cid, p.clock, p.state_json)
-            for cid, p in self._presence.items()
-            if p.node is None
-        ]
-        return protocol.encode_awareness(entries) if entries else None
-
-    def _remove_presence(self, client_ids: list[int]) -> None:
-        removed: list[AwarenessEntry] = []
-        ours: list[AwarenessEntry] = []
-        for cid in client_ids:
-            presence = self._presence.pop(cid)
-            entry = AwarenessEntry(cid, presence.clock + 1, "null")
-            removed.append(entry)
-            if presence.node is None:
-                ours.append(entry)
-        if removed:
-            self._broadcast(protocol.encode_awareness(removed), exclude=None)
-        if ours:
-            self._publish(Awareness(self.project_id, protocol.encode_awareness(ours)))
-
-    def expire_presence(self, now: float | None = None) -> None:
-        """Drop states their clients stopped renewing (they went silent)."""
-        limit = (time.monotonic() if now is None else now) - AWARENESS_TIMEOUT
-        self._remove_presence([cid for cid, p in self._presence.items() if p.seen < limit])
-
-    def node_lost(self, node: str) -> None:
-        """Another node stopped or went silent: its clients' presence goes."""
-        self._remove_presence([cid for cid, p in self._presence.items() if p.node == node])
 
     def _broadcast(self, frame: bytes, *, exclude: Peer | None) -> None:
         for peer in tuple(self.peers):

@@ -244,7 +244,7 @@ class Rooms:
         """Another node committed an update to ``message.project_id``: apply it to the
         room if this node hosts it and has not applied that version yet."""
         room = self._rooms.get(message.project_id)
-        if room is None or not room.wants(message.version):
+        if room is None or not room.versions.wants(message.version):
             return
         room.apply_committed(message.update, Committed(message.version, message.position, ""), None)
 
@@ -266,13 +266,13 @@ class Rooms:
 
     async def fill_gaps(self, room: Room) -> None:
         """Read the versions ``room`` misses from the log, apply and broadcast them."""
-        while (gap := room.gap) is not None:
+        while (gap := room.versions.gap) is not None:
             self._metrics.gap_reads.inc()
             # Every version up to the room's was committed before it: one read to the
             # end of the log covers them all.
             through = room.version
             last = await self._read_into(room, gap)
-            room.settle(through if last is None else last)
+            room.versions.settle(through if last is None else last)
 
     async def _read_into(self, room: Room, after_version: int) -> int | None:
         """Apply and broadcast the document events after ``after_version`` that the room
@@ -283,7 +283,7 @@ class Rooms:
         )
         for record in records:
             update = record.payload
-            if not update or not room.wants(record.version):
+            if not update or not room.versions.wants(record.version):
                 continue
             refused = salvage.salvage([update], room.doc.get_update()).refused
             if refused:
@@ -333,9 +333,9 @@ class Rooms:
         while True:
             await asyncio.sleep(5.0)
             for room in list(self._rooms.values()):
-                room.expire_presence()
+                room.presence.expire()
                 room.expire_held()
-                if room.gap is not None:
+                if room.versions.gap is not None:
                     self._gap_found(room)  # a read that failed before is tried again
 
     async def _follow(self) -> None:
@@ -363,7 +363,7 @@ class Rooms:
             if version <= seen or room.pending:
                 continue
             while (read := await self._read_into(room, room.version)) is not None:
-                room.settle(read)
+                room.versions.settle(read)
             self._seen[room.project_id] = version
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:

@@ -22,8 +22,8 @@ from typing import Literal
 import structlog
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from collab.access import members, rules
-from collab.access.errors import Unauthenticated
+from collab.access import decide, rules
+from collab.access.errors import Forbidden, ProjectNotFound, Unauthenticated
 from collab.access.limits import budget_key
 from collab.access.members import ProjectRole
 from collab.access.principal import Principal, bearer_token, unverified
@@ -312,24 +312,16 @@ async def _admit(
         principal = await live.tokens.verify(token)
     except Unauthenticated as exc:
         return None, (CloseCode.UNAUTHENTICATED, exc.message)
-    if rules.allowed(principal, "project.read", None, in_project=True):
-        # a global role: no member list to read
-        writes = rules.allowed(principal, "project.edit", None, in_project=True)
-        return principal, None if writes else "read_only"
     try:
         # a path that is no UUID names no stream: no roster, an unknown project
-        roster = await members.load(live.store, _normal(project_id))
+        role = await decide.role_in(principal, "project.read", _normal(project_id), log=live.store)
+    except ProjectNotFound:
+        return principal, (CloseCode.UNKNOWN_PROJECT, f"no project {project_id!r}")
+    except Forbidden as exc:
+        return principal, (CloseCode.FORBIDDEN, exc.message)
     except EventStoreError as exc:
         log.warning("members not read", project=project_id, error=str(exc))
         return principal, (CloseCode.TRY_AGAIN_LATER, "database unavailable; reconnect later")
-    if roster is None:
-        return principal, (CloseCode.UNKNOWN_PROJECT, f"no project {project_id!r}")
-    role = roster.role_of(principal.actor)
-    if role is None:
-        return principal, (
-            CloseCode.FORBIDDEN,
-            f"{principal.actor} is not a member of project {project_id}",
-        )
     writes = rules.allowed(principal, "project.edit", role, in_project=True)
     return principal, None if writes else "read_only"
 

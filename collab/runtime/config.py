@@ -62,6 +62,9 @@ class ReadSettings:
     #: ``projections.runner.PARALLEL_LAG`` events); 1: in the worker alone. Two on two
     #: cores caught up 1.6x faster (docs/benchmarks.md), taking both cores while it ran
     projection_jobs: int = 1
+    #: seconds between a standby's attempts to take the lead of the cluster's
+    #: projections, and between the leader's checks that it still holds it
+    leader_retry: float = 1.0
 
 
 _READ = ReadSettings()
@@ -186,6 +189,8 @@ class Settings(BaseSettings):
     projection_nice: int = Field(default=_READ.projection_nice, ge=0, le=19)
     #: processes folding projects when the worker is far behind (1: the worker alone)
     projection_jobs: int = Field(default=_READ.projection_jobs, ge=1, le=64)
+    #: seconds between a standby worker's attempts to lead (and the leader's checks)
+    leader_retry: float = Field(default=_READ.leader_retry, ge=0.05, le=60)
 
     #: largest HTTP request body in bytes (413 above it)
     max_body_bytes: int = Field(default=_HTTP.max_body_bytes, ge=1024, le=1024**3)
@@ -351,6 +356,7 @@ def read_settings(settings: Settings) -> ReadSettings:
         projections=settings.projections,
         projection_nice=settings.projection_nice,
         projection_jobs=settings.projection_jobs,
+        leader_retry=settings.leader_retry,
     )
 
 

@@ -78,6 +78,15 @@ class Metrics:
             ["projection"],
             registry=r,
         )
+        self.audit_key_mismatch = Gauge(
+            "collab_audit_key_mismatch",
+            "1 when this node's audit key is not the one that signed the log's newest"
+            " checkpoint: it refuses to seal while it leads (read at scrape)",
+            registry=r,
+        )
+
+    def key_mismatch(self, *, refused: bool) -> None:
+        self.audit_key_mismatch.set(1 if refused else 0)
 
     def quarantined(self, names: Iterable[str], counts: Mapping[str, int]) -> None:
         """Set the quarantine gauge of each projection in ``names`` from ``counts``."""

@@ -2,14 +2,15 @@
 
 Every command calls :func:`authorize` before it reads or writes anything, with what it
 is about to do and, when it has one, the project it does it to; reads that need no
-command (a route reading a read model) ask it too. The rules themselves are one table
-(``collab.access.rules``); this adds the project's roster, read from the log
-(``collab.access.members``), when the answer depends on it.
+command (a route reading a read model) ask it too. The decision is the access layer's
+(``collab.access.decide``, which the socket asks too); this names a missing project in
+the commands' words (NotFound).
 """
 
 from __future__ import annotations
 
-from collab.access import members, rules
+from collab.access import decide, members, rules
+from collab.access.errors import ProjectNotFound
 from collab.access.principal import Principal
 from collab.access.rules import Action
 from collab.services.errors import NotFound
@@ -32,14 +33,10 @@ async def authorize(
     Admins (every caller of a server without authentication is one) and auditors
     reading are decided without reading the log: their checks cost nothing.
     """
-    if project_id is None or action not in rules.NEEDS:
+    if project_id is None:
         rules.require(principal, action)
         return None
-    if rules.allowed(principal, action, None, in_project=True):
-        return None  # a global role decides
-    roster = await members.load(log, project_id)
-    if roster is None:
-        raise NotFound(f"no project {project_id}")
-    role = roster.role_of(principal.actor)
-    rules.require(principal, action, role, project_id)
-    return role
+    try:
+        return await decide.role_in(principal, action, project_id, log=log)
+    except ProjectNotFound as exc:
+        raise NotFound(exc.message) from None

@@ -11,6 +11,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 
 from events.errors import EventStoreError
+from events.postgres import leadership as leads
 from events.postgres import migrations, sql, verify
 from events.postgres.appender import Appender, BeforeCommit
 from events.postgres.connection import CONNECTION_ERRORS, Database
@@ -229,6 +230,18 @@ class PostgresEventStore:
     def notifications(self, channel: str) -> AsyncGenerator[str | None, None]:
         """The payloads of NOTIFY on ``channel``, forever (``None`` after each reconnection)."""
         return self._subscriptions.notifications(channel)
+
+    # -- leadership -----------------------------------------------------------------------
+
+    def leadership(
+        self, name: str, *, holder: str, check_every: float = 1.0
+    ) -> leads.PostgresLeadership:
+        """A claim to lead under ``name``: a PostgreSQL advisory lock on a connection of
+        its own (see ``events.postgres.leadership``)."""
+        return leads.PostgresLeadership(self._db.dsn, name, holder=holder, check_every=check_every)
+
+    async def leader(self, name: str) -> str | None:
+        return await leads.leader(self._db, name)
 
     # -- read models (the SQL port) ------------------------------------------------------
 
