@@ -341,14 +341,21 @@ async def test_version_lineage_stays_linear_with_two_writers(database_url: str):
                 await store.append("project-two", [doc(n)])
                 await asyncio.sleep(random.random() * 0.002)
 
+        async def hammer(store: PostgresEventStore, start: int) -> None:
+            # no pause at all: the other store's guesses go stale at every append, and
+            # only its retries under the stream's lock get its updates through
+            for n in range(start, start + 40):
+                await store.append("project-two", [doc(n)])
+
         await asyncio.gather(write(first, 0), write(second, 1000))
+        await asyncio.gather(hammer(first, 2000), hammer(second, 3000), hammer(first, 4000))
     finally:
         await first.close()
         await second.close()
     verifier = await PostgresEventStore.connect(database_url, poll_interval=0.2)
     try:
         events = await verifier.read_stream("project-two")
-        assert len(events) == 81
+        assert len(events) == 201
         for previous, event in itertools.pairwise(events):
             assert event.parents == (previous.daid,)
         assert (await verifier.verify()).ok
