@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
@@ -40,13 +41,21 @@ MAX_GROUP_EVENTS: Final = 5000
 TIP_CACHE_SIZE: Final = 10_000
 #: attempts of a request whose version tip moved on under it (another writer). The first
 #: goes through the shared queue with the tip this process remembers; the ones after
-#: it lock the stream's row, read its tip and append in one transaction, so no other
-#: writer can move the tip in between. Guessing again instead starved the process
+#: it lock their streams' rows, read their tips and append in one transaction, so no
+#: other writer can move a tip in between. Guessing again instead starved the process
 #: that did not write last: two nodes writing one project at 20 updates/s each gave
 #: up after 32 attempts 1,364 times in 15 s (docs/benchmarks.md, cross-node fan-out).
 LINEAGE_ATTEMPTS: Final = 4
-#: the stream's version tip, its row locked until the transaction ends
-_LOCK_TIP: Final = "select last_version_daid from streams where stream_id = $1 for update"
+#: seconds a stream stays "contended" after a stale guess: its version appends skip the
+#: guess and go straight to the locked transaction (the guess would fail again while
+#: another process keeps writing the stream)
+CONTENDED_SECONDS: Final = 2.0
+#: the streams' version tips, their rows locked (in the order collab_append locks them,
+#: so two such transactions cannot deadlock) until the transaction ends
+_LOCK_TIPS: Final = (
+    "select stream_id, last_version_daid from streams where stream_id = any($1::text[])"
+    " order by stream_id for update"
+)
 
 #: awaited inside the append transaction, after the events are written and before
 #: the commit. Tests use it to hold transactions open; production passes nothing.
@@ -78,6 +87,8 @@ class Appender:
         # queued appends commit; checked by collab_append, so a stale entry costs a
         # retry, never a wrong parent.
         self._tips: OrderedDict[str, str | None] = OrderedDict()
+        #: streams a guess failed on lately, and until when they count as contended
+        self._contended_until: dict[str, float] = {}
 
     async def close(self) -> None:
         if self._writer is not None and not self._writer.done():
@@ -101,13 +112,22 @@ class Appender:
         )
         todo = list(range(len(requests)))
         for attempt in range(LINEAGE_ATTEMPTS):
-            if attempt == 0:
-                results = await self._append_queued([requests[index] for index in todo])
-            else:
-                results = [await self._append_locked(requests[index]) for index in todo]
-            for index, result in zip(todo, results, strict=True):
+            now = time.monotonic()
+            locked = [i for i in todo if attempt > 0 or self._contended(requests[i], now)]
+            queued = [i for i in todo if attempt == 0 and i not in locked]
+            results = await asyncio.gather(
+                self._append_queued([requests[i] for i in queued]),
+                self._append_locked([requests[i] for i in locked]),
+            )
+            for index, result in zip(queued + locked, results[0] + results[1], strict=True):
                 outcomes[index] = result
             todo = [index for index in todo if isinstance(outcomes[index], StaleLineage)]
+            for index in todo:
+                self._contended_until[requests[index].stream_id] = now + CONTENDED_SECONDS
+            if len(self._contended_until) > TIP_CACHE_SIZE:
+                self._contended_until = {
+                    s: until for s, until in self._contended_until.items() if until >= now
+                }
             if not todo:
                 return outcomes
         for index in todo:
@@ -120,6 +140,8 @@ class Appender:
     async def _append_queued(
         self, requests: Sequence[AppendRequest]
     ) -> list[AppendResult | EventStoreError]:
+        if not requests:
+            return []
         await self._learn_tips(requests)
         prepared: list[list[PreparedEvent]] = []
         tips: list[tuple[str | None, str | None]] = []
@@ -146,35 +168,63 @@ class Appender:
                 self._remember_tip(request.stream_id, outcome.tip)
         return outcomes
 
-    async def _append_locked(self, request: AppendRequest) -> AppendResult | EventStoreError:
-        """Append one request whose tip moved on, holding its stream's row while the tip
-        is read and the events derived from it are written."""
+    def _contended(self, request: AppendRequest, now: float) -> bool:
+        until = self._contended_until.get(request.stream_id)
+        if until is None:
+            return False
+        if until < now:
+            del self._contended_until[request.stream_id]
+            return False
+        return any(type(new.event).is_version for new in request.events)
+
+    async def _append_locked(
+        self, requests: Sequence[AppendRequest]
+    ) -> list[AppendResult | EventStoreError]:
+        """Append requests of contended streams in one transaction that holds their
+        streams' rows while their tips are read and the events derived from them are
+        written."""
+        if not requests:
+            return []
+        streams = sorted({request.stream_id for request in requests})
         try:
             async with self._db.connection() as conn, conn.transaction():
-                tip = await conn.fetchval(_LOCK_TIP, request.stream_id)
-                # No await between learning the tip and preparing against it: this
-                # process's other appends to the stream queue after this one.
-                self._remember_tip(request.stream_id, tip)
-                events, tips = self._prepare(request)
-                check_unique_ids([request], [events])
-                rows = await conn.fetch(QUERY, *append_arguments([request], [events], [tips]))
+                found = {
+                    row["stream_id"]: row["last_version_daid"]
+                    for row in await conn.fetch(_LOCK_TIPS, streams)
+                }
+                # No await between learning the tips and preparing against them: this
+                # process's other appends to these streams queue after these.
+                for stream_id in streams:
+                    self._remember_tip(stream_id, found.get(stream_id))
+                prepared, tips = [], []
+                for request in requests:
+                    events, tip = self._prepare(request)
+                    prepared.append(events)
+                    tips.append(tip)
+                check_unique_ids(requests, prepared)
+                rows = await conn.fetch(QUERY, *append_arguments(requests, prepared, tips))
                 if self._before_commit is not None:
                     await self._before_commit()
         except TimeoutError as exc:
-            self._forget_tips([request])
+            self._forget_tips(requests)
             raise self._db.timed_out() from exc
         except CONNECTION_ERRORS as exc:
-            self._forget_tips([request])
+            self._forget_tips(requests)
             await self._db.pool.expire_connections()
             raise unavailable(exc) from exc
         except asyncpg.PostgresError as exc:
-            self._forget_tips([request])
+            self._forget_tips(requests)
             raise EventStoreError(f"append failed: {exc}") from exc
-        outcome = append_outcome(request, rows[0])
-        made = tips[1]
-        if made is not None and not (isinstance(outcome, AppendResult) and made in outcome.daids):
-            self._tips.pop(request.stream_id, None)
-        return outcome
+        outcomes = [
+            append_outcome(requests[row["req"] - 1], row)
+            for row in sorted(rows, key=lambda row: int(row["req"]))
+        ]
+        for request, (_base, made), outcome in zip(requests, tips, outcomes, strict=True):
+            if made is not None and not (
+                isinstance(outcome, AppendResult) and made in outcome.daids
+            ):
+                self._tips.pop(request.stream_id, None)
+        return outcomes
 
     async def _learn_tips(self, requests: Sequence[AppendRequest]) -> None:
         unknown = set()
