@@ -14,7 +14,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Final
+from typing import Any, Final, cast
 from uuid import UUID
 
 import asyncpg
@@ -115,10 +115,16 @@ class Appender:
             now = time.monotonic()
             locked = [i for i in todo if attempt > 0 or self._contended(requests[i], now)]
             queued = [i for i in todo if attempt == 0 and i not in locked]
-            results = await asyncio.gather(
+            # Both run to their end before either's error is raised: none is left behind.
+            done = await asyncio.gather(
                 self._append_queued([requests[i] for i in queued]),
                 self._append_locked([requests[i] for i in locked]),
+                return_exceptions=True,
             )
+            for failed in done:
+                if isinstance(failed, BaseException):
+                    raise failed
+            results = cast("list[list[AppendResult | EventStoreError]]", done)
             for index, result in zip(queued + locked, results[0] + results[1], strict=True):
                 outcomes[index] = result
             todo = [index for index in todo if isinstance(outcomes[index], StaleLineage)]
