@@ -54,7 +54,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.harness import free_port, fresh_database, machine_line, postgres_server  # noqa: E402
+from bench.harness import fresh_database, machine_line, postgres_server  # noqa: E402
 from bench.live import (  # noqa: E402
     WORK,
     Placement,
@@ -64,6 +64,7 @@ from bench.live import (  # noqa: E402
     _rooms_scenario,
     ours,
 )
+from tests.redis_server import RedisServer  # noqa: E402
 from tests.support import timeout  # noqa: E402
 
 LOGS = WORK / "cluster-logs"
@@ -82,68 +83,13 @@ def writer_apart(room: int, client: int) -> int:
     return (room + (client > 0)) % 2
 
 
-class RedisServer:
-    """A real redis-server on a free loopback port, without persistence; it can be
-    stopped and started again on the same port (an outage)."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.folder = tempfile.mkdtemp(prefix="bench-redis-")
-        self.process: subprocess.Popen[bytes] | None = None
-
-    async def start(self) -> None:
-        self.process = subprocess.Popen(
-            [
-                "redis-server",
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                self.folder,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + timeout(30)
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"redis-server exited with {self.process.returncode}")
-            try:
-                reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
-                writer.write(b"PING\r\n")
-                await writer.drain()
-                answer = await asyncio.wait_for(reader.readline(), 2)
-                writer.close()
-                await writer.wait_closed()
-                if answer.startswith(b"+PONG"):
-                    return
-            except OSError:
-                pass
-            await asyncio.sleep(0.05)
-        raise RuntimeError(f"redis-server on port {self.port} never answered PING")
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.process = None
-
-    def cpu_seconds(self) -> float:
-        if self.process is None or self.process.poll() is not None:
-            return 0.0
-        with contextlib.suppress(OSError):
-            return _cpu_seconds(self.process.pid)
+def _redis_cpu_seconds(redis: RedisServer) -> float:
+    pid = redis.pid
+    if pid is None:
         return 0.0
+    with contextlib.suppress(OSError):
+        return _cpu_seconds(pid)
+    return 0.0
 
 
 async def _metrics(target: Target) -> dict[str, float]:
@@ -391,8 +337,8 @@ async def main(commit: str) -> None:
     embedded = contextlib.ExitStack()
     server_url = embedded.enter_context(postgres_server(from_environment=False))
     postmaster = await _postmaster(server_url)
-    redis = RedisServer()
-    await redis.start()
+    redis = RedisServer(Path(tempfile.mkdtemp(prefix="bench-redis-")))
+    redis.start()
     try:
         for group, rooms, layouts in groups:
             print(f"## {group} ({rooms} rooms x {CLIENTS} clients)", flush=True)
@@ -433,8 +379,8 @@ async def _run(
     args: argparse.Namespace,
     label: str,
 ) -> Run:
-    if redis.process is None:
-        await redis.start()
+    if redis.pid is None:
+        redis.start()
     tag = label + "-" + re.sub(r"[^a-z0-9.]+", "-", layout.name.lower()).strip("-")
     async with (
         fresh_database(server_url, migrated=True) as url,
@@ -444,11 +390,11 @@ async def _run(
             redis.stop()
             await _wait_disconnected(targets)
         before = [await _metrics(t) for t in targets]
-        redis_before = redis.cpu_seconds()
+        redis_before = _redis_cpu_seconds(redis)
         result = await _rooms_scenario(
             targets, rooms, CLIENTS, layout.writers, RATE, args.duration, layout.place
         )
-        redis_cpu = redis.cpu_seconds() - redis_before
+        redis_cpu = _redis_cpu_seconds(redis) - redis_before
         after = [await _metrics(t) for t in targets]
 
     def delta(name: str) -> list[float]:

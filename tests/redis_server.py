@@ -1,5 +1,6 @@
-"""A real ``redis-server`` (Debian's package) on a free loopback port, for the cluster
-tests: started, stopped (an outage) and started again on the same port."""
+"""A real ``redis-server`` (Debian's package) on a free loopback port, without
+persistence, for the cluster tests and ``bench/cluster.py``: started, stopped (an
+outage) and started again on the same port."""
 
 from __future__ import annotations
 
@@ -61,6 +62,13 @@ class RedisServer:
                 return conn.recv(16).startswith(b"+PONG")
         except OSError:
             return False
+
+    @property
+    def pid(self) -> int | None:
+        """The server's process id while it runs."""
+        if self._process is None or self._process.poll() is not None:
+            return None
+        return self._process.pid
 
     def stop(self) -> None:
         if self._process is None or self._process.poll() is not None:

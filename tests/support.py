@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -186,3 +187,15 @@ async def wait_ready(
             if loop.time() > deadline:
                 raise NotReady(f"timed out after {timeout(seconds):.1f}s: {message}", last)
             await asyncio.sleep(interval)
+
+
+def stop_serve(process: subprocess.Popen[str]) -> tuple[int, str]:
+    """SIGTERM a ``collab serve`` started with text pipes: its exit code and stderr."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        _, stderr = process.communicate(timeout=timeout(60))
+    except subprocess.TimeoutExpired:
+        process.kill()
+        _, stderr = process.communicate()
+        raise AssertionError(f"serve did not stop on SIGTERM:\n{stderr[-3000:]}") from None
+    return process.returncode, stderr

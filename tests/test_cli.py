@@ -6,7 +6,6 @@ import asyncio
 import base64
 import json
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -28,6 +27,7 @@ from tests.support import (
     clean_env,
     free_port,
     ready_and_running,
+    stop_serve,
     timeout,
     wait_ready,
 )
@@ -64,17 +64,6 @@ def _niceness(pid: int) -> int:
     # /proc/PID/stat: the 19th field; the command name (2nd) is in parentheses
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return int(fields[16])
-
-
-def _stop(process: subprocess.Popen[str]) -> tuple[int, str]:
-    process.send_signal(signal.SIGTERM)
-    try:
-        _, stderr = process.communicate(timeout=timeout(60))
-    except subprocess.TimeoutExpired:
-        process.kill()
-        _, stderr = process.communicate()
-        raise AssertionError(f"serve did not stop on SIGTERM:\n{stderr[-3000:]}") from None
-    return process.returncode, stderr
 
 
 def _serve(data_dir: Path, port: int) -> subprocess.Popen[str]:
@@ -157,7 +146,7 @@ def test_serve_with_embedded_database(tmp_path):
         assert public.returncode == 0, public.stderr
         assert len(base64.b64decode(public.stdout.strip())) == 32
     finally:
-        code, stderr = _stop(process)
+        code, stderr = stop_serve(process)
     assert code == 0, stderr[-3000:]
     _check_printed_token(stderr, data_dir)
     lines = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
@@ -180,7 +169,7 @@ def test_serve_with_embedded_database(tmp_path):
         assert verify.returncode == 0, verify.stderr
         assert "5 events in 1 streams" in verify.stdout
     finally:
-        code, stderr = _stop(process)
+        code, stderr = stop_serve(process)
     assert code == 0, stderr[-3000:]
 
 
@@ -314,7 +303,7 @@ async def test_serve_uses_database_url_when_given(database_url, tmp_path):
         ready = await _wait_ready(port, process)
         assert ready.json()["status"] == "ready"
     finally:
-        code, stderr = await asyncio.to_thread(_stop, process)
+        code, stderr = await asyncio.to_thread(stop_serve, process)
     assert code == 0, stderr[-3000:]
     assert '"embedded": false' in stderr
     # no embedded database was started in the data dir

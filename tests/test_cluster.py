@@ -8,8 +8,10 @@ the rooms' own version checks can bring another node's edit within the deadline.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +43,20 @@ from tests.support import eventually
 FAN_OUT_ONLY = 3600.0
 
 
+@contextlib.asynccontextmanager
+async def _nodes(
+    database_url: str, redis: RedisServer, count: int, **overrides: Any
+) -> AsyncIterator[list[str]]:
+    """``count`` servers on one database and one Redis: the nodes of a cluster."""
+    async with contextlib.AsyncExitStack() as stack:
+        yield [
+            await stack.enter_async_context(
+                running_server(database_url, redis_url=redis.url, **overrides)
+            )
+            for _ in range(count)
+        ]
+
+
 def _meta(client: YClient) -> Any:
     return client.doc.get(document.META, type=pycrdt.Map)
 
@@ -70,13 +86,9 @@ async def test_a_listening_editor_on_one_node_sees_edits_made_through_another(
 ) -> None:
     """A passive client on node B gets node A's socket edits, HTTP edits and a
     rollback through Redis (the log is not followed), and B's room equals the log."""
-    async with (
-        running_server(
-            database_url, redis_url=redis_server.url, follow_seconds=FAN_OUT_ONLY
-        ) as node_a,
-        running_server(
-            database_url, redis_url=redis_server.url, follow_seconds=FAN_OUT_ONLY
-        ) as node_b,
+    async with _nodes(database_url, redis_server, 2, follow_seconds=FAN_OUT_ONLY) as (
+        node_a,
+        node_b,
     ):
         project = await create_project(node_a)
         (listener,) = await synced_clients(node_b, project, 1)
@@ -103,16 +115,10 @@ async def test_editors_spread_over_three_nodes_converge_on_the_log(
     client on one of them, a listener on a third: every client and every node ends
     equal to the log."""
     rng = random.Random(18)
-    async with (
-        running_server(
-            database_url, redis_url=redis_server.url, follow_seconds=FAN_OUT_ONLY
-        ) as node_a,
-        running_server(
-            database_url, redis_url=redis_server.url, follow_seconds=FAN_OUT_ONLY
-        ) as node_b,
-        running_server(
-            database_url, redis_url=redis_server.url, follow_seconds=FAN_OUT_ONLY
-        ) as node_c,
+    async with _nodes(database_url, redis_server, 3, follow_seconds=FAN_OUT_ONLY) as (
+        node_a,
+        node_b,
+        node_c,
     ):
         nodes = [node_a, node_b, node_c]
         project = await create_project(node_a)
@@ -155,9 +161,9 @@ async def test_editors_spread_over_three_nodes_converge_on_the_log(
 async def test_presence_crosses_nodes_and_leaves_with_its_client(
     database_url: str, redis_server: RedisServer
 ) -> None:
-    async with (
-        running_server(database_url, redis_url=redis_server.url) as node_a,
-        running_server(database_url, redis_url=redis_server.url) as node_b,
+    async with _nodes(database_url, redis_server, 2) as (
+        node_a,
+        node_b,
     ):
         project = await create_project(node_a)
         (here,) = await synced_clients(node_a, project, 1)
@@ -224,9 +230,9 @@ async def test_a_redis_outage_loses_nothing_and_the_fast_path_returns(
     """Redis stops mid-edit: each node keeps storing its clients' edits and the others
     get them through the log (followed every second); Redis comes back on its port and
     the fan-out resumes by itself; everything converges on the log."""
-    async with (
-        running_server(database_url, redis_url=redis_server.url) as node_a,
-        running_server(database_url, redis_url=redis_server.url) as node_b,
+    async with _nodes(database_url, redis_server, 2) as (
+        node_a,
+        node_b,
     ):
         project = await create_project(node_a)
         (on_a,) = await synced_clients(node_a, project, 1)
@@ -278,9 +284,9 @@ async def test_a_revocation_on_one_node_closes_the_member_s_socket_on_another(
     secret = b"c" * 32
     auth = TokenSettings(secret=secret)
     owner, editor = issue(secret, user="olivia"), issue(secret, user="eddie")
-    async with (
-        running_server(database_url, auth=auth, redis_url=redis_server.url) as node_a,
-        running_server(database_url, auth=auth, redis_url=redis_server.url) as node_b,
+    async with _nodes(database_url, redis_server, 2, auth=auth) as (
+        node_a,
+        node_b,
     ):
         headers = {"Authorization": f"Bearer {owner}"}
         async with httpx.AsyncClient(base_url=f"http://{node_a}", headers=headers) as http:

@@ -15,7 +15,6 @@ import os
 import pwd
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -31,7 +30,7 @@ import yaml  # PyYAML comes with uvicorn[standard], a dependency of the server
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
-from tests.support import ROOT, clean_env, free_port, timeout, wait_ready
+from tests.support import ROOT, clean_env, free_port, stop_serve, timeout, wait_ready
 
 #: the system user the image's user stands for here
 USER = "collab-image-test"
@@ -252,17 +251,6 @@ def image() -> Iterator[Image]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def _stop(process: subprocess.Popen[str]) -> tuple[int, str]:
-    process.send_signal(signal.SIGTERM)
-    try:
-        _, stderr = process.communicate(timeout=timeout(60))
-    except subprocess.TimeoutExpired:
-        process.kill()
-        _, stderr = process.communicate()
-        raise AssertionError(f"serve did not stop on SIGTERM:\n{stderr[-3000:]}") from None
-    return process.returncode, stderr
-
-
 @pytest.mark.slow
 async def test_the_image_serves_as_its_user_from_a_root_owned_folder(image):
     data = image.folder("data", owned=True)
@@ -281,7 +269,7 @@ async def test_the_image_serves_as_its_user_from_a_root_owned_folder(image):
         )
         assert ready.json()["auth"] == "on"
     finally:
-        code, stderr = await asyncio.to_thread(_stop, process)
+        code, stderr = await asyncio.to_thread(stop_serve, process)
     assert code == 0, stderr[-3000:]
     assert "Traceback" not in stderr
     kept = {p.name for p in data.iterdir()}

@@ -1,4 +1,9 @@
-"""Settings, validated once: flags override environment variables override defaults."""
+"""Settings, validated once: flags override environment variables override defaults.
+
+Why this module is over 400 lines: every setting of the server is declared here once,
+with its bounds and the comment that explains it, beside the parts (live, read, audit,
+HTTP, rates) that take them; the README's settings table mirrors this one list.
+"""
 
 from __future__ import annotations
 
