@@ -228,8 +228,9 @@ async def test_a_redis_outage_loses_nothing_and_the_fast_path_returns(
     database_url: str, redis_server: RedisServer
 ) -> None:
     """Redis stops mid-edit: each node keeps storing its clients' edits and the others
-    get them through the log (followed every second); Redis comes back on its port and
-    the fan-out resumes by itself; everything converges on the log."""
+    get them through the log (followed every second), and the other node's presence
+    leaves; Redis comes back on its port, the fan-out resumes by itself and the presence
+    returns; everything converges on the log."""
     async with _nodes(database_url, redis_server, 2) as (
         node_a,
         node_b,
@@ -237,8 +238,11 @@ async def test_a_redis_outage_loses_nothing_and_the_fast_path_returns(
         project = await create_project(node_a)
         (on_a,) = await synced_clients(node_a, project, 1)
         (on_b,) = await synced_clients(node_b, project, 1)
+        # a presence that is never renewed: only the nodes can bring it back
+        await on_a.send_raw(protocol.encode_awareness([AwarenessEntry(55, 1, '{"u": "a"}')]))
         _meta(on_a)["before"] = 1
         await eventually(lambda: _meta(on_b).get("before") == 1, 10, "fan-out not working")
+        await eventually(lambda: 55 in _presence(on_b), 10, "presence not relayed")
         redis_server.stop()
         _meta(on_a)["during_a"] = 1
         _meta(on_b)["during_b"] = 1
@@ -246,6 +250,8 @@ async def test_a_redis_outage_loses_nothing_and_the_fast_path_returns(
         await eventually(lambda: _meta(on_a).get("during_b") == 1, 15, "outage: B to A")
         for node in (node_a, node_b):
             assert await metric(node, "collab_fanout_connected") == 0
+        # node A is not heard any more: its client's presence leaves node B's room
+        await eventually(lambda: 55 not in _presence(on_b), 15, "presence outlived its node")
         redis_server.start()
         for node in (node_a, node_b):
             await eventually(
@@ -254,6 +260,8 @@ async def test_a_redis_outage_loses_nothing_and_the_fast_path_returns(
                 "the fan-out did not reconnect",
                 interval=0.1,
             )
+        # node B asks again once it hears the others, rather than wait for a renewal
+        await eventually(lambda: 55 in _presence(on_b), 10, "presence did not come back")
         received = await metric(node_b, 'collab_fanout_messages_total{direction="in"}')
         _meta(on_a)["after"] = 1
         await eventually(lambda: _meta(on_b).get("after") == 1, 10, "after the outage")

@@ -141,6 +141,10 @@ class Live:
             room.presence.node_lost(node)
 
     def fast_path_resumed(self) -> None:
+        # The other nodes' clients' presence was dropped while they could not be heard:
+        # ask for it again rather than wait for their next renewal (up to 15 s).
+        for room in self.rooms.all():
+            self.fanout.publish(AwarenessQuery(room.project_id))
         # What was published while the fan-out was down is in the log.
         task = asyncio.get_running_loop().create_task(self._follow_now())
         self._catching_up.add(task)
