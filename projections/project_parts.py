@@ -23,8 +23,16 @@ async def write_parts(tx: Sql, views: Sequence[tuple[str, dict[str, Any]]]) -> N
     clips: list[tuple[Any, ...]] = []
     effects: list[tuple[Any, ...]] = []
     for project_id, view in views:
-        all_tracks: dict[str, Any] = view.get(document.TRACKS) or {}
-        order = [t for t in view.get(document.TRACK_ORDER) or [] if t in all_tracks]
+        raw_tracks = view.get(document.TRACKS)
+        all_tracks: dict[str, Any] = raw_tracks if isinstance(raw_tracks, dict) else {}
+        raw_order = view.get(document.TRACK_ORDER)
+        # A client may put anything into the order (a map, found by the fuzzing
+        # campaign of 2026-12-04, stopped this fold): only the ids of tracks count.
+        order = [
+            t
+            for t in (raw_order if isinstance(raw_order, list) else [])
+            if isinstance(t, str) and t in all_tracks
+        ]
         order = list(dict.fromkeys(order))
         order += sorted(t for t in all_tracks if t not in order)
         for ordinal, track_id in enumerate(order):

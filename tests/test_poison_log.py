@@ -32,9 +32,11 @@ from music import document
 from projections.projects import TABLES
 from tests.live import (
     YClient,
+    create_project,
     project_events,
     projections_running,
     running_server,
+    synced_clients,
 )
 from tests.poison import find_poison
 from tests.support import eventually, run_collab, timeout
@@ -318,3 +320,32 @@ async def test_a_poison_update_another_writer_appends_is_skipped_by_a_loaded_roo
         metrics = (await http.get("/metrics")).text
         assert _metric(metrics, "collab_room_load_skipped_updates_total") == 1
         await client.disconnect()
+
+
+async def test_anything_an_editor_puts_into_the_track_order_is_folded(database_url):
+    """A map, a number and an unknown id in ``track_order`` (a CRDT editor may write
+    them; the fuzzing campaign did): the read model lists the real tracks, in order,
+    and sets nothing aside."""
+    async with running_server(database_url, read=READ) as address:
+        await projections_running(address)
+        project = await create_project(address)
+        (editor,) = await synced_clients(address, project, 1)
+        tracks = editor.doc.get(document.TRACKS, type=pycrdt.Map)
+        order = editor.doc.get(document.TRACK_ORDER, type=pycrdt.Array)
+        with editor.doc.transaction():
+            tracks["drums"] = pycrdt.Map({"name": "Drums"})
+            tracks["bass"] = pycrdt.Map({"name": "Bass"})
+            order.extend(["bass"])
+            order.append(pycrdt.Map({"not": "an id"}))
+            order.extend([7.0, "ghost", "drums"])
+        async with httpx.AsyncClient(base_url=f"http://{address}") as http:
+
+            async def listed() -> bool:
+                view = await http.get(f"/api/projects/{project}")
+                names = [t["name"] for t in view.json().get("tracks", [])]
+                return view.status_code == 200 and names == ["Bass", "Drums"]
+
+            await eventually(listed, 20, "the read model did not show the two tracks")
+            ready = (await http.get("/ready")).json()
+            assert "quarantined" not in ready["projections"]["projects"], ready
+        await editor.disconnect()
