@@ -191,7 +191,7 @@ class RedisFanOut:
             finally:
                 self._pubsub = None
                 with contextlib.suppress(RedisError, OSError):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()
             await asyncio.sleep(backoff)
             backoff = min(MAX_BACKOFF, backoff * 2)
 
