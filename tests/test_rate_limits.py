@@ -140,6 +140,14 @@ async def test_counters_in_redis_are_shared_by_every_node(redis_server: RedisSer
     budget: a principal cannot get twice the rate by alternating between nodes."""
     settings = RateSettings(http_writes="3/minute", storage=redis_server.url)
     node_a, node_b = RateLimits(settings), RateLimits(settings)
+    try:
+        await _spend_one_budget(node_a, node_b)
+    finally:
+        await node_a.close()
+        await node_b.close()
+
+
+async def _spend_one_budget(node_a: RateLimits, node_b: RateLimits) -> None:
     assert await node_a.hit("http_writes", "user:olivia") is None
     assert await node_b.hit("http_writes", "user:olivia") is None
     assert await node_a.hit("http_writes", "user:olivia") is None

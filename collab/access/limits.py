@@ -114,6 +114,17 @@ class RateLimits:
             raise TypeError(f"rate limit storage {url!r} has no asyncio flavour")
         self._limiter = FixedWindowRateLimiter(storage)
 
+    async def close(self) -> None:
+        """Close the storage's connections (Redis). ``limits`` offers no close of its
+        own: its redis-py bridge keeps the client as ``bridge.storage``."""
+        if self._limiter is None:
+            return
+        bridge = getattr(self._limiter.storage, "bridge", None)
+        client = getattr(bridge, "storage", None)
+        close = getattr(client, "aclose", None)
+        if close is not None:
+            await close()
+
     async def hit(self, budget: Budget, *keys: str, cost: int = 1) -> Exceeded | None:
         """Count ``cost`` against each key's budget; the first key over it, or None.
 

@@ -180,3 +180,5 @@ class Live:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.rooms.close()
+        if self.limits is not None:
+            await self.limits.close()  # its Redis connections, when the counters live there
