@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import struct
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, Protocol
 
@@ -219,6 +218,3 @@ class Alone:
     @property
     def connected(self) -> bool:
         return False
-
-
-Publish = Callable[[Message], None]

@@ -244,8 +244,9 @@ class Rooms:
         """Another node committed an update to ``message.project_id``: apply it to the
         room if this node hosts it and has not applied that version yet."""
         room = self._rooms.get(message.project_id)
-        if room is None or not room.versions.wants(message.version):
+        if room is None:
             return
+        # apply_committed drops a version it has applied already
         room.apply_committed(message.update, Committed(message.version, message.position, ""), None)
 
     def _gap_found(self, room: Room) -> None:
