@@ -165,6 +165,9 @@ class Receiver(Protocol):
     def node_lost(self, node: str) -> None:
         """``node`` stopped or has not been heard of for ``NODE_TIMEOUT_SECONDS``."""
 
+    def node_joined(self, node: str) -> None:
+        """``node`` is heard for the first time, or again after it was lost."""
+
     def fast_path_resumed(self) -> None:
         """The fan-out is back after an outage: read what it may have missed."""
 

@@ -140,15 +140,23 @@ class Live:
         for room in self.rooms.all():
             room.presence.node_lost(node)
 
+    def node_joined(self, node: str) -> None:
+        # A node heard anew (started, or back after an outage) may have missed this
+        # node's question of ``fast_path_resumed``: ask again, now that it listens.
+        self._ask_presence()
+
     def fast_path_resumed(self) -> None:
         # The other nodes' clients' presence was dropped while they could not be heard:
         # ask for it again rather than wait for their next renewal (up to 15 s).
-        for room in self.rooms.all():
-            self.fanout.publish(AwarenessQuery(room.project_id))
+        self._ask_presence()
         # What was published while the fan-out was down is in the log.
         task = asyncio.get_running_loop().create_task(self._follow_now())
         self._catching_up.add(task)
         task.add_done_callback(self._catching_up.discard)
+
+    def _ask_presence(self) -> None:
+        for room in self.rooms.all():
+            self.fanout.publish(AwarenessQuery(room.project_id))
 
     async def _follow_now(self) -> None:
         try:

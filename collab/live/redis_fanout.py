@@ -130,7 +130,10 @@ class RedisFanOut:
 
     async def _beat(self) -> None:
         while True:
-            self.publish(Heartbeat())
+            # Only a node that listens says it is there: whoever hears it may at once
+            # ask it for its clients' presence (Receiver.node_joined).
+            if self._pubsub is not None:
+                self.publish(Heartbeat())
             await asyncio.sleep(HEARTBEAT_SECONDS)
             self._forget_silent_nodes()
 
@@ -209,9 +212,11 @@ class RedisFanOut:
             if self._heard.pop(envelope.node, None) is not None:
                 receiver.node_lost(envelope.node)
             return
-        if envelope.node not in self._heard:
-            log.info("node joined the cluster", node=envelope.node)
+        joined = envelope.node not in self._heard
         self._heard[envelope.node] = time.monotonic()
+        if joined:
+            log.info("node joined the cluster", node=envelope.node)
+            receiver.node_joined(envelope.node)
         if isinstance(envelope.message, Heartbeat):
             return
         self._metrics.fanout_messages.labels("in").inc()
