@@ -226,3 +226,11 @@ def test_project_ids_have_one_normal_form():
 def test_an_edit_that_changed_nothing_has_no_daid():
     assert not projects.Edited(version=3, position=9, daid=None).changed
     assert projects.Edited(version=4, position=10, daid="daid:x").changed
+
+
+def test_every_project_action_has_words_for_its_refusal() -> None:
+    """A refusal names what the action needs in words; an action without them answered
+    500 instead of 403 (found when `audit.export` became a project action)."""
+    from collab.access import rules  # noqa: PLC0415
+
+    assert set(rules.NEEDS) <= set(rules._WORDS)

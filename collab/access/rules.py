@@ -37,6 +37,8 @@ Action = Literal[
 NEEDS: Final[dict[Action, ProjectRole]] = {
     "project.read": "viewer",
     "members.read": "viewer",
+    # a project's audit bundle holds its events, which its readers read anyway
+    "audit.export": "viewer",
     "project.edit": "editor",
     "snapshot.create": "editor",
     "project.rollback": "editor",
@@ -58,6 +60,7 @@ _WORDS: Final[dict[Action, str]] = {
     "analysis.record": "recording an analysis",
     "members.manage": "managing its members",
     "provenance.record": "recording provenance in it",
+    "audit.export": "exporting its audit bundle",
 }
 
 

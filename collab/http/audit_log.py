@@ -13,9 +13,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from collab.http.kit import ApiError, allowed, field_error
-from collab.http.params import int_param, store_of
+from collab.http.kit import ApiError, allowed, field_error, principal_of
+from collab.http.params import int_param, project_id_of, store_of
 from collab.http.responses import JSONResponse
+from collab.services import audit
 from events import merkle
 from events.checkpoints import Signer, public_key_text
 from projections import audit_log
@@ -24,6 +25,11 @@ from projections import audit_log
 def _signer(request: Request) -> Signer:
     signer: Signer = request.app.state.signer
     return signer
+
+
+def _audited(request: Request) -> audit.AuditedStore:
+    store: audit.AuditedStore = request.app.state.store
+    return store
 
 
 async def _sealed_size(request: Request) -> int:
@@ -123,8 +129,21 @@ async def get_consistency(request: Request) -> Response:
     )
 
 
+async def get_bundle(request: Request) -> Response:
+    """The project's audit bundle, as ``collab audit export`` writes it: the web studio
+    verifies it in the browser against the checkpoint's key."""
+    bundle = await audit.export(
+        await principal_of(request),
+        project_id_of(request),
+        store=_audited(request),
+        key=_signer(request).public_key,
+    )
+    return JSONResponse(bundle)
+
+
 routes = [
     Route("/api/audit/checkpoint", get_checkpoint, methods=["GET"]),
     Route("/api/audit/proof/inclusion", get_inclusion, methods=["GET"]),
     Route("/api/audit/proof/consistency", get_consistency, methods=["GET"]),
+    Route("/api/projects/{project_id}/audit-bundle", get_bundle, methods=["GET"]),
 ]

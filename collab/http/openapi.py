@@ -93,6 +93,13 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation(
         "get", "/api/openapi.json", "This document", "service", ((200, "OpenAPI 3.1 document"),)
     ),
+    Operation("get", "/", "The web studio's page (docs/studio.md)", "studio", ((200, "HTML"),)),
+    Operation(
+        "get", "/studio/studio.js", "The web studio's script", "studio", ((200, "JavaScript"),)
+    ),
+    Operation(
+        "get", "/studio/studio.css", "The web studio's stylesheet", "studio", ((200, "CSS"),)
+    ),
     Operation(
         "post",
         "/api/projects",
@@ -309,6 +316,17 @@ OPERATIONS: tuple[Operation, ...] = (
         (
             (200, "{tree_size, root, signed_at, key_id, signature, public_key}"),
             (404, "None signed yet"),
+        ),
+    ),
+    Operation(
+        "get",
+        "/api/projects/{project_id}/audit-bundle",
+        "The project's audit bundle (as `collab audit export` writes it), to verify offline",
+        "audit",
+        (
+            (200, "{format, project_id, stream_id, checkpoint, public_key, events}"),
+            (403, "Not a reader of the project"),
+            (404, "No such project"),
         ),
     ),
     Operation(
