@@ -31,6 +31,7 @@ from collab.http import (
     openapi,
     projects,
     provenance,
+    studio,
 )
 from collab.http.guards import HostCheck, InternalErrors, RequestGuard
 from collab.http.middleware import RequestContextMiddleware
@@ -179,6 +180,7 @@ def create_app(
             *audit_log.routes,
             Route("/api/openapi.json", openapi.document, methods=["GET"]),
             WebSocketRoute("/ws/{project_id}", ws.endpoint),
+            *studio.routes,
         ],
         middleware=[
             Middleware(RequestContextMiddleware),

@@ -57,12 +57,14 @@ async def running_server(
     http: HttpSettings | None = None,
     auth: TokenSettings | None = None,
     rates: RateSettings | None = None,
+    port: int | None = None,
     **overrides: Any,
 ) -> AsyncIterator[str]:
     """Yield ``host:port`` of a real server on the event store at ``database_url``
-    (authentication and rate limits off unless ``auth`` and ``rates`` are given)."""
+    (authentication and rate limits off unless ``auth`` and ``rates`` are given; on a
+    free port unless ``port`` is given, to bring a stopped server back where it was)."""
     live = replace(settings, **overrides)
-    port = free_port()
+    port = port or free_port()
     app = create_app(
         database_url,
         poll_interval=0.2,

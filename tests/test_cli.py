@@ -190,6 +190,8 @@ def _check_printed_token(stderr: str, data_dir: Path) -> None:
     assert (claims["sub"], claims["roles"]) == ("admin", ["admin"])
     assert 23 * 3600 < claims["exp"] - time.time() <= 24 * 3600
     assert not any(printed[1] in line for line in stderr.splitlines() if line.startswith("{"))
+    # the studio's sign-in link carries the same token, in the fragment
+    assert re.search(r"studio: http://127\.0\.0\.1:\d+/#token=" + re.escape(printed[1]), stderr)
 
 
 def _sign_in(data_dir: Path, port: int) -> None:

@@ -109,10 +109,12 @@ def _say_how_to_sign_in(settings: Settings, auth: TokenSettings | None) -> None:
         typer.echo("tokens: collab token create --user NAME [--role admin|auditor]", err=True)
         return
     token = issuing.issue(auth.secret, user="admin", roles=["admin"], ttl=ADMIN_TTL)
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    base = f"http://{host}:{settings.port}"
     typer.echo(
         f"admin token for this machine (valid 24 h):\n  {token}\n"
-        f"  curl -H 'Authorization: Bearer {token[:12]}...' http://{settings.host}:"
-        f"{settings.port}/api/projects\n"
+        f"  studio: {base}/#token={token}\n"
+        f"  curl -H 'Authorization: Bearer {token[:12]}...' {base}/api/projects\n"
         "  more tokens: collab token create --user NAME [--role admin|auditor]"
         " [--agent ID] [--ttl 1h]",
         err=True,
