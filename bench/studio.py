@@ -13,8 +13,9 @@ secret given in the environment), driven by Playwright on Debian's Chromium:
                (written through ``POST /edits``, one request per track) opened in the
                editor: time from navigation to every track row drawn; then, while a
                pycrdt client makes 10 edits/s for 10 s (tempo, a clip moved, a track
-               renamed), the page's frame intervals (requestAnimationFrame) and its
-               long tasks (PerformanceObserver), and the time for each edit to show
+               renamed), the page's frame intervals (requestAnimationFrame), its long
+               tasks (PerformanceObserver), and the time from each tempo edit sent to
+               its value shown in the page (both clocks are this machine's)
 
 Each figure is printed per run and as the median over the runs.
 """
@@ -61,6 +62,12 @@ PROBE = """() => {
   new PerformanceObserver((list) => {
     for (const e of list.getEntries()) window.__long.push(e.duration);
   }).observe({ type: "longtask", buffered: false });
+  window.__shown = [];
+  new MutationObserver(() => {
+    const tempo = document.querySelector("input.tempo");
+    const at = performance.timeOrigin + performance.now();
+    if (tempo) window.__shown.push([Number(tempo.value), at]);
+  }).observe(document.querySelector(".transport"), { childList: true, subtree: true });
 }"""
 
 
@@ -130,7 +137,11 @@ async def fill(base: str, token: str, tracks: int, clips: int, notes: int) -> st
         return project
 
 
-async def edits(address: str, project: str, token: str, seconds: float) -> int:
+async def edits(
+    address: str, project: str, token: str, seconds: float
+) -> list[tuple[float, float]]:
+    """Edit for ``seconds``; returns (tempo written, wall-clock ms) of every tempo edit,
+    each tempo value written once."""
     client = YClient(address, project, token=token)
     await client.connect()
     await client.wait_synced(120)
@@ -138,11 +149,14 @@ async def edits(address: str, project: str, token: str, seconds: float) -> int:
     tracks = client.doc.get(document.TRACKS, type=pycrdt.Map)
     rng = random.Random(3)
     sent = 0
+    tempos: list[tuple[float, float]] = []
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         kind = sent % 3
         if kind == 0:
-            meta["tempo"] = float(rng.randrange(80, 160))
+            tempo = round(60 + sent * 0.1, 1)
+            tempos.append((tempo, time.time() * 1000))
+            meta["tempo"] = tempo
         elif kind == 1:
             track = tracks[f"t{rng.randrange(len(tracks))}"]
             clip = track["clips"][f"c{rng.randrange(len(track['clips']))}"]
@@ -153,7 +167,7 @@ async def edits(address: str, project: str, token: str, seconds: float) -> int:
         await asyncio.sleep(0.1)
     await asyncio.sleep(1.0)
     await client.disconnect()
-    return sent
+    return tempos
 
 
 async def large(browser: Any, base: str, token: str, project: str, tracks: int) -> dict[str, float]:
@@ -171,14 +185,22 @@ async def large(browser: Any, base: str, token: str, project: str, tracks: int) 
         rendered = await page.evaluate("() => performance.now()") - started
         await page.evaluate(PROBE)
         address = base.removeprefix("http://")
-        sent = await edits(address, project, token, 10.0)
+        tempos = await edits(address, project, token, 10.0)
         frames: list[float] = await page.evaluate(
             "() => { window.__stop = true; return window.__frames; }"
         )
         long_tasks: list[float] = await page.evaluate("() => window.__long")
+        shown: list[list[float]] = await page.evaluate("() => window.__shown")
+        first_shown: dict[float, float] = {}
+        for value, at in shown:
+            first_shown.setdefault(round(value, 1), at)
+        delays = [first_shown[v] - at for v, at in tempos if v in first_shown]
         return {
             "render_ms": rendered,
-            "edits": sent,
+            "edits": len(tempos) * 3,
+            "tempo_shown": len(delays) / max(1, len(tempos)),
+            "show_p50_ms": percentile(delays, 0.5) if delays else float("nan"),
+            "show_p95_ms": percentile(delays, 0.95) if delays else float("nan"),
             "frame_p50_ms": percentile(frames, 0.5),
             "frame_p95_ms": percentile(frames, 0.95),
             "frame_max_ms": max(frames),
@@ -196,7 +218,7 @@ async def main() -> None:
     parser.add_argument("--clips", type=int, default=50)
     parser.add_argument("--notes", type=int, default=100)
     args = parser.parse_args()
-    print(machine_line(f"studio --runs {args.runs} {args.tracks}x{args.clips}x{args.notes}"))
+    print(machine_line(f" studio --runs {args.runs} {args.tracks}x{args.clips}x{args.notes}"))
     token = issue(SECRET.encode(), user="bench", roles=["admin"], ttl=6 * 3600)
     loads: list[dict[str, float]] = []
     bigs: list[dict[str, float]] = []
