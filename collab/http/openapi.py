@@ -126,7 +126,8 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation(
         "get",
         "/api/projects/{project_id}",
-        "The project view: meta, tracks in order, sections, members, snapshots, analyses",
+        "The project view: meta, tracks in order, sections, members, snapshots, analyses,"
+        " and `you`: the caller's user, role and whether its edits are stored (may_edit)",
         "projects",
         ((200, "Project view"), NOT_FOUND, UNAVAILABLE),
         query=(MIN_POSITION,),

@@ -15,9 +15,17 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from collab.http.kit import ApiError, body_of, correlation_of, field_error, live_of, principal_of
-from collab.http.params import caught_up, int_param, known_version, readable_project, store_of
+from collab.http.params import (
+    caught_up,
+    int_param,
+    known_version,
+    project_id_of,
+    readable_project,
+    store_of,
+)
 from collab.http.responses import JSONResponse
 from collab.services import projects
+from collab.services.authorize import standing
 from collab.services.lookup import acquire
 from music import document, edits
 from projections import project_reads
@@ -83,7 +91,9 @@ async def list_projects(request: Request) -> Response:
 
 
 async def get_project(request: Request) -> Response:
-    project_id = await readable_project(request)
+    project_id = project_id_of(request)
+    # who asks, and whether their edits would be stored (the studio's controls)
+    you = await standing(await principal_of(request), project_id, log=store_of(request))
     await caught_up(request)
     view = await project_reads.get_project(store_of(request).queries, project_id)
     if view is None:
@@ -91,7 +101,7 @@ async def get_project(request: Request) -> Response:
         raise ApiError(
             503, f"project {project_id} is not in the read model yet; retry with ?min_position"
         )
-    return JSONResponse(view)
+    return JSONResponse({**view, "you": you})
 
 
 async def get_document(request: Request) -> Response:

@@ -20,15 +20,16 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-#: what the page may load: only itself (no CDN, no inline script), its socket, and
-#: blobs for the PROV-JSON download
+#: what the page may load: only itself (no CDN, no inline script) and its own socket;
+#: images from data: and blob: URLs (the favicon, the PROV-JSON download)
 CONTENT_SECURITY_POLICY: Final = "; ".join(
     [
         "default-src 'self'",
         "script-src 'self'",
         "style-src 'self'",
         "img-src 'self' data: blob:",
-        "connect-src 'self' ws: wss:",
+        # 'self' covers the page's own ws:// and wss:// origin (CSP level 3)
+        "connect-src 'self'",
         "object-src 'none'",
         "base-uri 'none'",
         "frame-ancestors 'none'",

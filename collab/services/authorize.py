@@ -40,3 +40,24 @@ async def authorize(
         return await decide.role_in(principal, action, project_id, log=log)
     except ProjectNotFound as exc:
         raise NotFound(exc.message) from None
+
+
+async def standing(
+    principal: Principal, project_id: str, *, log: members.RecordLog
+) -> dict[str, str | bool | None]:
+    """What the principal is to a project it may read: ``role`` (its project role, or
+    ``admin`` / ``auditor`` when a global role decides) and ``may_edit``, so that a
+    client such as the web studio shows controls only to those whose edits are stored.
+    Raises like :func:`authorize` for ``project.read``."""
+    role = await authorize(principal, "project.read", project_id, log=log)
+    if principal.is_admin:
+        shown: str | None = "admin"
+    elif principal.is_auditor:
+        shown = "auditor"
+    else:
+        shown = role
+    return {
+        "user": principal.actor,
+        "role": shown,
+        "may_edit": rules.allowed(principal, "project.edit", role, in_project=True),
+    }

@@ -62,8 +62,13 @@ export function mountEditor(root, doc, { readOnly = false, awareness = null, me 
   };
   const onTracks = (events) => {
     for (const event of events) {
-      if (event.target === tracks) dirty.all = true;
-      else dirty.tracks.add(String(event.path[0]));
+      if (event.target === tracks) {
+        dirty.all = true;
+        // a track replaced under its id must be redrawn, not reused
+        for (const key of event.keysChanged) dirty.tracks.add(key);
+      } else {
+        dirty.tracks.add(String(event.path[0]));
+      }
     }
     dirty.roll = true;
     schedule();
@@ -145,38 +150,52 @@ export function mountEditor(root, doc, { readOnly = false, awareness = null, me 
 
   // -- transport -------------------------------------------------------------------
 
+  const controls = {
+    name: h("input", {
+      class: "project-name", disabled: readOnly, "aria-label": "project name",
+      onchange: (e) => edit(() => meta.set("name", e.target.value.trim() || "Untitled")),
+    }),
+    tempo: h("input", {
+      class: "tempo", type: "number", min: 20, max: 400, step: 1, disabled: readOnly,
+      "aria-label": "tempo",
+      onchange: (e) => {
+        const value = Number(e.target.value);
+        if (Number.isFinite(value) && value >= 20 && value <= 400) edit(() => meta.set("tempo", value));
+        else e.target.value = num(meta.get("tempo"), 120);
+      },
+    }),
+    signature: h("select", {
+      class: "time-signature", disabled: readOnly, "aria-label": "time signature",
+      onchange: (e) => edit(() => meta.set("time_signature", e.target.value)),
+    }, SIGNATURES.map((s) => h("option", { value: s }, s))),
+    play: h("button", { class: "play", onclick: () => togglePlay() }, "▶ Play"),
+    beat: h("input", {
+      class: "playhead", type: "number", min: 0, step: 1, "aria-label": "playhead beat",
+      onchange: (e) => setPlayhead(Number(e.target.value)),
+    }),
+  };
+  transport.append(
+    h("label", {}, "Project ", controls.name),
+    h("label", {}, "Tempo ", controls.tempo),
+    h("label", {}, "Time ", controls.signature),
+    controls.play,
+    h("label", {}, "Beat ", controls.beat),
+  );
+
+  // Values change in place and a control being edited keeps its value and focus: the
+  // transport is redrawn four times a second while playing.
   function renderTransport() {
-    const tempo = num(meta.get("tempo"), 120);
+    const set = (el, value) => {
+      if (document.activeElement !== el && el.value !== String(value)) el.value = String(value);
+    };
+    set(controls.name, String(meta.get("name") ?? ""));
+    set(controls.tempo, num(meta.get("tempo"), 120));
     const signature = String(meta.get("time_signature") ?? "4/4");
-    clear(transport).append(
-      h("label", {}, "Project ",
-        h("input", {
-          class: "project-name", value: String(meta.get("name") ?? ""), disabled: readOnly,
-          onchange: (e) => edit(() => meta.set("name", e.target.value.trim() || "Untitled")),
-        })),
-      h("label", {}, "Tempo ",
-        h("input", {
-          class: "tempo", type: "number", min: 20, max: 400, step: 1, value: tempo,
-          disabled: readOnly,
-          onchange: (e) => {
-            const value = Number(e.target.value);
-            if (Number.isFinite(value) && value >= 20 && value <= 400) edit(() => meta.set("tempo", value));
-            else e.target.value = tempo;
-          },
-        })),
-      h("label", {}, "Time ",
-        h("select", {
-          class: "time-signature", disabled: readOnly,
-          onchange: (e) => edit(() => meta.set("time_signature", e.target.value)),
-        }, [...new Set([signature, ...SIGNATURES])].map((s) =>
-          h("option", { value: s, selected: s === signature }, s)))),
-      h("button", { class: "play", onclick: togglePlay }, state.playing ? "■ Stop" : "▶ Play"),
-      h("label", {}, "Beat ",
-        h("input", {
-          class: "playhead", type: "number", min: 0, step: 1, value: state.playhead.toFixed(2),
-          onchange: (e) => setPlayhead(Number(e.target.value)),
-        })),
-    );
+    if (![...controls.signature.options].some((o) => o.value === signature))
+      controls.signature.append(h("option", { value: signature }, signature));
+    set(controls.signature, signature);
+    controls.play.textContent = state.playing ? "■ Stop" : "▶ Play";
+    set(controls.beat, state.playhead.toFixed(2));
   }
 
   function togglePlay() {
@@ -222,6 +241,22 @@ export function mountEditor(root, doc, { readOnly = false, awareness = null, me 
       for (let i = ids.length - 1; i >= 0; i--) if (ids[i] === id) order.delete(i, 1);
     });
     if (state.track === id) selectTrack(null);
+  }
+
+  function confirmRemove(button, id) {
+    // one click arms it, a second within 3 s removes the track and its clips for everyone
+    if (button.dataset.armed) {
+      removeTrack(id);
+      return;
+    }
+    button.dataset.armed = "true";
+    button.textContent = "Remove?";
+    button.classList.add("danger");
+    setTimeout(() => {
+      delete button.dataset.armed;
+      button.textContent = "✕";
+      button.classList.remove("danger");
+    }, 3000);
   }
 
   function moveTrack(id, by) {
@@ -289,7 +324,7 @@ export function mountEditor(root, doc, { readOnly = false, awareness = null, me 
             disabled: readOnly, title: "solo", onclick: () => set("solo", track.get("solo") !== true) }, "S"),
           h("button", { class: "up", disabled: readOnly, title: "move up", onclick: () => moveTrack(id, -1) }, "↑"),
           h("button", { class: "down", disabled: readOnly, title: "move down", onclick: () => moveTrack(id, 1) }, "↓"),
-          h("button", { class: "remove", disabled: readOnly, title: "remove track", onclick: () => removeTrack(id) }, "✕"),
+          h("button", { class: "remove", disabled: readOnly, title: "remove track", onclick: (e) => confirmRemove(e.currentTarget, id) }, "✕"),
         ),
         h("div", { class: "line who" },
           here.map((s) => h("span", { class: "tag", style: { background: s.color } }, s.name)),
@@ -426,7 +461,7 @@ export function mountEditor(root, doc, { readOnly = false, awareness = null, me 
       },
     });
     if (notes && typeof notes.toArray === "function") {
-      notes.toArray().forEach((note, index) => {
+      notes.toArray().forEach((note) => {
         if (!note || typeof note.get !== "function") return;
         const pitch = num(note.get("pitch"), -1);
         if (pitch < LOW || pitch > HIGH) return;
@@ -438,7 +473,11 @@ export function mountEditor(root, doc, { readOnly = false, awareness = null, me 
           title: `${NAMES[pitch % 12]}${Math.floor(pitch / 12) - 1} at ${start}, ${duration} beats (click to remove)`,
           style: { left: `${start * ROLL_BEAT}px`, top: `${(HIGH - pitch) * NOTE_H}px`,
             width: `${duration * ROLL_BEAT - 1}px`, height: `${NOTE_H - 1}px` },
-          onclick: () => edit(() => notes.delete(index, 1)),
+          onclick: () => edit(() => {
+            // by identity: a remote edit may have moved it since this was drawn
+            const at = notes.toArray().indexOf(note);
+            if (at >= 0) notes.delete(at, 1);
+          }),
         }));
       });
     }
@@ -512,12 +551,12 @@ function rememberFocus(row) {
   const active = document.activeElement;
   if (!active || !row.contains(active) || !active.className) return null;
   const selector = `.${String(active.className).split(" ")[0]}`;
-  const value = active.value;
+  // what is being typed stays; a slider or a list shows the document's value
+  const typed = active.tagName === "INPUT" && active.type === "text" ? active.value : null;
   return (next) => {
     const target = next.querySelector(selector);
-    if (target && "value" in target) {
-      target.value = value;
-      target.focus();
-    }
+    if (!target) return;
+    if (typed !== null && "value" in target) target.value = typed;
+    target.focus();
   };
 }

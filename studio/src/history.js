@@ -17,6 +17,8 @@ export function mountHistory(root, projectId, { canEdit, preview, say }) {
   const compareButton = h("button", { class: "compare", disabled: true, onclick: showDiff }, "Compare the two chosen");
   let cursor = null;
   let since = 0; // the position of this page's last write: reads wait for it
+  let loads = 0; // a load answered after a newer one started is dropped
+  let closed = false;
 
   root.append(
     h("div", { class: "history" },
@@ -63,6 +65,7 @@ export function mountHistory(root, projectId, { canEdit, preview, say }) {
   }
 
   async function reload(position = 0) {
+    delete list.dataset.loaded;
     since = position;
     cursor = null;
     compare.clear();
@@ -73,6 +76,8 @@ export function mountHistory(root, projectId, { canEdit, preview, say }) {
   }
 
   async function load() {
+    const mine = ++loads;
+    more.disabled = true;
     const params = new URLSearchParams({ limit: "50", min_position: String(since) });
     if (grouped.checked) {
       params.set("group", "actor");
@@ -81,11 +86,15 @@ export function mountHistory(root, projectId, { canEdit, preview, say }) {
     if (cursor) params.set("cursor", cursor);
     try {
       const page = await api(`${base}/history?${params}`);
+      if (mine !== loads || closed) return;
       for (const entry of page.entries) list.append(entryItem(entry));
       cursor = page.next_cursor;
       more.hidden = !cursor;
+      list.dataset.loaded = grouped.checked ? "grouped" : "every";
     } catch (error) {
-      say(error.message, "error");
+      if (mine === loads && !closed) say(error.message, "error");
+    } finally {
+      if (mine === loads) more.disabled = false;
     }
   }
 
@@ -166,7 +175,12 @@ export function mountHistory(root, projectId, { canEdit, preview, say }) {
 
   reload();
   loadSnapshots().catch((error) => say(error.message, "error"));
-  return { reload };
+  return {
+    reload,
+    close() {
+      closed = true;
+    },
+  };
 }
 
 function short(value) {

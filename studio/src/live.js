@@ -3,6 +3,7 @@
 
 import * as Y from "yjs";
 import { WebsocketProvider } from "y-websocket";
+import * as authProtocol from "y-protocols/auth";
 import { token, wsBase } from "./api.js";
 
 /** What the server's close codes mean to a person (docs/live.md). y-websocket stops
@@ -25,14 +26,25 @@ export function closeReason(code, reason) {
   return reason || known || `connection closed (code ${code})`;
 }
 
-/** Open a project live. ``onState`` hears {state, message}: connecting, connected,
- * synced, reconnecting (with why), refused (with why; no retry). */
+/** Open a project live. ``onState`` hears {state, message, code}: connecting,
+ * connected, synced, reconnecting (with why), read-only (the server refused an update:
+ * nothing this page changes is stored), refused (with why and the close code; no
+ * retry). */
 export function connect(projectId, onState) {
   const doc = new Y.Doc();
+  // not connected yet: the handlers below must hear the first "connecting"
   const provider = new WebsocketProvider(wsBase(), projectId, doc, {
     params: { token: token() },
     maxBackoffTime: 2500,
+    connect: false,
   });
+  // The stock handler of y-protocols' auth message logs the socket's URL, token
+  // included, to the console; this one says it on the page instead.
+  provider.messageHandlers[2] = (_encoder, decoder) => {
+    authProtocol.readAuthMessage(decoder, doc, (_doc, reason) => {
+      onState({ state: "read-only", message: `read-only: changes are not saved (${reason})` });
+    });
+  };
   let lastClose = null;
   provider.on("status", ({ status }) => {
     if (status === "connected") onState({ state: "connected", message: "connected" });
@@ -50,18 +62,25 @@ export function connect(projectId, onState) {
     lastClose = event;
     onState({
       state: "reconnecting",
+      code: event.code,
       message: `reconnecting: ${closeReason(event.code, event.reason)}`,
     });
   });
   provider.on("closed", ({ code, reason }) => {
-    onState({ state: "refused", message: `refused: ${closeReason(code, reason)}` });
+    onState({ state: "refused", code, message: `refused: ${closeReason(code, reason)}` });
   });
+  provider.connect();
   return {
     doc,
     provider,
     awareness: provider.awareness,
+    /** Whether every local change has reached the server (synced, not reconnecting). */
+    settled() {
+      return provider.wsconnected && provider.synced;
+    },
     retry() {
       lastClose = null;
+      provider.params = { token: token() };
       provider.connect();
     },
     close() {

@@ -5,14 +5,14 @@
 
 import { api, claims, signIn, signOut, token } from "./api.js";
 import { clear, h, when } from "./dom.js";
-import { mountEditor } from "./editor.js";
+import { colorOf, mountEditor } from "./editor.js";
 import { mountHistory } from "./history.js";
 import { connect, docFromJson } from "./live.js";
 import { mountAudit, mountDaid, mountProvenance } from "./provenance.js";
 
 const app = document.getElementById("app");
 const messages = h("div", { class: "messages", role: "status", "aria-live": "polite" });
-const connection = h("div", { class: "connection", dataset: { state: "none" } });
+const connection = h("div", { class: "connection", role: "status", "aria-live": "polite", dataset: { state: "none" } });
 let cleanup = () => {};
 // the position of this page's last write, so that the next read waits for it
 let written = 0;
@@ -44,7 +44,7 @@ function shell(title, ...content) {
       connection,
       h("span", { class: "user" }, `${c.sub ?? "?"}${roles.length ? ` (${roles.join(", ")})` : ""}`,
         c.agent_id ? ` — agent ${c.agent_id}` : ""),
-      h("button", { class: "sign-out", onclick: () => { signOut(); location.hash = "#/"; route(); } }, "Sign out")),
+      h("button", { class: "sign-out", onclick: () => { closeProject(); signOut(); location.hash = "#/"; route(); } }, "Sign out")),
     messages,
     h("main", {}, title ? h("h1", {}, title) : "", ...content),
   );
@@ -76,9 +76,12 @@ function signInPage(problem) {
 
 // -- projects --------------------------------------------------------------------------
 
-async function projectsPage() {
-  setConnection("none", "");
+async function projectsPage(current) {
   const list = h("tbody", {});
+  const more = h("button", { class: "more-projects", hidden: true }, "More projects");
+  const table = h("table", { class: "projects" },
+    h("thead", {}, h("tr", {}, ["Name", "Owner", "Tracks", "Tempo", "Version", "Updated"].map((t) => h("th", {}, t)))),
+    list);
   const name = h("input", { class: "new-name", placeholder: "project name", required: true, maxlength: 200 });
   const tempo = h("input", { class: "new-tempo", type: "number", value: 120, min: 20, max: 400 });
   shell("Projects",
@@ -93,38 +96,84 @@ async function projectsPage() {
         say(error.message, "error");
       }
     } }, name, h("label", {}, " Tempo ", tempo), h("button", { type: "submit" }, "Create project")),
-    h("table", { class: "projects" },
-      h("thead", {}, h("tr", {}, ["Name", "Owner", "Tracks", "Tempo", "Version", "Updated"].map((t) => h("th", {}, t)))),
-      list));
-  const page = await api(`/api/projects?limit=200&min_position=${written}`);
-  for (const p of page.projects) {
-    list.append(h("tr", { class: "project", dataset: { project: p.id } },
-      h("td", {}, h("a", { href: `#/p/${p.id}` }, p.name)), h("td", {}, p.owner),
-      h("td", {}, String(p.track_count)), h("td", {}, String(p.tempo ?? "")),
-      h("td", {}, String(p.version)), h("td", {}, when(p.updated_at))));
-  }
-  if (!page.projects.length) list.append(h("tr", {}, h("td", { colspan: 6, class: "hint" }, "No projects you may see yet: create one.")));
+    table, more);
+  let cursor = null;
+  const load = async () => {
+    more.disabled = true;
+    const params = new URLSearchParams({ limit: "100", min_position: String(written) });
+    if (cursor) params.set("cursor", cursor);
+    const page = await api(`/api/projects?${params}`);
+    if (!current()) return;
+    for (const p of page.projects) {
+      list.append(h("tr", { class: "project", dataset: { project: p.id } },
+        h("td", {}, h("a", { href: `#/p/${p.id}` }, p.name)), h("td", {}, p.owner),
+        h("td", {}, String(p.track_count)), h("td", {}, String(p.tempo ?? "")),
+        h("td", {}, String(p.version)), h("td", {}, when(p.updated_at))));
+    }
+    if (!list.children.length) list.append(h("tr", {}, h("td", { colspan: 6, class: "hint" }, "No projects you may see yet: create one.")));
+    cursor = page.next_cursor;
+    more.hidden = !cursor;
+    more.disabled = false;
+    table.dataset.loaded = "true";
+  };
+  more.addEventListener("click", () => load().catch((error) => say(error.message, "error")));
+  await load();
 }
 
 // -- one project -----------------------------------------------------------------------
 
-async function projectPage(projectId, tab) {
-  const info = await api(`/api/projects/${encodeURIComponent(projectId)}?min_position=${written}`);
-  const c = claims() ?? {};
-  const roles = Array.isArray(c.roles) ? c.roles : [];
-  const member = (info.members ?? []).find((m) => m.user === c.sub);
-  const canEdit = roles.includes("admin") || member?.role === "owner" || member?.role === "editor";
-  const role = roles.includes("admin") ? "admin" : member?.role ?? (roles.includes("auditor") ? "auditor" : "viewer");
+// The live session of the project on screen: kept while the page moves between the
+// project's tabs (presence stays, nothing resyncs, edits made while reconnecting are
+// kept), closed when it leaves the project.
+let open = null;
 
-  const session = connect(projectId, ({ state, message }) => setConnection(state, message, () => session.retry()));
+function closeProject() {
+  if (open === null) return;
+  open.session.close();
+  open = null;
+  setConnection("none", "");
+}
+
+window.addEventListener("beforeunload", (event) => {
+  // edits made while the connection is down live only in this page until it is back
+  if (open !== null && !open.session.settled()) event.preventDefault();
+});
+
+function onConnection(projectId) {
+  return ({ state, message, code }) => {
+    if (code === 4401) {
+      // the token expired or was revoked: sign in again
+      closeProject();
+      signOut();
+      signInPage(message);
+      return;
+    }
+    setConnection(state, message, () => open?.projectId === projectId && open.session.retry());
+  };
+}
+
+async function projectPage(projectId, tab, current) {
+  const info = await api(`/api/projects/${encodeURIComponent(projectId)}?min_position=${written}`);
+  if (!current()) return () => {};
+  // the server says what this token is to the project, and whether its edits are stored
+  const role = info.you?.role ?? "viewer";
+  const canEdit = info.you?.may_edit === true;
+  if (open?.projectId !== projectId) {
+    closeProject();
+    open = { projectId, session: connect(projectId, onConnection(projectId)) };
+  }
+  const { session } = open;
   const body = h("div", { class: "tab-body" });
   const banner = h("div", { class: "banner", hidden: true });
   const tabs = ["editor", "history", "provenance"];
-  const title = h("span", { class: "project-title" }, info.name);
-  session.doc.getMap("meta").observe(() => {
-    const value = session.doc.getMap("meta").get("name");
+  const meta = session.doc.getMap("meta");
+  const title = h("span", { class: "project-title" },
+    typeof meta.get("name") === "string" ? meta.get("name") : info.name);
+  const rename = () => {
+    const value = meta.get("name");
     if (typeof value === "string") title.textContent = value;
-  });
+  };
+  meta.observe(rename);
   shell(null,
     h("div", { class: "project-head" },
       h("h1", {}, title),
@@ -135,14 +184,10 @@ async function projectPage(projectId, tab) {
     banner, body);
 
   let unmount = () => {};
-  const showLive = () => {
-    unmount();
-    banner.hidden = true;
-    unmount = mountEditor(body, session.doc, { readOnly: !canEdit, awareness: session.awareness, me: me() });
-  };
   const preview = async (version) => {
     try {
       const past = await api(`/api/projects/${encodeURIComponent(projectId)}/versions/${version}`);
+      if (!current()) return;
       unmount();
       const doc = docFromJson(past.document);
       banner.hidden = false;
@@ -155,26 +200,31 @@ async function projectPage(projectId, tab) {
     }
   };
   if (tab === "history") {
-    mountHistory(body, projectId, { canEdit, preview, say });
-    unmount = () => clear(body);
+    const view = mountHistory(body, projectId, { canEdit, preview, say });
+    unmount = () => { view.close(); clear(body); };
   } else if (tab === "provenance") {
     mountProvenance(body, projectId, { say });
     unmount = () => clear(body);
   } else {
-    showLive();
+    unmount = mountEditor(body, session.doc, { readOnly: !canEdit, awareness: session.awareness, me: me() });
   }
   // presence stays on while the page shows the history or provenance of the project
-  if (tab !== "editor") session.awareness.setLocalState({ user: { name: me(), color: "#888" }, track: null, playhead: null });
+  if (tab !== "editor") session.awareness.setLocalState({ user: { name: me(), color: colorOf(me()) }, track: null, playhead: null });
   return () => {
+    meta.unobserve(rename);
     unmount();
-    session.close();
-    setConnection("none", "");
   };
 }
 
 // -- routing ---------------------------------------------------------------------------
 
+// Every route bumps it: a route still awaiting the server when the hash changes again
+// finds itself outdated and leaves the page to the newer one.
+let generation = 0;
+
 async function route() {
+  const mine = ++generation;
+  const current = () => mine === generation;
   cleanup();
   cleanup = () => {};
   const hash = location.hash;
@@ -183,34 +233,41 @@ async function route() {
     signIn(decodeURIComponent(fromLink[1]));
     history.replaceState(null, "", `${location.pathname}#/`);
   }
-  if (!token()) return signInPage();
   const path = location.hash.replace(/^#/, "") || "/";
+  const projectRoute = /^\/p\/([^/]+)(?:\/(editor|history|provenance))?$/.exec(path);
+  if (!projectRoute || decodeURIComponent(projectRoute[1]) !== open?.projectId) closeProject();
+  if (!token()) return signInPage();
   try {
     await api("/api/projects?limit=1");
   } catch (error) {
+    if (!current()) return;
     if (error.status === 401) {
+      closeProject();
       signOut();
       return signInPage(`That token was refused: ${error.message}`);
     }
     shell("The server answered with an error", h("p", { class: "message error" }, error.message));
     return;
   }
+  if (!current()) return;
   try {
     let match;
-    if ((match = /^\/p\/([^/]+)(?:\/(editor|history|provenance))?$/.exec(path))) {
-      cleanup = await projectPage(decodeURIComponent(match[1]), match[2] ?? "editor");
+    if (projectRoute) {
+      const dispose = await projectPage(decodeURIComponent(projectRoute[1]), projectRoute[2] ?? "editor", current);
+      if (current()) cleanup = dispose;
+      else dispose();
     } else if ((match = /^\/daid\/(.+)$/.exec(path))) {
-      setConnection("none", "");
       shell(null);
       mountDaid(app.querySelector("main"), decodeURIComponent(match[1]), { say });
     } else if (path === "/audit") {
-      setConnection("none", "");
       shell("Audit");
       mountAudit(app.querySelector("main"), null, { say });
     } else {
-      await projectsPage();
+      await projectsPage(current);
     }
   } catch (error) {
+    if (!current()) return;
+    closeProject();
     shell("Something went wrong", h("p", { class: "message error" }, error.message),
       h("p", {}, h("a", { href: "#/" }, "Back to the projects")));
   }
