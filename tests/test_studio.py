@@ -539,3 +539,47 @@ async def test_sign_in_create_a_project_and_sign_out(database_url: str, browser:
         await page.wait_for_selector("textarea.token")
         assert await page.evaluate("() => localStorage.getItem('collab.token')") is None
         await tab.assert_no_errors()
+
+
+async def test_clips_and_notes_work_from_the_keyboard(database_url: str, browser: Browser) -> None:
+    async with studio_server(database_url) as address:
+        project = await shared_project(address)
+        operations = [
+            {"op": "add_track", "track_id": "bass", "name": "Bass"},
+            {
+                "op": "add_clip",
+                "track_id": "bass",
+                "clip_id": "c1",
+                "name": "Riff",
+                "start_beats": 0,
+                "length_beats": 4,
+            },
+            {
+                "op": "add_notes",
+                "track_id": "bass",
+                "clip_id": "c1",
+                "notes": [{"pitch": 60, "start": 0, "duration": 1, "velocity": 100}],
+            },
+        ]
+        edit = f"/api/projects/{project}/edits"
+        await api(address, OWNER, "POST", edit, {"operations": operations})
+        async with studio_page(browser, address) as tab:
+            await open_project(tab, OWNER, project)
+            page = tab.page
+            clip = page.locator('.clip[data-clip="c1"]')
+            await clip.focus()
+            await page.keyboard.press("ArrowRight")
+            await page.keyboard.press("Shift+ArrowRight")
+            await page.keyboard.press("Enter")
+            await page.wait_for_selector(".roll .note")
+            await page.locator(".roll .note").focus()
+            await page.keyboard.press("Delete")
+            await page.wait_for_selector(".roll .note", state="detached")
+
+            async def logged() -> bool:
+                doc = await log_document(database_url, project)
+                c1 = doc["tracks"]["bass"]["clips"]["c1"]
+                return (c1["start_beats"], c1["length_beats"], c1["notes"]) == (1.0, 5.0, [])
+
+            await eventually(logged, 10, "the keyboard's edits did not reach the log")
+            await tab.assert_no_errors()

@@ -383,6 +383,12 @@ export function mountEditor(root, doc, { readOnly = false, awareness = null, me 
           dataset: { clip: clipId },
           style: { left: `${start * BEAT}px`, width: `${length * BEAT}px` },
           title: `${clip.get("name") ?? clipId}: beat ${start}, ${length} beats`,
+          role: "button",
+          tabindex: 0,
+          "aria-pressed": String(selected),
+          "aria-label": `clip ${clip.get("name") ?? clipId}, beat ${start}, ${length} beats`
+            + (readOnly ? "" : "; arrows move it, shift and arrows resize it"),
+          onkeydown: (e) => clipKey(e, trackId, clipId, clip, start, length),
         },
         h("span", { class: "clip-name" }, String(clip.get("name") ?? clipId)),
         h("span", { class: "resize", title: "drag to resize" }),
@@ -391,6 +397,19 @@ export function mountEditor(root, doc, { readOnly = false, awareness = null, me 
       blocks.push(block);
     }
     return h("div", { class: "lane", style: { width: `${width * BEAT}px` } }, blocks);
+  }
+
+  function clipKey(event, trackId, clipId, clip, start, length) {
+    if (event.key === "Enter" || event.key === " ") {
+      event.preventDefault();
+      selectClip(trackId, clipId);
+      return;
+    }
+    const by = { ArrowLeft: -1, ArrowRight: 1 }[event.key];
+    if (by === undefined || readOnly) return;
+    event.preventDefault();
+    if (event.shiftKey) edit(() => clip.set("length_beats", Math.max(STEP, length + by)));
+    else edit(() => clip.set("start_beats", Math.max(0, start + by)));
   }
 
   function dragClip(event, block, trackId, clipId, clip, start, length) {
@@ -467,17 +486,28 @@ export function mountEditor(root, doc, { readOnly = false, awareness = null, me 
         if (pitch < LOW || pitch > HIGH) return;
         const start = num(note.get("start"));
         const duration = Math.max(0.05, num(note.get("duration"), 0.25));
+        const label = `${NAMES[pitch % 12]}${Math.floor(pitch / 12) - 1} at ${start}, ${duration} beats`;
+        const remove = () => edit(() => {
+          // by identity: a remote edit may have moved it since this was drawn
+          const at = notes.toArray().indexOf(note);
+          if (at >= 0) notes.delete(at, 1);
+        });
         grid.append(h("div", {
           class: "note",
           dataset: { pitch, start },
-          title: `${NAMES[pitch % 12]}${Math.floor(pitch / 12) - 1} at ${start}, ${duration} beats (click to remove)`,
+          role: "button",
+          tabindex: 0,
+          "aria-label": readOnly ? `note ${label}` : `note ${label}; Delete removes it`,
+          onkeydown: (e) => {
+            if (e.key === "Delete" || e.key === "Backspace" || e.key === "Enter") {
+              e.preventDefault();
+              remove();
+            }
+          },
+          title: readOnly ? label : `${label} (click to remove)`,
           style: { left: `${start * ROLL_BEAT}px`, top: `${(HIGH - pitch) * NOTE_H}px`,
             width: `${duration * ROLL_BEAT - 1}px`, height: `${NOTE_H - 1}px` },
-          onclick: () => edit(() => {
-            // by identity: a remote edit may have moved it since this was drawn
-            const at = notes.toArray().indexOf(note);
-            if (at >= 0) notes.delete(at, 1);
-          }),
+          onclick: remove,
         }));
       });
     }
@@ -550,7 +580,9 @@ export function mountEditor(root, doc, { readOnly = false, awareness = null, me 
 function rememberFocus(row) {
   const active = document.activeElement;
   if (!active || !row.contains(active) || !active.className) return null;
-  const selector = `.${String(active.className).split(" ")[0]}`;
+  const selector = active.dataset.clip
+    ? `.clip[data-clip="${CSS.escape(active.dataset.clip)}"]`
+    : `.${String(active.className).split(" ")[0]}`;
   // what is being typed stays; a slider or a list shows the document's value
   const typed = active.tagName === "INPUT" && active.type === "text" ? active.value : null;
   return (next) => {
