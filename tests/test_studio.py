@@ -63,6 +63,26 @@ async def api(address: str, who: str, method: str, path: str, body: Any = None) 
         return response.json()
 
 
+#: a track with one empty clip of four beats
+BASS_RIFF = (
+    {"op": "add_track", "track_id": "bass", "name": "Bass"},
+    {
+        "op": "add_clip",
+        "track_id": "bass",
+        "clip_id": "c1",
+        "name": "Riff",
+        "start_beats": 0,
+        "length_beats": 4,
+    },
+)
+
+
+async def edit(address: str, who: str, project: str, *operations: Any) -> Any:
+    """Typed edits through ``POST /edits`` (docs/document.md)."""
+    body = {"operations": list(operations)}
+    return await api(address, who, "POST", f"/api/projects/{project}/edits", body)
+
+
 async def shared_project(address: str) -> str:
     """A project of ana's, with ben as editor and vic as viewer."""
     created = await api(address, OWNER, "POST", "/api/projects", {"name": "Night Drive"})
@@ -262,20 +282,10 @@ async def test_a_rollback_in_one_page_reaches_the_other(
     shots = artifacts_dir(tmp_path)
     async with studio_server(database_url) as address:
         project = await shared_project(address)
-        first = await api(
-            address,
-            OWNER,
-            "POST",
-            f"/api/projects/{project}/edits",
-            {"operations": [{"op": "add_track", "track_id": "drums", "name": "Drums"}]},
+        first = await edit(
+            address, OWNER, project, {"op": "add_track", "track_id": "drums", "name": "Drums"}
         )
-        await api(
-            address,
-            OWNER,
-            "POST",
-            f"/api/projects/{project}/edits",
-            {"operations": [{"op": "add_track", "track_id": "pad", "name": "Pad"}]},
-        )
+        await edit(address, OWNER, project, {"op": "add_track", "track_id": "pad", "name": "Pad"})
         async with studio_page(browser, address) as a, studio_page(browser, address) as b:
             await open_project(b, EDITOR, project)
             await eventually(lambda: _count(b, ".lanes .track", 2), 10, "B has not 2 tracks")
@@ -298,17 +308,8 @@ async def test_a_rollback_in_one_page_reaches_the_other(
 async def test_history_previews_compares_and_tags(database_url: str, browser: Browser) -> None:
     async with studio_server(database_url) as address:
         project = await shared_project(address)
-        edit = f"/api/projects/{project}/edits"
-        one = await api(
-            address, OWNER, "POST", edit, {"operations": [{"op": "add_track", "name": "Guitar"}]}
-        )
-        two = await api(
-            address,
-            EDITOR,
-            "POST",
-            edit,
-            {"operations": [{"op": "set_meta", "fields": {"tempo": 132}}]},
-        )
+        one = await edit(address, OWNER, project, {"op": "add_track", "name": "Guitar"})
+        two = await edit(address, EDITOR, project, {"op": "set_meta", "fields": {"tempo": 132}})
         async with studio_page(browser, address) as tab:
             await open_project(tab, OWNER, project, "history")
             page = tab.page
@@ -337,25 +338,7 @@ async def test_history_previews_compares_and_tags(database_url: str, browser: Br
 async def test_a_viewer_page_changes_nothing(database_url: str, browser: Browser) -> None:
     async with studio_server(database_url) as address:
         project = await shared_project(address)
-        await api(
-            address,
-            OWNER,
-            "POST",
-            f"/api/projects/{project}/edits",
-            {
-                "operations": [
-                    {"op": "add_track", "track_id": "bass", "name": "Bass"},
-                    {
-                        "op": "add_clip",
-                        "track_id": "bass",
-                        "clip_id": "c1",
-                        "name": "Riff",
-                        "start_beats": 0,
-                        "length_beats": 4,
-                    },
-                ]
-            },
-        )
+        await edit(address, OWNER, project, *BASS_RIFF)
         before = await project_events(database_url, project)
         async with studio_page(browser, address) as viewer:
             sent: list[bytes] = []
@@ -363,7 +346,9 @@ async def test_a_viewer_page_changes_nothing(database_url: str, browser: Browser
                 "websocket",
                 lambda ws: ws.on(
                     "framesent",
-                    lambda frame: sent.append(frame if isinstance(frame, bytes) else b""),
+                    lambda frame: sent.append(
+                        frame if isinstance(frame, bytes) else frame.encode()
+                    ),
                 ),
             )
             await open_project(viewer, VIEWER, project)
@@ -401,12 +386,8 @@ async def test_history_lineage_and_the_audit_check_render(
     shots = artifacts_dir(tmp_path)
     async with studio_server(database_url) as address:
         project = await shared_project(address)
-        edited = await api(
-            address,
-            EDITOR,
-            "POST",
-            f"/api/projects/{project}/edits",
-            {"operations": [{"op": "add_track", "track_id": "v", "name": "Vocals"}]},
+        edited = await edit(
+            address, EDITOR, project, {"op": "add_track", "track_id": "v", "name": "Vocals"}
         )
         analysis = await api(
             address,
@@ -545,15 +526,7 @@ async def test_clips_and_notes_work_from_the_keyboard(database_url: str, browser
     async with studio_server(database_url) as address:
         project = await shared_project(address)
         operations = [
-            {"op": "add_track", "track_id": "bass", "name": "Bass"},
-            {
-                "op": "add_clip",
-                "track_id": "bass",
-                "clip_id": "c1",
-                "name": "Riff",
-                "start_beats": 0,
-                "length_beats": 4,
-            },
+            *BASS_RIFF,
             {
                 "op": "add_notes",
                 "track_id": "bass",
@@ -561,8 +534,7 @@ async def test_clips_and_notes_work_from_the_keyboard(database_url: str, browser
                 "notes": [{"pitch": 60, "start": 0, "duration": 1, "velocity": 100}],
             },
         ]
-        edit = f"/api/projects/{project}/edits"
-        await api(address, OWNER, "POST", edit, {"operations": operations})
+        await edit(address, OWNER, project, *operations)
         async with studio_page(browser, address) as tab:
             await open_project(tab, OWNER, project)
             page = tab.page
