@@ -54,6 +54,9 @@ async def test_http_writes_over_budget_get_429_with_retry_after(database_url: st
             # reads are not writes
             read = await http.get(f"/api/projects/{project}/document", headers=bearer(ana))
             assert read.status_code == 200
+            # but an audit bundle, which reads the whole stream, counts like one
+            bundle = await http.get(f"/api/projects/{project}/audit-bundle", headers=bearer(ana))
+            assert bundle.status_code == 429, bundle.text
 
 
 async def test_socket_opens_over_budget_close_with_4529(database_url: str) -> None:

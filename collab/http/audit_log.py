@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from collab.http.kit import ApiError, allowed, field_error, principal_of
+from collab.http.kit import ApiError, allowed, field_error, principal_of, within_limits
 from collab.http.params import int_param, project_id_of, store_of
 from collab.http.responses import JSONResponse
 from collab.services import audit
@@ -132,8 +132,11 @@ async def get_consistency(request: Request) -> Response:
 async def get_bundle(request: Request) -> Response:
     """The project's audit bundle, as ``collab audit export`` writes it: the web studio
     verifies it in the browser against the checkpoint's key."""
+    principal = await principal_of(request)
+    # it reads the whole stream and a proof per event: counted like a write
+    await within_limits(request, principal)
     bundle = await audit.export(
-        await principal_of(request),
+        principal,
         project_id_of(request),
         store=_audited(request),
         key=_signer(request).public_key,

@@ -75,7 +75,7 @@ async def principal_of(request: Request) -> Principal:
         principal = await tokens.verify(token)
     request.scope["state"]["principal"] = principal
     if request.method not in SAFE_METHODS:
-        await _within_limits(request, principal)
+        await within_limits(request, principal)
     return principal
 
 
@@ -83,9 +83,9 @@ async def principal_of(request: Request) -> Principal:
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-async def _within_limits(request: Request, principal: Principal) -> None:
+async def within_limits(request: Request, principal: Principal) -> None:
     """429 with Retry-After when the principal (the address, without authentication)
-    wrote too often."""
+    wrote too often. Also asked by reads as costly as a write (an audit bundle)."""
     limits: RateLimits | None = request.app.state.limits
     if limits is None:
         return
