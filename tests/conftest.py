@@ -90,7 +90,8 @@ def node_client_script() -> Path:
     missing = [tool for tool in ("node", "npm") if shutil.which(tool) is None]
     if missing:
         pytest.fail(f"the Node client tests need {' and '.join(missing)} (Node 20) on PATH")
-    if not (node_dir / "node_modules" / "y-websocket").is_dir():
+    installed = node_dir / "node_modules"
+    if not all((installed / name).is_dir() for name in ("y-websocket", "@tonejs/midi")):
         subprocess.run(
             ["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"],
             cwd=node_dir,

@@ -321,6 +321,18 @@ OPERATIONS: tuple[Operation, ...] = (
     ),
     Operation(
         "get",
+        "/api/projects/{project_id}/export.mid",
+        "A version of the project as a Standard MIDI File (type 1, 480 ticks per beat;"
+        " docs/interchange.md)",
+        "interchange",
+        ((200, "audio/midi"), NOT_FOUND, INVALID),
+        query=(
+            Param("version", "The version to export (default: the current one).", "integer"),
+            Param("silent", "Muted or not soloed tracks: leave (default) or include."),
+        ),
+    ),
+    Operation(
+        "get",
         "/api/projects/{project_id}/audit-bundle",
         "The project's audit bundle (as `collab audit export` writes it), to verify offline",
         "audit",
