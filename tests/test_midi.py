@@ -1,21 +1,26 @@
-"""MIDI export (``music/midi.py``, ``GET /api/projects/{id}/export.mid``): read back
-with mido and with @tonejs/midi (a parser written by others, in Node)."""
+"""MIDI in and out (``music/midi.py``): the export (``GET .../export.mid``) read back with
+mido and with @tonejs/midi (written by others, in Node); the import (``POST
+/api/imports/midi``, ``POST /api/projects/{id}/imports/midi``) of files that
+@tonejs/midi and mido wrote, with its provenance record, and bad files refused."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import io
 import json
 import subprocess
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import mido
 import pytest
 
 from music import midi
 from tests.live import running_server
-from tests.support import timeout
+from tests.support import eventually, timeout
 
 DOCUMENT: dict[str, Any] = {
     "meta": {"name": "Night Drive", "tempo": 96.0, "time_signature": "6/8"},
@@ -233,3 +238,183 @@ async def test_a_version_exported_over_http_reads_the_same_in_tonejs_midi(
             assert bad.json()["message"]
         unknown = await http.get("/api/projects/00000000-0000-4000-8000-000000000000/export.mid")
         assert unknown.status_code == 404
+
+
+def _tonejs_write(node_client_script: Path, spec: dict[str, Any], folder: Path) -> bytes:
+    """A MIDI file written by @tonejs/midi, not by this server's exporter."""
+    spec_path, out = folder / "spec.json", folder / "tonejs.mid"
+    spec_path.write_text(json.dumps(spec))
+    subprocess.run(
+        ["node", str(node_client_script.parent / "midi.mjs"), "write", str(out), str(spec_path)],
+        capture_output=True,
+        text=True,
+        timeout=timeout(60),
+        check=True,
+    )
+    return out.read_bytes()
+
+
+WALTZ = {
+    "bpm": 100,
+    "timeSignature": [3, 4],
+    "name": "Waltz",
+    "tracks": [
+        {
+            "name": "Piano",
+            "channel": 0,
+            "notes": [
+                {"midi": 60, "ticks": 0, "durationTicks": 480, "velocity": 100},
+                {"midi": 64, "ticks": 480, "durationTicks": 240, "velocity": 90},
+                {"midi": 67, "ticks": 1680, "durationTicks": 480, "velocity": 80},
+            ],
+        },
+        {
+            "name": "Kit",
+            "channel": 9,
+            "notes": [{"midi": 36, "ticks": 0, "durationTicks": 60, "velocity": 120}],
+        },
+    ],
+}
+
+
+def _by_name(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {doc["tracks"][t]["name"]: doc["tracks"][t] for t in doc["track_order"]}
+
+
+def _notes_of(track: dict[str, Any]) -> list[tuple[float, float, float, float]]:
+    (clip,) = track["clips"].values()
+    return [(n["pitch"], n["start"], n["duration"], n["velocity"]) for n in clip["notes"]]
+
+
+async def test_a_file_written_by_another_tool_becomes_a_project_with_its_provenance(
+    database_url: str, node_client_script: Path, tmp_path: Path
+) -> None:
+    data = _tonejs_write(node_client_script, WALTZ, tmp_path)
+    async with (
+        running_server(database_url) as address,
+        httpx.AsyncClient(base_url=f"http://{address}") as http,
+    ):
+        body = {"file": base64.b64encode(data).decode(), "filename": "waltz.mid"}
+        response = await http.post("/api/imports/midi", json=body)
+        assert response.status_code == 201, response.text
+        done = response.json()
+        assert (done["created"], done["tracks"], done["notes"]) == (True, 2, 4)
+        assert done["content_hash"] == hashlib.sha256(data).hexdigest()
+        project = done["project_id"]
+        doc = (await http.get(f"/api/projects/{project}/document")).json()["document"]
+        assert (doc["meta"]["name"], doc["meta"]["tempo"], doc["meta"]["time_signature"]) == (
+            "waltz",
+            100.0,
+            "3/4",
+        )
+        tracks = _by_name(doc)
+        assert [tracks[n]["kind"] for n in ("Piano", "Kit")] == ["midi", "drums"]
+        assert _notes_of(tracks["Piano"]) == [
+            (60.0, 0.0, 1.0, 100.0),
+            (64.0, 1.0, 0.5, 90.0),
+            (67.0, 3.5, 1.0, 80.0),
+        ]
+        (clip,) = tracks["Piano"]["clips"].values()
+        assert clip["length_beats"] == 6.0  # to the end of the bar after the last note
+        assert _notes_of(tracks["Kit"]) == [(36.0, 0.0, 0.125, 120.0)]
+        path = f"/api/daids/{done['provenance_daid']}"
+
+        async def folded() -> bool:
+            return (await http.get(path)).status_code == 200
+
+        await eventually(folded, 15, "the provenance record never reached the lineage")
+        record = (await http.get(path)).json()
+        assert record["event_type"] == "provenance.recorded"
+        assert record["details"]["entity"] == {
+            "type": "midi_file",
+            "id": "waltz.mid",
+            "content_hash": done["content_hash"],
+        }
+
+
+async def test_a_type_0_file_adds_one_track_per_channel_to_a_project(database_url: str) -> None:
+    # written with mido directly (type 0: one track, two channels), not by music.midi
+    written = mido.MidiFile(type=0, ticks_per_beat=96)
+    track = mido.MidiTrack()
+    track.append(mido.MetaMessage("track_name", name="Jam", time=0))
+    track.append(mido.Message("note_on", channel=2, note=50, velocity=70, time=0))
+    track.append(mido.Message("note_on", channel=9, note=42, velocity=99, time=0))
+    track.append(mido.Message("note_off", channel=9, note=42, velocity=0, time=24))
+    track.append(mido.Message("note_on", channel=2, note=50, velocity=0, time=72))
+    written.tracks.append(track)
+    out = io.BytesIO()
+    written.save(file=out)
+    async with (
+        running_server(database_url) as address,
+        httpx.AsyncClient(base_url=f"http://{address}") as http,
+    ):
+        created = await http.post("/api/projects", json={"name": "Existing"})
+        project = created.json()["id"]
+        await http.post(
+            f"/api/projects/{project}/edits",
+            json={"operations": [{"op": "add_track", "track_id": "vox", "name": "Vox"}]},
+        )
+        body = {"file": base64.b64encode(out.getvalue()).decode(), "filename": "jam.mid"}
+        response = await http.post(f"/api/projects/{project}/imports/midi", json=body)
+        assert response.status_code == 200, response.text
+        assert response.json()["created"] is False
+        doc = (await http.get(f"/api/projects/{project}/document")).json()["document"]
+        tracks = _by_name(doc)
+        assert list(tracks) == ["Vox", "Jam (channel 3)", "Jam (channel 10)"]
+        assert _notes_of(tracks["Jam (channel 3)"]) == [(50.0, 0.0, 1.0, 70.0)]
+        assert _notes_of(tracks["Jam (channel 10)"]) == [(42.0, 0.0, 0.25, 99.0)]
+        assert tracks["Jam (channel 10)"]["kind"] == "drums"
+        assert doc["meta"]["name"] == "Existing"  # the project keeps its own meta
+
+
+async def test_our_export_read_back_by_the_import_gives_the_same_notes(database_url: str) -> None:
+    exported = midi.export(DOCUMENT)
+    read = midi.read(exported.data)
+    assert (read.tempo, read.time_signature) == (96.0, "6/8")
+    assert [(t.name, t.kind) for t in read.tracks] == [("Keys", "midi"), ("Drums", "drums")]
+    keys = [(n.pitch, n.start, n.duration, n.velocity) for n in read.tracks[0].notes]
+    assert keys == [(60, 4.5, 1.0, 100), (64, 5.5, 0.5, 80)]
+    assert read.tracks[0].volume_db == pytest.approx(-6.0, abs=0.1)
+    assert read.tracks[0].pan == pytest.approx(-0.5, abs=0.01)
+
+
+async def test_bad_files_are_refused_with_the_reason_and_nothing_stored(
+    database_url: str, node_client_script: Path, tmp_path: Path
+) -> None:
+    good = _tonejs_write(node_client_script, WALTZ, tmp_path)
+    silent = mido.MidiFile(type=1)
+    silent.tracks.append(mido.MidiTrack([mido.MetaMessage("track_name", name="Empty")]))
+    empty = io.BytesIO()
+    silent.save(file=empty)
+    cases = {
+        "not base64": ("@@@", "not base64"),
+        "not MIDI": (base64.b64encode(b"RIFF....WAVEfmt ").decode(), "does not start with MThd"),
+        "truncated": (base64.b64encode(good[:40]).decode(), "truncated"),
+        "too large": (
+            base64.b64encode(b"MThd" + bytes(midi.MAX_FILE_BYTES)).decode(),
+            "at most",
+        ),
+        "no notes": (base64.b64encode(empty.getvalue()).decode(), "holds no notes"),
+    }
+    async with (
+        running_server(database_url) as address,
+        httpx.AsyncClient(base_url=f"http://{address}") as http,
+    ):
+        before = await project_count(database_url)
+        for name, (file, reason) in cases.items():
+            response = await http.post("/api/imports/midi", json={"file": file})
+            assert response.status_code == 422, (name, response.text)
+            assert reason in response.json()["message"], (name, response.text)
+        assert await project_count(database_url) == before
+
+
+async def project_count(database_url: str) -> int:
+    connection = await asyncpg.connect(database_url)
+    try:
+        return int(
+            await connection.fetchval(
+                "select count(*) from events where event_type = 'project.created'"
+            )
+        )
+    finally:
+        await connection.close()

@@ -22,6 +22,7 @@ from collab.services import (
     authorize,
     errors,
     history,
+    interchange,
     lookup,
     members,
     projects,
@@ -29,7 +30,7 @@ from collab.services import (
 )
 from events.errors import InvalidEvent, QueryFailed, StoreTimeout, StoreUnavailable
 
-COMMAND_MODULES = (projects, history, provenance, audit, members)
+COMMAND_MODULES = (projects, history, provenance, audit, members, interchange)
 PROJECT = "5f0c6a3e-6a43-4d55-9f39-2f3b1d1a7c11"
 ALICE = Principal(actor="alice")
 TOOL = {"agent_id": "analyser", "version": "1"}
@@ -39,6 +40,9 @@ TOOL = {"agent_id": "analyser", "version": "1"}
 CALLS: dict[str, Callable[[], Coroutine[Any, Any, Any]]] = {
     "projects.create": lambda: projects.create(ALICE, projects.NewProject(name="song"), store=None),
     "projects.edit": lambda: projects.edit(ALICE, PROJECT, [], rooms=None, store=None),
+    "interchange.import_midi": lambda: interchange.import_midi(
+        ALICE, interchange.MidiImport(file="TVRoZA=="), PROJECT, rooms=None, store=None
+    ),
     "history.snapshot": lambda: history.snapshot(
         ALICE, PROJECT, history.NewSnapshot(name="v1"), store=None
     ),
@@ -75,6 +79,7 @@ CALLS: dict[str, Callable[[], Coroutine[Any, Any, Any]]] = {
 ACTIONS = {
     "projects.create": ("project.create", None),
     "projects.edit": ("project.edit", PROJECT),
+    "interchange.import_midi": ("project.edit", PROJECT),
     "history.snapshot": ("snapshot.create", PROJECT),
     "history.rollback": ("project.rollback", PROJECT),
     "provenance.record_analysis": ("analysis.record", PROJECT),

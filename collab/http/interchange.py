@@ -1,5 +1,6 @@
-"""Projects out of the server in other tools' formats: a Standard MIDI File of any
-version (``music.midi``; docs/interchange.md)."""
+"""Projects in and out of the server in other tools' formats: a Standard MIDI File of
+any version, and one read into a new project or an existing one (``music.midi``,
+``collab.services.interchange``; docs/interchange.md)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,24 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from collab.http.kit import ApiError, field_error
-from collab.http.params import int_param, known_version, readable_project, view_at
+from collab.http.kit import (
+    ApiError,
+    body_of,
+    correlation_of,
+    field_error,
+    live_of,
+    principal_of,
+)
+from collab.http.params import (
+    int_param,
+    known_version,
+    project_id_of,
+    readable_project,
+    store_of,
+    view_at,
+)
+from collab.http.responses import JSONResponse
+from collab.services import interchange
 from music import midi
 
 #: the choices of ``?silent=``: what happens to muted (or not soloed) tracks
@@ -40,6 +57,42 @@ async def export_midi(request: Request) -> Response:
     )
 
 
+async def _import(request: Request, project_id: str | None) -> Response:
+    principal = await principal_of(request)
+    body = await body_of(request, interchange.MidiImport)
+    done = await interchange.import_midi(
+        principal,
+        body,
+        project_id,
+        rooms=live_of(request).rooms,
+        store=store_of(request),
+        correlation_id=correlation_of(request),
+    )
+    return JSONResponse(
+        {
+            "project_id": done.project_id,
+            "created": done.created,
+            "version": done.version,
+            "position": done.position,
+            "tracks": done.tracks,
+            "notes": done.notes,
+            "provenance_daid": done.provenance_daid,
+            "content_hash": done.content_hash,
+        },
+        status_code=201 if done.created else 200,
+    )
+
+
+async def import_new(request: Request) -> Response:
+    return await _import(request, None)
+
+
+async def import_into(request: Request) -> Response:
+    return await _import(request, project_id_of(request))
+
+
 routes = [
     Route("/api/projects/{project_id}/export.mid", export_midi, methods=["GET"]),
+    Route("/api/imports/midi", import_new, methods=["POST"]),
+    Route("/api/projects/{project_id}/imports/midi", import_into, methods=["POST"]),
 ]

@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from collab.http.responses import JSONResponse
-from collab.services import history, members, projects, provenance
+from collab.services import history, interchange, members, projects, provenance
 from music import edits
 
 _PATH_PARAM = re.compile(r"{(?P<name>[a-z_]+)(?::(?P<kind>[a-z]+))?}")
@@ -330,6 +330,22 @@ OPERATIONS: tuple[Operation, ...] = (
             Param("version", "The version to export (default: the current one).", "integer"),
             Param("silent", "Muted or not soloed tracks: leave (default) or include."),
         ),
+    ),
+    Operation(
+        "post",
+        "/api/imports/midi",
+        "A new project from a Standard MIDI File (types 0 and 1; base64 in `file`)",
+        "interchange",
+        ((201, "project_id, version, tracks, notes, provenance_daid"), INVALID, UNAVAILABLE),
+        body=interchange.MidiImport,
+    ),
+    Operation(
+        "post",
+        "/api/projects/{project_id}/imports/midi",
+        "A Standard MIDI File's tracks added to the project",
+        "interchange",
+        ((200, "project_id, version, tracks, notes, provenance_daid"), NOT_FOUND, INVALID),
+        body=interchange.MidiImport,
     ),
     Operation(
         "get",

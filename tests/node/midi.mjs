@@ -1,9 +1,33 @@
-// Reads a Standard MIDI File with @tonejs/midi (a parser we did not write) and prints
-// what it found as JSON: tests/test_midi.py compares it with the project document.
-import { readFileSync } from "node:fs";
+// @tonejs/midi (a MIDI library we did not write), for tests/test_midi.py:
+//   node midi.mjs FILE               prints what the file holds, as JSON
+//   node midi.mjs write FILE SPEC    writes FILE from SPEC (JSON: bpm, timeSignature,
+//                                    name, tracks [{name, channel, notes [{midi, ticks,
+//                                    durationTicks, velocity 0-127}]}])
+import { readFileSync, writeFileSync } from "node:fs";
 import midiPackage from "@tonejs/midi";
 
 const { Midi } = midiPackage;
+
+if (process.argv[2] === "write") {
+  const spec = JSON.parse(readFileSync(process.argv[4], "utf8"));
+  const written = new Midi();
+  written.header.name = spec.name ?? "";
+  written.header.setTempo(spec.bpm);
+  written.header.timeSignatures.push({ ticks: 0, timeSignature: spec.timeSignature });
+  written.header.update();
+  for (const track of spec.tracks) {
+    const out = written.addTrack();
+    out.name = track.name;
+    out.channel = track.channel;
+    for (const note of track.notes) {
+      out.addNote({ midi: note.midi, ticks: note.ticks, durationTicks: note.durationTicks,
+        velocity: note.velocity / 127 });
+    }
+  }
+  writeFileSync(process.argv[3], Buffer.from(written.toArray()));
+  process.exit(0);
+}
+
 const midi = new Midi(readFileSync(process.argv[2]));
 console.log(JSON.stringify({
   ppq: midi.header.ppq,
