@@ -40,6 +40,7 @@ TOOL = {"agent_id": "analyser", "version": "1"}
 CALLS: dict[str, Callable[[], Coroutine[Any, Any, Any]]] = {
     "projects.create": lambda: projects.create(ALICE, projects.NewProject(name="song"), store=None),
     "projects.edit": lambda: projects.edit(ALICE, PROJECT, [], rooms=None, store=None),
+    "projects.fork": lambda: projects.fork(ALICE, PROJECT, projects.ForkRequest(), store=None),
     "interchange.import_midi": lambda: interchange.import_midi(
         ALICE, interchange.MidiImport(file="TVRoZA=="), PROJECT, rooms=None, store=None
     ),
@@ -79,6 +80,7 @@ CALLS: dict[str, Callable[[], Coroutine[Any, Any, Any]]] = {
 ACTIONS = {
     "projects.create": ("project.create", None),
     "projects.edit": ("project.edit", PROJECT),
+    "projects.fork": ("project.create", None),
     "interchange.import_midi": ("project.edit", PROJECT),
     "history.snapshot": ("snapshot.create", PROJECT),
     "history.rollback": ("project.rollback", PROJECT),

@@ -320,6 +320,15 @@ OPERATIONS: tuple[Operation, ...] = (
         ),
     ),
     Operation(
+        "post",
+        "/api/projects/{project_id}/fork",
+        "A new project of the caller's from a version of this one (its creation derives from"
+        " that version's DAID)",
+        "projects",
+        ((201, "id, version, position, daid, source {project_id, version, daid}"), NOT_FOUND),
+        body=projects.ForkRequest,
+    ),
+    Operation(
         "get",
         "/api/projects/{project_id}/export.mid",
         "A version of the project as a Standard MIDI File (type 1, 480 ticks per beat;"

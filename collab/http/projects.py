@@ -143,10 +143,35 @@ async def post_edits(request: Request) -> Response:
     )
 
 
+async def fork_project(request: Request) -> Response:
+    principal = await principal_of(request)
+    project_id = project_id_of(request)
+    body = await body_of(request, projects.ForkRequest)
+    forked = await projects.fork(
+        principal, project_id, body, store=store_of(request), correlation_id=correlation_of(request)
+    )
+    created = forked.created
+    return JSONResponse(
+        {
+            "id": created.project_id,
+            "version": created.version,
+            "position": created.position,
+            "daid": created.daid,
+            "source": {
+                "project_id": project_id,
+                "version": forked.source_version,
+                "daid": forked.source_daid,
+            },
+        },
+        status_code=201,
+    )
+
+
 routes = [
     Route("/api/projects", create_project, methods=["POST"]),
     Route("/api/projects", list_projects, methods=["GET"]),
     Route("/api/projects/{project_id}", get_project, methods=["GET"]),
     Route("/api/projects/{project_id}/document", get_document, methods=["GET"]),
     Route("/api/projects/{project_id}/edits", post_edits, methods=["POST"]),
+    Route("/api/projects/{project_id}/fork", fork_project, methods=["POST"]),
 ]

@@ -1,4 +1,4 @@
-"""Commands on a project's document: create a project, apply typed edits.
+"""Commands on a project's document: create a project, apply typed edits, fork one.
 
 Edits go through the project's live room, like every editor's update: checked,
 appended, then broadcast to everyone connected.
@@ -19,12 +19,14 @@ from collab.live import protocol
 from collab.live.rooms import Rooms
 from collab.live.writer import WriterError
 from collab.services.authorize import authorize
-from collab.services.errors import FieldError, Invalid, Unavailable
-from collab.services.lookup import acquire
+from collab.services.errors import FieldError, Invalid, NotFound, Unavailable
+from collab.services.lookup import acquire, known_version
+from collab.services.ports import Store
 from events import EventMetadata, NewEvent
 from events.models import DocUpdated, ProjectCreated, project_stream
 from events.store import NO_STREAM, EventStore
 from music import document, edits
+from projections import project_reads
 
 
 class NewProject(BaseModel):
@@ -122,3 +124,66 @@ async def edit(
         return Edited(done.version, done.position, done.daid)
     finally:
         rooms.release(room)
+
+
+class ForkRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: the source version (default: the current one)
+    version: Annotated[int, Field(ge=1)] | None = None
+    #: the fork's name (default: the source's name at that version, "(fork)" added)
+    name: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Forked:
+    created: Created
+    source_version: int
+    source_daid: str | None
+
+
+async def fork(
+    principal: Principal,
+    project_id: str,
+    spec: ForkRequest,
+    *,
+    store: Store,
+    correlation_id: str | None = None,
+) -> Forked:
+    """A new project of the principal's holding the source's document as of a version,
+    its creation derived (DAID lineage) from that version."""
+    await authorize(principal, "project.create", log=store)
+    await authorize(principal, "project.read", project_id, log=store)
+    stream_id = project_stream(project_id)
+    current = await known_version(store, project_id)
+    version = spec.version if spec.version is not None else current
+    if version > current:
+        raise NotFound(f"project {project_id} has no version {version} (1 to {current})")
+    source = await project_reads.document_at(store, store.queries, project_id, version)
+    source_daid = await store.version_daid(stream_id, version)
+    copy = document.copy_of(source.doc)
+    meta = copy.get(document.META, type=pycrdt.Map)
+    old_name = meta.get("name")
+    name = spec.name or f"{old_name if isinstance(old_name, str) else 'Project'} (fork)"[:200]
+    with copy.transaction():
+        meta["name"] = name
+    metadata = EventMetadata(
+        actor=principal.actor, agent_id=principal.agent, correlation_id=correlation_id
+    )
+    forked_from: dict[str, JsonValue] = {
+        "project_id": project_id,
+        "version": version,
+        "daid": source_daid,
+    }
+    created = ProjectCreated(
+        name=name, owner=principal.actor, metadata={"forked_from": forked_from}
+    )
+    new_id = str(uuid.uuid4())
+    events = [
+        NewEvent(created, metadata, parents=(source_daid,) if source_daid else ()),
+        NewEvent(DocUpdated(update=copy.get_update(), client_id=copy.client_id), metadata),
+    ]
+    result = await store.append(project_stream(new_id), events, NO_STREAM)
+    return Forked(
+        Created(new_id, result.version, result.position, result.daids[0]), version, source_daid
+    )
