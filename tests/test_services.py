@@ -29,6 +29,7 @@ from collab.services import (
     provenance,
 )
 from events.errors import InvalidEvent, QueryFailed, StoreTimeout, StoreUnavailable
+from music import projectfile
 
 COMMAND_MODULES = (projects, history, provenance, audit, members, interchange)
 PROJECT = "5f0c6a3e-6a43-4d55-9f39-2f3b1d1a7c11"
@@ -43,6 +44,17 @@ CALLS: dict[str, Callable[[], Coroutine[Any, Any, Any]]] = {
     "projects.fork": lambda: projects.fork(ALICE, PROJECT, projects.ForkRequest(), store=None),
     "interchange.import_midi": lambda: interchange.import_midi(
         ALICE, interchange.MidiImport(file="TVRoZA=="), PROJECT, rooms=None, store=None
+    ),
+    "interchange.import_file": lambda: interchange.import_file(
+        ALICE,
+        projectfile.ProjectFile.model_validate(
+            {
+                "format": "collab-project/1",
+                "project": {"id": "p", "name": "P", "version": 1},
+                "document": {},
+            }
+        ),
+        store=None,
     ),
     "history.snapshot": lambda: history.snapshot(
         ALICE, PROJECT, history.NewSnapshot(name="v1"), store=None
@@ -82,6 +94,7 @@ ACTIONS = {
     "projects.edit": ("project.edit", PROJECT),
     "projects.fork": ("project.create", None),
     "interchange.import_midi": ("project.edit", PROJECT),
+    "interchange.import_file": ("project.create", None),
     "history.snapshot": ("snapshot.create", PROJECT),
     "history.rollback": ("project.rollback", PROJECT),
     "provenance.record_analysis": ("analysis.record", PROJECT),

@@ -28,7 +28,9 @@ from collab.http.params import (
 )
 from collab.http.responses import JSONResponse
 from collab.services import interchange
-from music import midi
+from events.models import project_stream
+from music import midi, projectfile
+from projections import project_reads
 
 #: the choices of ``?silent=``: what happens to muted (or not soloed) tracks
 SILENT = ("leave", "include")
@@ -91,8 +93,47 @@ async def import_into(request: Request) -> Response:
     return await _import(request, project_id_of(request))
 
 
+async def export_json(request: Request) -> Response:
+    project_id = await readable_project(request)
+    current = await known_version(request, project_id)
+    version = int_param(request, "version", current, 1, current)
+    view = await view_at(request, project_id, version)
+    store = store_of(request)
+    file = projectfile.export(
+        view,
+        project_id=project_id,
+        version=version,
+        daid=await store.version_daid(project_stream(project_id), version),
+        snapshots=await project_reads.snapshots(store.queries, project_id),
+    )
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", file["project"]["name"])[:60] or "project"
+    return JSONResponse(
+        file,
+        headers={"Content-Disposition": f'attachment; filename="{stem}-v{version}.collab.json"'},
+    )
+
+
+async def import_json(request: Request) -> Response:
+    principal = await principal_of(request)
+    file = await body_of(request, projectfile.ProjectFile)
+    created = await interchange.import_file(
+        principal, file, store=store_of(request), correlation_id=correlation_of(request)
+    )
+    return JSONResponse(
+        {
+            "id": created.project_id,
+            "version": created.version,
+            "position": created.position,
+            "daid": created.daid,
+        },
+        status_code=201,
+    )
+
+
 routes = [
     Route("/api/projects/{project_id}/export.mid", export_midi, methods=["GET"]),
+    Route("/api/projects/{project_id}/export.json", export_json, methods=["GET"]),
     Route("/api/imports/midi", import_new, methods=["POST"]),
+    Route("/api/imports/json", import_json, methods=["POST"]),
     Route("/api/projects/{project_id}/imports/midi", import_into, methods=["POST"]),
 ]

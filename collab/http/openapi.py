@@ -23,7 +23,7 @@ from starlette.responses import Response
 
 from collab.http.responses import JSONResponse
 from collab.services import history, interchange, members, projects, provenance
-from music import edits
+from music import edits, projectfile
 
 _PATH_PARAM = re.compile(r"{(?P<name>[a-z_]+)(?::(?P<kind>[a-z]+))?}")
 
@@ -339,6 +339,22 @@ OPERATIONS: tuple[Operation, ...] = (
             Param("version", "The version to export (default: the current one).", "integer"),
             Param("silent", "Muted or not soloed tracks: leave (default) or include."),
         ),
+    ),
+    Operation(
+        "get",
+        "/api/projects/{project_id}/export.json",
+        "A version of the project as a project file (collab-project/1; docs/interchange.md)",
+        "interchange",
+        ((200, "{format, project, document, snapshots}"), NOT_FOUND, INVALID),
+        query=(Param("version", "The version to export (default: the current one).", "integer"),),
+    ),
+    Operation(
+        "post",
+        "/api/imports/json",
+        "A new project from a project file, derived from the exported version's DAID",
+        "interchange",
+        ((201, "id, version, position, daid"), INVALID, UNAVAILABLE),
+        body=projectfile.ProjectFile,
     ),
     Operation(
         "post",

@@ -1,5 +1,6 @@
-"""Projects in from other tools' files: a Standard MIDI File into a new project or as
-new tracks of an existing one (``music.midi``; docs/interchange.md).
+"""Projects in from files: a Standard MIDI File into a new project or as new tracks of
+an existing one (``music.midi``), and a project file (``music.projectfile``) into a new
+project (docs/interchange.md). Exports are reads: ``collab.http.interchange``.
 
 The file is read and turned into typed edits before anything is stored, so a file
 that is not MIDI, is truncated or is too large changes nothing. The tracks then arrive
@@ -19,7 +20,7 @@ from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
 
 from collab.access.principal import Principal
 from collab.live.rooms import Rooms
@@ -27,9 +28,11 @@ from collab.services import projects
 from collab.services.authorize import authorize
 from collab.services.errors import FieldError, Invalid
 from collab.services.provenance import NewProvenance, record_provenance
-from events.models import EntityRef, ToolInfo
-from events.store import EventStore
-from music import edits, midi
+from events import EventMetadata, NewEvent
+from events.models import DocUpdated, EntityRef, ProjectCreated, ToolInfo, project_stream
+from events.store import NO_STREAM, EventStore
+from music import edits, midi, projectfile
+from music.updates import MalformedUpdate, check_update
 
 #: base64 of the largest file music.midi reads, with room for padding
 _MAX_BASE64 = (midi.MAX_FILE_BYTES + 2) // 3 * 4
@@ -156,3 +159,45 @@ def _mido_version() -> str:
         return package_version("mido")
     except PackageNotFoundError:  # a name for the record, never a reason to fail
         return "unknown"
+
+
+async def import_file(
+    principal: Principal,
+    file: projectfile.ProjectFile,
+    *,
+    store: EventStore,
+    correlation_id: str | None = None,
+) -> projects.Created:
+    """A new project of the principal's holding the file's document, its creation
+    derived from the exported version's DAID (which may be another server's)."""
+    await authorize(principal, "project.create", log=store)
+    doc = projectfile.to_document(file.document)
+    update = doc.get_update()
+    try:
+        check_update(update)
+    except MalformedUpdate as exc:
+        raise Invalid.naming("document", str(exc)) from None
+    name = file.document.meta.get("name")
+    source: dict[str, JsonValue] = {
+        "format": file.format,
+        "project_id": file.project.id,
+        "version": file.project.version,
+        "daid": file.project.daid,
+        "snapshots": [s.model_dump() for s in file.snapshots],
+    }
+    created = ProjectCreated(
+        name=name if isinstance(name, str) and name else file.project.name,
+        owner=principal.actor,
+        metadata={"imported_from": source},
+    )
+    metadata = EventMetadata(
+        actor=principal.actor, agent_id=principal.agent, correlation_id=correlation_id
+    )
+    parents = (file.project.daid,) if file.project.daid else ()
+    project_id = str(uuid.uuid4())
+    events = [
+        NewEvent(created, metadata, parents=parents),
+        NewEvent(DocUpdated(update=update, client_id=doc.client_id), metadata),
+    ]
+    result = await store.append(project_stream(project_id), events, NO_STREAM)
+    return projects.Created(project_id, result.version, result.position, result.daids[0])
