@@ -114,6 +114,25 @@ class ProjectRolledBack(DomainEvent):
     update: bytes
 
 
+class ProjectReverted(DomainEvent):
+    """One actor's (or agent's) changes between two versions undone as one forward
+    update, the others' changes kept where they do not touch the same values."""
+
+    event_type: ClassVar[str] = "project.reverted"
+    is_version: ClassVar[bool] = True
+    payload_field: ClassVar[str | None] = "update"
+    daid_entity_type: ClassVar[str] = "project_version"
+
+    #: whose changes: an actor (a person, or a service under its agent id) or an agent
+    actor: Name | None = None
+    agent: Name | None = None
+    from_version: int = Field(ge=1)
+    to_version: int = Field(ge=1)
+    #: how many of that actor's document events in the range were undone
+    changes: int = Field(ge=0)
+    update: bytes
+
+
 Role = Literal["owner", "editor", "viewer", "service"]
 
 
@@ -202,7 +221,11 @@ class ProvenanceRecorded(DomainEvent):
 
 
 #: the event types whose payload is a Yjs update of the project document
-DOCUMENT_EVENTS = (DocUpdated.event_type, ProjectRolledBack.event_type)
+DOCUMENT_EVENTS = (
+    DocUpdated.event_type,
+    ProjectRolledBack.event_type,
+    ProjectReverted.event_type,
+)
 PROJECT_STREAM_PREFIX = "project-"
 
 
@@ -342,6 +365,7 @@ for _cls in (
     DocUpdated,
     SnapshotTagged,
     ProjectRolledBack,
+    ProjectReverted,
     MemberGranted,
     MemberRevoked,
     AnalysisRecorded,

@@ -10,6 +10,7 @@ Each edge gets a relation naming why the child derives from the parent:
 ``previous_version``   a version (``project.created``, ``doc.updated``,
                        ``project.rolled_back``) and the version before it
 ``restores``           a rollback and the version it restores
+``reverts``            a revert and each change of the actor it undid
 ``analysed``           an analysis and the project version it analysed
 ``input``              an analysis and one of its declared inputs
 ``tags``               a snapshot and the version it tags
@@ -33,6 +34,7 @@ from events.models import (
     MemberGranted,
     MemberRevoked,
     ProjectCreated,
+    ProjectReverted,
     ProjectRolledBack,
     ProvenanceRecorded,
     SnapshotTagged,
@@ -49,6 +51,7 @@ _ACTIVITIES: Final = {
     ProjectCreated.event_type: "create",
     DocUpdated.event_type: "edit",
     ProjectRolledBack.event_type: "rollback",
+    ProjectReverted.event_type: "revert",
     SnapshotTagged.event_type: "tag",
     MemberGranted.event_type: "grant",
     MemberRevoked.event_type: "revoke",
@@ -87,6 +90,11 @@ def _details(event: StoredEvent) -> dict[str, Any]:
             "target_version": data.get("target_version"),
             "target_snapshot": data.get("target_snapshot"),
         }
+    if kind == ProjectReverted.event_type:
+        return {
+            key: data.get(key)
+            for key in ("actor", "agent", "from_version", "to_version", "changes")
+        }
     if kind == ProjectCreated.event_type:
         return {"name": data.get("name"), "owner": data.get("owner")}
     if kind in (MemberGranted.event_type, MemberRevoked.event_type):
@@ -109,6 +117,8 @@ def relation(event: StoredEvent, index: int, parent: str) -> str:
         # has none (it is version 1 of its stream).
         if index == 0 and (kind == ProjectRolledBack.event_type or event.stream_version > 1):
             return "previous_version"
+        if kind == ProjectReverted.event_type:
+            return "reverts"
         return "restores" if kind == ProjectRolledBack.event_type else "derived_from"
     return "derived_from"
 

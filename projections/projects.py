@@ -37,6 +37,7 @@ from events.models import (
     MemberGranted,
     MemberRevoked,
     ProjectCreated,
+    ProjectReverted,
     ProjectRolledBack,
     ProvenanceRecorded,
     SnapshotTagged,
@@ -330,6 +331,8 @@ class ProjectsProjection:
         summary += summarize(records)
         if event.event_type == ProjectRolledBack.event_type:
             summary.insert(0, _rolled_back(event.data))
+        elif event.event_type == ProjectReverted.event_type:
+            summary.insert(0, _reverted(event.data))
         elif not summary:
             summary = ["no visible change"]
         if event.stream_version - project.state_version >= self._state_every:
@@ -408,6 +411,15 @@ def _target_daid(event: StoredEvent) -> str | None:
     """The analysed version's DAID: the parent that is not one of the inputs."""
     inputs = set(event.data.get("inputs", ()))
     return next((parent for parent in event.parents if parent not in inputs), None)
+
+
+def _reverted(data: dict[str, Any]) -> str:
+    who = data.get("actor") or f"agent {data.get('agent')}"
+    changes = data.get("changes", 0)
+    return (
+        f"reverted {changes} change{'' if changes == 1 else 's'} by {who} made between"
+        f" versions {data.get('from_version')} and {data.get('to_version')}"
+    )
 
 
 def _rolled_back(data: dict[str, Any]) -> str:

@@ -44,7 +44,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from websockets.protocol import State
 
 from collab.live.closecodes import CloseCode
-from events.models import project_stream
+from events.models import DOCUMENT_EVENTS, project_stream
 from events.postgres import PostgresEventStore
 from music import document
 from projections import jsontext
@@ -68,7 +68,7 @@ SLOW_READ = 5.0
 PER_PROJECT = 20_000
 #: pause between two edits of the honest editor
 HONEST_PAUSE = 0.02
-_DOC_EVENTS = ("doc.updated", "project.rolled_back")
+_DOC_EVENTS = DOCUMENT_EVENTS
 
 
 @dataclass

@@ -37,7 +37,7 @@ from collab.runtime.config import (
     ReadSettings,
 )
 from collab.server import Server, build_config
-from events.models import project_stream
+from events.models import DOCUMENT_EVENTS, project_stream
 from events.postgres import PostgresEventStore
 from events.records import StoredEvent
 from music import document
@@ -290,7 +290,7 @@ async def project_events(database_url: str, project_id: str) -> list[StoredEvent
 async def log_doc(database_url: str, project_id: str) -> pycrdt.Doc[Any]:
     doc = document.new_document()
     for event in await project_events(database_url, project_id):
-        if event.event_type in ("doc.updated", "project.rolled_back") and event.payload:
+        if event.event_type in DOCUMENT_EVENTS and event.payload:
             doc.apply_update(event.payload)
     return doc
 

@@ -20,6 +20,7 @@ def test_every_catalogue_type_is_registered():
             "doc.updated",
             "snapshot.tagged",
             "project.rolled_back",
+            "project.reverted",
             "member.granted",
             "member.revoked",
             "analysis.recorded",

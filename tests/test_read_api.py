@@ -14,7 +14,14 @@ import pycrdt
 from collab.http.openapi import build
 from collab.runtime.config import ReadSettings
 from events import EventMetadata, NewEvent
-from events.models import AnalysisRecorded, DocUpdated, MemberGranted, ToolInfo, project_stream
+from events.models import (
+    DOCUMENT_EVENTS,
+    AnalysisRecorded,
+    DocUpdated,
+    MemberGranted,
+    ToolInfo,
+    project_stream,
+)
 from events.postgres import PostgresEventStore
 from events.store import ANY
 from music import document
@@ -204,7 +211,7 @@ async def _log_json(database_url: str, project: str, version: int) -> dict[str, 
     for event in await project_events(database_url, project):
         if event.stream_version > version:
             break
-        if event.event_type in ("doc.updated", "project.rolled_back") and event.payload:
+        if event.event_type in DOCUMENT_EVENTS and event.payload:
             doc.apply_update(event.payload)
     return document.to_json(doc)
 

@@ -59,6 +59,9 @@ CALLS: dict[str, Callable[[], Coroutine[Any, Any, Any]]] = {
     "history.snapshot": lambda: history.snapshot(
         ALICE, PROJECT, history.NewSnapshot(name="v1"), store=None
     ),
+    "history.revert": lambda: history.revert(
+        ALICE, PROJECT, history.RevertRequest(actor="bob"), store=None, rooms=None
+    ),
     "history.rollback": lambda: history.rollback(
         ALICE, PROJECT, history.RollbackRequest(version=1), store=None, rooms=None, models=None
     ),
@@ -97,6 +100,7 @@ ACTIONS = {
     "interchange.import_file": ("project.create", None),
     "history.snapshot": ("snapshot.create", PROJECT),
     "history.rollback": ("project.rollback", PROJECT),
+    "history.revert": ("project.rollback", PROJECT),
     "provenance.record_analysis": ("analysis.record", PROJECT),
     "provenance.record_provenance": ("provenance.record", PROJECT),
     "audit.verify": ("audit.verify", None),

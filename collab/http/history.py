@@ -167,6 +167,30 @@ async def rollback(request: Request) -> Response:
     )
 
 
+async def revert(request: Request) -> Response:
+    principal = await principal_of(request)
+    project_id = project_id_of(request)
+    body = await body_of(request, history.RevertRequest)
+    done = await history.revert(
+        principal,
+        project_id,
+        body,
+        store=store_of(request),
+        rooms=live_of(request).rooms,
+        correlation_id=correlation_of(request),
+    )
+    return JSONResponse(
+        {
+            "version": done.version,
+            "position": done.position,
+            "daid": done.daid,
+            "from_version": done.from_version,
+            "to_version": done.to_version,
+            "changes": done.changes,
+        }
+    )
+
+
 routes = [
     Route("/api/projects/{project_id}/history", get_history, methods=["GET"]),
     Route("/api/projects/{project_id}/versions/{version:int}", get_version, methods=["GET"]),
@@ -174,4 +198,5 @@ routes = [
     Route("/api/projects/{project_id}/snapshots", list_snapshots, methods=["GET"]),
     Route("/api/projects/{project_id}/snapshots", create_snapshot, methods=["POST"]),
     Route("/api/projects/{project_id}/rollback", rollback, methods=["POST"]),
+    Route("/api/projects/{project_id}/revert", revert, methods=["POST"]),
 ]

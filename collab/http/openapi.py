@@ -321,6 +321,20 @@ OPERATIONS: tuple[Operation, ...] = (
     ),
     Operation(
         "post",
+        "/api/projects/{project_id}/revert",
+        "Undo one actor's (or agent's) changes between two versions as one forward update,"
+        " live to every editor; others' edits stay",
+        "history",
+        (
+            (200, "version, position, daid, from_version, to_version, changes"),
+            NOT_FOUND,
+            INVALID,
+            UNAVAILABLE,
+        ),
+        body=history.RevertRequest,
+    ),
+    Operation(
+        "post",
         "/api/projects/{project_id}/fork",
         "A new project of the caller's from a version of this one (its creation derives from"
         " that version's DAID)",

@@ -15,11 +15,19 @@ from collab.access.principal import Principal
 from collab.live.rooms import Rooms
 from collab.live.writer import WriterError
 from collab.services.authorize import authorize
-from collab.services.errors import Conflict, NotFound, Unavailable
+from collab.services.errors import Conflict, Invalid, NotFound, Unavailable
 from collab.services.lookup import acquire, known_version
 from collab.services.ports import ReadModels, Store
 from events import EventMetadata, NewEvent, WrongExpectedVersion
-from events.models import ProjectRolledBack, SnapshotTagged, project_stream
+from events.models import (
+    DOCUMENT_EVENTS,
+    ProjectReverted,
+    ProjectRolledBack,
+    SnapshotTagged,
+    project_stream,
+)
+from events.records import StoredEvent
+from music.revert import reverting_update
 from music.rollback import restoring_update
 from music.updates import EMPTY_UPDATE
 from projections import project_reads
@@ -171,3 +179,115 @@ async def rollback(
     return RolledBack(
         done.version, done.position, done.daid, target_version, update != EMPTY_UPDATE
     )
+
+
+#: the most versions one revert replays
+MAX_REVERT_VERSIONS = 50_000
+#: the most reverted events a revert names as its parents (its lineage); the count of
+#: all of them is in the event
+MAX_REVERT_PARENTS = 1000
+
+
+class RevertRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: whose changes: an actor (``metadata.actor``: a person, or a service's agent id)...
+    actor: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    #: ...or an agent (``metadata.agent_id``: every change made through that agent)
+    agent: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    from_version: Annotated[int, Field(ge=1)] = 1
+    #: default: the current version
+    to_version: Annotated[int, Field(ge=1)] | None = None
+
+    @model_validator(mode="after")
+    def _one_author(self) -> RevertRequest:
+        if (self.actor is None) == (self.agent is None):
+            raise ValueError("give exactly one of actor or agent")
+        if self.to_version is not None and self.to_version < self.from_version:
+            raise ValueError("to_version comes before from_version")
+        return self
+
+
+@dataclass(frozen=True, slots=True)
+class Reverted:
+    version: int
+    position: int
+    daid: str
+    from_version: int
+    to_version: int
+    #: the actor's document events in the range that were undone
+    changes: int
+
+
+async def revert(
+    principal: Principal,
+    project_id: str,
+    spec: RevertRequest,
+    *,
+    store: Store,
+    rooms: Rooms,
+    correlation_id: str | None = None,
+) -> Reverted:
+    """Undo one actor's (or agent's) document changes between two versions as one
+    forward update through the live path (``music.revert``): every connected editor
+    receives it, and the history says what was reverted."""
+    await authorize(principal, "project.rollback", project_id, log=store)
+    stream_id = project_stream(project_id)
+    current = await known_version(store, project_id)
+    end = spec.to_version if spec.to_version is not None else current
+    if end > current:
+        raise NotFound(f"project {project_id} has no version {end} (1 to {current})")
+    if end - spec.from_version >= MAX_REVERT_VERSIONS:
+        raise Invalid.naming(
+            "from_version", f"a revert replays at most {MAX_REVERT_VERSIONS} versions"
+        )
+    base: bytes | None = None
+    if spec.from_version > 1:
+        before = await project_reads.document_at(
+            store, store.queries, project_id, spec.from_version - 1
+        )
+        base = before.doc.get_update()
+    events = await store.read_stream(stream_id, from_version=spec.from_version, to_version=end)
+
+    def theirs(event: StoredEvent) -> bool:
+        metadata = event.metadata if isinstance(event.metadata, dict) else {}
+        if spec.actor is not None:
+            return metadata.get("actor") == spec.actor
+        return metadata.get("agent_id") == spec.agent
+
+    documents = [e for e in events if e.event_type in DOCUMENT_EVENTS and e.payload]
+    reverted = [e for e in documents if theirs(e)]
+    who = spec.actor if spec.actor is not None else f"agent {spec.agent}"
+    if not reverted:
+        raise Invalid.naming(
+            "actor" if spec.actor is not None else "agent",
+            f"no document changes by {who} between versions {spec.from_version} and {end}",
+        )
+    undo = reverting_update(base, ((e.payload or b"", theirs(e)) for e in documents))
+    event = ProjectReverted(
+        actor=spec.actor,
+        agent=spec.agent,
+        from_version=spec.from_version,
+        to_version=end,
+        changes=undo.undone,
+        update=undo.update,
+    )
+    room = await acquire(rooms, project_id)
+    try:
+        try:
+            future = room.submit(
+                undo.update,
+                origin=None,
+                actor=principal.actor,
+                agent=principal.agent,
+                correlation_id=correlation_id,
+                event=event,
+                parents=tuple(e.daid for e in reverted[:MAX_REVERT_PARENTS]),
+            )
+        except WriterError as exc:
+            raise Unavailable(f"revert not accepted: {exc}") from None
+        assert future is not None  # noqa: S101 - an explicit event is always appended
+        done = await future
+    finally:
+        rooms.release(room)
+    return Reverted(done.version, done.position, done.daid, spec.from_version, end, undo.undone)
