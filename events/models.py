@@ -130,6 +130,8 @@ class ProjectReverted(DomainEvent):
     to_version: int = Field(ge=1)
     #: how many of that actor's document events in the range were undone
     changes: int = Field(ge=0)
+    #: the DAIDs of the undone events (the first 1,000), also among the parents
+    undone: tuple[str, ...] = ()
     update: bytes
 
 

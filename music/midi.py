@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import io
 import math
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -30,6 +31,10 @@ TICKS_PER_BEAT: Final = 480
 DRUM_CHANNEL: Final = 9  # channel 10, counted from 1
 MELODIC_CHANNELS: Final = tuple(c for c in range(16) if c != DRUM_CHANNEL)
 MUTED_MARK: Final = "collab: muted"
+#: the tempi a MIDI file can hold: set_tempo is at most 0xFFFFFF microseconds per beat
+SLOWEST_BPM: Final = 60e6 / 0xFFFFFF
+#: the largest tick a variable-length quantity holds (four bytes)
+LAST_TICK: Final = 0x0FFFFFFF
 _DENOMINATORS: Final = frozenset({1, 2, 4, 8, 16, 32, 64})
 
 
@@ -76,7 +81,7 @@ def _conductor(meta: Mapping[str, Any]) -> mido.MidiTrack:
     track = mido.MidiTrack()
     track.append(mido.MetaMessage("track_name", name=_text(meta.get("name")) or "collab", time=0))
     tempo = _number(meta.get("tempo"))
-    bpm = tempo if tempo is not None and 1 <= tempo <= 1000 else 120.0
+    bpm = tempo if tempo is not None and SLOWEST_BPM <= tempo <= 1000 else 120.0
     track.append(mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(bpm), time=0))
     numerator, denominator = _signature(meta.get("time_signature"))
     track.append(
@@ -160,6 +165,8 @@ def _note(
     end = min(start + duration, clip_length)
     on = round((clip_start + start) * TICKS_PER_BEAT)
     off = max(on + 1, round((clip_start + end) * TICKS_PER_BEAT))
+    if off > LAST_TICK:
+        return None  # past what a MIDI file can place (about 559,000 beats)
     level = 100 if velocity is None else min(127, max(1, round(velocity)))
     return on, off, int(pitch), level
 
@@ -169,7 +176,7 @@ def _volume(value: object) -> int:
     db = _number(value)
     if db is None:
         return 100
-    return min(127, max(0, round(127 * 10 ** (db / 40))))
+    return min(127, max(0, round(127 * 10 ** (max(-144.0, min(24.0, db)) / 40))))
 
 
 def _pan(value: object) -> int:
@@ -305,13 +312,14 @@ def _read_track(track: Any, per_beat: int) -> _TrackRead:
     now = 0
     found = _TrackRead("", None, None, {}, {}, {})
     # sounding notes per (channel, pitch), first in first out, as most players pair them
-    sounding: dict[tuple[int, int], list[tuple[int, int]]] = {}
+    sounding: dict[tuple[int, int], deque[tuple[int, int]]] = {}
     for message in track:
         now += message.time
         kind = message.type
         if kind == "track_name" and not found.name:
-            found.name = str(message.name).strip()
-        elif kind == "set_tempo" and found.tempo is None:
+            # NUL is common in files' names, and no value the document may hold
+            found.name = str(message.name).replace("\x00", "").strip()
+        elif kind == "set_tempo" and found.tempo is None and message.tempo > 0:
             found.tempo = round(float(mido.tempo2bpm(message.tempo)), 3)
         elif kind == "time_signature" and found.signature is None:
             found.signature = f"{message.numerator}/{message.denominator}"
@@ -320,12 +328,14 @@ def _read_track(track: Any, per_beat: int) -> _TrackRead:
         elif kind == "control_change" and message.control == 10:
             found.pan.setdefault(message.channel, max(-1.0, min(1.0, (message.value - 64) / 63.5)))
         elif kind == "note_on" and message.velocity > 0:
-            sounding.setdefault((message.channel, message.note), []).append((now, message.velocity))
+            sounding.setdefault((message.channel, message.note), deque()).append(
+                (now, message.velocity)
+            )
             found.notes.setdefault(message.channel, [])
         elif kind in ("note_off", "note_on"):
             started = sounding.get((message.channel, message.note))
             if started:
-                begin, velocity = started.pop(0)
+                begin, velocity = started.popleft()
                 if now > begin:
                     found.notes.setdefault(message.channel, []).append(
                         ReadNote(

@@ -91,3 +91,25 @@ async def test_a_viewer_forks_an_old_version_and_owns_the_fork(database_url: str
             and d.get("prov:usedEntity") == fork["source"]["daid"]
             for d in derived
         ), prov.get("wasDerivedFrom")
+
+
+async def test_a_project_file_may_only_derive_from_what_its_importer_reads(
+    database_url: str,
+) -> None:
+    """An imported file names the version it came from as its parent: a stranger cannot
+    hang their project on a private one (its lineage would lead into it)."""
+    ana, zoe = token("ana"), token("zoe")
+    async with (
+        running_server(database_url, auth=AUTH) as address,
+        httpx.AsyncClient(base_url=f"http://{address}") as http,
+    ):
+        created = await http.post("/api/projects", json={"name": "Private"}, headers=bearer(ana))
+        file = {
+            "format": "collab-project/1",
+            "project": {"id": "p", "name": "P", "version": 1, "daid": created.json()["daid"]},
+            "document": {"meta": {"name": "Mine"}},
+        }
+        refused = await http.post("/api/imports/json", json=file, headers=bearer(zoe))
+        assert refused.status_code == 403, refused.text
+        allowed = await http.post("/api/imports/json", json=file, headers=bearer(ana))
+        assert allowed.status_code == 201, allowed.text

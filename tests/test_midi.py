@@ -390,9 +390,10 @@ async def test_bad_files_are_refused_with_the_reason_and_nothing_stored(
         "not base64": ("@@@", "not base64"),
         "not MIDI": (base64.b64encode(b"RIFF....WAVEfmt ").decode(), "does not start with MThd"),
         "truncated": (base64.b64encode(good[:40]).decode(), "truncated"),
+        # one byte over the reader's limit (and within the body's): its own check speaks
         "too large": (
-            base64.b64encode(b"MThd" + bytes(midi.MAX_FILE_BYTES)).decode(),
-            "at most",
+            base64.b64encode(b"MThd" + bytes(midi.MAX_FILE_BYTES - 3)).decode(),
+            f"at most {midi.MAX_FILE_BYTES} are taken",
         ),
         "no notes": (base64.b64encode(empty.getvalue()).decode(), "holds no notes"),
     }
@@ -418,3 +419,56 @@ async def project_count(database_url: str) -> int:
         )
     finally:
         await connection.close()
+
+
+def test_edges_of_the_document_do_not_break_the_export() -> None:
+    odd = {
+        "meta": {"tempo": 2.0},  # slower than a MIDI file can say
+        "track_order": ["ドラム", "far"],
+        "tracks": {
+            "ドラム": {"name": "Drums", "kind": "drums", "mute": True},
+            "far": {
+                "name": "Far",
+                "volume_db": 1e6,
+                "clips": {
+                    "c": {
+                        "start_beats": 9_000_000.0,
+                        "length_beats": 4.0,
+                        "notes": [{"pitch": 60.0, "start": 0.0, "duration": 1.0}],
+                    }
+                },
+            },
+        },
+    }
+    exported = midi.export(odd)
+    read = mido.MidiFile(file=io.BytesIO(exported.data))
+    conductor = {m.type: m for m in read.tracks[0] if m.is_meta}
+    assert mido.tempo2bpm(conductor["set_tempo"].tempo) == pytest.approx(120.0)
+    assert exported.left_out == ("ドラム",)
+    (far,) = read.tracks[1:]
+    assert {m.control: m.value for m in far if m.type == "control_change"}[7] == 127
+    assert _notes(far) == []  # past the last tick a file can hold: left out
+    assert exported.notes == 0
+
+
+def test_odd_files_read_without_errors() -> None:
+    written = mido.MidiFile(type=1, ticks_per_beat=480)
+    track = mido.MidiTrack()
+    track.append(mido.MetaMessage("track_name", name="Lead\x00\x00", time=0))
+    track.append(mido.MetaMessage("set_tempo", tempo=0, time=0))
+    # the same pitch twice before either ends: paired first in, first out
+    track.append(mido.Message("note_on", note=60, velocity=90, time=0))
+    track.append(mido.Message("note_on", note=60, velocity=80, time=240))
+    track.append(mido.Message("note_off", note=60, time=240))
+    track.append(mido.Message("note_on", note=60, velocity=0, time=240))
+    written.tracks.append(track)
+    out = io.BytesIO()
+    written.save(file=out)
+    read = midi.read(out.getvalue())
+    assert read.tempo == 120.0  # a zero tempo is no tempo
+    (lead,) = read.tracks
+    assert lead.name == "Lead"
+    assert [(n.start, n.duration, n.velocity) for n in lead.notes] == [
+        (0.0, 1.0, 90),
+        (0.5, 1.0, 80),
+    ]

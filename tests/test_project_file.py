@@ -117,6 +117,8 @@ async def test_bad_project_files_are_refused_and_nothing_stored(database_url: st
         "tracks not objects": {**good, "document": {"tracks": {"t": [1, 2]}}},
         "unknown field": {**good, "extra": True},
         "no project": {"format": "collab-project/1", "document": {}},
+        "not a DAID": {**good, "project": {"id": "x", "name": "X", "version": 1, "daid": "x"}},
+        "an int past floats": {**good, "document": {"meta": {"tempo": 10**400}}},
     }
     async with (
         running_server(database_url) as address,

@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from tests.live import YClient, log_document, running_server
+from tests.live import YClient, log_document, project_events, running_server
 from tests.support import eventually
 from tests.test_auth import AUTH, bearer, token
 
@@ -134,3 +134,46 @@ async def _told(call: Call, project: str, done: dict[str, Any], between: str) ->
         return relations.count("reverts") == 4 and "previous_version" in relations
 
     await eventually(linked, 15, "the revert's lineage does not name what it undid")
+
+
+async def test_a_later_change_of_the_same_value_is_kept_and_the_newest_edit_reverts(
+    database_url: str,
+) -> None:
+    """Someone changed the value after the actor: the revert keeps that change. Then the
+    actor's newest edit (the current version) is reverted on its own."""
+    async with (
+        running_server(database_url, auth=AUTH) as address,
+        httpx.AsyncClient(base_url=f"http://{address}") as http,
+    ):
+
+        async def call(who: str, method: str, path: str, body: Any = None) -> httpx.Response:
+            return await http.request(method, path, json=body, headers=bearer(who))
+
+        project = (await call(ANA, "POST", "/api/projects", {"name": "Song"})).json()["id"]
+        for member in ("ben", "audio-agent"):
+            body = {"member": member, "role": "editor"}
+            assert (await call(ANA, "POST", f"/api/projects/{project}/members", body)).is_success
+        for _ in range(3):  # several times: who wins a tie between two writers varies
+            first = await _edit(call, project, AGENT, {"op": "set_meta", "fields": {"tempo": 140}})
+            await _edit(call, project, BEN, {"op": "set_meta", "fields": {"tempo": 100}})
+            reverted = await call(
+                ANA,
+                "POST",
+                f"/api/projects/{project}/revert",
+                {"actor": "audio-agent", "from_version": first, "to_version": first},
+            )
+            assert reverted.status_code == 200, reverted.text
+            logged = await log_document(database_url, project)
+            assert logged["meta"]["tempo"] == 100.0  # ben's later tempo stays
+        newest = await _edit(call, project, AGENT, {"op": "set_meta", "fields": {"key": "Am"}})
+        undo = await call(
+            ANA,
+            "POST",
+            f"/api/projects/{project}/revert",
+            {"actor": "audio-agent", "from_version": newest},
+        )
+        assert undo.status_code == 200, undo.text
+        assert "key" not in (await log_document(database_url, project))["meta"]
+        events = await project_events(database_url, project)
+        (last,) = [e for e in events if e.daid == undo.json()["daid"]]
+        assert last.data["undone"] == [e.daid for e in events if e.stream_version == newest]

@@ -5,6 +5,7 @@ any version, and one read into a new project or an existing one (``music.midi``,
 from __future__ import annotations
 
 import re
+from urllib.parse import quote
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -54,7 +55,8 @@ async def export_midi(request: Request) -> Response:
         headers={
             "Content-Disposition": f'attachment; filename="{stem or "project"}-v{version}.mid"',
             "X-Collab-Version": str(version),
-            "X-Collab-Left-Out": ",".join(exported.left_out),
+            # ids may hold any character: percent-encoded, as a header must be ASCII
+            "X-Collab-Left-Out": ",".join(quote(i, safe="") for i in exported.left_out),
         },
     )
 

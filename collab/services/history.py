@@ -6,6 +6,7 @@ at once, as an ordinary update.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -29,8 +30,8 @@ from events.models import (
 from events.records import StoredEvent
 from music.revert import reverting_update
 from music.rollback import restoring_update
-from music.updates import EMPTY_UPDATE
-from projections import project_reads
+from music.updates import EMPTY_UPDATE, MalformedUpdate
+from projections import project_reads, projects, quarantine
 
 #: attempts at tagging a snapshot while other writers keep appending to the project
 SNAPSHOT_ATTEMPTS = 50
@@ -181,10 +182,12 @@ async def rollback(
     )
 
 
-#: the most versions one revert replays
+#: the most versions one revert replays (from its first version to the current one)
 MAX_REVERT_VERSIONS = 50_000
-#: the most reverted events a revert names as its parents (its lineage); the count of
-#: all of them is in the event
+#: the most update bytes one revert replays
+MAX_REVERT_BYTES = 64 * 1024 * 1024
+#: the most reverted events a revert names (its parents and its ``undone`` list); the
+#: count of all of them is in the event
 MAX_REVERT_PARENTS = 1000
 
 
@@ -230,16 +233,20 @@ async def revert(
 ) -> Reverted:
     """Undo one actor's (or agent's) document changes between two versions as one
     forward update through the live path (``music.revert``): every connected editor
-    receives it, and the history says what was reverted."""
+    receives it, and the history says what was reverted.
+
+    The replay runs on to the current version, the later updates marked as others':
+    a value someone changed after the actor keeps that later change."""
     await authorize(principal, "project.rollback", project_id, log=store)
     stream_id = project_stream(project_id)
     current = await known_version(store, project_id)
     end = spec.to_version if spec.to_version is not None else current
     if end > current:
         raise NotFound(f"project {project_id} has no version {end} (1 to {current})")
-    if end - spec.from_version >= MAX_REVERT_VERSIONS:
+    if current - spec.from_version >= MAX_REVERT_VERSIONS:
         raise Invalid.naming(
-            "from_version", f"a revert replays at most {MAX_REVERT_VERSIONS} versions"
+            "from_version",
+            f"a revert replays at most {MAX_REVERT_VERSIONS} versions (to the current one)",
         )
     base: bytes | None = None
     if spec.from_version > 1:
@@ -247,15 +254,26 @@ async def revert(
             store, store.queries, project_id, spec.from_version - 1
         )
         base = before.doc.get_update()
-    events = await store.read_stream(stream_id, from_version=spec.from_version, to_version=end)
+    skip = await quarantine.positions(store.queries, projects.NAME, stream_id)
+    events = await store.read_stream(stream_id, from_version=spec.from_version, to_version=current)
+    documents = [
+        e
+        for e in events
+        if e.event_type in DOCUMENT_EVENTS and e.payload and e.position not in skip
+    ]
+    if sum(len(e.payload or b"") for e in documents) > MAX_REVERT_BYTES:
+        raise Invalid.naming(
+            "from_version", f"the range holds over {MAX_REVERT_BYTES} bytes of updates"
+        )
 
     def theirs(event: StoredEvent) -> bool:
+        if event.stream_version > end:
+            return False
         metadata = event.metadata if isinstance(event.metadata, dict) else {}
         if spec.actor is not None:
             return metadata.get("actor") == spec.actor
         return metadata.get("agent_id") == spec.agent
 
-    documents = [e for e in events if e.event_type in DOCUMENT_EVENTS and e.payload]
     reverted = [e for e in documents if theirs(e)]
     who = spec.actor if spec.actor is not None else f"agent {spec.agent}"
     if not reverted:
@@ -263,13 +281,16 @@ async def revert(
             "actor" if spec.actor is not None else "agent",
             f"no document changes by {who} between versions {spec.from_version} and {end}",
         )
-    undo = reverting_update(base, ((e.payload or b"", theirs(e)) for e in documents))
+    marked = [(e.payload or b"", theirs(e)) for e in documents]
+    undo = await asyncio.to_thread(reverting_update, base, marked)
+    named = tuple(e.daid for e in reverted[:MAX_REVERT_PARENTS])
     event = ProjectReverted(
         actor=spec.actor,
         agent=spec.agent,
         from_version=spec.from_version,
         to_version=end,
         changes=undo.undone,
+        undone=named,
         update=undo.update,
     )
     room = await acquire(rooms, project_id)
@@ -282,10 +303,12 @@ async def revert(
                 agent=principal.agent,
                 correlation_id=correlation_id,
                 event=event,
-                parents=tuple(e.daid for e in reverted[:MAX_REVERT_PARENTS]),
+                parents=named,
             )
         except WriterError as exc:
             raise Unavailable(f"revert not accepted: {exc}") from None
+        except MalformedUpdate as exc:
+            raise Invalid(f"revert not accepted: {exc}") from None
         assert future is not None  # noqa: S101 - an explicit event is always appended
         done = await future
     finally:

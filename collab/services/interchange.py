@@ -10,6 +10,7 @@ provenance record names the file by its content hash and the importing tool.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
@@ -27,11 +28,12 @@ from collab.live.rooms import Rooms
 from collab.services import projects
 from collab.services.authorize import authorize
 from collab.services.errors import FieldError, Invalid
-from collab.services.provenance import NewProvenance, record_provenance
-from events import EventMetadata, NewEvent
+from collab.services.provenance import NewProvenance, readable_parents, record_provenance
+from events import EventMetadata, NewEvent, daid
+from events.errors import DaidError
 from events.models import DocUpdated, EntityRef, ProjectCreated, ToolInfo, project_stream
 from events.store import NO_STREAM, EventStore
-from music import edits, midi, projectfile
+from music import document, edits, midi, projectfile
 from music.updates import MalformedUpdate, check_update
 
 #: base64 of the largest file music.midi reads, with room for padding
@@ -80,7 +82,8 @@ async def import_midi(
         await authorize(principal, "project.edit", project_id, log=store)
     data = _decoded(spec.file)
     try:
-        read = midi.read(data)
+        # parsing a file of up to a MiB takes a while: off the event loop
+        read = await asyncio.to_thread(midi.read, data)
     except midi.MidiError as exc:
         raise Invalid.naming("file", str(exc)) from None
     if not read.tracks:
@@ -92,6 +95,11 @@ async def import_midi(
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"])
         raise Invalid.naming("file", f"{where}: {first['msg']}", "the file's content") from None
+    # what the live path would refuse, refused before a project is made for it
+    try:
+        check_update(edits.apply(document.new_document(), list(checked.operations)))
+    except (edits.EditConflict, MalformedUpdate) as exc:
+        raise Invalid.naming("file", str(exc), "the file's content") from None
     created = project_id is None
     if project_id is None:
         stem = re.sub(r"\.midi?$", "", spec.filename, flags=re.IGNORECASE) or "Imported"
@@ -171,7 +179,17 @@ async def import_file(
     """A new project of the principal's holding the file's document, its creation
     derived from the exported version's DAID (which may be another server's)."""
     await authorize(principal, "project.create", log=store)
-    doc = projectfile.to_document(file.document)
+    if file.project.daid is not None:
+        try:
+            daid.parse(file.project.daid)
+        except DaidError as exc:
+            raise Invalid.naming("project.daid", f"not a DAID: {exc}") from None
+        # the import's lineage will lead there: only to what the caller may read
+        await readable_parents(principal, [file.project.daid], store)
+    try:
+        doc = projectfile.to_document(file.document)
+    except OverflowError:
+        raise Invalid.naming("document", "a number beyond the float range") from None
     update = doc.get_update()
     try:
         check_update(update)
@@ -186,7 +204,7 @@ async def import_file(
         "snapshots": [s.model_dump() for s in file.snapshots],
     }
     created = ProjectCreated(
-        name=name if isinstance(name, str) and name else file.project.name,
+        name=(name if isinstance(name, str) and name else file.project.name)[:200],
         owner=principal.actor,
         metadata={"imported_from": source},
     )

@@ -26,6 +26,7 @@ from events import EventMetadata, NewEvent
 from events.models import DocUpdated, ProjectCreated, project_stream
 from events.store import NO_STREAM, EventStore
 from music import document, edits
+from music.updates import MalformedUpdate, check_update
 from projections import project_reads
 
 
@@ -167,6 +168,12 @@ async def fork(
     name = spec.name or f"{old_name if isinstance(old_name, str) else 'Project'} (fork)"[:200]
     with copy.transaction():
         meta["name"] = name
+    update = copy.get_update()
+    try:
+        # an old log may hold what the live path refuses now: not copied into a new one
+        check_update(update)
+    except MalformedUpdate as exc:
+        raise Invalid(f"version {version} cannot be forked: {exc}") from None
     metadata = EventMetadata(
         actor=principal.actor, agent_id=principal.agent, correlation_id=correlation_id
     )
@@ -181,7 +188,7 @@ async def fork(
     new_id = str(uuid.uuid4())
     events = [
         NewEvent(created, metadata, parents=(source_daid,) if source_daid else ()),
-        NewEvent(DocUpdated(update=copy.get_update(), client_id=copy.client_id), metadata),
+        NewEvent(DocUpdated(update=update, client_id=copy.client_id), metadata),
     ]
     result = await store.append(project_stream(new_id), events, NO_STREAM)
     return Forked(

@@ -117,7 +117,7 @@ def _metadata(principal: Principal, tool: ToolInfo, correlation_id: str | None) 
     )
 
 
-async def _readable_parents(principal: Principal, daids: list[str], store: EventStore) -> None:
+async def readable_parents(principal: Principal, daids: list[str], store: EventStore) -> None:
     """Naming a DAID as a parent links it into the lineage the caller reads back: the
     caller must be able to read each one's project. DAIDs minted elsewhere (not in this
     log) and records outside any project pass."""
@@ -160,7 +160,7 @@ async def record_analysis(
     a track or clip in it; the results of known types are checked (``events.analysis``)."""
     await authorize(principal, "analysis.record", project_id, log=store)
     metadata = _metadata(principal, spec.tool, correlation_id)
-    await _readable_parents(principal, spec.inputs, store)
+    await readable_parents(principal, spec.inputs, store)
     try:
         results = check_results(spec.type, spec.results)
     except ValidationError as exc:
@@ -196,7 +196,7 @@ async def record_provenance(
     project_id = parse_project_id(spec.project_id) if spec.project_id is not None else None
     await authorize(principal, "provenance.record", project_id, log=store)
     metadata = _metadata(principal, spec.tool, correlation_id)
-    await _readable_parents(principal, spec.derived_from, store)
+    await readable_parents(principal, spec.derived_from, store)
     parents: tuple[str, ...] = tuple(spec.derived_from)
     if project_id is not None:
         version = await target_version(store, project_id, spec.version)
