@@ -14,8 +14,10 @@ from collab.access.errors import ProjectNotFound
 from collab.access.principal import Principal
 from collab.access.rules import Action
 from collab.services.errors import NotFound
+from events.models import project_of
+from events.store import EventStore
 
-__all__ = ["Action", "authorize"]
+__all__ = ["Action", "authorize", "authorize_parents", "standing"]
 
 
 async def authorize(
@@ -61,3 +63,17 @@ async def standing(
         "role": shown,
         "may_edit": rules.allowed(principal, "project.edit", role, in_project=True),
     }
+
+
+async def authorize_parents(principal: Principal, daids: list[str], store: EventStore) -> None:
+    """Naming a DAID as a parent links it into the lineage the caller reads back: the
+    caller must be able to read each one's project. DAIDs minted elsewhere (not in this
+    log) and records outside any project pass."""
+    projects: set[str] = set()
+    for daid in dict.fromkeys(daids):
+        event = await store.event_by_daid(daid)
+        parent_project = project_of(event.stream_id) if event is not None else None
+        if parent_project is not None:
+            projects.add(parent_project)
+    for parent_project in sorted(projects):  # one roster read per project, not per DAID
+        await authorize(principal, "project.read", parent_project, log=store)

@@ -26,9 +26,9 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
 from collab.access.principal import Principal
 from collab.live.rooms import Rooms
 from collab.services import projects
-from collab.services.authorize import authorize
+from collab.services.authorize import authorize, authorize_parents
 from collab.services.errors import FieldError, Invalid
-from collab.services.provenance import NewProvenance, readable_parents, record_provenance
+from collab.services.provenance import NewProvenance, record_provenance
 from events import EventMetadata, NewEvent, daid
 from events.errors import DaidError
 from events.models import DocUpdated, EntityRef, ProjectCreated, ToolInfo, project_stream
@@ -185,7 +185,7 @@ async def import_file(
         except DaidError as exc:
             raise Invalid.naming("project.daid", f"not a DAID: {exc}") from None
         # the import's lineage will lead there: only to what the caller may read
-        await readable_parents(principal, [file.project.daid], store)
+        await authorize_parents(principal, [file.project.daid], store)
     try:
         doc = projectfile.to_document(file.document)
     except OverflowError:

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, m
 
 from collab.access.errors import Forbidden
 from collab.access.principal import Principal
-from collab.services.authorize import authorize
+from collab.services.authorize import authorize, authorize_parents
 from collab.services.errors import Invalid
 from collab.services.lookup import parse_project_id, target_version, view_at
 from collab.services.ports import ReadModels, Store
@@ -29,7 +29,6 @@ from events.models import (
     EntityRef,
     ProvenanceRecorded,
     ToolInfo,
-    project_of,
     project_stream,
 )
 from events.store import ANY, EventStore
@@ -117,20 +116,6 @@ def _metadata(principal: Principal, tool: ToolInfo, correlation_id: str | None) 
     )
 
 
-async def readable_parents(principal: Principal, daids: list[str], store: EventStore) -> None:
-    """Naming a DAID as a parent links it into the lineage the caller reads back: the
-    caller must be able to read each one's project. DAIDs minted elsewhere (not in this
-    log) and records outside any project pass."""
-    projects: set[str] = set()
-    for daid in dict.fromkeys(daids):
-        event = await store.event_by_daid(daid)
-        parent_project = project_of(event.stream_id) if event is not None else None
-        if parent_project is not None:
-            projects.add(parent_project)
-    for parent_project in sorted(projects):  # one roster read per project, not per DAID
-        await authorize(principal, "project.read", parent_project, log=store)
-
-
 async def _check_parts(
     store: Store, models: ReadModels, project_id: str, target: TargetIn, version: int
 ) -> None:
@@ -160,7 +145,7 @@ async def record_analysis(
     a track or clip in it; the results of known types are checked (``events.analysis``)."""
     await authorize(principal, "analysis.record", project_id, log=store)
     metadata = _metadata(principal, spec.tool, correlation_id)
-    await readable_parents(principal, spec.inputs, store)
+    await authorize_parents(principal, spec.inputs, store)
     try:
         results = check_results(spec.type, spec.results)
     except ValidationError as exc:
@@ -196,7 +181,7 @@ async def record_provenance(
     project_id = parse_project_id(spec.project_id) if spec.project_id is not None else None
     await authorize(principal, "provenance.record", project_id, log=store)
     metadata = _metadata(principal, spec.tool, correlation_id)
-    await readable_parents(principal, spec.derived_from, store)
+    await authorize_parents(principal, spec.derived_from, store)
     parents: tuple[str, ...] = tuple(spec.derived_from)
     if project_id is not None:
         version = await target_version(store, project_id, spec.version)
