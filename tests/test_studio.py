@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -554,4 +555,53 @@ async def test_clips_and_notes_work_from_the_keyboard(database_url: str, browser
                 return (c1["start_beats"], c1["length_beats"], c1["notes"]) == (1.0, 5.0, [])
 
             await eventually(logged, 10, "the keyboard's edits did not reach the log")
+            await tab.assert_no_errors()
+
+
+async def test_export_fork_and_import_from_the_page(
+    database_url: str, browser: Browser, tmp_path: Path
+) -> None:
+    """A version downloaded as MIDI and as a project file, forked into a project of the
+    user's, and both files imported back into new projects from the projects page."""
+    async with studio_server(database_url) as address:
+        project = await shared_project(address)
+        await edit(address, OWNER, project, *BASS_RIFF)
+        await edit(
+            address,
+            OWNER,
+            project,
+            {
+                "op": "add_notes",
+                "track_id": "bass",
+                "clip_id": "c1",
+                "notes": [{"pitch": 40, "start": 0, "duration": 1, "velocity": 100}],
+            },
+        )
+        async with studio_page(browser, address) as tab:
+            await open_project(tab, EDITOR, project)
+            page = tab.page
+            saved: dict[str, Path] = {}
+            for button, suffix in (("button.export-midi", ".mid"), ("button.export-json", ".json")):
+                async with page.expect_download() as info:
+                    await page.click(f".project-actions {button}")
+                download = await info.value
+                assert download.suggested_filename.endswith(suffix), download.suggested_filename
+                saved[suffix] = tmp_path / download.suggested_filename
+                await download.save_as(saved[suffix])
+            assert saved[".mid"].read_bytes().startswith(b"MThd")
+            assert json.loads(saved[".json"].read_text())["format"] == "collab-project/1"
+
+            await page.click(".project-actions button.fork")
+            await page.wait_for_selector('.project-title:has-text("Night Drive (fork)")')
+            await tab.synced()
+            assert "you edit as owner" in await page.locator(".role").inner_text()
+            await eventually(lambda: _names_are(tab, ["Bass"]), 10, "the fork has not the track")
+
+            for suffix, title in ((".mid", "Night-Drive"), (".json", "Night Drive")):
+                await page.goto(f"{tab.base}/#/")
+                await page.wait_for_selector('table.projects[data-loaded="true"]')
+                await page.set_input_files("input.import-file", saved[suffix])
+                await page.wait_for_selector(f'.project-title:has-text("{title}")')
+                await tab.synced()
+                await eventually(lambda: _count(tab, ".lanes .track", 1), 10, "no imported track")
             await tab.assert_no_errors()

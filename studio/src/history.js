@@ -5,8 +5,9 @@
 import { api } from "./api.js";
 import { clear, h, when } from "./dom.js";
 
-/** ``preview(version)`` shows a past version; ``say(message, kind)`` reports. */
-export function mountHistory(root, projectId, { canEdit, preview, say }) {
+/** ``preview(version)`` shows a past version; ``say(message, kind)`` reports;
+ * ``forkAt(version)``, when given, makes the button that forks a version. */
+export function mountHistory(root, projectId, { canEdit, preview, say, forkAt = null }) {
   const base = `/api/projects/${encodeURIComponent(projectId)}`;
   const list = h("ol", { class: "versions" });
   const diff = h("section", { class: "diff" });
@@ -124,6 +125,7 @@ export function mountHistory(root, projectId, { canEdit, preview, say }) {
         sentences.length > 12 ? h("li", { class: "hint" }, `and ${sentences.length - 12} more`) : ""),
       h("div", { class: "actions" },
         h("button", { class: "preview", onclick: () => preview(entry.version) }, "Preview"),
+        forkAt ? forkAt(entry.version) : "",
         canEdit && entry.event_type !== "project.created"
           ? rollbackButton({ version: entry.version }, `version ${entry.version}`) : "",
         entry.daid ? h("a", { href: `#/daid/${encodeURIComponent(entry.daid)}`, class: "lineage-link" }, "Lineage") : ""));

@@ -7,6 +7,7 @@ import { api, claims, signIn, signOut, token } from "./api.js";
 import { clear, h, when } from "./dom.js";
 import { colorOf, mountEditor } from "./editor.js";
 import { mountHistory } from "./history.js";
+import { exportButtons, forkButton, importForm } from "./interchange.js";
 import { connect, docFromJson } from "./live.js";
 import { mountAudit, mountDaid, mountProvenance } from "./provenance.js";
 
@@ -96,6 +97,7 @@ async function projectsPage(current) {
         say(error.message, "error");
       }
     } }, name, h("label", {}, " Tempo ", tempo), h("button", { type: "submit" }, "Create project")),
+    importForm(say, openCreated),
     table, more);
   let cursor = null;
   const load = async () => {
@@ -121,6 +123,13 @@ async function projectsPage(current) {
 }
 
 // -- one project -----------------------------------------------------------------------
+
+/** Go to a project this page just made (created, forked, imported): its reads wait for
+ * the write. */
+function openCreated(created) {
+  written = Math.max(written, created.position ?? 0);
+  location.hash = `#/p/${created.id}`;
+}
 
 // The live session of the project on screen: kept while the page moves between the
 // project's tabs (presence stays, nothing resyncs, edits made while reconnecting are
@@ -178,6 +187,8 @@ async function projectPage(projectId, tab, current) {
     h("div", { class: "project-head" },
       h("h1", {}, title),
       h("span", { class: `role role-${role}` }, canEdit ? `you edit as ${role}` : `read-only (${role})`),
+      h("span", { class: "project-actions" }, exportButtons(projectId, null, say),
+        role === "auditor" ? "" : forkButton(projectId, null, say, openCreated)),
       h("nav", { class: "tabs" }, tabs.map((t) => h("a", {
         href: `#/p/${projectId}/${t}`, class: t === tab ? "active" : "", dataset: { tab: t },
       }, t[0].toUpperCase() + t.slice(1))))),
@@ -200,7 +211,9 @@ async function projectPage(projectId, tab, current) {
     }
   };
   if (tab === "history") {
-    const view = mountHistory(body, projectId, { canEdit, preview, say });
+    const forkAt = role === "auditor" ? null
+      : (version) => forkButton(projectId, version, say, openCreated);
+    const view = mountHistory(body, projectId, { canEdit, preview, say, forkAt });
     unmount = () => { view.close(); clear(body); };
   } else if (tab === "provenance") {
     mountProvenance(body, projectId, { say });

@@ -3,7 +3,7 @@
 // audit bundle checked in this browser against it (WebCrypto Ed25519).
 
 import { api } from "./api.js";
-import { clear, h, svg, when } from "./dom.js";
+import { clear, h, saveBlob, svg, when } from "./dom.js";
 import { verifyBundle } from "./verify.js";
 
 export function daidLink(daid, text) {
@@ -109,12 +109,8 @@ export function mountDaid(root, daid, { say }) {
   async function download() {
     try {
       const prov = await api(`${path}/prov`);
-      const url = URL.createObjectURL(new Blob([JSON.stringify(prov, null, 2)], { type: "application/json" }));
-      const a = h("a", { href: url, download: `${daid.replace(/[^A-Za-z0-9._-]+/g, "_")}.prov.json` });
-      document.body.append(a);
-      a.click();
-      a.remove();
-      setTimeout(() => URL.revokeObjectURL(url), 10000);
+      saveBlob(new Blob([JSON.stringify(prov, null, 2)], { type: "application/json" }),
+        `${daid.replace(/[^A-Za-z0-9._-]+/g, "_")}.prov.json`);
     } catch (error) {
       say(error.message, "error");
     }
