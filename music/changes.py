@@ -342,6 +342,10 @@ def _where(view: dict[str, Any], change: Change) -> dict[str, str]:
             where["clip"] = name_of(path[:4], "name")
         if len(path) >= 4 and path[2] == "effects":
             where["effect"] = name_of(path[:4], "type")
+        if len(path) >= 6 and path[2] == "clips" and path[4] == "notes":
+            note = own if path[:6] == path else _lookup(view, path[:6])
+            if isinstance(note, dict) and isinstance(note.get("id"), str):
+                where["note"] = note["id"]
     elif path[0] == document.SECTIONS and len(path) >= 2:
         where["section"] = name_of(path[:2], "name")
     return where

@@ -89,3 +89,22 @@ def _diff_lists(old: list[Any], new: list[Any], path: Path, out: list[Change]) -
         out.append(Change("removed", (*path, head + offset), before, MISSING))
     for offset, after in enumerate(new_mid):
         out.append(Change("added", (*path, head + offset), MISSING, after))
+
+
+def note_of(change: Change, old: Any, new: Any) -> str | None:
+    """The id of the note ``change`` lies in (``tracks/T/clips/C/notes/i/...``), looked
+    up in the document after the change (before it, for a removal): paths place notes by
+    position, people know them by id."""
+    path = change.path
+    if len(path) < 6 or path[0] != "tracks" or path[2] != "clips" or path[4] != "notes":
+        return None
+    node: Any = old if change.op == "removed" else new
+    for key in path[:6]:
+        if isinstance(node, dict) and isinstance(key, str):
+            node = node.get(key)
+        elif isinstance(node, list) and isinstance(key, int) and key < len(node):
+            node = node[key]
+        else:
+            return None
+    note_id = node.get("id") if isinstance(node, dict) else None
+    return note_id if isinstance(note_id, str) else None

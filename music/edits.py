@@ -13,7 +13,7 @@ import uuid
 from typing import Annotated, Any, Literal
 
 import pycrdt
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from music import document
 
@@ -63,6 +63,8 @@ class ClipFields(_Op):
 
 
 class Note(_Op):
+    #: generated when absent; unique within the clip
+    id: Id | None = None
     pitch: Annotated[int, Field(ge=0, le=127)]
     start: Beats
     duration: Annotated[float, Field(gt=0, le=1e7)]
@@ -135,12 +137,36 @@ class AddNotes(_Op):
     notes: Annotated[list[Note], Field(min_length=1, max_length=10_000)]
 
 
+class NoteChange(_Op):
+    id: Id
+    pitch: Annotated[int, Field(ge=0, le=127)] | None = None
+    start: Beats | None = None
+    duration: Annotated[float, Field(gt=0, le=1e7)] | None = None
+    velocity: Annotated[int, Field(ge=1, le=127)] | None = None
+
+
+class UpdateNotes(_Op):
+    op: Literal["update_notes"]
+    track_id: Id
+    clip_id: Id
+    notes: Annotated[list[NoteChange], Field(min_length=1, max_length=10_000)]
+
+
 class RemoveNotes(_Op):
     op: Literal["remove_notes"]
     track_id: Id
     clip_id: Id
-    #: positions in the clip's ``notes`` array
-    indices: Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]
+    #: the notes' ids
+    ids: Annotated[list[Id], Field(min_length=1)] | None = None
+    #: positions in the clip's ``notes`` array (racy when several people edit the clip:
+    #: prefer ``ids``)
+    indices: Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)] | None = None
+
+    @model_validator(mode="after")
+    def _one_way(self) -> RemoveNotes:
+        if (self.ids is None) == (self.indices is None):
+            raise ValueError("give exactly one of ids or indices")
+        return self
 
 
 class AddEffect(_Op):
@@ -187,6 +213,7 @@ Operation = Annotated[
     | UpdateClip
     | RemoveClip
     | AddNotes
+    | UpdateNotes
     | RemoveNotes
     | AddEffect
     | UpdateEffect
@@ -308,13 +335,42 @@ class _Editor:
                 array = self.child(
                     index, self.clip(index, track_id, clip_id), "notes", pycrdt.Array
                 )
-                array.extend([pycrdt.Map(note.model_dump()) for note in notes])
-            case RemoveNotes(track_id=track_id, clip_id=clip_id, indices=indices):
+                known = _note_ids(array)
+                added = []
+                for note in notes:
+                    note_id = note.id or new_note_id()
+                    if note_id in known:
+                        raise EditConflict(index, f"note {note_id!r} exists")
+                    known[note_id] = -1
+                    added.append(pycrdt.Map({**note.model_dump(exclude={"id"}), "id": note_id}))
+                array.extend(added)
+            case UpdateNotes(track_id=track_id, clip_id=clip_id, notes=changes):
                 array = self.child(
                     index, self.clip(index, track_id, clip_id), "notes", pycrdt.Array
                 )
+                known = _note_ids(array)
+                for change in changes:
+                    if change.id not in known:
+                        raise EditConflict(index, f"no note {change.id!r}")
+                    note = array[known[change.id]]
+                    for field, value in change.model_dump(
+                        exclude={"id"}, exclude_none=True
+                    ).items():
+                        note[field] = value
+            case RemoveNotes(track_id=track_id, clip_id=clip_id, ids=ids, indices=indices):
+                array = self.child(
+                    index, self.clip(index, track_id, clip_id), "notes", pycrdt.Array
+                )
+                known = _note_ids(array)
                 size = len(array)
-                for position in sorted(set(indices), reverse=True):
+                if ids is not None:
+                    missing = [i for i in ids if i not in known]
+                    if missing:
+                        raise EditConflict(index, f"no note {missing[0]!r}")
+                    positions = {known[i] for i in ids}
+                else:
+                    positions = set(indices or ())
+                for position in sorted(positions, reverse=True):
                     if position >= size:
                         raise EditConflict(index, f"no note at index {position} (clip has {size})")
                     del array[position]
@@ -370,3 +426,22 @@ def apply(doc: pycrdt.Doc[Any], operations: list[Any]) -> bytes:
             editor.apply(index, op)
 
     return document.transact(scratch, change)
+
+
+def new_note_id() -> str:
+    return "n" + uuid.uuid4().hex[:10]
+
+
+def _note_ids(notes: pycrdt.Array[Any]) -> dict[str, int]:
+    """Each note's id and place; a note without an id (documents written before notes
+    had ids) or with one another note holds gets a new one, in the edit's transaction."""
+    known: dict[str, int] = {}
+    for place, note in enumerate(notes):
+        if not isinstance(note, pycrdt.Map):
+            continue
+        note_id = note.get("id")
+        if not isinstance(note_id, str) or not note_id or note_id in known:
+            note_id = new_note_id()
+            note["id"] = note_id
+        known[note_id] = place
+    return known

@@ -54,10 +54,16 @@ def summarize(records: Sequence[Record]) -> list[str]:
     return summary.lines()
 
 
+#: up to this many notes of one clip, a sentence names them by id
+NAMED_NOTES = 3
+
+
 class _Summary:
     def __init__(self) -> None:
         self._lines: list[str] = []
         self._notes: dict[tuple[str, str], int] = {}
+        #: the ids of the notes counted (a record of a note without one adds None)
+        self._note_ids: dict[tuple[str, str], list[str | None]] = {}
         self._automation: list[str] = []
         self._tracks_added_or_removed = False
         self._reordered = False
@@ -125,20 +131,34 @@ class _Summary:
                 value = record["new"] if op == "added" else record["old"]
                 kind, count = op, int((value or {}).get("items", 0))
             self._notes[kind, clip] = self._notes.get((kind, clip), 0) + count
+            note = record.get("where", {}).get("note") if len(path) >= 6 else None
+            self._note_ids.setdefault((kind, clip), []).append(note)
         elif len(path) == 5 and path[4] == "name" and op == "changed":
             self._lines.append(f"renamed clip {_fmt(record['old'])} → {_fmt(record['new'])}")
         else:
             self._lines.append(_field_line(f"{track} / {clip}", _dotted(path[4:]), record))
 
+    def _named_notes(self, kind: str, clip: str) -> str | None:
+        """``note n1`` or ``notes n1, n2, n3`` when every note counted has an id and
+        they are few; None otherwise (then the sentence counts them)."""
+        ids = self._note_ids.get((kind, clip), [])
+        if not ids or None in ids:
+            return None
+        unique = list(dict.fromkeys(i for i in ids if i is not None))
+        if len(unique) > NAMED_NOTES:
+            return None
+        return ("note " if len(unique) == 1 else "notes ") + ", ".join(unique)
+
     def lines(self) -> list[str]:
         lines = list(self._lines)
         for (kind, clip), count in self._notes.items():
+            notes = self._named_notes(kind, clip) or _plural(count, "note")
             if kind == "added":
-                lines.append(f"{_plural(count, 'note')} added to clip {clip}")
+                lines.append(f"{notes} added to clip {clip}")
             elif kind == "removed":
-                lines.append(f"{_plural(count, 'note')} removed from clip {clip}")
+                lines.append(f"{notes} removed from clip {clip}")
             else:
-                lines.append(f"{_plural(count, 'note')} changed in clip {clip}")
+                lines.append(f"{notes} changed in clip {clip}")
         lines.extend(f"{label} changed" for label in self._automation)
         if self._reordered and not self._tracks_added_or_removed:
             lines.append("reordered tracks")

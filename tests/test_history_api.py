@@ -41,12 +41,20 @@ async def test_history_summarizes_every_kind_of_edit(database_url):
                 {
                     "op": "add_notes",
                     **clip,
-                    "notes": [{"pitch": 60 + i, "start": i, "duration": 1} for i in range(3)],
+                    "notes": [
+                        {"id": name, "pitch": 60 + i, "start": i, "duration": 1}
+                        for i, name in enumerate("abc")
+                    ],
                 }
             ],
-            ["3 notes added to clip Verse 1"],
+            ["notes a, b, c added to clip Verse 1"],
         ),
-        ([{"op": "remove_notes", **clip, "indices": [0]}], ["1 note removed from clip Verse 1"]),
+        (
+            [{"op": "update_notes", **clip, "notes": [{"id": "b", "velocity": 64}]}],
+            ["note b changed in clip Verse 1"],
+        ),
+        ([{"op": "remove_notes", **clip, "ids": ["a"]}], ["note a removed from clip Verse 1"]),
+        ([{"op": "remove_notes", **clip, "indices": [1]}], ["note c removed from clip Verse 1"]),
         (
             [{"op": "add_effect", **effect, "type": "reverb", "params": {"mix": 0.2}}],
             ["added effect reverb to Low end"],

@@ -10,6 +10,8 @@ through the live path, so connected editors receive it at once.
 
 from __future__ import annotations
 
+from typing import Any
+
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -28,7 +30,7 @@ from collab.http.params import (
 )
 from collab.http.responses import JSONResponse
 from collab.services import history
-from music.diff import MISSING, diff
+from music.diff import MISSING, Change, diff, note_of
 from projections import project_reads
 
 # -- reads ------------------------------------------------------------------------------
@@ -85,17 +87,20 @@ async def get_diff(request: Request) -> Response:
     before = await view_at(request, project_id, start)
     after = await view_at(request, project_id, end)
     changes = diff(before, after)
+
+    def item(change: Change, **fields: Any) -> dict[str, Any]:
+        note = note_of(change, before, after)
+        return {"path": list(change.path), **fields, **({"note": note} if note else {})}
+
     return JSONResponse(
         {
             "project_id": project_id,
             "from": start,
             "to": end,
-            "added": [{"path": list(c.path), "value": c.new} for c in changes if c.op == "added"],
-            "removed": [
-                {"path": list(c.path), "value": c.old} for c in changes if c.op == "removed"
-            ],
+            "added": [item(c, value=c.new) for c in changes if c.op == "added"],
+            "removed": [item(c, value=c.old) for c in changes if c.op == "removed"],
             "changed": [
-                {"path": list(c.path), "old": c.old, "new": c.new}
+                item(c, old=c.old, new=c.new)
                 for c in changes
                 if c.op == "changed" and c.old is not MISSING
             ],

@@ -476,7 +476,7 @@ export function mountEditor(root, doc, { readOnly = false, awareness = null, me 
         const start = Math.floor((e.clientX - box.left) / ROLL_BEAT / STEP) * STEP;
         const pitch = HIGH - Math.floor((e.clientY - box.top) / NOTE_H);
         if (pitch < LOW || pitch > HIGH || start >= length) return;
-        edit(() => notes.push([newNote({ pitch, start, duration: 0.5, velocity: 100 })]));
+        edit(() => notes.push([newNote({ id: newId("n"), pitch, start, duration: 0.5, velocity: 100 })]));
       },
     });
     if (notes && typeof notes.toArray === "function") {
