@@ -5,7 +5,8 @@ lineage."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -17,6 +18,27 @@ from tests.test_auth import AUTH, bearer, token
 Call = Callable[..., Awaitable[httpx.Response]]
 ANA, BEN, VIC = token("ana"), token("ben"), token("vic")
 AGENT = token("audio-agent", agent="audio-agent")
+
+
+@contextlib.asynccontextmanager
+async def _project(
+    database_url: str, members: dict[str, str]
+) -> AsyncIterator[tuple[str, Call, str]]:
+    """A server with tokens, a caller, and ana's project with ``members`` granted."""
+    async with (
+        running_server(database_url, auth=AUTH) as address,
+        httpx.AsyncClient(base_url=f"http://{address}") as http,
+    ):
+
+        async def call(who: str, method: str, path: str, body: Any = None) -> httpx.Response:
+            return await http.request(method, path, json=body, headers=bearer(who))
+
+        project = (await call(ANA, "POST", "/api/projects", {"name": "Song"})).json()["id"]
+        for member, role in members.items():
+            body = {"member": member, "role": role}
+            granted = await call(ANA, "POST", f"/api/projects/{project}/members", body)
+            assert granted.status_code == 201, granted.text
+        yield address, call, project
 
 
 async def _edit(call: Call, project: str, who: str, *operations: dict[str, Any]) -> int:
@@ -71,19 +93,8 @@ async def _refusals(call: Call, project: str) -> None:
 
 
 async def test_an_agents_changes_are_reverted_and_the_peoples_kept(database_url: str) -> None:
-    async with (
-        running_server(database_url, auth=AUTH) as address,
-        httpx.AsyncClient(base_url=f"http://{address}") as http,
-    ):
-
-        async def call(who: str, method: str, path: str, body: Any = None) -> httpx.Response:
-            return await http.request(method, path, json=body, headers=bearer(who))
-
-        project = (await call(ANA, "POST", "/api/projects", {"name": "Song"})).json()["id"]
-        for member, role in (("ben", "editor"), ("audio-agent", "editor"), ("vic", "viewer")):
-            body = {"member": member, "role": role}
-            granted = await call(ANA, "POST", f"/api/projects/{project}/members", body)
-            assert granted.status_code == 201, granted.text
+    members = {"ben": "editor", "audio-agent": "editor", "vic": "viewer"}
+    async with _project(database_url, members) as (address, call, project):
         start, end = await _interleaved(call, project)
         watcher = YClient(address, project, token=ANA)
         await watcher.connect()
@@ -141,18 +152,11 @@ async def test_a_later_change_of_the_same_value_is_kept_and_the_newest_edit_reve
 ) -> None:
     """Someone changed the value after the actor: the revert keeps that change. Then the
     actor's newest edit (the current version) is reverted on its own."""
-    async with (
-        running_server(database_url, auth=AUTH) as address,
-        httpx.AsyncClient(base_url=f"http://{address}") as http,
+    async with _project(database_url, {"ben": "editor", "audio-agent": "editor"}) as (
+        _,
+        call,
+        project,
     ):
-
-        async def call(who: str, method: str, path: str, body: Any = None) -> httpx.Response:
-            return await http.request(method, path, json=body, headers=bearer(who))
-
-        project = (await call(ANA, "POST", "/api/projects", {"name": "Song"})).json()["id"]
-        for member in ("ben", "audio-agent"):
-            body = {"member": member, "role": "editor"}
-            assert (await call(ANA, "POST", f"/api/projects/{project}/members", body)).is_success
         for _ in range(3):  # several times: who wins a tie between two writers varies
             first = await _edit(call, project, AGENT, {"op": "set_meta", "fields": {"tempo": 140}})
             await _edit(call, project, BEN, {"op": "set_meta", "fields": {"tempo": 100}})
