@@ -95,9 +95,10 @@ async def import_midi(
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"])
         raise Invalid.naming("file", f"{where}: {first['msg']}", "the file's content") from None
-    # what the live path would refuse, refused before a project is made for it
+    # what the live path would refuse, refused before a project is made for it (on a
+    # scratch document, off the event loop: a large file makes a large update)
     try:
-        check_update(edits.apply(document.new_document(), list(checked.operations)))
+        await asyncio.to_thread(_check_on_scratch, list(checked.operations))
     except (edits.EditConflict, MalformedUpdate) as exc:
         raise Invalid.naming("file", str(exc), "the file's content") from None
     created = project_id is None
@@ -151,6 +152,10 @@ async def import_midi(
         record.daid,
         content_hash,
     )
+
+
+def _check_on_scratch(operations: list[edits.Operation]) -> None:
+    check_update(edits.apply(document.new_document(), operations))
 
 
 def _decoded(text: str) -> bytes:
