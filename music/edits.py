@@ -5,6 +5,9 @@ one of the models below, picked by its ``op`` field. Pydantic checks the shapes 
 naming the field); :func:`apply` checks them against the document (a missing track or
 clip is an :class:`EditConflict`, also 422 with the operation's index) and changes
 nothing unless every operation applies.
+
+A little over 400 lines: each operation's model and the branch of :class:`_Editor` that
+applies it change together, so the edit language stays in one module.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ import httpx
 import mido
 import pytest
 
-from music import midi
+from music import midi, midi_import
 from tests.live import running_server
 from tests.support import eventually, timeout
 
@@ -369,7 +369,7 @@ async def test_a_type_0_file_adds_one_track_per_channel_to_a_project(database_ur
 
 async def test_our_export_read_back_by_the_import_gives_the_same_notes(database_url: str) -> None:
     exported = midi.export(DOCUMENT)
-    read = midi.read(exported.data)
+    read = midi_import.read(exported.data)
     assert (read.tempo, read.time_signature) == (96.0, "6/8")
     assert [(t.name, t.kind) for t in read.tracks] == [("Keys", "midi"), ("Drums", "drums")]
     keys = [(n.pitch, n.start, n.duration, n.velocity) for n in read.tracks[0].notes]
@@ -392,8 +392,8 @@ async def test_bad_files_are_refused_with_the_reason_and_nothing_stored(
         "truncated": (base64.b64encode(good[:40]).decode(), "truncated"),
         # one byte over the reader's limit (and within the body's): its own check speaks
         "too large": (
-            base64.b64encode(b"MThd" + bytes(midi.MAX_FILE_BYTES - 3)).decode(),
-            f"at most {midi.MAX_FILE_BYTES} are taken",
+            base64.b64encode(b"MThd" + bytes(midi_import.MAX_FILE_BYTES - 3)).decode(),
+            f"at most {midi_import.MAX_FILE_BYTES} are taken",
         ),
         "no notes": (base64.b64encode(empty.getvalue()).decode(), "holds no notes"),
     }
@@ -464,7 +464,7 @@ def test_odd_files_read_without_errors() -> None:
     written.tracks.append(track)
     out = io.BytesIO()
     written.save(file=out)
-    read = midi.read(out.getvalue())
+    read = midi_import.read(out.getvalue())
     assert read.tempo == 120.0  # a zero tempo is no tempo
     (lead,) = read.tracks
     assert lead.name == "Lead"

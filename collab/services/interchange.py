@@ -33,11 +33,11 @@ from events import EventMetadata, NewEvent, daid
 from events.errors import DaidError
 from events.models import DocUpdated, EntityRef, ProjectCreated, ToolInfo, project_stream
 from events.store import NO_STREAM, EventStore
-from music import document, edits, midi, projectfile
+from music import document, edits, midi_import, projectfile
 from music.updates import MalformedUpdate, check_update
 
 #: base64 of the largest file music.midi reads, with room for padding
-_MAX_BASE64 = (midi.MAX_FILE_BYTES + 2) // 3 * 4
+_MAX_BASE64 = (midi_import.MAX_FILE_BYTES + 2) // 3 * 4
 _SIGNATURE = re.compile(r"^[1-9][0-9]?/(1|2|4|8|16|32)$")
 
 
@@ -83,12 +83,12 @@ async def import_midi(
     data = _decoded(spec.file)
     try:
         # parsing a file of up to a MiB takes a while: off the event loop
-        read = await asyncio.to_thread(midi.read, data)
-    except midi.MidiError as exc:
+        read = await asyncio.to_thread(midi_import.read, data)
+    except midi_import.MidiError as exc:
         raise Invalid.naming("file", str(exc)) from None
     if not read.tracks:
         raise Invalid.naming("file", "the file holds no notes")
-    operations = midi.operations(read, lambda prefix: f"{prefix}{uuid.uuid4().hex[:10]}")
+    operations = midi_import.operations(read, lambda prefix: f"{prefix}{uuid.uuid4().hex[:10]}")
     try:
         checked = edits.EditRequest.model_validate({"operations": operations})
     except ValidationError as exc:
