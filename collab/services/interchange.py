@@ -28,11 +28,12 @@ from collab.live.rooms import Rooms
 from collab.services import projects
 from collab.services.authorize import authorize, authorize_parents
 from collab.services.errors import FieldError, Invalid
+from collab.services.newproject import Created, append_project
 from collab.services.provenance import NewProvenance, record_provenance
-from events import EventMetadata, NewEvent, daid
+from events import daid
 from events.errors import DaidError
-from events.models import DocUpdated, EntityRef, ProjectCreated, ToolInfo, project_stream
-from events.store import NO_STREAM, EventStore
+from events.models import EntityRef, ToolInfo
+from events.store import EventStore
 from music import document, edits, midi_import, projectfile
 from music.updates import MalformedUpdate, check_update
 
@@ -180,7 +181,7 @@ async def import_file(
     *,
     store: EventStore,
     correlation_id: str | None = None,
-) -> projects.Created:
+) -> Created:
     """A new project of the principal's holding the file's document, its creation
     derived from the exported version's DAID (which may be another server's)."""
     await authorize(principal, "project.create", log=store)
@@ -208,19 +209,13 @@ async def import_file(
         "daid": file.project.daid,
         "snapshots": [s.model_dump() for s in file.snapshots],
     }
-    created = ProjectCreated(
+    return await append_project(
+        principal,
         name=(name if isinstance(name, str) and name else file.project.name)[:200],
-        owner=principal.actor,
+        update=update,
+        client_id=doc.client_id,
+        store=store,
         metadata={"imported_from": source},
+        parents=(file.project.daid,) if file.project.daid else (),
+        correlation_id=correlation_id,
     )
-    metadata = EventMetadata(
-        actor=principal.actor, agent_id=principal.agent, correlation_id=correlation_id
-    )
-    parents = (file.project.daid,) if file.project.daid else ()
-    project_id = str(uuid.uuid4())
-    events = [
-        NewEvent(created, metadata, parents=parents),
-        NewEvent(DocUpdated(update=update, client_id=doc.client_id), metadata),
-    ]
-    result = await store.append(project_stream(project_id), events, NO_STREAM)
-    return projects.Created(project_id, result.version, result.position, result.daids[0])

@@ -6,7 +6,6 @@ appended, then broadcast to everyone connected.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -21,10 +20,10 @@ from collab.live.writer import WriterError
 from collab.services.authorize import authorize
 from collab.services.errors import FieldError, Invalid, NotFound, Unavailable
 from collab.services.lookup import acquire, known_version
+from collab.services.newproject import Created, append_project
 from collab.services.ports import Store
-from events import EventMetadata, NewEvent
-from events.models import DocUpdated, ProjectCreated, project_stream
-from events.store import NO_STREAM, EventStore
+from events.models import project_stream
+from events.store import EventStore
 from music import document, edits
 from music.updates import MalformedUpdate, check_update
 from projections import project_reads
@@ -38,14 +37,6 @@ class NewProject(BaseModel):
     tempo: Annotated[float, Field(gt=0, le=1000)] = 120.0
     time_signature: Annotated[str, Field(pattern=r"^[1-9][0-9]?/(1|2|4|8|16|32)$")] = "4/4"
     sample_rate: Annotated[int, Field(ge=8000, le=384000)] = 48000
-
-
-@dataclass(frozen=True, slots=True)
-class Created:
-    project_id: str
-    version: int
-    position: int
-    daid: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,10 +60,6 @@ async def create(
 ) -> Created:
     """A new project: its creation and its first document, appended together."""
     await authorize(principal, "project.create", log=store)
-    project_id = str(uuid.uuid4())
-    metadata = EventMetadata(
-        actor=principal.actor, agent_id=principal.agent, correlation_id=correlation_id
-    )
     initial = document.new_document()
     meta = initial.get(document.META, type=pycrdt.Map)
     with initial.transaction():
@@ -80,13 +67,15 @@ async def create(
         meta["tempo"] = spec.tempo
         meta["time_signature"] = spec.time_signature
         meta["sample_rate"] = spec.sample_rate
-    created = ProjectCreated(name=spec.name, owner=principal.actor, metadata=spec.metadata)
-    events = [
-        NewEvent(created, metadata),
-        NewEvent(DocUpdated(update=initial.get_update(), client_id=initial.client_id), metadata),
-    ]
-    result = await store.append(project_stream(project_id), events, NO_STREAM)
-    return Created(project_id, result.version, result.position, result.daids[0])
+    return await append_project(
+        principal,
+        name=spec.name,
+        update=initial.get_update(),
+        client_id=initial.client_id,
+        store=store,
+        metadata=spec.metadata,
+        correlation_id=correlation_id,
+    )
 
 
 async def edit(
@@ -174,23 +163,19 @@ async def fork(
         check_update(update)
     except MalformedUpdate as exc:
         raise Invalid(f"version {version} cannot be forked: {exc}") from None
-    metadata = EventMetadata(
-        actor=principal.actor, agent_id=principal.agent, correlation_id=correlation_id
-    )
     forked_from: dict[str, JsonValue] = {
         "project_id": project_id,
         "version": version,
         "daid": source_daid,
     }
-    created = ProjectCreated(
-        name=name, owner=principal.actor, metadata={"forked_from": forked_from}
+    created = await append_project(
+        principal,
+        name=name,
+        update=update,
+        client_id=copy.client_id,
+        store=store,
+        metadata={"forked_from": forked_from},
+        parents=(source_daid,) if source_daid else (),
+        correlation_id=correlation_id,
     )
-    new_id = str(uuid.uuid4())
-    events = [
-        NewEvent(created, metadata, parents=(source_daid,) if source_daid else ()),
-        NewEvent(DocUpdated(update=update, client_id=copy.client_id), metadata),
-    ]
-    result = await store.append(project_stream(new_id), events, NO_STREAM)
-    return Forked(
-        Created(new_id, result.version, result.position, result.daids[0]), version, source_daid
-    )
+    return Forked(created, version, source_daid)
