@@ -1,6 +1,7 @@
 """Live-path benchmark: DAW sessions, fan-out and a join storm over real WebSockets.
 
     .venv/bin/python bench/live.py [--runs 3] [--quick] [--peers] [--only daw,fanout,join]
+        [--frames valid|invalid]
 
 One load generator in this process speaks the y-websocket protocol for every client:
 pre-built update frames (one pycrdt document per client, built before the clock
@@ -15,7 +16,8 @@ with its SQLite store and the y-websocket reference server (@y/websocket-server
 0.1.1), installed under ``bench/.work`` by this script (never committed).
 
 Scenarios (all bounded by a duration and stop by themselves):
-  daw     R rooms x 4 clients, each client 10 small map updates/s (fader moves)
+  daw     R rooms x 4 clients, each client 10 small map updates/s (one field of its
+          own track, like a fader move)
   fanout  1 writer -> 200 observers in one room, 50 updates/s
   join    100 clients join at once a room whose log holds 50,000 updates
 
@@ -42,6 +44,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pycrdt
@@ -87,20 +90,33 @@ class Tally:
 
 
 class Frames:
-    """Update frames of one client, built ahead of time; token ids are unique."""
+    """Update frames of one client, built ahead of time; token ids are unique.
+
+    Each client edits its own track: the first frame adds it, every frame sets one of
+    its fields (the track's name, carrying the token) as a fader move sets
+    ``volume_db``. With ``invalid`` every frame instead writes a string where a track
+    belongs (what this benchmark sent before the document schema was enforced), which
+    our server must follow with a correction each time: its worst case.
+    """
 
     _next_token = 1
 
-    def __init__(self, client_id: int, count: int) -> None:
-        doc: pycrdt.Doc[pycrdt.Map[str]] = pycrdt.Doc(client_id=client_id)
+    def __init__(self, client_id: int, count: int, *, invalid: bool = False) -> None:
+        doc: pycrdt.Doc[pycrdt.Map[Any]] = pycrdt.Doc(client_id=client_id)
         tracks = doc.get("tracks", type=pycrdt.Map)
         updates: list[bytes] = []
         doc.observe(lambda event: updates.append(event.update))
         self.frames: list[tuple[int, bytes]] = []
-        for _ in range(count):
+        key = f"fader-{client_id}"
+        for index in range(count):
             token = Frames._next_token
             Frames._next_token += 1
-            tracks[f"fader-{client_id}"] = f"~{token}~"
+            if invalid:
+                tracks[key] = f"~{token}~"
+            elif index == 0:
+                tracks[key] = pycrdt.Map({"name": f"~{token}~", "volume_db": 0.0})
+            else:
+                tracks[key]["name"] = f"~{token}~"
             self.frames.append((token, protocol.encode_update(updates[-1])))
 
 
@@ -434,6 +450,8 @@ async def _rooms_scenario(
     rate: float,
     duration: float,
     place: Placement | None = None,
+    *,
+    invalid: bool = False,
 ) -> Result:
     """The rooms' load against one server, or against the nodes of a cluster sharing one
     log (``place`` puts each client on a node; by default a room's clients all go to
@@ -448,7 +466,7 @@ async def _rooms_scenario(
         for r, room in enumerate(room_ids)
     ]
     frames = {
-        id(client): Frames(random.randrange(1, 2**31), int(rate * duration) + 2)
+        id(client): Frames(random.randrange(1, 2**31), int(rate * duration) + 2, invalid=invalid)
         for group in groups
         for client in group[:writers_per_room]
     }
@@ -633,7 +651,14 @@ async def main() -> None:
         default="off",
         help="our server's COLLAB_AUTH: off, on, or off,on to alternate run by run",
     )
+    parser.add_argument(
+        "--frames",
+        choices=("valid", "invalid"),
+        default="valid",
+        help="DAW frames inside the document schema, or all outside it (each corrected)",
+    )
     args = parser.parse_args()
+    invalid = args.frames == "invalid"
     only = set(args.only.split(","))
     duration = 3.0 if args.quick else 10.0
     sweep = [int(r) for r in args.rooms.split(",")]
@@ -679,14 +704,16 @@ async def main() -> None:
             for rooms in sweep:
                 await ours_runs(
                     f"daw {rooms} rooms x 4 clients",
-                    lambda t, r=rooms: _rooms_scenario(t, r, 4, 4, 10.0, duration),
+                    lambda t, r=rooms: _rooms_scenario(t, r, 4, 4, 10.0, duration, invalid=invalid),
                 )
             for make in targets:
                 for rooms in sweep:
                     results = []
                     for index in range(args.runs):
                         async with make() as target:
-                            result = await _rooms_scenario(target, rooms, 4, 4, 10.0, duration)
+                            result = await _rooms_scenario(
+                                target, rooms, 4, 4, 10.0, duration, invalid=invalid
+                            )
                         results.append(result)
                         print(
                             f"  daw {rooms} rooms, {target.name}, run {index + 1}: {result.line()}",

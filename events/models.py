@@ -47,6 +47,8 @@ def _check_sha256(value: str) -> str:
 DaidStr = Annotated[str, AfterValidator(_check_daid)]
 Sha256Hex = Annotated[str, AfterValidator(_check_sha256)]
 Name = Annotated[str, Field(min_length=1, max_length=200)]
+#: the most values one correcting update names (it corrects them all)
+MAX_CORRECTION_REASONS = 100
 
 
 class DomainEvent(BaseModel):
@@ -133,6 +135,22 @@ class ProjectReverted(DomainEvent):
     #: the DAIDs of the undone events (the first 1,000), also among the parents
     undone: tuple[str, ...] = ()
     update: bytes
+
+
+class DocCorrected(DomainEvent):
+    """The server's answer to a stored update that wrote values outside the document
+    schema: the update that puts them back or removes them (``music.schema``)."""
+
+    event_type: ClassVar[str] = "doc.corrected"
+    is_version: ClassVar[bool] = True
+    payload_field: ClassVar[str | None] = "update"
+    daid_entity_type: ClassVar[str] = "project_version"
+
+    update: bytes = Field(min_length=1)
+    #: one sentence per value: where, what was wrong, and what was done
+    reasons: tuple[Annotated[str, Field(max_length=1000)], ...] = Field(
+        min_length=1, max_length=MAX_CORRECTION_REASONS
+    )
 
 
 Role = Literal["owner", "editor", "viewer", "service"]
@@ -227,6 +245,7 @@ DOCUMENT_EVENTS = (
     DocUpdated.event_type,
     ProjectRolledBack.event_type,
     ProjectReverted.event_type,
+    DocCorrected.event_type,
 )
 PROJECT_STREAM_PREFIX = "project-"
 
@@ -368,6 +387,7 @@ for _cls in (
     SnapshotTagged,
     ProjectRolledBack,
     ProjectReverted,
+    DocCorrected,
     MemberGranted,
     MemberRevoked,
     AnalysisRecorded,

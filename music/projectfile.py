@@ -13,9 +13,9 @@ from __future__ import annotations
 from typing import Annotated, Any, Final, Literal
 
 import pycrdt
-from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
 
-from music import document
+from music import document, schema
 
 FORMAT: Final = "collab-project/1"
 
@@ -36,6 +36,22 @@ class FileDocument(BaseModel):
     tracks: dict[str, dict[str, JsonValue]] = {}
     track_order: list[str] = []
     sections: list[dict[str, JsonValue]] = []
+
+    @model_validator(mode="after")
+    def _inside_the_schema(self) -> FileDocument:
+        """A file holds a valid document (docs/document.md): nothing to correct later."""
+        found = [
+            (path, problem)
+            for root, spec in schema.DOCUMENT.items()
+            for path, problem in schema.problems(spec, getattr(self, root), (root,))
+        ]
+        if found:
+            named = "; ".join(
+                f"{'.'.join(str(step) for step in path)}: {problem}" for path, problem in found[:10]
+            )
+            more = f" (and {len(found) - 10} more)" if len(found) > 10 else ""
+            raise ValueError(f"values outside the document schema: {named}{more}")
+        return self
 
 
 class FileSnapshot(BaseModel):

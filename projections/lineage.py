@@ -30,6 +30,7 @@ from events.errors import DaidError
 from events.models import (
     VERSION_EVENTS,
     AnalysisRecorded,
+    DocCorrected,
     DocUpdated,
     MemberGranted,
     MemberRevoked,
@@ -52,6 +53,7 @@ _ACTIVITIES: Final = {
     DocUpdated.event_type: "edit",
     ProjectRolledBack.event_type: "rollback",
     ProjectReverted.event_type: "revert",
+    DocCorrected.event_type: "correct",
     SnapshotTagged.event_type: "tag",
     MemberGranted.event_type: "grant",
     MemberRevoked.event_type: "revoke",
@@ -97,6 +99,8 @@ def _details(event: StoredEvent) -> dict[str, Any]:
         }
     if kind == ProjectCreated.event_type:
         return {"name": data.get("name"), "owner": data.get("owner")}
+    if kind == DocCorrected.event_type:
+        return {"reasons": data.get("reasons", [])}
     if kind in (MemberGranted.event_type, MemberRevoked.event_type):
         return {"user": data.get("user"), "role": data.get("role")}
     return {}

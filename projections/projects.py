@@ -34,6 +34,7 @@ import structlog
 from events.models import (
     DOCUMENT_EVENTS,
     AnalysisRecorded,
+    DocCorrected,
     MemberGranted,
     MemberRevoked,
     ProjectCreated,
@@ -333,6 +334,8 @@ class ProjectsProjection:
             summary.insert(0, _rolled_back(event.data))
         elif event.event_type == ProjectReverted.event_type:
             summary.insert(0, _reverted(event.data))
+        elif event.event_type == DocCorrected.event_type:
+            summary.insert(0, _corrected(event.data))
         elif not summary:
             summary = ["no visible change"]
         if event.stream_version - project.state_version >= self._state_every:
@@ -419,6 +422,14 @@ def _reverted(data: dict[str, Any]) -> str:
     return (
         f"reverted {changes} change{'' if changes == 1 else 's'} by {who} made between"
         f" versions {data.get('from_version')} and {data.get('to_version')}"
+    )
+
+
+def _corrected(data: dict[str, Any]) -> str:
+    reasons = [str(reason) for reason in data.get("reasons", ())]
+    values = f"{len(reasons)} value{'' if len(reasons) == 1 else 's'}"
+    return f"corrected {values} outside the document schema: {'; '.join(reasons[:3])}" + (
+        f" (and {len(reasons) - 3} more)" if len(reasons) > 3 else ""
     )
 
 

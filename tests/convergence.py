@@ -22,8 +22,16 @@ from typing import Any
 
 from websockets.exceptions import WebSocketException
 
-from music import document
-from tests.live import NodeClient, YClient, create_project, log_doc, random_edit, server_document
+from music import document, schema
+from tests.live import (
+    NodeClient,
+    YClient,
+    create_project,
+    invalid_edit,
+    log_doc,
+    random_edit,
+    server_document,
+)
 from tests.serving import ServeProcess
 from tests.support import timeout
 from tests.yjs_values import state_vector
@@ -50,6 +58,8 @@ class Trial:
     restarts: int = 0
     kills: int = 0
     edits: int = 0
+    #: edits that wrote a value outside the document schema
+    invalid: int = 0
     seconds: float = 0.0
     #: why the trial failed (None: everything converged)
     problem: str | None = None
@@ -71,8 +81,11 @@ async def trial(
     clients: int = 3,
     steps: int = 30,
     node_script: Path | None = None,
+    invalid: int = 0,
 ) -> Trial:
-    """One seeded trial on a new project of ``server`` (left running afterwards)."""
+    """One seeded trial on a new project of ``server`` (left running afterwards);
+    ``invalid`` is how often edits outside the document schema are drawn (as a weight
+    against the other steps)."""
     result = Trial(seed)
     started = time.monotonic()
     project = await create_project(server.address, f"Convergence {seed}")
@@ -86,8 +99,9 @@ async def trial(
         if node_script is not None:
             run.node = await NodeClient.start(node_script, server.address, project)
             await run.node.wait_synced()
-        kinds = [k for k in STEPS if run.node is not None or k != "node_edit"]
-        weights = [STEPS[k] for k in kinds]
+        drawn = {**STEPS, "invalid_edit": invalid}
+        kinds = [k for k in drawn if run.node is not None or k != "node_edit"]
+        weights = [drawn[k] for k in kinds]
         for _ in range(steps):
             await run.step(run.rng.choices(kinds, weights)[0], result)
         await settle(server, project, run.peers, run.node)
@@ -119,6 +133,10 @@ class _Run:
                 random_edit(rng, peer.doc, index)
             result.edits += count
             result.steps.append(f"edit {index} x{count}")
+        elif step == "invalid_edit":
+            invalid_edit(rng, peer.doc, index)
+            result.invalid += 1
+            result.steps.append(f"invalid edit {index}")
         elif step == "pause":
             # Part of the schedule, not a wait for a condition: lets frames cross.
             pause = rng.choice([0.0, 0.001, 0.01, 0.05])
@@ -170,6 +188,11 @@ async def settle(
     replay = await log_doc(server.database_url, project)
     if document.to_json(replay) != room:
         raise AssertionError("the log's replay differs from the room")
+    invalid = [
+        p for root, spec in schema.DOCUMENT.items() for p in schema.problems(spec, room[root])
+    ]
+    if invalid:
+        raise AssertionError(f"the document holds values outside the schema: {invalid[:5]}")
     expected = state_vector(replay.get_state())
     for index, peer in enumerate(peers):
         if state_vector(peer.doc.get_state()) != expected:

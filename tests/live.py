@@ -270,6 +270,43 @@ def random_edit(rng: random.Random, doc: pycrdt.Doc[Any], who: int) -> None:
         del order[rng.randrange(len(order))]
 
 
+def invalid_edit(rng: random.Random, doc: pycrdt.Doc[Any], who: int) -> None:
+    """An edit that writes a value outside the document schema (docs/document.md),
+    which the server must correct."""
+    tracks = doc.get(document.TRACKS, type=pycrdt.Map)
+    meta = doc.get(document.META, type=pycrdt.Map)
+    kind = rng.randrange(6)
+    names = sorted(tracks.keys())
+    if kind == 0 or not names:
+        meta["tempo"] = rng.choice(["fast", -5.0, 5000.0, True])
+    elif kind == 1:
+        tracks[rng.choice(names)]["pan"] = rng.choice([5.0, -2.0, "left"])
+    elif kind == 2:
+        tracks[rng.choice(names)]["kind"] = rng.choice(["kazoo", 3.0])
+    elif kind == 3:
+        clip = pycrdt.Map(
+            {
+                "name": f"c{who}",
+                "start_beats": 0.0,
+                "length_beats": 4.0,
+                "notes": pycrdt.Array(
+                    [
+                        pycrdt.Map({"pitch": 500.0, "start": 0.0, "duration": 1.0}),
+                        pycrdt.Map({"pitch": 60.0, "start": 0.0, "duration": 1.0}),
+                    ]
+                ),
+            }
+        )
+        track = tracks[rng.choice(names)]
+        if not isinstance(track.get("clips"), pycrdt.Map):
+            track["clips"] = pycrdt.Map()
+        track["clips"][f"c{who}-{rng.randrange(10**6)}"] = clip
+    elif kind == 4:
+        doc.get(document.TRACK_ORDER, type=pycrdt.Array).append(float(rng.randrange(100)))
+    else:
+        tracks[rng.choice(names)]["color"] = "red"
+
+
 def contains(doc: pycrdt.Doc[Any], update: bytes) -> bool:
     """Whether ``doc`` already holds everything ``update`` carries."""
     clone = document.copy_of(doc)

@@ -21,6 +21,7 @@ def test_every_catalogue_type_is_registered():
             "snapshot.tagged",
             "project.rolled_back",
             "project.reverted",
+            "doc.corrected",
             "member.granted",
             "member.revoked",
             "analysis.recorded",

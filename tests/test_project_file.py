@@ -119,6 +119,15 @@ async def test_bad_project_files_are_refused_and_nothing_stored(database_url: st
         "no project": {"format": "collab-project/1", "document": {}},
         "not a DAID": {**good, "project": {"id": "x", "name": "X", "version": 1, "daid": "x"}},
         "an int past floats": {**good, "document": {"meta": {"tempo": 10**400}}},
+        "tempo in words": {**good, "document": {"meta": {"tempo": "fast"}}},
+        "a pitch of 500": {
+            **good,
+            "document": {
+                "tracks": {
+                    "t": {"clips": {"c": {"notes": [{"pitch": 500, "start": 0, "duration": 1}]}}}
+                }
+            },
+        },
     }
     async with (
         running_server(database_url) as address,
@@ -129,6 +138,8 @@ async def test_bad_project_files_are_refused_and_nothing_stored(database_url: st
             response = await http.post("/api/imports/json", json=body)
             assert response.status_code == 422, (name, response.text)
             assert response.json()["message"], name
+        outside = await http.post("/api/imports/json", json=bad["a pitch of 500"])
+        assert "tracks.t.clips.c.notes.0.pitch: 500 is above 127" in outside.text
         nul = await http.post(
             "/api/imports/json",
             content=b'{"format": "collab-project/1", "project": {"id": "x", "name": "X",'

@@ -21,7 +21,8 @@ from collab.live.versions import MAX_MISSING
 from collab.live.writer import Committed, Overloaded
 from collab.runtime.metrics import Metrics
 from events import NewEvent
-from events.models import DocUpdated, project_stream
+from events.models import DocCorrected, DocUpdated, project_stream
+from music import document
 from tests.peers import RecordingPeer
 from tests.poison import find_poison
 
@@ -86,7 +87,7 @@ class ManualLog:
 
 
 def _update(event: NewEvent) -> bytes:
-    assert isinstance(event.event, DocUpdated)
+    assert isinstance(event.event, DocUpdated | DocCorrected)
     return event.event.update
 
 
@@ -350,3 +351,79 @@ async def test_own_commits_are_published_to_the_other_nodes_with_their_versions(
         CommittedUpdate(PROJECT, 1, 1, edits[0]),
         CommittedUpdate(PROJECT, 2, 2, edits[1]),
     ]
+
+
+def _track_edits() -> tuple[bytes, bytes, bytes]:
+    """An editor's updates: a track with pan 0.5; pan set to 5 (outside the schema); a
+    name that the pan's correction must not touch."""
+    doc = document.new_document()
+    updates: list[bytes] = []
+    doc.observe(lambda event: updates.append(event.update))
+    tracks = doc.get(document.TRACKS, type=pycrdt.Map)
+    tracks["bass"] = pycrdt.Map({"name": "Bass", "pan": 0.5})
+    tracks["bass"]["pan"] = 5.0
+    tracks["bass"]["name"] = "Low end"
+    return updates[0], updates[1], updates[2]
+
+
+async def test_an_update_outside_the_schema_is_stored_and_followed_by_its_correction() -> None:
+    room, log = _room()
+    sender, reader = RecordingPeer(), RecordingPeer()
+    room.attach(sender)
+    room.attach(reader)
+    create, bad_pan, rename = _track_edits()
+    room.submit(create, origin=sender, actor="tester")
+    room.submit(bad_pan, origin=sender, actor="tester")
+    # stored as sent (its sender keeps it anyway), the server's correction right behind
+    assert log.submitted()[:2] == [create, bad_pan]
+    correction = log.waiting[2].event
+    assert isinstance(correction.event, DocCorrected)
+    assert correction.event.reasons == ("tracks.bass.pan: 5 is above 1; restored 0.5",)
+    assert (correction.metadata.actor, correction.metadata.agent_id) == (
+        "collab-server",
+        "collab-server",
+    )
+    room.submit(rename, origin=sender, actor="tester")
+    log.commit(4)
+    # every peer gets the correction, the sender too; the room is the log's replay
+    assert sender.updates() == [correction.event.update]
+    assert reader.updates() == [create, bad_pan, correction.event.update, rename]
+    assert room.doc.get_update() == _replay(log.stored).get_update()
+    assert document.to_json(room.doc)["tracks"]["bass"] == {"name": "Low end", "pan": 0.5}
+    assert sender.closed is None
+
+
+async def test_a_correction_waits_while_an_update_is_held() -> None:
+    room, log = _room()
+    editor = RecordingPeer()
+    room.attach(editor)
+    create, bad_pan, _ = _track_edits()
+    # the bad pan refers to the track that has not arrived: held, and so is its check
+    assert room.submit(bad_pan, origin=editor, actor="tester") is None
+    assert log.waiting == []
+    room.submit(create, origin=editor, actor="tester")
+    assert log.submitted()[:2] == [create, bad_pan]
+    assert [type(item.event.event) for item in log.waiting] == [
+        DocUpdated,
+        DocUpdated,
+        DocCorrected,
+    ]
+    correction = log.waiting[2].event.event
+    assert isinstance(correction, DocCorrected)
+    # Both arrived in one apply, so the server never saw the pan of 0.5 it replaced.
+    assert correction.reasons == ("tracks.bass.pan: 5 is above 1; removed",)
+    log.commit(3)
+    assert document.to_json(room.doc)["tracks"]["bass"] == {"name": "Bass"}
+    assert room.doc.get_update() == _replay(log.stored).get_update()
+
+
+async def test_updates_other_nodes_stored_are_not_corrected_here() -> None:
+    # The node that stored an update corrects it; a second correction would be a
+    # second version for nothing.
+    room, log = _room()
+    create, bad_pan, rename = _track_edits()
+    room.submit(create, origin=RecordingPeer(), actor="tester")
+    log.commit()
+    room.apply_committed(bad_pan, Committed(2, 2, ""), None)
+    room.submit(rename, origin=RecordingPeer(), actor="tester")
+    assert [type(item.event.event) for item in log.waiting] == [DocUpdated]

@@ -16,6 +16,12 @@ for an update that brings them, then goes to the log right after it. Editors sen
 updates when an edit races their own sync step 2 after a reconnect. The bookkeeping of
 which ids the log will hold (``logged``) uses each update's :class:`Extent`, read by
 the same walk that checks its values, so the hot path never decodes a state vector.
+
+The trial is also where values outside the document schema are found: it records the
+places each admitted update writes (``music.schema.Watcher``), and
+:meth:`Admission.correction` builds the correcting update on it, so that the
+correction goes to the log right behind the update it corrects. While an update is
+held, the correction waits too: it could otherwise refer to ids the log does not have.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ import pycrdt
 
 from collab.live.closecodes import CloseCode
 from collab.runtime.metrics import Metrics
-from music import salvage, update_values
+from music import document, salvage, schema, update_values
 from music.update_values import Extent
 from music.updates import UnappliableUpdate
 
@@ -87,6 +93,9 @@ class Admission:
         self._logged: dict[int, int] = {}
         #: peers' updates that wait for ids they refer to, in arrival order
         self._held: list[Held] = []
+        #: places the admitted updates wrote, not yet checked against the schema
+        self._written: list[schema.Written] = []
+        self._watcher: schema.Watcher | None = None
 
     def forget(self) -> None:
         """The trial may differ from the document plus the updates in flight: rebuild it."""
@@ -100,7 +109,7 @@ class Admission:
         """
         trial = self._trial_document()
         try:
-            trial.apply_update(update)
+            self._watch(trial.apply_update, update)
         except BaseException as exc:
             if not salvage.apply_error(exc):
                 raise  # a cancellation or an interrupt, not a refusal
@@ -111,6 +120,32 @@ class Admission:
             return False
         extent.advance(self._logged)
         return True
+
+    def correction(self) -> tuple[bytes, list[str]] | None:
+        """The update that brings the places admitted updates wrote back inside the
+        schema, and one reason per value; None when they are valid (or while an update
+        is held). It is applied to the trial: the caller must hand it to the log."""
+        if not self._written or self._held:
+            return None
+        trial = self._trial_document()
+        written, self._written = self._written, []
+        fixes = schema.check(trial, written)
+        if not fixes:
+            return None
+        update = schema.correct(trial, fixes)
+        update_values.check_values(update).advance(self._logged)
+        return update, [fix.reason for fix in fixes]
+
+    def _watch(self, apply: Callable[[bytes], None], update: bytes) -> None:
+        """``apply(update)`` to the trial, recording the places it writes."""
+        if self._watcher is not None:
+            self._watcher.written = self._written
+            self._watcher.watching = True
+        try:
+            apply(update)
+        finally:
+            if self._watcher is not None:
+                self._watcher.watching = False
 
     def hold(self, update: bytes, extent: Extent, origin: Peer, actor: str) -> None:
         """Keep an incomplete update until the ids it refers to arrive."""
@@ -159,17 +194,20 @@ class Admission:
     def _trial_document(self, *updates: bytes) -> pycrdt.Doc[Any]:
         """The document plus the updates in flight, ``updates``, and the held ones."""
         if self._trial is None:
-            trial: pycrdt.Doc[Any] = pycrdt.Doc()
+            trial = document.new_document()
+            self._watcher = schema.Watcher(trial)
             # get_update() leaves out pending items: the document has none, because
             # only complete updates are stored; the held ones are applied again below.
             trial.apply_update(self._document_state())
             for update in self.in_flight.values():
                 trial.apply_update(update)
             self._logged = update_values.state_of(trial.get_state())
+            # What the updates in flight wrote was checked when they were admitted;
+            # the others are checked (again) as they are applied now.
             for update in updates:
-                trial.apply_update(update)
+                self._watch(trial.apply_update, update)
             for held in self._held:
-                trial.apply_update(held.update)
+                self._watch(trial.apply_update, held.update)
             self._trial = trial
         return self._trial
 
@@ -184,7 +222,7 @@ class Admission:
         held, self._held = self._held, []
         trial = self._trial_document()
         try:
-            trial.apply_update(update)
+            self._watch(trial.apply_update, update)
         except BaseException as exc:
             if not salvage.apply_error(exc):
                 raise
@@ -192,7 +230,7 @@ class Admission:
             return False
         for waiting in held:
             try:
-                trial.apply_update(waiting.update)
+                self._watch(trial.apply_update, waiting.update)
             except BaseException as exc:
                 if not salvage.apply_error(exc):
                     raise

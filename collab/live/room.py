@@ -8,7 +8,9 @@ refused, and so is one that does not apply to the document (a decodable update c
 still name a parent that is not a shared type), and one that refers to ids nobody sent
 is held until they arrive: :mod:`collab.live.admission` keeps the trial document this
 is decided on, so nothing the room could not apply is ever stored (one stored poison
-update stopped every reader of the log).
+update stopped every reader of the log). An update that writes values outside the
+document schema is stored (its sender keeps it anyway) and followed at once by the
+server's ``doc.corrected`` update that puts them back or removes them.
 
 The room hands updates to a :class:`Durability` port (the group-commit writer in the
 server, a hand-driven log in ``tests/test_room_log.py``).
@@ -46,7 +48,13 @@ from collab.live.versions import Versions
 from collab.live.writer import Committed, WriterClosed, WriterError
 from collab.runtime.metrics import Metrics
 from events import EventMetadata, NewEvent
-from events.models import DocUpdated, DomainEvent, project_stream
+from events.models import (
+    MAX_CORRECTION_REASONS,
+    DocCorrected,
+    DocUpdated,
+    DomainEvent,
+    project_stream,
+)
 from events.store import CachedState
 from music import document
 from music.update_values import Extent
@@ -142,12 +150,14 @@ class Room:
     def read_only(self, peer: Peer) -> None:
         """A peer may no longer write: its held updates go (it is told on its next)."""
         self._admission.drop(peer)
+        self._correct()  # what waited for its held updates
 
     def detach(self, peer: Peer) -> None:
         """A peer leaves: its presence and its held updates go."""
         self.peers.discard(peer)
         self._admission.drop(peer)
         self.presence.left(peer)
+        self._correct()
 
     def receive(self, peer: Peer, message: protocol.Message) -> None:
         match message:
@@ -232,7 +242,32 @@ class Room:
             parents=parents,
         )
         self._release()
+        self._correct()
         return future
+
+    def _correct(self) -> None:
+        """Follow the updates just logged with the correction of the values they wrote
+        outside the document schema, if any (``music.schema``)."""
+        correction = self._admission.correction()
+        if correction is None:
+            return
+        update, reasons = correction
+        self._metrics.corrected.inc(len(reasons))
+        log.info("values outside the schema corrected", project=self.project_id, reasons=reasons)
+        if len(reasons) > MAX_CORRECTION_REASONS:
+            more = len(reasons) - MAX_CORRECTION_REASONS + 1
+            reasons = [*reasons[: MAX_CORRECTION_REASONS - 1], f"and {more} more values"]
+        try:
+            self._log(
+                update,
+                None,
+                SERVER_AGENT,
+                event=DocCorrected(update=update, reasons=tuple(reasons)),
+            )
+        except WriterError as exc:
+            # The values stay until the next write that touches them; the sender of the
+            # update was closed with the same refusal if the writer is overloaded.
+            log.warning("correction not stored", project=self.project_id, error=str(exc))
 
     def _log(
         self,
@@ -281,6 +316,7 @@ class Room:
     def expire_held(self, now: float | None = None) -> None:
         """Close the senders of updates whose missing ids did not arrive in time."""
         self._admission.expire(now)
+        self._correct()
 
     def _refused(self, origin: Peer | None, exc: WriterError) -> None:
         if isinstance(exc, WriterClosed):

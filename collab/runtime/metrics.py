@@ -39,6 +39,11 @@ class Metrics:
         self.refused = Counter(
             "collab_refused_messages", "Messages refused, by reason", ["reason"], registry=r
         )
+        self.corrected = Counter(
+            "collab_corrected_values",
+            "Values outside the document schema that a correcting update put back or removed",
+            registry=r,
+        )
         self.room_load_seconds = Histogram(
             "collab_room_load_seconds", "Time to load a room from the log", registry=r
         )
