@@ -124,7 +124,7 @@ def create_app(
                 app.state.read_settings = read_settings
                 app.state.database_settings = database_settings
                 app.state.supervisor = supervisor
-                app.state.signer = Signer(key)
+                app.state.signer = Signer(key, audit_settings.origin)
                 app.state.projections, app.state.projection_worker = await _projections(
                     stack,
                     store=store,
@@ -246,7 +246,9 @@ async def _projections(
     await progress.start()
     stack.push_async_callback(progress.stop)
     if read.projections == "inline":
-        await stack.enter_async_context(worker.leading(store, read, audit, Signer(key)))
+        await stack.enter_async_context(
+            worker.leading(store, read, audit, Signer(key, audit.origin))
+        )
     if read.projections != "worker":
         return progress, None
     process = ProjectionWorker(
@@ -355,7 +357,7 @@ async def _audit_key_status(store: PostgresEventStore, signer: Signer) -> dict[s
     """This node's signing key against the log's: a node with another key refuses to
     seal when it leads (``projections.audit_log.key_mismatch``)."""
     newest = await audit_log_model.latest_checkpoint(store.queries)
-    problem = audit_log_model.key_mismatch(signer.key_id, newest)
+    problem = audit_log_model.key_mismatch(signer.key_id, newest, signer.origin)
     return {
         "key_id": signer.key_id,
         "log_key_id": newest.key_id if newest is not None else None,

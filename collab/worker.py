@@ -309,6 +309,7 @@ class ProjectionWorker:
             "COLLAB_LEADER_RETRY": repr(read.leader_retry),
             "COLLAB_CHECKPOINT_EVERY": str(audit.checkpoint_every),
             "COLLAB_CHECKPOINT_SECONDS": repr(audit.checkpoint_seconds),
+            **({"COLLAB_AUDIT_ORIGIN": audit.origin} if audit.origin else {}),
         }
         self._key = key_line(key)
         self._process: asyncio.subprocess.Process | None = None

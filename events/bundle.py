@@ -7,7 +7,8 @@ and for each event the checkpoint covers an RFC 6962 inclusion proof. Verifying 
 1. the checkpoint's signature, with the given public key;
 2. the stream's chain: every content hash, DAID hash and link recomputed, versions
    contiguous from 1 (``events.integrity``);
-3. each covered event's leaf, through its inclusion proof, to the signed root.
+3. each covered event's leaf, through its inclusion proof, to the signed root; and
+   its receipt (C2SP tlog-proof@v1, ``events.receipts``) when the bundle has one.
 
 Events after the checkpoint are chain-checked but not yet provable; they are counted.
 What a bundle cannot show alone is that nothing was appended to the stream after its
@@ -25,7 +26,7 @@ from uuid import UUID
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from events import merkle
+from events import merkle, receipts
 from events.checkpoints import Checkpoint, CheckpointError, verify_signature
 from events.integrity import Break, ChainVerifier
 from events.records import StoredEvent
@@ -37,7 +38,14 @@ class BundleError(ValueError):
     """A bundle that is not one (wrong format, missing fields)."""
 
 
-def event_json(event: StoredEvent, proof: Sequence[bytes] | None) -> dict[str, Any]:
+def event_json(
+    event: StoredEvent, proof: Sequence[bytes] | None, note: str | None = None
+) -> dict[str, Any]:
+    receipt = (
+        receipts.receipt(event.position - 1, list(proof), note)
+        if proof is not None and note is not None
+        else None
+    )
     return {
         "position": event.position,
         "stream_id": event.stream_id,
@@ -55,6 +63,15 @@ def event_json(event: StoredEvent, proof: Sequence[bytes] | None) -> dict[str, A
         "prev_hash": event.prev_hash.hex(),
         "hash": event.hash.hex(),
         "inclusion_proof": [h.hex() for h in proof] if proof is not None else None,
+        "receipt": receipt,
+    }
+
+
+def _receipts(bundle: Mapping[str, Any]) -> dict[int, str]:
+    return {
+        int(item["position"]): str(item["receipt"])
+        for item in bundle["events"]
+        if item.get("receipt") is not None
     }
 
 
@@ -89,14 +106,18 @@ def build(
     checkpoint: Checkpoint | None,
     proofs: Mapping[int, Sequence[bytes]],
     public_key: str,
+    note: str | None = None,
 ) -> dict[str, Any]:
+    """``note`` is the checkpoint as a signed note, when it is one: each covered event
+    then carries its receipt."""
     return {
         "format": FORMAT,
         "project_id": project_id,
         "stream_id": stream_id,
         "public_key": public_key,
         "checkpoint": checkpoint.to_json() if checkpoint is not None else None,
-        "events": [event_json(e, proofs.get(e.position)) for e in events],
+        "checkpoint_note": note,
+        "events": [event_json(e, proofs.get(e.position), note) for e in events],
     }
 
 
@@ -124,6 +145,7 @@ def verify(bundle: Mapping[str, Any], public_key: Ed25519PublicKey) -> BundleRep
     try:
         checkpoint = Checkpoint.from_json(raw_checkpoint)
         parsed = [_event(item) for item in bundle["events"]]
+        texts = _receipts(bundle)
     except (KeyError, TypeError, ValueError) as exc:
         raise BundleError(f"malformed bundle: {exc!r}") from None
 
@@ -166,5 +188,11 @@ def verify(bundle: Mapping[str, Any], public_key: Ed25519PublicKey) -> BundleRep
                 stream_id, event.position, "inclusion in the signed log", "valid", str(exc)
             )
             return report(proven, found)
+        if event.position in texts:
+            try:
+                receipts.verify(texts[event.position], event.hash, public_key)
+            except receipts.ReceiptError as exc:
+                found = Break(stream_id, event.position, "receipt", "valid", str(exc))
+                return report(proven, found)
         proven += 1
     return report(proven, None)

@@ -5,8 +5,23 @@ A checkpoint says "the first ``tree_size`` events of this log have Merkle root
 rewritten or truncated afterwards no longer produces their roots, whoever holds the
 database, because the key is not in it.
 
-The signed statement is the canonical JSON of ``{"key_id", "log", "root",
-"signed_at", "tree_size"}`` (root in hex, time in ISO-8601 UTC with microseconds).
+Checkpoints are C2SP checkpoints (https://c2sp.org/tlog-checkpoint) in the C2SP
+signed-note format (https://c2sp.org/signed-note), which verifiers written by others
+check (Go's ``golang.org/x/mod/sumdb/note``; ``tests/go/verify.go``)::
+
+    <origin>\n<tree size in decimal>\n<base64 root>\n
+    \n
+    \u2014 <origin> <base64(4-byte key id || Ed25519 signature of the three lines)>\n
+
+The key's name is the origin, and its key id the first 4 bytes of SHA-256(name ||
+0x0A || 0x01 || public key); :func:`verifier_key` writes the key as such verifiers
+read it (``<name>+<hex key id>+<base64(0x01 || public key)>``). Checkpoints signed
+before 2026-12-04 have no origin: their signed statement is the canonical JSON of
+``{"key_id", "log", "root", "signed_at", "tree_size"}`` (root in hex, time in
+ISO-8601 UTC with microseconds), and they verify as they were signed.
+
+``key_id`` below is the server's own fingerprint of a key (16 hex digits of SHA-256
+of the public key), which says which key signed a checkpoint whatever its format.
 """
 
 from __future__ import annotations
@@ -26,6 +41,9 @@ from events.canonical import canonical_bytes
 from events.integrity import Break
 
 LOG_NAME = "collab-audit-v1"
+#: the Ed25519 signature type byte of C2SP signed notes
+_ED25519 = b"\x01"
+_DASH = "\u2014"
 
 
 class CheckpointError(ValueError):
@@ -36,12 +54,29 @@ class CheckpointError(ValueError):
 class Checkpoint:
     tree_size: int
     root: bytes
+    #: when it was sealed (not covered by a C2SP signature: the note has no time)
     signed_at: datetime
     key_id: str
     signature: bytes
+    #: the log's origin line and key name; None for a checkpoint signed as JSON
+    origin: str | None = None
 
     def statement(self) -> bytes:
+        """The bytes the signature covers."""
+        if self.origin is not None:
+            return note_body(self.origin, self.tree_size, self.root)
         return statement(self.tree_size, self.root, self.signed_at, self.key_id)
+
+    def note(self, public_key: Ed25519PublicKey) -> str:
+        """The checkpoint as a C2SP signed note (only for one that has an origin)."""
+        if self.origin is None:
+            raise CheckpointError(
+                f"the checkpoint of {self.tree_size} events was signed before checkpoints"
+                " were signed notes"
+            )
+        hint = note_key_id(self.origin, public_key)
+        signature = base64.b64encode(hint + self.signature).decode()
+        return f"{self.statement().decode()}\n{_DASH} {self.origin} {signature}\n"
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -50,20 +85,95 @@ class Checkpoint:
             "signed_at": _time_text(self.signed_at),
             "key_id": self.key_id,
             "signature": base64.b64encode(self.signature).decode(),
+            "origin": self.origin,
         }
 
     @classmethod
     def from_json(cls, data: dict[str, object]) -> Checkpoint:
         try:
+            origin = data.get("origin")
             return cls(
                 tree_size=int(str(data["tree_size"])),
                 root=bytes.fromhex(str(data["root"])),
                 signed_at=datetime.fromisoformat(str(data["signed_at"])),
                 key_id=str(data["key_id"]),
                 signature=base64.b64decode(str(data["signature"]), validate=True),
+                origin=None if origin is None else str(origin),
             )
         except (KeyError, ValueError) as exc:
             raise CheckpointError(f"malformed checkpoint: {exc}") from None
+
+
+def note_body(origin: str, tree_size: int, root: bytes) -> bytes:
+    """A C2SP checkpoint's body: origin, tree size and base64 root, a line each."""
+    return f"{origin}\n{tree_size}\n{base64.b64encode(root).decode()}\n".encode()
+
+
+def check_origin(origin: str) -> str:
+    """``origin`` if it can name a log and its key in a signed note (no spaces, no
+    ``+``, printable); CheckpointError otherwise."""
+    if not origin or "+" in origin or any(c.isspace() or not c.isprintable() for c in origin):
+        raise CheckpointError(
+            f"{origin!r} cannot be a log origin: it must be non-empty printable text without"
+            " spaces or '+' (for example collab.example.com/audit)"
+        )
+    return origin
+
+
+def default_origin(public_key: Ed25519PublicKey) -> str:
+    """The origin of a deployment that names none: stable as long as its key."""
+    return f"collab.audit/{key_id(public_key)}"
+
+
+def note_key_id(name: str, public_key: Ed25519PublicKey) -> bytes:
+    """The 4-byte key id of a signed-note Ed25519 key."""
+    raw = public_key.public_bytes(Encoding.Raw, PublicFormat.Raw)
+    return hashlib.sha256(name.encode() + b"\n" + _ED25519 + raw).digest()[:4]
+
+
+def verifier_key(name: str, public_key: Ed25519PublicKey) -> str:
+    """The key as signed-note verifiers take it: ``name+hex key id+base64(0x01 || key)``."""
+    raw = public_key.public_bytes(Encoding.Raw, PublicFormat.Raw)
+    encoded = base64.b64encode(_ED25519 + raw).decode()
+    return f"{name}+{note_key_id(name, public_key).hex()}+{encoded}"
+
+
+def parse_note(text: str, public_key: Ed25519PublicKey) -> Checkpoint:
+    """The checkpoint a C2SP signed note holds, once its signature by ``public_key``
+    verifies (the signature line named by the origin, with the right key id); raises
+    CheckpointError otherwise. The note carries no time: ``signed_at`` is the epoch."""
+    body, separator, signatures = text.partition("\n\n")
+    lines = body.split("\n")
+    if not separator or len(lines) < 3 or not signatures.endswith("\n"):
+        raise CheckpointError("not a signed checkpoint note (origin, size, root, signatures)")
+    origin, size_text, root_text = lines[0], lines[1], lines[2]
+    try:
+        size = int(size_text)
+        root = base64.b64decode(root_text, validate=True)
+    except ValueError as exc:
+        raise CheckpointError(f"malformed checkpoint note: {exc}") from None
+    if str(size) != size_text or size < 0 or len(root) != 32:
+        raise CheckpointError("malformed checkpoint note: size or root")
+    hint = note_key_id(origin, public_key)
+    for line in signatures[:-1].split("\n"):
+        dash, _, rest = line.partition(" ")
+        name, _, encoded = rest.partition(" ")
+        if dash != _DASH or name != origin:
+            continue
+        try:
+            signed = base64.b64decode(encoded, validate=True)
+        except ValueError:
+            continue
+        if signed[:4] != hint:
+            continue
+        checkpoint = Checkpoint(
+            size, root, datetime.fromtimestamp(0, UTC), key_id(public_key), signed[4:], origin
+        )
+        if (body + "\n").encode() != checkpoint.statement():
+            raise CheckpointError("checkpoint note has lines this verifier does not know")
+        verify_signature(checkpoint, public_key)
+        return checkpoint
+    raise CheckpointError(f"the note has no signature of {origin} by the given key")
 
 
 def _time_text(moment: datetime) -> str:
@@ -83,18 +193,36 @@ def statement(tree_size: int, root: bytes, signed_at: datetime, key_id: str) -> 
 
 
 def public_key_text(key: Ed25519PublicKey) -> str:
-    """The public key as auditors pass it around: base64 of the 32 raw bytes."""
+    """The public key as base64 of its 32 raw bytes (the JSON views and bundles)."""
     return base64.b64encode(key.public_bytes(Encoding.Raw, PublicFormat.Raw)).decode()
 
 
 def parse_public_key(text: str) -> Ed25519PublicKey:
+    """A key given as base64 of its 32 raw bytes, or as a signed-note verifier key
+    (:func:`verifier_key`, whose key id must match its name and key)."""
+    text = text.strip()
     try:
-        raw = base64.b64decode(text.strip(), validate=True)
+        raw = base64.b64decode(text, validate=True)
         return Ed25519PublicKey.from_public_bytes(raw)
+    except ValueError:
+        pass
+    name, _, rest = text.partition("+")
+    hint, _, encoded = rest.partition("+")
+    try:
+        typed = base64.b64decode(encoded, validate=True)
+        key = Ed25519PublicKey.from_public_bytes(typed[1:])
     except ValueError as exc:
+        typed, problem = b"", str(exc)
+    else:
+        problem = "" if typed[:1] == _ED25519 else "not an Ed25519 key (type byte 0x01)"
+    if problem:
         raise CheckpointError(
-            f"not an Ed25519 public key (base64 of 32 bytes expected): {exc}"
-        ) from None
+            "not an Ed25519 public key (base64 of 32 bytes, or a verifier key"
+            f" name+keyid+base64, expected): {problem}"
+        )
+    if note_key_id(name, key).hex() != hint.lower():
+        raise CheckpointError(f"verifier key {name}: its key id does not match its key")
+    return key
 
 
 def key_id(key: Ed25519PublicKey) -> str:
@@ -102,15 +230,25 @@ def key_id(key: Ed25519PublicKey) -> str:
 
 
 class Signer:
-    def __init__(self, private_key: Ed25519PrivateKey) -> None:
+    """Signs checkpoints as C2SP signed notes of ``origin`` (default:
+    :func:`default_origin`)."""
+
+    def __init__(self, private_key: Ed25519PrivateKey, origin: str | None = None) -> None:
         self._key = private_key
         self.public_key = private_key.public_key()
         self.key_id = key_id(self.public_key)
+        self.origin = check_origin(origin) if origin else default_origin(self.public_key)
+
+    @property
+    def verifier_key(self) -> str:
+        return verifier_key(self.origin, self.public_key)
 
     def sign(self, tree_size: int, root: bytes, moment: datetime | None = None) -> Checkpoint:
         signed_at = (moment or datetime.now(UTC)).astimezone(UTC)
-        text = statement(tree_size, root, signed_at, self.key_id)
-        return Checkpoint(tree_size, root, signed_at, self.key_id, self._key.sign(text))
+        text = note_body(self.origin, tree_size, root)
+        return Checkpoint(
+            tree_size, root, signed_at, self.key_id, self._key.sign(text), self.origin
+        )
 
 
 def verify_signature(checkpoint: Checkpoint, public_key: Ed25519PublicKey) -> None:

@@ -49,7 +49,7 @@ async def nodes_for(sql: Sql, operation: merkle.Operation) -> dict[merkle.Key, b
     return await fetch_nodes(sql, merkle.plan(operation))
 
 
-_CHECKPOINTS = "select tree_size, root, signed_at, key_id, signature from audit_checkpoints"
+_CHECKPOINTS = "select tree_size, root, signed_at, key_id, signature, origin from audit_checkpoints"
 
 
 async def latest_checkpoint(sql: Sql) -> Checkpoint | None:
@@ -68,12 +68,21 @@ async def checkpoint_at_least(sql: Sql, tree_size: int) -> Checkpoint | None:
     return _checkpoint(row) if row is not None else None
 
 
-def key_mismatch(key_id: str, newest: Checkpoint | None) -> str | None:
-    """Why a process signing with ``key_id`` must not add to a log whose newest
-    checkpoint is ``newest``; None when it may. One log has one key: a checkpoint of
-    another key would make ``collab audit verify`` fail with either public key."""
-    if newest is None or newest.key_id == key_id:
+def key_mismatch(key_id: str, newest: Checkpoint | None, origin: str | None = None) -> str | None:
+    """Why a process signing with ``key_id`` (as ``origin``) must not add to a log whose
+    newest checkpoint is ``newest``; None when it may. One log has one key and one
+    origin: a checkpoint of another would make ``collab audit verify`` fail with either
+    key, and a signed-note verifier reject one origin or the other."""
+    if newest is None:
         return None
+    if newest.key_id == key_id:
+        if origin is None or newest.origin is None or newest.origin == origin:
+            return None
+        return (
+            f"this process signs as origin {origin}, but the log's newest checkpoint (of"
+            f" {newest.tree_size} events) was signed as {newest.origin}: every node must"
+            " name the same origin (COLLAB_AUDIT_ORIGIN on every node)"
+        )
     return (
         f"this process signs with key {key_id}, but the log's newest checkpoint (of"
         f" {newest.tree_size} events) was signed with key {newest.key_id}: every node must"
@@ -89,6 +98,7 @@ def _checkpoint(row: Row) -> Checkpoint:
         signed_at=row["signed_at"],
         key_id=str(row["key_id"]),
         signature=bytes(row["signature"]),
+        origin=row["origin"],
     )
 
 
@@ -114,10 +124,10 @@ class AuditLogProjection:
 
     def _refuse(self, newest: Checkpoint) -> None:
         assert self._signer is not None  # noqa: S101 - only a signer seals
-        reason = key_mismatch(self._signer.key_id, newest)
+        reason = key_mismatch(self._signer.key_id, newest, self._signer.origin)
         if reason != self.refused:
             log.error(
-                "audit checkpoint NOT signed: wrong key",
+                "audit checkpoint NOT signed: wrong key or origin",
                 reason=reason,
                 own_key_id=self._signer.key_id,
                 log_key_id=newest.key_id,
@@ -197,7 +207,8 @@ class AuditLogProjection:
     async def _seal(self, tx: Sql, size: int, root: bytes) -> Checkpoint | None:
         assert self._signer is not None  # noqa: S101 - _due checked it
         newest = await latest_checkpoint(tx)
-        if newest is not None and newest.key_id != self._signer.key_id:
+        if key_mismatch(self._signer.key_id, newest, self._signer.origin) is not None:
+            assert newest is not None  # noqa: S101 - a mismatch needs a checkpoint
             self._refuse(newest)
             # Looked at again when the next checkpoint would be due, not every batch.
             self._sealed = (size, time.monotonic())
@@ -207,13 +218,14 @@ class AuditLogProjection:
             self.refused = None
         checkpoint = self._signer.sign(size, root)
         await tx.execute(
-            "insert into audit_checkpoints (tree_size, root, signed_at, key_id, signature)"
-            " values ($1, $2, $3, $4, $5) on conflict (tree_size) do nothing",
+            "insert into audit_checkpoints (tree_size, root, signed_at, key_id, signature,"
+            " origin) values ($1, $2, $3, $4, $5, $6) on conflict (tree_size) do nothing",
             checkpoint.tree_size,
             checkpoint.root,
             checkpoint.signed_at,
             checkpoint.key_id,
             checkpoint.signature,
+            checkpoint.origin,
         )
         self._sealed = (size, time.monotonic())
         log.info("checkpoint signed", tree_size=size, root=root.hex(), key_id=checkpoint.key_id)

@@ -10,7 +10,6 @@ import hashlib
 import json
 import subprocess
 from dataclasses import replace
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,6 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from collab.runtime.config import AuditSettings
 from events import daid as daid_module
-from events.checkpoints import statement
 from events.integrity import stored_daid_hash16
 from events.models import project_of
 from events.postgres import PostgresEventStore
@@ -64,11 +62,11 @@ async def _fill(client: httpx.AsyncClient, address: str, edits: int) -> tuple[st
 
 async def _checkpoint(client: httpx.AsyncClient, size: int) -> dict[str, Any]:
     async def signed() -> bool:
-        response = await client.get("/api/audit/checkpoint")
+        response = await client.get("/api/audit/checkpoint?format=json")
         return response.status_code == 200 and response.json()["tree_size"] >= size
 
     await eventually(signed, timeout(20), f"no checkpoint of {size} events")
-    return (await client.get("/api/audit/checkpoint")).json()
+    return (await client.get("/api/audit/checkpoint?format=json")).json()
 
 
 def _public_key(text: str) -> Ed25519PublicKey:
@@ -94,15 +92,12 @@ async def test_checkpoints_and_proofs_verify_independently(database_url, tmp_pat
         # the signed root is the RFC 6962 root of the events' chain hashes
         assert bytes.fromhex(checkpoint["root"]) == mth(hashes[:size])
         key = _public_key(checkpoint["public_key"])
-        key.verify(
-            base64.b64decode(checkpoint["signature"]),
-            statement(
-                size,
-                bytes.fromhex(checkpoint["root"]),
-                datetime.fromisoformat(checkpoint["signed_at"]),
-                checkpoint["key_id"],
-            ),
-        )
+        # a C2SP checkpoint: the signature covers the origin, size and base64 root lines
+        root64 = base64.b64encode(bytes.fromhex(checkpoint["root"])).decode()
+        body = f"{checkpoint['origin']}\n{size}\n{root64}\n"
+        key.verify(base64.b64decode(checkpoint["signature"]), body.encode())
+        note = (await client.get("/api/audit/checkpoint")).text
+        assert note.startswith(body + "\n\u2014 " + checkpoint["origin"] + " ")
         for position in sorted({1, 2, size // 2, size - 1, size}):
             proof = (
                 await client.get("/api/audit/proof/inclusion", params={"position": position})
@@ -142,7 +137,7 @@ async def test_checkpoints_and_proofs_verify_independently(database_url, tmp_pat
 async def test_a_quiet_log_is_checkpointed_after_the_interval(database_url, tmp_path):
     audit = _audit(tmp_path, checkpoint_every=1000, checkpoint_seconds=0.5)
     async with running_server(database_url, audit=audit) as address, http(address) as client:
-        assert (await client.get("/api/audit/checkpoint")).status_code == 404
+        assert (await client.get("/api/audit/checkpoint?format=json")).status_code == 404
         _project, head = await _fill(client, address, 3)
         checkpoint = await _checkpoint(client, head)
         assert checkpoint["tree_size"] == head
@@ -276,7 +271,7 @@ async def test_exported_bundle_verifies_offline_and_catches_changes(database_url
                 [{"op": "update_track", "track_id": "bass", "fields": {"pan": n / 10}}],
             )
         head = int(done["position"])
-        assert (await client.get("/api/audit/checkpoint")).json() == checkpoint
+        assert (await client.get("/api/audit/checkpoint?format=json")).json() == checkpoint
         assert checkpoint["tree_size"] < head
         public_key = checkpoint["public_key"]
         exported = await asyncio.to_thread(

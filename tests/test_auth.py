@@ -109,7 +109,9 @@ async def project(database_url: str) -> AsyncIterator[Project]:
 
             async def signed() -> bool:
                 admin = bearer(CALLERS["admin"] or "")
-                return (await http.get("/api/audit/checkpoint", headers=admin)).status_code == 200
+                return (
+                    await http.get("/api/audit/checkpoint?format=json", headers=admin)
+                ).status_code == 200
 
             await eventually(signed, 20, "no audit checkpoint was signed")
         yield Project(address, project_id, created.json()["daid"], granted.json()["position"])
@@ -160,7 +162,7 @@ ROUTES: list[tuple[str, Request, set[str]]] = [
     ("lineage", lambda p: ("GET", f"/api/daids/{p.daid}/lineage", None), READERS),
     ("prov", lambda p: ("GET", f"/api/daids/{p.daid}/prov", None), READERS),
     ("contributors", lambda p: ("GET", f"/api/daids/{p.daid}/contributors", None), READERS),
-    ("checkpoint", lambda p: ("GET", "/api/audit/checkpoint", None), AUTHENTICATED),
+    ("checkpoint", lambda p: ("GET", "/api/audit/checkpoint?format=json", None), AUTHENTICATED),
     ("edit", _edit, WRITERS),
     ("snapshot", _snapshot, WRITERS),
     ("rollback", lambda p: ("POST", f"/api/projects/{p.id}/rollback", {"version": 2}), WRITERS),

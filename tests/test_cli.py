@@ -142,9 +142,7 @@ def test_serve_with_embedded_database(tmp_path):
         # the signing key was created in the data dir, for the owner's eyes only
         key_file = data_dir / "audit-ed25519.pem"
         assert key_file.stat().st_mode & 0o777 == 0o600
-        public = _run("audit", "public-key", COLLAB_DATA_DIR=str(data_dir))
-        assert public.returncode == 0, public.stderr
-        assert len(base64.b64decode(public.stdout.strip())) == 32
+        _check_public_key(data_dir, key_file)
     finally:
         code, stderr = stop_serve(process)
     assert code == 0, stderr[-3000:]
@@ -310,3 +308,20 @@ async def test_serve_uses_database_url_when_given(database_url, tmp_path):
     assert '"embedded": false' in stderr
     # no embedded database was started in the data dir
     assert not (tmp_path / "unused" / "pgdata").exists()
+
+
+def _check_public_key(data_dir: Path, key_file: Path) -> None:
+    """``collab audit public-key`` prints a signed-note verifier key:
+    name+keyid+base64(0x01 || the 32-byte key); ``--base64`` the raw key."""
+    public = _run("audit", "public-key", COLLAB_DATA_DIR=str(data_dir))
+    assert public.returncode == 0, public.stderr
+    # a signed-note verifier key: name+keyid+base64(0x01 || the 32-byte key)
+    name, key_hint, typed = public.stdout.strip().split("+", 2)
+    assert (name, len(key_hint)) == (
+        f"collab.audit/{key_id(load_or_create(key_file).public_key())}",
+        8,
+    )
+    assert base64.b64decode(typed)[:1] == b"\x01"
+    assert len(base64.b64decode(typed)) == 33
+    raw = _run("audit", "public-key", "--base64", COLLAB_DATA_DIR=str(data_dir))
+    assert len(base64.b64decode(raw.stdout.strip())) == 32

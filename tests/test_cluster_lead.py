@@ -58,7 +58,7 @@ async def _sealed_to_head(client: httpx.AsyncClient) -> bool:
     projections = body["projections"]
     if body["code"] != 200 or any(p["lag"] for p in projections.values()):
         return False
-    checkpoint = await client.get("/api/audit/checkpoint")
+    checkpoint = await client.get("/api/audit/checkpoint?format=json")
     return (
         checkpoint.status_code == 200
         and checkpoint.json()["tree_size"] == projections["audit_log"]["position"]
@@ -206,7 +206,7 @@ async def test_a_node_with_another_key_refuses_to_seal_and_says_so(
                 return (await _roles(at_b)) == ["leader"]
 
             await eventually(b_leads, 15, "the wrong-key node did not take the lead")
-            sealed = (await at_b.get("/api/audit/checkpoint")).json()["tree_size"]
+            sealed = (await at_b.get("/api/audit/checkpoint?format=json")).json()["tree_size"]
             await _create(at_b, "Unsealed", "ben")
 
             def refused() -> bool:
@@ -230,7 +230,9 @@ async def test_a_node_with_another_key_refuses_to_seal_and_says_so(
 
             await eventually(folded, 15, "the wrong-key leader did not fold the audit log")
             await asyncio.sleep(timeout(1))  # several sealing rounds of 0.3 s
-            assert (await at_b.get("/api/audit/checkpoint")).json()["tree_size"] == sealed
+            assert (await at_b.get("/api/audit/checkpoint?format=json")).json()[
+                "tree_size"
+            ] == sealed
             _verify(database_url, public_key_text(right.public_key()))
             result = run_collab(
                 database_url, "audit", "verify", "--public-key", public_key_text(wrong.public_key())

@@ -98,11 +98,13 @@ async def test_a_killed_worker_is_reported_and_restarted(database_url):
         # The worker signs with the key the server publishes (it came on its stdin).
 
         async def sealed() -> bool:
-            checkpoint = await client.get("/api/audit/checkpoint")
+            checkpoint = await client.get("/api/audit/checkpoint?format=json")
             return checkpoint.status_code == 200 and checkpoint.json()["tree_size"] >= 1
 
         await eventually(sealed, 30, "no checkpoint was signed")
-        assert (await client.get("/api/audit/checkpoint")).json()["signed_by_current_key"]
+        assert (await client.get("/api/audit/checkpoint?format=json")).json()[
+            "signed_by_current_key"
+        ]
 
 
 async def test_the_worker_stops_when_its_server_dies(database_url):
@@ -210,10 +212,10 @@ async def test_a_supervised_worker_takes_its_key_from_stdin(database_url):
             await client.post("/api/projects", json={"name": "Signed"})
 
             async def signed() -> bool:
-                return (await client.get("/api/audit/checkpoint")).status_code == 200
+                return (await client.get("/api/audit/checkpoint?format=json")).status_code == 200
 
             await eventually(signed, 30, "no checkpoint was signed")
-            checkpoint = (await client.get("/api/audit/checkpoint")).json()
+            checkpoint = (await client.get("/api/audit/checkpoint?format=json")).json()
     finally:
         worker.stdin.close()  # what the death of its supervisor looks like
         _, stderr = await asyncio.wait_for(worker.communicate(), timeout(30))

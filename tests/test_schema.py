@@ -47,4 +47,5 @@ def test_the_shipped_schema_keeps_its_versions_and_names() -> None:
         (9, "parallel_rebuild"),
         (10, "projection_quarantine"),
         (11, "stream_records_index"),
+        (12, "checkpoint_origin"),
     ]

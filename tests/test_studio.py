@@ -150,7 +150,7 @@ async def test_a_reader_fetches_the_audit_bundle_and_it_verifies(database_url: s
 
         await eventually(sealed, 15, "no checkpoint covers the project")
         bundle = await api(address, VIEWER, "GET", path)
-        checkpoint = await api(address, VIEWER, "GET", "/api/audit/checkpoint")
+        checkpoint = await api(address, VIEWER, "GET", "/api/audit/checkpoint?format=json")
         report = bundle_module.verify(bundle, parse_public_key(checkpoint["public_key"]))
         assert report.ok, report.first_break
         assert report.proven == len(bundle["events"]) >= 3

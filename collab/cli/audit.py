@@ -24,7 +24,13 @@ from collab.runtime.audit_key import KeyFileError, load_or_create
 from collab.runtime.config import Settings, audit_settings
 from collab.services import audit
 from events import bundle as bundle_module
-from events.checkpoints import CheckpointError, parse_public_key, public_key_text
+from events.checkpoints import (
+    CheckpointError,
+    default_origin,
+    parse_public_key,
+    public_key_text,
+    verifier_key,
+)
 from events.models import project_stream
 
 
@@ -136,11 +142,18 @@ def audit_export(
     typer.echo(json.dumps(data, indent=1, sort_keys=True))
 
 
-def audit_public_key(data_dir: DataDir = None) -> None:
-    """Print the public key that verifies this server's checkpoints (base64)."""
+def audit_public_key(
+    data_dir: DataDir = None,
+    raw: Annotated[  # noqa: FBT002 - typer reads options from the signature
+        bool, typer.Option("--base64", help="Print base64 of the 32 raw bytes instead")
+    ] = False,
+) -> None:
+    """Print the key that verifies this server's checkpoints, as a signed-note verifier
+    key (name+keyid+base64, what Go's sumdb/note and other C2SP verifiers take)."""
     settings = settings_or_exit(data_dir=data_dir)
     key = _public_key(None, settings, required=False)
     if key is None:
         typer.echo("collab: no audit key yet (the server creates it on first start)", err=True)
         raise typer.Exit(EXIT_CONFIG)
-    typer.echo(public_key_text(key))
+    origin = audit_settings(settings).origin or default_origin(key)
+    typer.echo(public_key_text(key) if raw else verifier_key(origin, key))

@@ -136,7 +136,7 @@ def projections_run(
             poll_interval=settings.poll_interval,
             read=read_settings(settings),
             audit=audit_settings(settings),
-            signer=Signer(key),
+            signer=Signer(key, audit_settings(settings).origin),
             stop=stop,
             share_opener=_share_opener(settings, database),
         )

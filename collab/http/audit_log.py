@@ -1,8 +1,10 @@
-"""The HTTP API of the global Merkle log: the newest signed checkpoint, and RFC 6962
-inclusion and consistency proofs against any tree size the log has sealed.
+"""The HTTP API of the global Merkle log: the newest signed checkpoint (a C2SP signed
+note, or its JSON view), an event's inclusion receipt (C2SP tlog-proof@v1), and RFC
+6962 inclusion and consistency proofs against any tree size the log has sealed.
 
-Proof hashes are hex; leaf ``position - 1`` is the event at ``position``, and its leaf
-hash is SHA-256(0x00 ‖ the event's chain hash).
+Proof hashes are hex in the JSON views and base64 in the C2SP texts; leaf
+``position - 1`` is the event at ``position``, and its leaf hash is SHA-256(0x00 ‖ the
+event's chain hash).
 """
 
 from __future__ import annotations
@@ -17,9 +19,12 @@ from collab.http.kit import ApiError, allowed, field_error, principal_of, within
 from collab.http.params import int_param, project_id_of, store_of
 from collab.http.responses import JSONResponse
 from collab.services import audit
-from events import merkle
-from events.checkpoints import Signer, public_key_text
+from events import merkle, receipts
+from events.checkpoints import Checkpoint, Signer, public_key_text
 from projections import audit_log
+
+#: the media type of checkpoints and receipts (C2SP texts, as tlog-tiles serves them)
+TEXT = receipts.MEDIA_TYPE
 
 
 def _signer(request: Request) -> Signer:
@@ -53,19 +58,69 @@ def _check_size(name: str, size: int, sealed: int) -> None:
         raise ApiError(422, f"invalid {name}: {message}", [field_error(name, message)])
 
 
+def _wants_json(request: Request) -> bool:
+    return request.query_params.get("format") == "json" or "application/json" in (
+        request.headers.get("accept", "")
+    )
+
+
+def _note(checkpoint: Checkpoint, signer: Signer) -> str:
+    if checkpoint.origin is None:
+        raise ApiError(
+            404,
+            f"the newest checkpoint (of {checkpoint.tree_size} events) was signed before"
+            " checkpoints were signed notes; the next one will be one (after the next"
+            " event, within COLLAB_CHECKPOINT_SECONDS); its JSON view is at ?format=json",
+        )
+    return checkpoint.note(signer.public_key)
+
+
 async def get_checkpoint(request: Request) -> Response:
+    """The newest checkpoint as a C2SP signed note (text), or as JSON when asked
+    (``Accept: application/json`` or ``?format=json``)."""
     await allowed(request, "audit.read")
     newest = await audit_log.latest_checkpoint(store_of(request).queries)
     signer = _signer(request)
     if newest is None:
         raise ApiError(404, "no checkpoint has been signed yet")
+    if not _wants_json(request):
+        return Response(_note(newest, signer), media_type=TEXT)
     return JSONResponse(
         {
             **newest.to_json(),
+            "note": newest.note(signer.public_key) if newest.origin is not None else None,
             "public_key": public_key_text(signer.public_key),
+            "verifier_key": signer.verifier_key,
             "signed_by_current_key": newest.key_id == signer.key_id,
             "log": "collab-audit-v1",
         }
+    )
+
+
+async def get_receipt(request: Request) -> Response:
+    """The event at ``position``'s inclusion receipt (C2SP tlog-proof@v1) under the
+    newest checkpoint."""
+    await allowed(request, "audit.read")
+    sql = store_of(request).queries
+    newest = await audit_log.latest_checkpoint(sql)
+    if newest is None:
+        raise ApiError(404, "no checkpoint has been signed yet")
+    position = int_param(request, "position", None, 1, 2**62)
+    if position > newest.tree_size:
+        raise ApiError(
+            404,
+            f"the event at position {position} is not in a signed checkpoint yet (the newest"
+            f" covers {newest.tree_size} events; one follows within"
+            " COLLAB_CHECKPOINT_SECONDS)",
+        )
+    note = _note(newest, _signer(request))
+    size, index = newest.tree_size, position - 1
+    nodes = await audit_log.nodes_for(sql, lambda n: merkle.inclusion_proof(index, size, n))
+    proof = merkle.inclusion_proof(index, size, nodes)
+    return Response(
+        receipts.receipt(index, proof, note),
+        media_type=TEXT,
+        headers={"Content-Disposition": f'inline; filename="event-{position}.tlog-proof"'},
     )
 
 
@@ -146,6 +201,7 @@ async def get_bundle(request: Request) -> Response:
 
 routes = [
     Route("/api/audit/checkpoint", get_checkpoint, methods=["GET"]),
+    Route("/api/audit/receipt", get_receipt, methods=["GET"]),
     Route("/api/audit/proof/inclusion", get_inclusion, methods=["GET"]),
     Route("/api/audit/proof/consistency", get_consistency, methods=["GET"]),
     Route("/api/projects/{project_id}/audit-bundle", get_bundle, methods=["GET"]),

@@ -26,7 +26,9 @@ async def metrics(request: Request) -> Response:
         live.metrics.quarantined(progress.names, counts)
         newest = await audit_log.latest_checkpoint(store_of(request).queries)
         signer: Signer = request.app.state.signer
-        live.metrics.key_mismatch(refused=audit_log.key_mismatch(signer.key_id, newest) is not None)
+        live.metrics.key_mismatch(
+            refused=audit_log.key_mismatch(signer.key_id, newest, signer.origin) is not None
+        )
     return Response(generate_latest(live.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 

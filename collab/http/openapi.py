@@ -312,12 +312,31 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation(
         "get",
         "/api/audit/checkpoint",
-        "The newest signed checkpoint of the Merkle log, with the public key",
+        "The newest signed checkpoint of the Merkle log: a C2SP signed note (text/plain),"
+        " or its JSON view with Accept: application/json or ?format=json",
         "audit",
         (
-            (200, "{tree_size, root, signed_at, key_id, signature, public_key}"),
-            (404, "None signed yet"),
+            (
+                200,
+                "origin, tree size, base64 root, signature line (text); JSON: {tree_size,"
+                " root, signed_at, key_id, signature, origin, note, public_key, verifier_key}",
+            ),
+            (404, "None signed yet (or, as text, none signed as a note yet)"),
         ),
+        query=(Param("format", "json for the JSON view."),),
+    ),
+    Operation(
+        "get",
+        "/api/audit/receipt",
+        "The inclusion receipt (C2SP tlog-proof@v1, text/plain) of the event at a position,"
+        " under the newest checkpoint",
+        "audit",
+        (
+            (200, "c2sp.org/tlog-proof@v1, index, base64 proof hashes, the checkpoint note"),
+            (404, "No checkpoint covers the position yet"),
+            INVALID,
+        ),
+        query=(Param("position", "The event's global position.", "integer", required=True),),
     ),
     Operation(
         "post",

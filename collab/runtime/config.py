@@ -17,6 +17,8 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from events.checkpoints import check_origin
+
 ProjectionMode = Literal["worker", "inline", "none"]
 
 
@@ -84,6 +86,9 @@ class AuditSettings:
     checkpoint_every: int = 1000
     #: seconds after which new events get a checkpoint however few they are
     checkpoint_seconds: float = 10.0
+    #: the log's origin line and key name in its signed checkpoints; None: derived from
+    #: the key (``events.checkpoints.default_origin``), stable as long as the key
+    origin: str | None = None
 
 
 _AUDIT = AuditSettings()
@@ -248,6 +253,9 @@ class Settings(BaseSettings):
     checkpoint_every: int = Field(default=_AUDIT.checkpoint_every, ge=1, le=10_000_000)
     #: seconds after which pending events get a signed checkpoint anyway
     checkpoint_seconds: float = Field(default=_AUDIT.checkpoint_seconds, gt=0, le=86_400)
+    #: origin line of the signed checkpoints (C2SP tlog-checkpoint), for example
+    #: collab.example.com/audit; default: collab.audit/<the key's fingerprint>
+    audit_origin: str | None = Field(default=None, min_length=1, max_length=200)
 
     @field_validator("database_url")
     @classmethod
@@ -258,6 +266,11 @@ class Settings(BaseSettings):
         if not value.startswith(("postgresql://", "postgres://")):
             raise ValueError("must start with postgresql:// or postgres://")
         return value
+
+    @field_validator("audit_origin")
+    @classmethod
+    def _check_origin(cls, value: str | None) -> str | None:
+        return None if value is None else check_origin(value)
 
     @field_validator("redis_url")
     @classmethod
@@ -371,6 +384,7 @@ def audit_settings(settings: Settings) -> AuditSettings:
         key_file=settings.audit_key_file or settings.data_dir / "audit-ed25519.pem",
         checkpoint_every=settings.checkpoint_every,
         checkpoint_seconds=settings.checkpoint_seconds,
+        origin=settings.audit_origin,
     )
 
 

@@ -134,6 +134,7 @@ async def export(
             lambda n: [merkle.inclusion_proof(i, size, n) for i in covered],
         )
         proofs = {i + 1: merkle.inclusion_proof(i, size, nodes) for i in covered}
+    note = newest.note(key) if newest is not None and newest.origin and key else None
     return bundle.build(
         project_id=project_id,
         stream_id=stream_id,
@@ -141,4 +142,5 @@ async def export(
         checkpoint=newest,
         proofs=proofs,
         public_key=public_key_text(key) if key is not None else "",
+        note=note,
     )

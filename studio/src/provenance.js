@@ -39,13 +39,14 @@ export function mountAudit(root, projectId, { say }) {
   const result = h("div", { class: "verify-result" });
   const body = h("div", {});
   root.append(h("h3", {}, "Signed audit log"), body, result);
-  api("/api/audit/checkpoint").then((checkpoint) => {
+  api("/api/audit/checkpoint?format=json").then((checkpoint) => {
     body.append(
       h("dl", { class: "checkpoint" },
         h("dt", {}, "Events sealed"), h("dd", { class: "tree-size" }, String(checkpoint.tree_size)),
         h("dt", {}, "Root"), h("dd", {}, h("code", {}, checkpoint.root)),
         h("dt", {}, "Signed"), h("dd", {}, when(checkpoint.signed_at)),
-        h("dt", {}, "Key"), h("dd", {}, h("code", {}, checkpoint.public_key), ` (id ${checkpoint.key_id})`)),
+        h("dt", {}, "Origin"), h("dd", {}, h("code", {}, checkpoint.origin ?? "(signed before checkpoints were signed notes)")),
+        h("dt", {}, "Verifier key"), h("dd", {}, h("code", {}, checkpoint.verifier_key), ` (id ${checkpoint.key_id})`)),
       projectId ? h("button", { class: "verify", onclick: () => check(checkpoint) },
         "Verify this project's record in the browser") : "");
   }).catch((error) => {

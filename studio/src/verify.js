@@ -1,5 +1,6 @@
 // An audit bundle checked in the browser, as `events/bundle.py` `verify` checks it:
-// the checkpoint's Ed25519 signature with the server's public key, every event's
+// the checkpoint's Ed25519 signature with the server's public key (a C2SP signed
+// note's body, or the JSON statement of a checkpoint signed before those), every event's
 // content hash, DAID hash and chain link recomputed from its fields (events/records.py,
 // events/integrity.py), and each event's RFC 6962 inclusion proof against the signed
 // root (events/merkle.py). WebCrypto only (SHA-256 and Ed25519 of crypto.subtle).
@@ -15,7 +16,9 @@
 // times without an offset or in ISO basic format), this module refuses them: it may
 // report a bundle broken that Python accepts, never accept one that Python refuses.
 // Python gives up at the first break; this module carries on and lists every problem
-// (problems[0] is the first break Python reports, in the same words).
+// (problems[0] is the first break Python reports, in the same words). The events'
+// C2SP receipts, which Python also checks, are left to Python: each holds the same
+// inclusion proof and checkpoint that are checked here.
 
 const LOG_NAME = "collab-audit-v1";
 const FORMAT = "collab-audit-bundle/1";
@@ -357,28 +360,50 @@ export async function inclusionProblem(leaf, index, size, proof, root) {
   return equal(current, root) ? null : "inclusion proof leads to a different root";
 }
 
-/** The checkpoint's signed statement (events/checkpoints.py statement). */
+const toBase64 = (bytes) => btoa(String.fromCharCode(...bytes));
+
+/** The bytes the checkpoint's signature covers (events/checkpoints.py): the C2SP
+ * checkpoint body (origin, size, base64 root, a line each), or for a checkpoint signed
+ * before checkpoints were signed notes (no origin) the canonical JSON statement. */
 export function statement(checkpoint) {
+  if (checkpoint.origin !== null) {
+    return text.encode(`${checkpoint.origin}\n${checkpoint.treeSize}\n${toBase64(checkpoint.root)}\n`);
+  }
   return text.encode(canonicalJson({
     key_id: checkpoint.keyId, log: LOG_NAME, root: toHex(checkpoint.root),
     signed_at: utcText(checkpoint.signedAt), tree_size: checkpoint.treeSize,
   }));
 }
 
-/** The public key's raw 32 bytes: base64 text as GET /api/audit/checkpoint gives it
- * (`public_key`), or the bytes themselves. */
+/** The public key's raw 32 bytes, from base64 text as GET /api/audit/checkpoint gives
+ * it (`public_key`), a signed-note verifier key as `collab audit public-key` prints it
+ * (name+keyid+base64(0x01 || key), `verifier_key`), or the bytes themselves. */
 export function publicKeyBytes(key) {
-  const raw = typeof key === "string" ? fromBase64(key) : new Uint8Array(key);
+  const parts = typeof key === "string" ? verifierKeyParts(key) : null;
+  const raw = parts ? parts.raw : typeof key === "string" ? fromBase64(key) : new Uint8Array(key);
   if (raw.length !== 32) throw new Error("expected 32 bytes");
   return raw;
+}
+
+function verifierKeyParts(key) {
+  const match = /^([^+\s]+)\+([0-9a-fA-F]{8})\+([A-Za-z0-9+/=]+)$/.exec(key.trim());
+  if (!match) return null;
+  const typed = fromBase64(match[3]);
+  if (typed[0] !== 1) throw new Error("not an Ed25519 verifier key (type byte 0x01)");
+  return { name: match[1], hint: match[2].toLowerCase(), raw: typed.slice(1) };
 }
 
 async function signatureProblem(checkpoint, publicKey) {
   let raw;
   try {
     raw = publicKeyBytes(publicKey);
+    const parts = typeof publicKey === "string" ? verifierKeyParts(publicKey) : null;
+    if (parts) {
+      const id = await sha256(concat(text.encode(`${parts.name}\n`), Uint8Array.of(1), raw));
+      if (toHex(id.slice(0, 4)) !== parts.hint) throw new Error(`verifier key ${parts.name}: its key id does not match its key`);
+    }
   } catch (error) {
-    return `not an Ed25519 public key (base64 of 32 bytes expected): ${error.message}`;
+    return `not an Ed25519 public key (base64 of 32 bytes, or a verifier key name+keyid+base64, expected): ${error.message}`;
   }
   const keyId = toHex(await sha256(raw)).slice(0, 16);
   const n = checkpoint.treeSize;
@@ -438,6 +463,7 @@ export async function verifyBundle(bundle, publicKey) {
       signedAt: isoMicroseconds(pyStr(raw.signed_at)),
       keyId: pyStr(raw.key_id),
       signature: fromBase64(pyStr(raw.signature)),
+      origin: raw.origin === undefined || raw.origin === null ? null : pyStr(raw.origin),
     };
     if (!Array.isArray(bundle.events)) throw new Error("events is not a list");
     events = bundle.events.map((e, index) => {

@@ -25,7 +25,7 @@ from uuid import NAMESPACE_URL, uuid5
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from events import bundle, merkle
-from events.checkpoints import Signer, public_key_text
+from events.checkpoints import Checkpoint, Signer, public_key_text, statement
 from events.models import (
     AnalysisRecorded,
     DocUpdated,
@@ -251,7 +251,8 @@ def main() -> None:
         for level, index, value in builder.append(merkle.leaf_hash(event.hash)):
             nodes[(level, index)] = value
     size = len(log) - 2
-    signer = Signer(Ed25519PrivateKey.generate())
+    private = Ed25519PrivateKey.generate()
+    signer = Signer(private, "collab.example/audit")
     checkpoint = signer.sign(size, merkle.root(size, nodes), START + timedelta(hours=1))
     proofs = {
         e.position: merkle.inclusion_proof(e.position - 1, size, nodes)
@@ -266,6 +267,7 @@ def main() -> None:
         checkpoint=checkpoint,
         proofs=proofs,
         public_key=key,
+        note=checkpoint.note(signer.public_key),
     )
     text = jsontext.dumps(data)  # the body of GET /api/projects/{id}/audit-bundle
 
@@ -284,9 +286,33 @@ def main() -> None:
     if wrong is None or "not by the given key" not in wrong.found:
         fail(f"another key: expected a key id break, got {wrong}")
 
+    # A checkpoint signed as before checkpoints were signed notes (no origin: its
+    # signature covers the JSON statement), with the same key.
+    legacy_checkpoint = Checkpoint(
+        size,
+        checkpoint.root,
+        checkpoint.signed_at,
+        signer.key_id,
+        private.sign(statement(size, checkpoint.root, checkpoint.signed_at, signer.key_id)),
+    )
+    legacy = jsontext.dumps(
+        bundle.build(
+            project_id=PROJECT,
+            stream_id=STREAM,
+            events=events,
+            checkpoint=legacy_checkpoint,
+            proofs=proofs,
+            public_key=key,
+        )
+    )
+    if not bundle.verify(json.loads(legacy), signer.public_key).ok:
+        fail("the bundle with a checkpoint signed as JSON does not verify")
+
     (HERE / "fixtures").mkdir(exist_ok=True)
     (HERE / "fixtures" / "bundle.json").write_text(text + "\n", encoding="utf-8")
-    (HERE / "fixtures" / "public_key.txt").write_text(key + "\n", encoding="utf-8")
+    (HERE / "fixtures" / "bundle_legacy.json").write_text(legacy + "\n", encoding="utf-8")
+    # as `collab audit public-key > f` writes it: a signed-note verifier key
+    (HERE / "fixtures" / "public_key.txt").write_text(signer.verifier_key + "\n", encoding="utf-8")
     sys.stdout.write(
         f"OK: {good.events} events, {good.proven} proven at tree size {good.tree_size},"
         f" key id {signer.key_id}; Python's verify agrees on the good and tampered bundles\n"

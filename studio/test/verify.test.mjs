@@ -7,7 +7,7 @@ import { readFileSync, existsSync } from "node:fs";
 import { spawnSync } from "node:child_process";
 import { fileURLToPath } from "node:url";
 
-import { canonicalJson, parseJson, verifyBundle } from "../src/verify.js";
+import { canonicalJson, fromBase64, parseJson, verifyBundle } from "../src/verify.js";
 
 const fixture = (name) => readFileSync(new URL(`fixtures/${name}`, import.meta.url), "utf8");
 const TEXT = fixture("bundle.json");
@@ -34,7 +34,12 @@ const CASES = {
   "a changed payload": () => tampered((b) => { b.events[1].payload = "AAE="; }),
   "reordered parents": () => tampered((b) => { b.events[2].parents.reverse(); }),
   "a dropped event": () => tampered((b) => { b.events.splice(2, 1); }),
+  "a changed checkpoint origin": () => tampered((b) => { b.checkpoint.origin = "elsewhere.example/log"; }),
+  "a checkpoint passed off as signed before signed notes": () => tampered((b) => { b.checkpoint.origin = null; }),
 };
+// The same log under a checkpoint signed before checkpoints were signed notes (its
+// signature covers the JSON statement), with the same key.
+const LEGACY = fixture("bundle_legacy.json");
 
 // Other spellings of the same values: Python reads them to the same bytes.
 const SAME = {
@@ -52,6 +57,19 @@ test("the bundle as `collab audit export` writes it (non-ASCII as \\u escapes) v
   const ascii = TEXT.replace(/[^\x00-\x7f]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
   assert.notEqual(ascii, TEXT);
   assert.equal((await verifyBundle(ascii, KEY)).ok, true);
+});
+
+test("a checkpoint signed as JSON, before signed notes, verifies", async () => {
+  const report = await verifyBundle(LEGACY, KEY);
+  assert.deepEqual(report, { ok: true, events: 8, proven: 7, unproven: 1, treeSize: 10, problems: [] });
+  assert.equal(parseJson(LEGACY).checkpoint.origin, null);
+});
+
+test("the key as base64 of its raw bytes verifies too", async () => {
+  const raw = Buffer.from(fromBase64(parseJson(TEXT).public_key)).toString("base64");
+  assert.equal((await verifyBundle(TEXT, raw)).ok, true);
+  const forged = KEY.replace(/\+[0-9a-f]{8}\+/, "+00000000+");
+  assert.match((await verifyBundle(TEXT, forged)).problems[0], /its key id does not match its key/);
 });
 
 test("other spellings of the same values verify", async () => {
@@ -150,6 +168,7 @@ json.dump(out, sys.stdout)
 test("Python's events.bundle.verify agrees on every case", async () => {
   assert.ok(existsSync(PYTHON), `${PYTHON} is missing: create the repository's .venv first (.ci/run does)`);
   const cases = [["the good bundle", TEXT, KEY], ["a wrong public key", TEXT, await otherKey()],
+    ["a checkpoint signed as JSON", LEGACY, KEY],
     ...Object.entries({ ...CASES, ...SAME }).map(([name, make]) => [name, make(), KEY])];
   const run = spawnSync(PYTHON, ["-c", JUDGE], {
     input: JSON.stringify(cases.map(([, bundle, key]) => ({ bundle, key }))),
