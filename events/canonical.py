@@ -11,8 +11,11 @@ import hashlib
 import json
 import math
 import re
+from collections.abc import Callable
 from decimal import Decimal
-from typing import Any
+from typing import Any, Final
+
+import rfc8785
 
 JsonValue = Any
 
@@ -99,6 +102,35 @@ def canonical_json(value: JsonValue) -> str:
 
 def canonical_bytes(value: JsonValue) -> bytes:
     return canonical_json(value).encode("utf-8")
+
+
+#: the hashing scheme of events appended since 2026-12-04: RFC 8785 (JSON
+#: Canonicalization Scheme), recorded in each such event's metadata under SCHEME_KEY;
+#: events without it were hashed over :func:`canonical_json`
+JCS: Final = "rfc8785"
+SCHEME_KEY: Final = "hash_scheme"
+
+
+class UnknownScheme(ValueError):
+    """An event names a hashing scheme this code does not know."""
+
+
+def jcs_bytes(value: JsonValue) -> bytes:
+    """RFC 8785 canonical JSON (the ``rfc8785`` package); raises ``ValueError`` for what
+    JCS cannot write exactly: integers beyond ±2^53, non-finite numbers."""
+    try:
+        return rfc8785.dumps(value)
+    except rfc8785.CanonicalizationError as exc:
+        raise ValueError(f"not representable in RFC 8785 JSON: {exc}") from None
+
+
+def hashing_bytes(scheme: object) -> Callable[[JsonValue], bytes]:
+    """The canonical form an event's hashes are taken over, by its recorded scheme."""
+    if scheme is None:
+        return canonical_bytes
+    if scheme == JCS:
+        return jcs_bytes
+    raise UnknownScheme(f"unknown hashing scheme {scheme!r} (known: {JCS!r}, or none)")
 
 
 def sha256_hex(data: bytes) -> str:

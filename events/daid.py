@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -126,10 +126,15 @@ def is_valid(text: str) -> bool:
     return True
 
 
-def content_hash16(content: JsonValue, parents: Iterable[str]) -> str:
-    """First 16 hex digits of SHA-256 over the canonical content and sorted parent DAIDs."""
+def content_hash16(
+    content: JsonValue,
+    parents: Iterable[str],
+    encode: Callable[[JsonValue], bytes] = canonical_bytes,
+) -> str:
+    """First 16 hex digits of SHA-256 over the canonical content and sorted parent DAIDs
+    (``encode``: the event's hashing scheme, ``events.canonical.hashing_bytes``)."""
     body = {"content": content, "parents": sorted(set(parents))}
-    return hashlib.sha256(canonical_bytes(body)).hexdigest()[:16]
+    return hashlib.sha256(encode(body)).hexdigest()[:16]
 
 
 def generate(

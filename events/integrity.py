@@ -12,13 +12,22 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from events import daid as daid_module
+from events.canonical import UnknownScheme
 from events.errors import DaidError
-from events.records import GENESIS_HASH, StoredEvent, chain_hash, daid_body, stored_content_hash
+from events.records import (
+    GENESIS_HASH,
+    StoredEvent,
+    chain_hash,
+    daid_body,
+    hashing,
+    stored_content_hash,
+)
 
 
 def stored_daid_hash16(event: StoredEvent) -> str:
-    """What the DAID of a stored row must end with, recomputed from the row."""
-    return daid_module.content_hash16(daid_body(event), event.parents)
+    """What the DAID of a stored row must end with, recomputed from the row in its
+    hashing scheme."""
+    return daid_module.content_hash16(daid_body(event), event.parents, hashing(event))
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +84,12 @@ class ChainVerifier:
         state = self._streams.setdefault(event.stream_id, _StreamState())
         if event.stream_version != state.version + 1:
             return broken("stream version", state.version + 1, event.stream_version)
-        recomputed = stored_content_hash(event)
+        try:
+            recomputed = stored_content_hash(event)
+        except UnknownScheme as exc:
+            return broken("hash scheme", "none or rfc8785", str(exc))
+        except ValueError as exc:
+            return broken("content hash", "canonical JSON", str(exc))
         if recomputed != event.content_hash:
             return broken("content hash", recomputed.hex(), event.content_hash.hex())
         try:

@@ -6,6 +6,11 @@ The hashes defined here are the integrity contract shared by the append path and
 * ``content_hash`` = SHA-256 of the canonical JSON of everything the writer chose:
   stream, event id, type, schema version, data, SHA-256 of the payload, metadata,
   DAID and parent DAIDs. Computed before the append.
+* The canonical JSON is RFC 8785's (JCS) for events whose metadata says
+  ``"hash_scheme": "rfc8785"``: every event appended since 2026-12-04 whose values JCS
+  can write exactly (not an integer beyond ±2^53). Events without it were hashed over
+  ``events.canonical.canonical_json``, and verify as such. The DAID's hash16 uses the
+  same scheme as its event.
 * ``hash`` (the chain link) = SHA-256(``prev_hash`` ‖ ``content_hash`` ‖
   be64(stream version) ‖ be64(global position) ‖ be64(recorded_at in µs since the
   epoch)). Computed by the database inside the append, where version, position and
@@ -18,8 +23,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
@@ -27,7 +33,14 @@ from typing import Any
 from uuid import UUID, uuid4
 
 from events import daid as daid_module
-from events.canonical import canonical_bytes, canonical_json, sha256_hex
+from events.canonical import (
+    JCS,
+    SCHEME_KEY,
+    canonical_json,
+    hashing_bytes,
+    jcs_bytes,
+    sha256_hex,
+)
 from events.models import DomainEvent, EventMetadata, Json, registry
 
 GENESIS_HASH = bytes(32)
@@ -104,14 +117,23 @@ def prepare(stream_id: str, new: NewEvent, *, moment: datetime | None = None) ->
     for parent in parents:
         daid_module.parse(parent)
     data_json = canonical_json(data)
-    metadata_json = _metadata_json(new.metadata)
-    # UUIDs, hex digests and validated DAIDs need no JSON escaping.
+    metadata = _metadata(new.metadata)
+    data_jcs = _jcs(data, data_json) if metadata.jcs is not None else None
+    # The hash documents are built from the same pieces in either scheme: their keys
+    # are ASCII (sorted alike by code point and by UTF-16 unit), and UUIDs, hex digests
+    # and validated DAIDs need no escaping.
+    if data_jcs is not None and metadata.jcs is not None:
+        metadata_json, hashed_data, hashed_metadata = metadata.stored_jcs, data_jcs, metadata.jcs
+        quoted = _jcs_string
+    else:
+        metadata_json = hashed_metadata = metadata.plain
+        hashed_data, quoted = data_json, _json_string
     digest = f'"{sha256_hex(payload)}"' if payload is not None else "null"
     event_id = f'"{new.event_id}"'
-    stream = _json_string(stream_id)
-    event_type = _json_string(event.event_type)
+    stream = quoted(stream_id)
+    event_type = quoted(event.event_type)
     body = (
-        f'{{"data":{data_json},"event_id":{event_id},"payload_sha256":{digest},'
+        f'{{"data":{hashed_data},"event_id":{event_id},"payload_sha256":{digest},'
         f'"schema_version":{event.schema_version},"stream_id":{stream},"type":{event_type}}}'
     )
     sorted_parents = _string_list(sorted(set(parents)))
@@ -129,8 +151,8 @@ def prepare(stream_id: str, new: NewEvent, *, moment: datetime | None = None) ->
     )
     parents_json = _string_list(parents)
     document = (
-        f'{{"daid":"{daid}","data":{data_json},"event_id":{event_id},'
-        f'"metadata":{metadata_json},"parents":{parents_json},'
+        f'{{"daid":"{daid}","data":{hashed_data},"event_id":{event_id},'
+        f'"metadata":{hashed_metadata},"parents":{parents_json},'
         f'"payload_sha256":{digest},"schema_version":{event.schema_version},'
         f'"stream_id":{stream},"type":{event_type}}}'
     )
@@ -149,10 +171,47 @@ def prepare(stream_id: str, new: NewEvent, *, moment: datetime | None = None) ->
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _Metadata:
+    #: as stored without a scheme (canonical_json), which is also what it is hashed as
+    plain: str
+    #: as stored with the scheme named, and its RFC 8785 form (None: JCS cannot write it)
+    stored_jcs: str
+    jcs: str | None
+
+
 @lru_cache(maxsize=1024)
-def _metadata_json(metadata: EventMetadata) -> str:
+def _metadata(metadata: EventMetadata) -> _Metadata:
     # Callers reuse one metadata object for many events (a batch, a connection).
-    return canonical_json(metadata.model_dump(mode="json"))
+    fields = metadata.model_dump(mode="json")
+    named = {**fields, SCHEME_KEY: JCS}
+    stored = canonical_json(named)
+    return _Metadata(canonical_json(fields), stored, _jcs(named, stored))
+
+
+#: canonical JSON that may differ from RFC 8785's: a float (a digit then "." or an
+#: exponent), or an integer of 16 digits or more (2^53 has 16)
+_NOT_JCS_ALIKE = re.compile(r"[0-9][.eE]|[0-9]{16}")
+
+
+def _jcs(value: Any, canonical: str) -> str | None:
+    """RFC 8785 text of ``value`` (None when it has none), given its canonical JSON.
+
+    The two agree on ASCII text without floats or large integers (same escapes, same
+    integers, and ASCII keys sort alike by code point and by UTF-16 unit): most live
+    updates' data, which is then not encoded twice.
+    """
+    if canonical.isascii() and _NOT_JCS_ALIKE.search(canonical) is None:
+        return canonical
+    try:
+        return jcs_bytes(value).decode()
+    except ValueError:
+        return None
+
+
+@lru_cache(maxsize=1024)
+def _jcs_string(text: str) -> str:
+    return jcs_bytes(text).decode()
 
 
 @lru_cache(maxsize=1024)
@@ -177,15 +236,22 @@ def daid_body(event: StoredEvent) -> dict[str, Any]:
     }
 
 
+def hashing(event: StoredEvent) -> Callable[[Any], bytes]:
+    """The canonical form the event's hashes were taken over, by the scheme its metadata
+    names; raises ``events.canonical.UnknownScheme`` for one this code does not know."""
+    return hashing_bytes(event.metadata.get(SCHEME_KEY))
+
+
 def stored_content_hash(event: StoredEvent) -> bytes:
-    """The content hash of a stored row, by definition (see the module docstring)."""
+    """The content hash of a stored row, by definition (see the module docstring).
+    Raises ValueError when the row cannot be written in its scheme."""
     document = {
         **daid_body(event),
         "daid": event.daid,
         "metadata": event.metadata,
         "parents": list(event.parents),
     }
-    return hashlib.sha256(canonical_bytes(document)).digest()
+    return hashlib.sha256(hashing(event)(document)).digest()
 
 
 def microseconds(moment: datetime) -> int:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import uuid
 from datetime import UTC, datetime
 
+import rfc8785
+
 from events import EventMetadata, NewEvent
 from events import daid as daid_module
+from events.canonical import canonical_bytes
 from events.models import AnalysisRecorded, DocUpdated, ProjectCreated
 from events.records import StoredEvent, daid_body, prepare, stored_content_hash
 from tests.test_canonical import _random_value
@@ -37,6 +41,7 @@ def _as_stored(prepared, stream_id: str) -> StoredEvent:
 
 def test_prepared_hashes_match_their_definitions():
     rng = random.Random(3)
+    schemes: dict[str | None, int] = {}
     for index in range(300):
         metadata = EventMetadata(
             actor=rng.choice(["alice", "bøb", 'svc "q"']),
@@ -63,5 +68,19 @@ def test_prepared_hashes_match_their_definitions():
         prepared = prepare(stream_id, NewEvent(event, metadata, uuid.uuid4(), parents))
         stored = _as_stored(prepared, stream_id)
         assert stored_content_hash(stored) == prepared.content_hash
-        expected16 = daid_module.content_hash16(daid_body(stored), parents)
+        scheme = stored.metadata.get("hash_scheme")
+        schemes[scheme] = schemes.get(scheme, 0) + 1
+        encode = rfc8785.dumps if scheme == "rfc8785" else canonical_bytes
+        expected16 = daid_module.content_hash16(daid_body(stored), parents, encode)
         assert daid_module.parse(prepared.daid).hash16 == expected16
+        # the content hash by definition, with the rfc8785 package itself for JCS events
+        document = {
+            **daid_body(stored),
+            "daid": stored.daid,
+            "metadata": stored.metadata,
+            "parents": list(stored.parents),
+        }
+        assert hashlib.sha256(encode(document)).digest() == prepared.content_hash
+    # JCS wherever it can write the event; integers beyond 2^53 keep the older scheme
+    assert set(schemes) == {"rfc8785", None}
+    assert schemes["rfc8785"] > schemes[None]

@@ -143,6 +143,49 @@ export function canonicalJson(value) {
   throw new Error(`${typeof value} is not a JSON value`);
 }
 
+// -- RFC 8785 (events/canonical.py jcs_bytes) -----------------------------------------
+
+/** RFC 8785 (JCS) text: the scheme takes its number and string forms from ECMAScript,
+ * so JSON.stringify writes them, and its key order is JavaScript's own string order
+ * (UTF-16 units). Written out rather than taken from a package because the values here
+ * are parseJson's (JsonFloat, BigInt). An integer beyond 2^53 has no JCS form: the
+ * server hashes such events in the older scheme, so one here is a tampered bundle. */
+export function jcs(value) {
+  if (value === null || value === true || value === false) return String(value);
+  if (typeof value === "string") {
+    if (LONE_SURROGATE.test(value)) throw new Error("a string holds a lone surrogate (not UTF-8)");
+    return JSON.stringify(value);
+  }
+  if (typeof value === "bigint") {
+    if (value > BigInt(Number.MAX_SAFE_INTEGER) || value < -BigInt(Number.MAX_SAFE_INTEGER)) {
+      throw new Error(`not representable in RFC 8785 JSON: ${value}`);
+    }
+    return JSON.stringify(Number(value));
+  }
+  const number = value instanceof JsonFloat ? value.value : value;
+  if (typeof number === "number") {
+    if (!Number.isFinite(number)) throw new Error(`not representable in RFC 8785 JSON: ${number}`);
+    return JSON.stringify(number);
+  }
+  if (Array.isArray(value)) return `[${value.map(jcs).join(",")}]`;
+  if (typeof value === "object") {
+    return `{${Object.keys(value).sort().map((k) => `${jcs(k)}:${jcs(value[k])}`).join(",")}}`;
+  }
+  throw new Error(`${typeof value} is not a JSON value`);
+}
+
+/** The canonical form an event's hashes were taken over, by the scheme its metadata
+ * names (events/records.py hashing). */
+function hashingText(metadata) {
+  const scheme = Object.hasOwn(metadata, "hash_scheme") ? metadata.hash_scheme : null;
+  if (scheme === null) return canonicalJson;
+  if (scheme === "rfc8785") return jcs;
+  const shown = typeof scheme === "string" ? `'${scheme}'` : JSON.stringify(scheme);
+  throw new UnknownScheme(`unknown hashing scheme ${shown} (known: 'rfc8785', or none)`);
+}
+
+class UnknownScheme extends Error {}
+
 // -- bytes ----------------------------------------------------------------------------
 
 export const toHex = (bytes) => Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
@@ -328,12 +371,14 @@ async function recompute(e) {
   };
   const out = {};
   try {
+    const encode = hashingText(e.metadata);
     const document = { ...body, daid: e.daid, metadata: e.metadata, parents: e.parents };
-    out.contentHash = await sha256(text.encode(canonicalJson(document)));
+    out.contentHash = await sha256(text.encode(encode(document)));
     const parents = [...new Set(e.parents)].sort(byCodePoint);
-    out.hash16 = toHex(await sha256(text.encode(canonicalJson({ content: body, parents })))).slice(0, 16);
+    out.hash16 = toHex(await sha256(text.encode(encode({ content: body, parents })))).slice(0, 16);
   } catch (error) {
-    out.canonicalError = error.message;
+    if (error instanceof UnknownScheme) out.schemeError = error.message;
+    else out.canonicalError = error.message;
   }
   try {
     out.link = await sha256(concat(e.prevHash, e.contentHash, be64(e.version, e.position, e.recordedAt)));
@@ -502,6 +547,7 @@ export async function verifyBundle(bundle, publicKey) {
     const chained = (() => {
       if (e.position <= lastPosition) return broken("position order", `> ${lastPosition}`, e.position), false;
       if (e.version !== state.version + 1n) return broken("stream version", state.version + 1n, e.version), false;
+      if (f.schemeError) return broken("hash scheme", "none or rfc8785", f.schemeError), false;
       if (f.canonicalError) return broken("content hash", "canonical JSON", f.canonicalError), false;
       if (!equal(f.contentHash, e.contentHash)) return broken("content hash", toHex(f.contentHash), toHex(e.contentHash) + hint), false;
       let hash16;

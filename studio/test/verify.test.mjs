@@ -7,7 +7,7 @@ import { readFileSync, existsSync } from "node:fs";
 import { spawnSync } from "node:child_process";
 import { fileURLToPath } from "node:url";
 
-import { canonicalJson, fromBase64, parseJson, verifyBundle } from "../src/verify.js";
+import { canonicalJson, fromBase64, jcs, parseJson, verifyBundle } from "../src/verify.js";
 
 const fixture = (name) => readFileSync(new URL(`fixtures/${name}`, import.meta.url), "utf8");
 const TEXT = fixture("bundle.json");
@@ -34,6 +34,8 @@ const CASES = {
   "a changed payload": () => tampered((b) => { b.events[1].payload = "AAE="; }),
   "reordered parents": () => tampered((b) => { b.events[2].parents.reverse(); }),
   "a dropped event": () => tampered((b) => { b.events.splice(2, 1); }),
+  "a dropped hash scheme": () => tampered((b) => { delete b.events[1].metadata.hash_scheme; }),
+  "an unknown hash scheme": () => tampered((b) => { b.events[2].metadata.hash_scheme = "sha3-json"; }),
   "a changed checkpoint origin": () => tampered((b) => { b.checkpoint.origin = "elsewhere.example/log"; }),
   "a checkpoint passed off as signed before signed notes": () => tampered((b) => { b.checkpoint.origin = null; }),
 };
@@ -70,6 +72,22 @@ test("the key as base64 of its raw bytes verifies too", async () => {
   assert.equal((await verifyBundle(TEXT, raw)).ok, true);
   const forged = KEY.replace(/\+[0-9a-f]{8}\+/, "+00000000+");
   assert.match((await verifyBundle(TEXT, forged)).problems[0], /its key id does not match its key/);
+});
+
+test("RFC 8785's own examples come out as the RFC writes them", () => {
+  // Appendix B's numbers (IEEE 754 bits and canonical text) and section 3.2.2's example
+  const numbers = [["0000000000000000", "0"], ["8000000000000000", "0"], ["0000000000000001", "5e-324"],
+    ["7fefffffffffffff", "1.7976931348623157e+308"], ["4430000000000000", "295147905179352830000"],
+    ["44b52d02c7e14af6", "1e+23"], ["444b1ae4d6e2ef50", "1e+21"], ["3eb0c6f7a0b5ed8c", "9.999999999999997e-7"],
+    ["3eb0c6f7a0b5ed8d", "0.000001"], ["41b3de4355555557", "333333333.33333343"],
+    ["becbf647612f3696", "-0.0000033333333333333333"], ["43143ff3c1cb0959", "1424953923781206.2"]];
+  for (const [bits, want] of numbers) assert.equal(jcs(Buffer.from(bits, "hex").readDoubleBE(0)), want, bits);
+  const example = parseJson('{"numbers": [333333333.33333329, 1E30, 4.50, 2e-3, 0.000000000000000000000000001],'
+    + ' "string": "\\u20ac$\\u000F\\u000aA\'\\u0042\\u0022\\u005c\\\\\\"\\/", "literals": [null, true, false]}');
+  assert.equal(jcs(example), '{"literals":[null,true,false],"numbers":[333333333.3333333,1e+30,4.5,0.002,1e-27],'
+    + '"string":"€$\\u000f\\nA\'B\\"\\\\\\\\\\"/"}');
+  assert.equal(jcs({ "\u20ac": 1, "\r": 2, "\ufb33": 3, "1": 4, "\ud83d\ude00": 5, "\u0080": 6, "\u00f6": 7 }),
+    '{"\\r":2,"1":4,"\u0080":6,"ö":7,"€":1,"😀":5,"\ufb33":3}');
 });
 
 test("other spellings of the same values verify", async () => {
