@@ -202,3 +202,17 @@ async def test_receipts_verify_in_go_and_python_and_every_tampering_is_caught(
     broken = bundle_module.verify(bundle, key).first_break
     assert broken is not None
     assert (broken.position, broken.check) == (covered[0]["position"], "receipt")
+
+
+def test_an_origin_no_signed_note_can_carry_is_refused_at_start(
+    database_url: str, tmp_path: Path
+) -> None:
+    refused = run_collab(
+        database_url,
+        "audit",
+        "public-key",
+        COLLAB_AUDIT_KEY_FILE=str(tmp_path / "key.pem"),
+        COLLAB_AUDIT_ORIGIN="my log",
+    )
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "'my log' cannot be a log origin" in refused.stderr

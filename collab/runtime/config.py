@@ -255,7 +255,7 @@ class Settings(BaseSettings):
     checkpoint_seconds: float = Field(default=_AUDIT.checkpoint_seconds, gt=0, le=86_400)
     #: origin line of the signed checkpoints (C2SP tlog-checkpoint), for example
     #: collab.example.com/audit; default: collab.audit/<the key's fingerprint>
-    audit_origin: str | None = Field(default=None, min_length=1, max_length=200)
+    audit_origin: str | None = Field(default=None, max_length=200)
 
     @field_validator("database_url")
     @classmethod
@@ -270,7 +270,8 @@ class Settings(BaseSettings):
     @field_validator("audit_origin")
     @classmethod
     def _check_origin(cls, value: str | None) -> str | None:
-        return None if value is None else check_origin(value)
+        # empty (as compose passes an unset variable): derived from the key
+        return None if value in (None, "") else check_origin(str(value))
 
     @field_validator("redis_url")
     @classmethod
