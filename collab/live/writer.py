@@ -9,6 +9,13 @@ nothing becomes visible before it is durable.
 If the store cannot be reached (after its own retries) every event of the batch fails
 with that error; the queue is bounded (``max_pending``) so that an outage refuses new
 updates instead of buffering them without limit.
+
+Overload costs latency before it costs connections: once half of ``max_pending``
+events wait, the writer says it is :attr:`~GroupCommitWriter.congested` until the
+queue is back under a quarter. The sockets stop reading editors' frames meanwhile
+(their updates wait in the clients and in TCP) and new connections are refused with
+1013, so the queue's limit, which closes the sender with 1013, is the last resort
+for what was already read.
 """
 
 from __future__ import annotations
@@ -76,6 +83,12 @@ class GroupCommitWriter:
         self._window = window
         self._max_batch = max_batch
         self._max_pending = max_pending
+        #: congestion starts at the high mark and ends at the low one
+        self._high = max(1, max_pending // 2)
+        self._low = max_pending // 4
+        #: set while the writer takes more: readers wait on it while it is not
+        self._room_for_more = asyncio.Event()
+        self._room_for_more.set()
         self._queue: deque[_Pending] = deque()
         self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
@@ -110,7 +123,29 @@ class GroupCommitWriter:
         self._queue.append(_Pending(stream_id, event, on_committed, on_failed, future))
         self._idle.clear()
         self._wakeup.set()
+        if len(self._queue) >= self._high and self._room_for_more.is_set():
+            self._room_for_more.clear()
+            self._metrics.intake_paused.set(1)
+            log.warning(
+                "updates wait for the database: editors' sockets are not read for now",
+                waiting=len(self._queue),
+            )
         return future
+
+    @property
+    def congested(self) -> bool:
+        """Whether so many updates wait that readers should stop taking more."""
+        return not self._room_for_more.is_set()
+
+    async def room_for_more(self) -> None:
+        """Return once the writer is not congested (at once when it is not)."""
+        await self._room_for_more.wait()
+
+    def _relieve(self) -> None:
+        if not self._room_for_more.is_set() and (len(self._queue) <= self._low or self._closed):
+            self._room_for_more.set()
+            self._metrics.intake_paused.set(0)
+            log.info("updates caught up: sockets are read again", waiting=len(self._queue))
 
     async def flush(self) -> None:
         """Wait until every event submitted so far has been decided."""
@@ -119,6 +154,7 @@ class GroupCommitWriter:
     async def close(self) -> None:
         """Refuse new events, write the queued ones, stop."""
         self._closed = True
+        self._relieve()  # waiting readers go on, and are refused
         await self.flush()
         if self._task is not None:
             self._task.cancel()
@@ -142,6 +178,7 @@ class GroupCommitWriter:
             # The callbacks hold their rooms and connections: do not keep them alive
             # while waiting for the next batch.
             del batch
+            self._relieve()
 
     async def _commit(self, batch: list[_Pending]) -> None:
         by_stream: dict[str, list[_Pending]] = {}

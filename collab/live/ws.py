@@ -223,8 +223,8 @@ async def endpoint(websocket: WebSocket) -> None:
     try:
         if isinstance(refusal, tuple):
             connection.close(*refusal)
-        elif live.draining:
-            connection.close(CloseCode.SERVICE_RESTART, "server is restarting")
+        elif (busy := _busy(live)) is not None:
+            connection.close(*busy)
         else:
             expiry = _close_on_expiry(connection)
             room = await _room(live, connection, project_id)
@@ -253,6 +253,19 @@ async def endpoint(websocket: WebSocket) -> None:
             connection.room = None
             live.rooms.release(room)
         live.metrics.connections.dec()
+
+
+def _busy(live: Live) -> tuple[CloseCode, str] | None:
+    """Why no new connection is taken now, if so: a restart, or an overload."""
+    if live.draining:
+        return CloseCode.SERVICE_RESTART, "server is restarting"
+    if live.writer.congested:
+        live.metrics.refused.labels("overloaded_connect").inc()
+        return (
+            CloseCode.TRY_AGAIN_LATER,
+            "overloaded: updates wait for the database; reconnect later",
+        )
+    return None
 
 
 async def _room(live: Live, connection: Connection, project_id: str) -> Room | None:
@@ -357,7 +370,13 @@ async def _receive(websocket: WebSocket, connection: Connection, room: Room, liv
     limits = live.limits
     # a principal's frames are counted together, whichever socket they come by
     sender = _sender(websocket, connection.principal)
+    writer = live.writer
     while connection.closing is None:
+        if writer.congested and connection.can_write:
+            # Backpressure: the client's frames wait (in it and in TCP) until the
+            # database has caught up, rather than being refused with its connection.
+            await writer.room_for_more()
+            continue
         try:
             message = await websocket.receive()
         except (WebSocketDisconnect, RuntimeError):

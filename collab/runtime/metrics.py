@@ -39,6 +39,11 @@ class Metrics:
         self.refused = Counter(
             "collab_refused_messages", "Messages refused, by reason", ["reason"], registry=r
         )
+        self.intake_paused = Gauge(
+            "collab_intake_paused",
+            "1 while editors' sockets are not read because updates wait for the database",
+            registry=r,
+        )
         self.corrected = Counter(
             "collab_corrected_values",
             "Values outside the document schema that a correcting update put back or removed",
