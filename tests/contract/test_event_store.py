@@ -58,7 +58,8 @@ async def test_append_and_read_back(store: PostgresEventStore):
     assert [e.event_type for e in events] == ["project.created", "doc.updated", "doc.updated"]
     assert events[1].payload == (1).to_bytes(4, "big")
     assert events[1].data == {"client_id": 1}
-    assert events[1].metadata == META.model_dump()
+    # stored as given, plus the scheme its hashes were taken in (docs/event-store.md)
+    assert events[1].metadata == {**META.model_dump(), "hash_scheme": "rfc8785"}
     assert events[2].to_domain() == DocUpdated(update=(2).to_bytes(4, "big"), client_id=2)
     assert [e.daid for e in events] == [*first.daids, *second.daids]
     assert await store.stream_version("project-a") == 3
