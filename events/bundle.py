@@ -134,8 +134,11 @@ class BundleReport:
         return self.first_break is None
 
 
-def verify(bundle: Mapping[str, Any], public_key: Ed25519PublicKey) -> BundleReport:
-    """Check a bundle; the report's ``first_break`` says what failed first."""
+def verify(
+    bundle: Mapping[str, Any], public_key: Ed25519PublicKey, origin: str | None = None
+) -> BundleReport:
+    """Check a bundle (of the log ``origin``, when given: a verifier key names it); the
+    report's ``first_break`` says what failed first."""
     if bundle.get("format") != FORMAT:
         raise BundleError(f"not a {FORMAT} bundle (format is {bundle.get('format')!r})")
     stream_id = str(bundle.get("stream_id"))
@@ -161,6 +164,9 @@ def verify(bundle: Mapping[str, Any], public_key: Ed25519PublicKey) -> BundleRep
         return report(
             0, Break("(checkpoint)", checkpoint.tree_size, "signature", "valid", str(exc))
         )
+    if origin is not None and checkpoint.origin is not None and checkpoint.origin != origin:
+        found = Break("(checkpoint)", checkpoint.tree_size, "origin", origin, checkpoint.origin)
+        return report(0, found)
     chain = ChainVerifier(check_positions=False)
     proven = 0
     for event, proof in parsed:
@@ -190,7 +196,7 @@ def verify(bundle: Mapping[str, Any], public_key: Ed25519PublicKey) -> BundleRep
             return report(proven, found)
         if event.position in texts:
             try:
-                receipts.verify(texts[event.position], event.hash, public_key)
+                receipts.verify(texts[event.position], event.hash, public_key, origin)
             except receipts.ReceiptError as exc:
                 found = Break(stream_id, event.position, "receipt", "valid", str(exc))
                 return report(proven, found)

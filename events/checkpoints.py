@@ -27,7 +27,9 @@ of the public key), which says which key signed a checkpoint whatever its format
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -44,6 +46,8 @@ LOG_NAME = "collab-audit-v1"
 #: the Ed25519 signature type byte of C2SP signed notes
 _ED25519 = b"\x01"
 _DASH = "\u2014"
+#: a signature line: the dash, a key name, base64 of a key id and a signature
+_SIGNATURE_LINE = re.compile("\u2014 [^ +\n]+ [A-Za-z0-9+/]+={0,2}")
 
 
 class CheckpointError(ValueError):
@@ -138,10 +142,12 @@ def verifier_key(name: str, public_key: Ed25519PublicKey) -> str:
     return f"{name}+{note_key_id(name, public_key).hex()}+{encoded}"
 
 
-def parse_note(text: str, public_key: Ed25519PublicKey) -> Checkpoint:
+def parse_note(text: str, public_key: Ed25519PublicKey, expected: str | None = None) -> Checkpoint:
     """The checkpoint a C2SP signed note holds, once its signature by ``public_key``
-    verifies (the signature line named by the origin, with the right key id); raises
-    CheckpointError otherwise. The note carries no time: ``signed_at`` is the epoch."""
+    verifies (the signature line named by the origin, with the right key id) and its
+    origin is ``expected`` when given; raises CheckpointError otherwise. Like Go's
+    ``note.Open``, every line after the blank one must be a signature line. The note
+    carries no time: ``signed_at`` is the epoch."""
     body, separator, signatures = text.partition("\n\n")
     lines = body.split("\n")
     if not separator or len(lines) < 3 or not signatures.endswith("\n"):
@@ -154,8 +160,13 @@ def parse_note(text: str, public_key: Ed25519PublicKey) -> Checkpoint:
         raise CheckpointError(f"malformed checkpoint note: {exc}") from None
     if str(size) != size_text or size < 0 or len(root) != 32:
         raise CheckpointError("malformed checkpoint note: size or root")
+    if expected is not None and origin != expected:
+        raise CheckpointError(f"the note is of the log {origin!r}, not of {expected!r}")
     hint = note_key_id(origin, public_key)
-    for line in signatures[:-1].split("\n"):
+    lines = signatures[:-1].split("\n")
+    if any(not _SIGNATURE_LINE.fullmatch(line) for line in lines):
+        raise CheckpointError("the note has a line after its body that is not a signature")
+    for line in lines:
         dash, _, rest = line.partition(" ")
         name, _, encoded = rest.partition(" ")
         if dash != _DASH or name != origin:
@@ -195,6 +206,18 @@ def statement(tree_size: int, root: bytes, signed_at: datetime, key_id: str) -> 
 def public_key_text(key: Ed25519PublicKey) -> str:
     """The public key as base64 of its 32 raw bytes (the JSON views and bundles)."""
     return base64.b64encode(key.public_bytes(Encoding.Raw, PublicFormat.Raw)).decode()
+
+
+def verifier_name(text: str) -> str | None:
+    """The key name (the log's origin) of a verifier key; None for a raw base64 key."""
+    text = text.strip()
+    with contextlib.suppress(ValueError):
+        if len(base64.b64decode(text, validate=True)) == 32:
+            return None
+    parts = text.split("+", 2)
+    if len(parts) == 3 and re.fullmatch(r"[0-9a-fA-F]{8}", parts[1]):
+        return parts[0]
+    return None
 
 
 def parse_public_key(text: str) -> Ed25519PublicKey:

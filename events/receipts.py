@@ -17,6 +17,7 @@ one given is skipped, as the format asks (it is not authenticated).
 from __future__ import annotations
 
 import base64
+import re
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -25,6 +26,8 @@ from events import merkle
 from events.checkpoints import Checkpoint, CheckpointError, parse_note
 
 HEADER = "c2sp.org/tlog-proof@v1"
+#: an ASCII decimal without leading zeros, within a 64-bit index
+_INDEX = re.compile(r"0|[1-9][0-9]{0,18}")
 MEDIA_TYPE = "text/plain; charset=utf-8"
 
 
@@ -45,9 +48,12 @@ def receipt(index: int, proof: list[bytes], note: str) -> str:
     return "\n".join(lines) + "\n\n" + note
 
 
-def verify(text: str, event_hash: bytes, public_key: Ed25519PublicKey) -> Verified:
+def verify(
+    text: str, event_hash: bytes, public_key: Ed25519PublicKey, origin: str | None = None
+) -> Verified:
     """Check that ``text`` proves the event whose chain hash is ``event_hash`` in a
-    checkpoint signed by ``public_key``; raises ReceiptError saying what fails."""
+    checkpoint signed by ``public_key`` (of the log ``origin``, when given); raises
+    ReceiptError saying what fails."""
     head, separator, note = text.partition("\n\n")
     lines = head.split("\n")
     if not separator or not lines or lines[0] != HEADER:
@@ -58,8 +64,8 @@ def verify(text: str, event_hash: bytes, public_key: Ed25519PublicKey) -> Verifi
     if not rest or not rest[0].startswith("index "):
         raise ReceiptError("the receipt has no index line")
     index_text = rest[0].removeprefix("index ")
-    if not index_text.isdigit() or str(int(index_text)) != index_text:
-        raise ReceiptError(f"malformed index {index_text!r}")
+    if _INDEX.fullmatch(index_text) is None:
+        raise ReceiptError(f"malformed index {index_text[:40]!r}")
     try:
         proof = [base64.b64decode(line, validate=True) for line in rest[1:]]
     except ValueError as exc:
@@ -67,7 +73,7 @@ def verify(text: str, event_hash: bytes, public_key: Ed25519PublicKey) -> Verifi
     if any(len(h) != 32 for h in proof):
         raise ReceiptError("a proof hash is not 32 bytes")
     try:
-        checkpoint = parse_note(note, public_key)
+        checkpoint = parse_note(note, public_key, origin)
     except CheckpointError as exc:
         raise ReceiptError(f"checkpoint: {exc}") from None
     index = int(index_text)

@@ -23,7 +23,7 @@ from music import document
 Id = Annotated[str, Field(min_length=1, max_length=200)]
 Text = Annotated[str, Field(max_length=500)]
 Beats = Annotated[float, Field(ge=0, le=1e7)]
-ParamValue = float | bool | str
+ParamValue = float | bool | Annotated[str, Field(max_length=500)]
 
 
 class EditConflict(ValueError):

@@ -20,7 +20,7 @@ fixes as one transaction and returns its update. Only the places an update wrote
 read, so a fader move checks one number, whatever the size of the project.
 
 The field rules are those of the typed edits (``music.edits``);
-``tests/test_schema.py`` holds the two equal.
+``tests/test_document_schema.py`` holds the two equal.
 """
 
 from __future__ import annotations
@@ -383,9 +383,14 @@ class Fix:
 
     @property
     def reason(self) -> str:
-        where = ".".join(str(step) for step in self.path)
+        where = _cut(".".join(str(step) for step in self.path), 300)
         done = "removed" if self.restore is MISSING else f"restored {_shown(self.restore)}"
-        return f"{where}: {self.problem}; {done}"
+        return f"{where}: {_cut(self.problem, 300)}; {done}"
+
+
+def _cut(text: str, length: int) -> str:
+    """``text`` at most ``length`` characters long (keys and values can be long)."""
+    return text if len(text) <= length else text[: length - 3] + "..."
 
 
 def check(doc: pycrdt.Doc[Any], written: Iterable[Written]) -> list[Fix]:
@@ -398,6 +403,10 @@ def check(doc: pycrdt.Doc[Any], written: Iterable[Written]) -> list[Fix]:
     """
     fixes: dict[Path, Fix] = {}
     for place in reversed(list(written)):
+        key_problem = _key_problem(place.path)
+        if key_problem is not None:
+            fixes[place.path] = Fix(place.path, key_problem)
+            continue
         spec = spec_at(place.path)
         if spec is None:
             continue
@@ -446,6 +455,18 @@ def correct(doc: pycrdt.Doc[Any], fixes: list[Fix]) -> bytes:
                 del parent[index]
 
     return document.transact(doc, change)
+
+
+def _key_problem(path: Path) -> str | None:
+    """What is wrong with the key of a map entry at ``path``, if its map names a rule
+    for its keys (track, clip, parameter ids)."""
+    if len(path) < 2 or not isinstance(path[-1], str):
+        return None
+    parent = spec_at(path[:-1])
+    if not isinstance(parent, MapOf) or parent.key is None:
+        return None
+    problem = parent.key(path[-1])
+    return None if problem is None else f"key {problem}"
 
 
 def _restorable(spec: Spec, old: Any) -> bool:

@@ -247,3 +247,37 @@ def test_a_place_written_several_times_gets_the_newest_valid_value_back() -> Non
         server.apply_update(editor.get_update(before))
     fixes = schema.check(server, watcher.take())
     assert [fix.reason for fix in fixes] == ["meta.tempo: 3000 is above 1000; restored 100"]
+
+
+def test_keys_outside_the_rules_are_removed_and_reasons_stay_short() -> None:
+    editor, server = _two_documents()
+    before = editor.get_state()
+    tracks = editor.get(document.TRACKS, type=pycrdt.Map)
+    with editor.transaction():
+        tracks["k" * 1200] = pycrdt.Map({"volume_db": "loud"})
+        tracks["bass"]["effects"] = pycrdt.Array([pycrdt.Map({"params": pycrdt.Map()})])
+    server.apply_update(editor.get_update(before))
+    before = editor.get_state()
+    tracks["bass"]["effects"][0]["params"][""] = 2.0
+    watcher = schema.Watcher(server)
+    watcher.watching = True
+    server.apply_update(editor.get_update(before))
+    fixes = schema.check(server, watcher.take())
+    assert [fix.reason for fix in fixes] == ["tracks.bass.effects.0.params.: key is empty; removed"]
+    # a whole new entry under a key no id may have: removed, and said in few words
+    editor2, server2 = _two_documents()
+    before = editor2.get_state()
+    editor2.get(document.TRACKS, type=pycrdt.Map)["k" * 1200] = pycrdt.Map({"pan": 9.0})
+    reasons, _ = _corrected(server2, editor2.get_update(before))
+    assert len(reasons) == 1
+    assert reasons[0].endswith("key is longer than 200 characters; removed")
+    assert len(reasons[0]) < 700
+    assert "k" * 1200 not in document.to_json(server2)["tracks"]
+
+
+def test_the_typed_edits_refuse_an_effect_parameter_the_schema_would_remove() -> None:
+    too_long = {"op": "add_effect", "track_id": "t", "type": "eq", "params": {"p": "x" * 501}}
+    with pytest.raises(ValidationError):
+        edits.EditRequest.model_validate({"operations": [too_long]})
+    assert schema.param_value("x" * 501) is not None
+    assert schema.param_value("x" * 500) is None

@@ -427,3 +427,24 @@ async def test_updates_other_nodes_stored_are_not_corrected_here() -> None:
     room.apply_committed(bad_pan, Committed(2, 2, ""), None)
     room.submit(rename, origin=RecordingPeer(), actor="tester")
     assert [type(item.event.event) for item in log.waiting] == [DocUpdated]
+
+
+async def test_a_held_update_does_not_hold_up_anothers_correction() -> None:
+    # One peer's update waits for ids nobody sent; another's bad value is corrected at
+    # once, on what the log will hold (never on the held update's items).
+    room, log = _room()
+    waiting, writer = RecordingPeer(), RecordingPeer()
+    room.attach(waiting)
+    room.attach(writer)
+    assert room.submit(CHILD_OF_9_0, origin=waiting, actor="tester") is None
+    create, bad_pan, _ = _track_edits()
+    room.submit(create, origin=writer, actor="tester")
+    room.submit(bad_pan, origin=writer, actor="tester")
+    assert [type(item.event.event) for item in log.waiting] == [
+        DocUpdated,
+        DocUpdated,
+        DocCorrected,
+    ]
+    log.commit(3)
+    assert document.to_json(room.doc)["tracks"]["bass"]["pan"] == 0.5
+    assert room.doc.get_update() == _replay(log.stored).get_update()

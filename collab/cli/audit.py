@@ -30,6 +30,7 @@ from events.checkpoints import (
     parse_public_key,
     public_key_text,
     verifier_key,
+    verifier_name,
 )
 from events.models import project_stream
 
@@ -55,7 +56,7 @@ def audit_verify(
     settings = settings_or_exit(data_dir=data_dir)
     key = _public_key(public_key, settings, required=bundle is not None)
     if bundle is not None:
-        _verify_bundle(bundle, key)
+        _verify_bundle(bundle, key, verifier_name(public_key) if public_key else None)
         return
     database = database_or_exit(settings)
     report = with_store(
@@ -105,11 +106,11 @@ def _public_key(text: str | None, settings: Settings, *, required: bool) -> Ed25
     return None
 
 
-def _verify_bundle(path: Path, key: Ed25519PublicKey | None) -> None:
+def _verify_bundle(path: Path, key: Ed25519PublicKey | None, origin: str | None) -> None:
     assert key is not None  # noqa: S101 - _public_key required one
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        report = bundle_module.verify(data, key)
+        report = bundle_module.verify(data, key, origin)
     except (OSError, ValueError) as exc:
         typer.echo(f"collab: cannot read bundle {path}: {exc}", err=True)
         raise typer.Exit(EXIT_CONFIG) from None

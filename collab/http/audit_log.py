@@ -65,6 +65,14 @@ def _wants_json(request: Request) -> bool:
 
 
 def _note(checkpoint: Checkpoint, signer: Signer) -> str:
+    if checkpoint.key_id != signer.key_id:
+        # the note's signature line names the signing key by an id of that key, which
+        # this node does not have
+        raise ApiError(
+            409,
+            f"the newest checkpoint was signed with key {checkpoint.key_id}, not this node's"
+            f" {signer.key_id} (COLLAB_AUDIT_KEY_FILE): its note cannot be written here",
+        )
     if checkpoint.origin is None:
         raise ApiError(
             404,
@@ -88,7 +96,9 @@ async def get_checkpoint(request: Request) -> Response:
     return JSONResponse(
         {
             **newest.to_json(),
-            "note": newest.note(signer.public_key) if newest.origin is not None else None,
+            "note": newest.note(signer.public_key)
+            if newest.origin is not None and newest.key_id == signer.key_id
+            else None,
             "public_key": public_key_text(signer.public_key),
             "verifier_key": signer.verifier_key,
             "signed_by_current_key": newest.key_id == signer.key_id,

@@ -136,12 +136,25 @@ async def get_daid(request: Request) -> Response:
     if event is not None:
         # What an auditor checks first: the DAID's hash and the row's hash still hold.
         body["integrity"] = {
-            "daid_hash_ok": stored_daid_hash16(event) == daid_module.parse(daid).hash16,
-            "content_hash_ok": stored_content_hash(event) == event.content_hash,
+            **_hashes_hold(event, daid),
             "event_hash": event.hash.hex(),
             "inclusion_proof": f"/api/audit/proof/inclusion?position={event.position}",
+            "receipt": f"/api/audit/receipt?position={event.position}",
         }
     return JSONResponse(body)
+
+
+def _hashes_hold(event: StoredEvent, daid: str) -> dict[str, bool]:
+    """Whether the row's DAID hash and content hash still hold; both false for a row
+    that names a hashing scheme this server does not know (or cannot be written in
+    its own: a changed row)."""
+    try:
+        return {
+            "daid_hash_ok": stored_daid_hash16(event) == daid_module.parse(daid).hash16,
+            "content_hash_ok": stored_content_hash(event) == event.content_hash,
+        }
+    except ValueError:
+        return {"daid_hash_ok": False, "content_hash_ok": False}
 
 
 async def get_lineage(request: Request) -> Response:

@@ -21,7 +21,8 @@ The trial is also where values outside the document schema are found: it records
 places each admitted update writes (``music.schema.Watcher``), and
 :meth:`Admission.correction` builds the correcting update on it, so that the
 correction goes to the log right behind the update it corrects. While an update is
-held, the correction waits too: it could otherwise refer to ids the log does not have.
+held, the correction is built on a copy without the held updates: it could otherwise
+refer to ids the log does not have.
 """
 
 from __future__ import annotations
@@ -123,18 +124,34 @@ class Admission:
 
     def correction(self) -> tuple[bytes, list[str]] | None:
         """The update that brings the places admitted updates wrote back inside the
-        schema, and one reason per value; None when they are valid (or while an update
-        is held). It is applied to the trial: the caller must hand it to the log."""
-        if not self._written or self._held:
+        schema, and one reason per value; None when they are valid. It is applied to the
+        trial: the caller must hand it to the log (or :meth:`forget` the trial).
+
+        While updates are held, the correction is built on the document plus the
+        updates in flight only, so that it cannot refer to a held update's items (which
+        the log may never get), and then applied to the trial.
+        """
+        if not self._written:
             return None
         trial = self._trial_document()
         written, self._written = self._written, []
-        fixes = schema.check(trial, written)
+        base = trial if not self._held else self._logged_document()
+        fixes = schema.check(base, written)
         if not fixes:
             return None
-        update = schema.correct(trial, fixes)
+        update = schema.correct(base, fixes)
+        if base is not trial:
+            trial.apply_update(update)
         update_values.check_values(update).advance(self._logged)
         return update, [fix.reason for fix in fixes]
+
+    def _logged_document(self) -> pycrdt.Doc[Any]:
+        """The document plus the updates in flight: what the log will hold."""
+        doc = document.new_document()
+        doc.apply_update(self._document_state())
+        for update in self.in_flight.values():
+            doc.apply_update(update)
+        return doc
 
     def _watch(self, apply: Callable[[bytes], None], update: bytes) -> None:
         """``apply(update)`` to the trial, recording the places it writes."""

@@ -258,16 +258,16 @@ class Room:
             more = len(reasons) - MAX_CORRECTION_REASONS + 1
             reasons = [*reasons[: MAX_CORRECTION_REASONS - 1], f"and {more} more values"]
         try:
-            self._log(
-                update,
-                None,
-                SERVER_AGENT,
-                event=DocCorrected(update=update, reasons=tuple(reasons)),
-            )
+            event = DocCorrected(update=update, reasons=tuple(reasons))
+            self._log(update, None, SERVER_AGENT, event=event)
         except WriterError as exc:
             # The values stay until the next write that touches them; the sender of the
             # update was closed with the same refusal if the writer is overloaded.
             log.warning("correction not stored", project=self.project_id, error=str(exc))
+        except Exception:
+            # The trial holds a correction the log will not: build it again.
+            self._admission.forget()
+            log.exception("correction not built", project=self.project_id)
 
     def _log(
         self,

@@ -431,6 +431,11 @@ export function publicKeyBytes(key) {
 }
 
 function verifierKeyParts(key) {
+  try {
+    if (fromBase64(key).length === 32) return null; // base64 of a raw key
+  } catch {
+    // not base64: a verifier key, or nothing
+  }
   const match = /^([^+\s]+)\+([0-9a-fA-F]{8})\+([A-Za-z0-9+/=]+)$/.exec(key.trim());
   if (!match) return null;
   const typed = fromBase64(match[3]);
@@ -531,6 +536,16 @@ export async function verifyBundle(bundle, publicKey) {
   const hint = fromText ? "" : " (give the bundle as JSON text: a parsed object cannot tell 2 from 2.0)";
   const signed = await signatureProblem(checkpoint, publicKey);
   if (signed) problem("(checkpoint)", size, "signature", "valid", signed);
+  // A verifier key names its log: a checkpoint of another log (same key) is not this one's.
+  let named = null;
+  try {
+    named = typeof publicKey === "string" ? verifierKeyParts(publicKey)?.name ?? null : null;
+  } catch {
+    named = null; // reported by the signature check
+  }
+  if (!signed && named !== null && checkpoint.origin !== null && checkpoint.origin !== named) {
+    problem("(checkpoint)", size, "origin", named, checkpoint.origin);
+  }
 
   // The hashes of all events at once (WebCrypto works in parallel), then the checks in order.
   const facts = await Promise.all(events.map(async (e) => ({
