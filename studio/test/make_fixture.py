@@ -260,15 +260,19 @@ def main() -> None:
         if e.position <= size
     }
     key = public_key_text(signer.public_key)
-    data = bundle.build(
-        project_id=PROJECT,
-        stream_id=STREAM,
-        events=events,
-        checkpoint=checkpoint,
-        proofs=proofs,
-        public_key=key,
-        note=checkpoint.note(signer.public_key),
-    )
+
+    def build(sealed: Checkpoint, note: str | None) -> dict[str, Any]:
+        return bundle.build(
+            project_id=PROJECT,
+            stream_id=STREAM,
+            events=events,
+            checkpoint=sealed,
+            proofs=proofs,
+            public_key=key,
+            note=note,
+        )
+
+    data = build(checkpoint, checkpoint.note(signer.public_key))
     text = jsontext.dumps(data)  # the body of GET /api/projects/{id}/audit-bundle
 
     good = bundle.verify(json.loads(text), signer.public_key)
@@ -295,16 +299,7 @@ def main() -> None:
         signer.key_id,
         private.sign(statement(size, checkpoint.root, checkpoint.signed_at, signer.key_id)),
     )
-    legacy = jsontext.dumps(
-        bundle.build(
-            project_id=PROJECT,
-            stream_id=STREAM,
-            events=events,
-            checkpoint=legacy_checkpoint,
-            proofs=proofs,
-            public_key=key,
-        )
-    )
+    legacy = jsontext.dumps(build(legacy_checkpoint, None))
     if not bundle.verify(json.loads(legacy), signer.public_key).ok:
         fail("the bundle with a checkpoint signed as JSON does not verify")
 
