@@ -117,7 +117,7 @@ class UnknownScheme(ValueError):
 
 def jcs_bytes(value: JsonValue) -> bytes:
     """RFC 8785 canonical JSON (the ``rfc8785`` package); raises ``ValueError`` for what
-    JCS cannot write exactly: integers beyond ±(2^53 − 1), non-finite numbers."""
+    JCS cannot write exactly: integers beyond ±(2^53 - 1), non-finite numbers."""
     try:
         return rfc8785.dumps(value)
     except rfc8785.CanonicalizationError as exc:

@@ -8,7 +8,7 @@ The hashes defined here are the integrity contract shared by the append path and
   DAID and parent DAIDs. Computed before the append.
 * The canonical JSON is RFC 8785's (JCS) for events whose metadata says
   ``"hash_scheme": "rfc8785"``: every event appended since 2026-12-04 whose values JCS
-  can write exactly (no integer beyond ±(2^53 − 1)). Events without it were hashed over
+  can write exactly (no integer beyond ±(2^53 - 1)). Events without it were hashed over
   ``events.canonical.canonical_json``, and verify as such. The DAID's hash16 uses the
   same scheme as its event.
 * ``hash`` (the chain link) = SHA-256(``prev_hash`` ‖ ``content_hash`` ‖

@@ -8,7 +8,7 @@ import pycrdt
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from music import document, edits, schema
+from music import corrections, document, edits, schema
 
 #: each schema record and the typed-edit model whose fields it must judge alike
 _ALIKE: list[tuple[schema.Record, type[BaseModel]]] = [
@@ -104,12 +104,12 @@ def _two_documents() -> tuple[pycrdt.Doc[Any], pycrdt.Doc[Any]]:
 
 
 def _corrected(server: pycrdt.Doc[Any], update: bytes) -> tuple[list[str], bytes]:
-    watcher = schema.Watcher(server)
+    watcher = corrections.Watcher(server)
     watcher.watching = True
     server.apply_update(update)
     watcher.watching = False
-    fixes = schema.check(server, watcher.take())
-    return [fix.reason for fix in fixes], schema.correct(server, fixes) if fixes else b""
+    fixes = corrections.check(server, watcher.take())
+    return [fix.reason for fix in fixes], corrections.correct(server, fixes) if fixes else b""
 
 
 def _problems(doc: pycrdt.Doc[Any]) -> list[Any]:
@@ -239,13 +239,13 @@ def test_a_value_replaced_twice_before_the_check_is_judged_as_it_is_now() -> Non
 def test_a_place_written_several_times_gets_the_newest_valid_value_back() -> None:
     editor, server = _two_documents()
     meta = editor.get(document.META, type=pycrdt.Map)
-    watcher = schema.Watcher(server)
+    watcher = corrections.Watcher(server)
     watcher.watching = True
     for tempo in (100.0, "fast", 3000.0):  # three updates, checked together
         before = editor.get_state()
         meta["tempo"] = tempo
         server.apply_update(editor.get_update(before))
-    fixes = schema.check(server, watcher.take())
+    fixes = corrections.check(server, watcher.take())
     assert [fix.reason for fix in fixes] == ["meta.tempo: 3000 is above 1000; restored 100"]
 
 
@@ -259,10 +259,10 @@ def test_keys_outside_the_rules_are_removed_and_reasons_stay_short() -> None:
     server.apply_update(editor.get_update(before))
     before = editor.get_state()
     tracks["bass"]["effects"][0]["params"][""] = 2.0
-    watcher = schema.Watcher(server)
+    watcher = corrections.Watcher(server)
     watcher.watching = True
     server.apply_update(editor.get_update(before))
-    fixes = schema.check(server, watcher.take())
+    fixes = corrections.check(server, watcher.take())
     assert [fix.reason for fix in fixes] == ["tracks.bass.effects.0.params.: key is empty; removed"]
     # a whole new entry under a key no id may have: removed, and said in few words
     editor2, server2 = _two_documents()

@@ -18,7 +18,7 @@ which ids the log will hold (``logged``) uses each update's :class:`Extent`, rea
 the same walk that checks its values, so the hot path never decodes a state vector.
 
 The trial is also where values outside the document schema are found: it records the
-places each admitted update writes (``music.schema.Watcher``), and
+places each admitted update writes (``music.corrections.Watcher``), and
 :meth:`Admission.correction` builds the correcting update on it, so that the
 correction goes to the log right behind the update it corrects. While an update is
 held, the correction is built on a copy without the held updates: it could otherwise
@@ -36,7 +36,7 @@ import pycrdt
 
 from collab.live.closecodes import CloseCode
 from collab.runtime.metrics import Metrics
-from music import document, salvage, schema, update_values
+from music import corrections, document, salvage, update_values
 from music.update_values import Extent
 from music.updates import UnappliableUpdate
 
@@ -95,8 +95,8 @@ class Admission:
         #: peers' updates that wait for ids they refer to, in arrival order
         self._held: list[Held] = []
         #: places the admitted updates wrote, not yet checked against the schema
-        self._written: list[schema.Written] = []
-        self._watcher: schema.Watcher | None = None
+        self._written: list[corrections.Written] = []
+        self._watcher: corrections.Watcher | None = None
 
     def forget(self) -> None:
         """The trial may differ from the document plus the updates in flight: rebuild it."""
@@ -136,10 +136,10 @@ class Admission:
         trial = self._trial_document()
         written, self._written = self._written, []
         base = trial if not self._held else self._logged_document()
-        fixes = schema.check(base, written)
+        fixes = corrections.check(base, written)
         if not fixes:
             return None
-        update = schema.correct(base, fixes)
+        update = corrections.correct(base, fixes)
         if base is not trial:
             trial.apply_update(update)
         update_values.check_values(update).advance(self._logged)
@@ -212,7 +212,7 @@ class Admission:
         """The document plus the updates in flight, ``updates``, and the held ones."""
         if self._trial is None:
             trial = document.new_document()
-            self._watcher = schema.Watcher(trial)
+            self._watcher = corrections.Watcher(trial)
             # get_update() leaves out pending items: the document has none, because
             # only complete updates are stored; the held ones are applied again below.
             trial.apply_update(self._document_state())

@@ -247,7 +247,7 @@ class Room:
 
     def _correct(self) -> None:
         """Follow the updates just logged with the correction of the values they wrote
-        outside the document schema, if any (``music.schema``)."""
+        outside the document schema, if any (``music.schema``, ``music.corrections``)."""
         correction = self._admission.correction()
         if correction is None:
             return
