@@ -248,7 +248,13 @@ class Room:
     def _correct(self) -> None:
         """Follow the updates just logged with the correction of the values they wrote
         outside the document schema, if any (``music.schema``, ``music.corrections``)."""
-        correction = self._admission.correction()
+        try:
+            correction = self._admission.correction()
+        except Exception:
+            # a defect, not the client's doing: its update is stored; build the trial again
+            self._admission.forget()
+            log.exception("correction not built", project=self.project_id)
+            return
         if correction is None:
             return
         update, reasons = correction
