@@ -58,6 +58,7 @@ async def running_server(
     auth: TokenSettings | None = None,
     rates: RateSettings | None = None,
     port: int | None = None,
+    compression: bool = False,
     **overrides: Any,
 ) -> AsyncIterator[str]:
     """Yield ``host:port`` of a real server on the event store at ``database_url``
@@ -82,6 +83,7 @@ async def running_server(
             port=port,
             max_message_bytes=live.max_message_bytes,
             ping_interval=ping_interval,
+            compression=compression,
         )
     )
     task = asyncio.create_task(server.serve())

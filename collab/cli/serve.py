@@ -81,6 +81,7 @@ def serve(
         port=settings.port,
         max_message_bytes=settings.max_message_bytes,
         ping_interval=settings.ws_ping_interval,
+        compression=settings.ws_compression,
     )
     server = Server(config)
     log.info("serving", host=settings.host, port=settings.port, embedded=database.embedded)

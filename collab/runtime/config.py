@@ -187,6 +187,9 @@ class Settings(BaseSettings):
     room_grace: float = Field(default=_LIVE.room_grace, ge=0, le=3600)
     #: seconds between WebSocket pings (a client silent for as long again is dropped)
     ws_ping_interval: float = Field(default=20.0, gt=0, le=3600)
+    #: permessage-deflate on WebSockets (less traffic for large documents, about 50 KiB
+    #: more memory per connection and CPU for every frame sent)
+    ws_compression: bool = False
     #: seconds a read with ?min_position=N waits for the projections before a 503
     projection_wait: float = Field(default=_READ.projection_wait, gt=0, le=600)
     #: document versions between two stored states used by time travel
