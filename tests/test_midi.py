@@ -19,7 +19,7 @@ import mido
 import pytest
 
 from music import midi, midi_import
-from tests.live import running_server
+from tests.live import project_events, running_server
 from tests.support import eventually, timeout
 
 DOCUMENT: dict[str, Any] = {
@@ -309,6 +309,10 @@ async def test_a_file_written_by_another_tool_becomes_a_project_with_its_provena
         )
         tracks = _by_name(doc)
         assert [tracks[n]["kind"] for n in ("Piano", "Kit")] == ["midi", "drums"]
+        # the project and its tracks came in one append: no version without them
+        kinds = [e.event_type for e in await project_events(database_url, project)]
+        assert kinds[:2] == ["project.created", "doc.updated"]
+        assert "doc.updated" not in kinds[2:]
         assert _notes_of(tracks["Piano"]) == [
             (60.0, 0.0, 1.0, 100.0),
             (64.0, 1.0, 0.5, 90.0),

@@ -104,28 +104,34 @@ async def import_midi(
         raise Invalid.naming("file", str(exc), "the file's content") from None
     created = project_id is None
     if project_id is None:
+        # the project and its tracks in one append: a failure leaves no empty project
         stem = re.sub(r"\.midi?$", "", spec.filename, flags=re.IGNORECASE) or "Imported"
-        new = await projects.create(
+        meta = projects.NewProject(
+            name=(spec.name or stem)[:200],
+            tempo=read.tempo if 0 < read.tempo <= 1000 else 120.0,
+            time_signature=read.time_signature if _SIGNATURE.match(read.time_signature) else "4/4",
+        )
+        whole, client_id = await asyncio.to_thread(_first_document, meta, list(checked.operations))
+        new = await append_project(
             principal,
-            projects.NewProject(
-                name=(spec.name or stem)[:200],
-                tempo=read.tempo if 0 < read.tempo <= 1000 else 120.0,
-                time_signature=read.time_signature
-                if _SIGNATURE.match(read.time_signature)
-                else "4/4",
-            ),
+            name=meta.name,
+            update=whole,
+            client_id=client_id,
             store=store,
+            metadata=meta.metadata,
             correlation_id=correlation_id,
         )
         project_id = new.project_id
-    edited = await projects.edit(
-        principal,
-        project_id,
-        checked.operations,
-        rooms=rooms,
-        store=store,
-        correlation_id=correlation_id,
-    )
+        edited: projects.Edited | Created = new
+    else:
+        edited = await projects.edit(
+            principal,
+            project_id,
+            checked.operations,
+            rooms=rooms,
+            store=store,
+            correlation_id=correlation_id,
+        )
     content_hash = hashlib.sha256(data).hexdigest()
     record = await record_provenance(
         principal,
@@ -157,6 +163,17 @@ async def import_midi(
 
 def _check_on_scratch(operations: list[edits.Operation]) -> None:
     check_update(edits.apply(document.new_document(), operations))
+
+
+def _first_document(
+    meta: projects.NewProject, operations: list[edits.Operation]
+) -> tuple[bytes, int]:
+    """A new project's whole first document: its meta and the file's tracks."""
+    initial = projects.first_document(meta)
+    initial.apply_update(edits.apply(initial, operations))
+    update = initial.get_update()
+    check_update(update)
+    return update, initial.client_id
 
 
 def _decoded(text: str) -> bytes:

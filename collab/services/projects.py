@@ -60,13 +60,7 @@ async def create(
 ) -> Created:
     """A new project: its creation and its first document, appended together."""
     await authorize(principal, "project.create", log=store)
-    initial = document.new_document()
-    meta = initial.get(document.META, type=pycrdt.Map)
-    with initial.transaction():
-        meta["name"] = spec.name
-        meta["tempo"] = spec.tempo
-        meta["time_signature"] = spec.time_signature
-        meta["sample_rate"] = spec.sample_rate
+    initial = first_document(spec)
     return await append_project(
         principal,
         name=spec.name,
@@ -76,6 +70,18 @@ async def create(
         metadata=spec.metadata,
         correlation_id=correlation_id,
     )
+
+
+def first_document(spec: NewProject) -> pycrdt.Doc[Any]:
+    """A new project's document: its meta as ``spec`` says."""
+    initial = document.new_document()
+    meta = initial.get(document.META, type=pycrdt.Map)
+    with initial.transaction():
+        meta["name"] = spec.name
+        meta["tempo"] = spec.tempo
+        meta["time_signature"] = spec.time_signature
+        meta["sample_rate"] = spec.sample_rate
+    return initial
 
 
 async def edit(
