@@ -47,7 +47,7 @@ LOG_NAME = "collab-audit-v1"
 _ED25519 = b"\x01"
 _DASH = "\u2014"
 #: a signature line: the dash, a key name, base64 of a key id and a signature
-_SIGNATURE_LINE = re.compile("\u2014 [^ +\n]+ [A-Za-z0-9+/]+={0,2}")
+_SIGNATURE_LINE = re.compile("\u2014 ([^ +\n]+) ([A-Za-z0-9+/]+={0,2})")
 
 
 class CheckpointError(ValueError):
@@ -163,19 +163,8 @@ def parse_note(text: str, public_key: Ed25519PublicKey, expected: str | None = N
     if expected is not None and origin != expected:
         raise CheckpointError(f"the note is of the log {origin!r}, not of {expected!r}")
     hint = note_key_id(origin, public_key)
-    lines = signatures[:-1].split("\n")
-    if any(not _SIGNATURE_LINE.fullmatch(line) for line in lines):
-        raise CheckpointError("the note has a line after its body that is not a signature")
-    for line in lines:
-        dash, _, rest = line.partition(" ")
-        name, _, encoded = rest.partition(" ")
-        if dash != _DASH or name != origin:
-            continue
-        try:
-            signed = base64.b64decode(encoded, validate=True)
-        except ValueError:
-            continue
-        if signed[:4] != hint:
+    for name, signed in [_signature(line) for line in signatures[:-1].split("\n")]:
+        if name != origin or signed[:4] != hint:
             continue
         checkpoint = Checkpoint(
             size, root, datetime.fromtimestamp(0, UTC), key_id(public_key), signed[4:], origin
@@ -185,6 +174,24 @@ def parse_note(text: str, public_key: Ed25519PublicKey, expected: str | None = N
         verify_signature(checkpoint, public_key)
         return checkpoint
     raise CheckpointError(f"the note has no signature of {origin} by the given key")
+
+
+def _signature(line: str) -> tuple[str, bytes]:
+    """A signature line's key name and its key id plus signature; CheckpointError for a
+    line Go's note.Open would refuse (every line after the blank one is a signature)."""
+    match = _SIGNATURE_LINE.fullmatch(line)
+    problem = "the note has a line after its body that is not a signature"
+    if match is None:
+        raise CheckpointError(problem)
+    name, encoded = match.group(1), match.group(2)
+    try:
+        check_origin(name)
+        signed = base64.b64decode(encoded, validate=True)
+    except (CheckpointError, ValueError):
+        raise CheckpointError(problem) from None
+    if len(signed) < 5:
+        raise CheckpointError(problem)
+    return name, signed
 
 
 def _time_text(moment: datetime) -> str:

@@ -48,8 +48,19 @@ def test_a_note_reads_back_and_its_lines_are_exact() -> None:
         lambda n: n.replace("\n\n", "\nextra line\n\n"),
         lambda n: n.replace("\n5\n", "\n05\n"),
         lambda n: n.rstrip("\n"),
+        lambda n: n + "\u2014 other AAAAA\n",
+        lambda n: n + "\u2014 other AAAA\n",
+        lambda n: n + "\u2014 oth\u00a0er AAAAAAAA\n",
     ],
-    ids=["junk after the signatures", "a fourth body line", "a padded size", "no last newline"],
+    ids=[
+        "junk after the signatures",
+        "a fourth body line",
+        "a padded size",
+        "no last newline",
+        "a signature that is not base64",
+        "a signature under 5 bytes",
+        "a key name with a no-break space",
+    ],
 )
 def test_notes_go_would_refuse_are_refused(change: object) -> None:
     signer, note, _ = _signed()

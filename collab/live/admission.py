@@ -135,8 +135,12 @@ class Admission:
             return None
         trial = self._trial_document()
         written, self._written = self._written, []
-        base = trial if not self._held else self._logged_document()
-        fixes = corrections.check(base, written)
+        fixes = corrections.check(trial, written)
+        base = trial
+        if fixes and self._held:
+            # rare: judged again on a copy that has no held update's items
+            base = self._logged_document()
+            fixes = corrections.check(base, written)
         if not fixes:
             return None
         update = corrections.correct(base, fixes)

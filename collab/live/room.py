@@ -267,8 +267,8 @@ class Room:
             event = DocCorrected(update=update, reasons=tuple(reasons))
             self._log(update, None, SERVER_AGENT, event=event)
         except WriterError as exc:
-            # The values stay until the next write that touches them; the sender of the
-            # update was closed with the same refusal if the writer is overloaded.
+            # The values stay until the next write that touches them (a full queue can
+            # take the update and refuse its correction right after).
             log.warning("correction not stored", project=self.project_id, error=str(exc))
         except Exception:
             # The trial holds a correction the log will not: build it again.

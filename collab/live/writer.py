@@ -174,7 +174,12 @@ class GroupCommitWriter:
             if delay > 0 and len(self._queue) < self._max_batch:
                 await asyncio.sleep(delay)
             batch = [self._queue.popleft() for _ in range(min(self._max_batch, len(self._queue)))]
-            await self._commit(batch)
+            try:
+                await self._commit(batch)
+            except Exception as exc:
+                # a defect: its events are failed, not left waiting with their readers
+                log.exception("batch could not be decided", events=len(batch))
+                _fail(batch, EventStoreError(f"batch could not be decided: {exc!r}"))
             # The callbacks hold their rooms and connections: do not keep them alive
             # while waiting for the next batch.
             del batch
@@ -226,6 +231,15 @@ class GroupCommitWriter:
                     # Nobody may be awaiting it; mark the exception retrieved.
                     item.future.exception()
         self._metrics.updates_committed.inc(committed)
+
+
+def _fail(batch: list[_Pending], error: EventStoreError) -> None:
+    for item in batch:
+        if item.future.done():
+            continue
+        _call(item.on_failed, error)
+        item.future.set_exception(error)
+        item.future.exception()
 
 
 def _call(callback: Callable[[T], None] | None, value: T) -> None:

@@ -37,6 +37,10 @@ from events.errors import EventStoreError
 
 log = structlog.get_logger("collab.live.ws")
 
+#: while the writer is congested, a writing socket is read once per this many seconds
+#: (under the ping timeout and the held updates' wait, docs/live.md)
+PAUSE_SLICE = 2.0
+
 _ids = itertools.count(1)
 #: the actor of a connection on a server without authentication
 ANONYMOUS = "anonymous"
@@ -375,8 +379,12 @@ async def _receive(websocket: WebSocket, connection: Connection, room: Room, liv
         if writer.congested and connection.can_write:
             # Backpressure: the client's frames wait (in it and in TCP) until the
             # database has caught up, rather than being refused with its connection.
-            await writer.room_for_more()
-            continue
+            # One frame is still read every PAUSE_SLICE seconds: uvicorn reads pongs,
+            # close frames and the step 2 a held update waits for only when the app
+            # takes a frame, and a long pause would otherwise time them all out.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(writer.room_for_more(), PAUSE_SLICE)
+                continue
         try:
             message = await websocket.receive()
         except (WebSocketDisconnect, RuntimeError):
