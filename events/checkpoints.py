@@ -72,15 +72,29 @@ class Checkpoint:
         return statement(self.tree_size, self.root, self.signed_at, self.key_id)
 
     def note(self, public_key: Ed25519PublicKey) -> str:
-        """The checkpoint as a C2SP signed note (only for one that has an origin)."""
+        """The checkpoint as a C2SP signed note, with ``public_key`` the key that signed
+        it (the signature line names the key by an id of that key); CheckpointError
+        for a checkpoint signed before checkpoints were notes, or by another key."""
         if self.origin is None:
             raise CheckpointError(
                 f"the checkpoint of {self.tree_size} events was signed before checkpoints"
                 " were signed notes"
             )
+        if self.key_id != key_id(public_key):
+            raise CheckpointError(
+                f"the checkpoint of {self.tree_size} events was signed with key"
+                f" {self.key_id}, not with {key_id(public_key)}"
+            )
         hint = note_key_id(self.origin, public_key)
         signature = base64.b64encode(hint + self.signature).decode()
         return f"{self.statement().decode()}\n{_DASH} {self.origin} {signature}\n"
+
+    def note_if_any(self, public_key: Ed25519PublicKey) -> str | None:
+        """:meth:`note`, or None where there is none to write."""
+        try:
+            return self.note(public_key)
+        except CheckpointError:
+            return None
 
     def to_json(self) -> dict[str, object]:
         return {

@@ -96,9 +96,7 @@ async def get_checkpoint(request: Request) -> Response:
     return JSONResponse(
         {
             **newest.to_json(),
-            "note": newest.note(signer.public_key)
-            if newest.origin is not None and newest.key_id == signer.key_id
-            else None,
+            "note": newest.note_if_any(signer.public_key),
             "public_key": public_key_text(signer.public_key),
             "verifier_key": signer.verifier_key,
             "signed_by_current_key": newest.key_id == signer.key_id,

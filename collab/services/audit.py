@@ -23,7 +23,6 @@ from events.checkpoints import (
     Checkpoint,
     CheckpointError,
     CheckpointVerifier,
-    key_id,
     public_key_text,
     verify_all,
 )
@@ -135,12 +134,7 @@ async def export(
             lambda n: [merkle.inclusion_proof(i, size, n) for i in covered],
         )
         proofs = {i + 1: merkle.inclusion_proof(i, size, nodes) for i in covered}
-    # the note names its key by an id of that key: only the key that signed it can
-    note = (
-        newest.note(key)
-        if newest is not None and newest.origin and key and newest.key_id == key_id(key)
-        else None
-    )
+    note = newest.note_if_any(key) if newest is not None and key is not None else None
     return bundle.build(
         project_id=project_id,
         stream_id=stream_id,
