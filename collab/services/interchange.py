@@ -16,10 +16,11 @@ import binascii
 import hashlib
 import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
 
@@ -36,6 +37,8 @@ from events.models import EntityRef, ToolInfo
 from events.store import EventStore
 from music import document, edits, midi_import, projectfile
 from music.updates import MalformedUpdate, check_update
+
+T = TypeVar("T")
 
 #: base64 of the largest file music.midi reads, with room for padding
 _MAX_BASE64 = (midi_import.MAX_FILE_BYTES + 2) // 3 * 4
@@ -96,12 +99,6 @@ async def import_midi(
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"])
         raise Invalid.naming("file", f"{where}: {first['msg']}", "the file's content") from None
-    # what the live path would refuse, refused before a project is made for it (on a
-    # scratch document, off the event loop: a large file makes a large update)
-    try:
-        await asyncio.to_thread(_check_on_scratch, list(checked.operations))
-    except (edits.EditConflict, MalformedUpdate) as exc:
-        raise Invalid.naming("file", str(exc), "the file's content") from None
     created = project_id is None
     if project_id is None:
         # the project and its tracks in one append: a failure leaves no empty project
@@ -111,7 +108,7 @@ async def import_midi(
             tempo=read.tempo if 0 < read.tempo <= 1000 else 120.0,
             time_signature=read.time_signature if _SIGNATURE.match(read.time_signature) else "4/4",
         )
-        whole, client_id = await asyncio.to_thread(_first_document, meta, list(checked.operations))
+        whole, client_id = await _checked(_first_document, meta, list(checked.operations))
         new = await append_project(
             principal,
             name=meta.name,
@@ -124,6 +121,7 @@ async def import_midi(
         project_id = new.project_id
         edited: projects.Edited | Created = new
     else:
+        await _checked(_check_on_scratch, list(checked.operations))
         edited = await projects.edit(
             principal,
             project_id,
@@ -159,6 +157,16 @@ async def import_midi(
         record.daid,
         content_hash,
     )
+
+
+async def _checked(build: Callable[..., T], *args: Any) -> T:
+    """``build(*args)``, which checks the file's edits as the live path would, run off
+    the event loop (a large file makes a large update): what it refuses is refused
+    before anything is stored."""
+    try:
+        return await asyncio.to_thread(build, *args)
+    except (edits.EditConflict, MalformedUpdate) as exc:
+        raise Invalid.naming("file", str(exc), "the file's content") from None
 
 
 def _check_on_scratch(operations: list[edits.Operation]) -> None:
