@@ -150,14 +150,12 @@ class Room:
     def read_only(self, peer: Peer) -> None:
         """A peer may no longer write: its held updates go (it is told on its next)."""
         self._admission.drop(peer)
-        self._correct()  # what waited for its held updates
 
     def detach(self, peer: Peer) -> None:
         """A peer leaves: its presence and its held updates go."""
         self.peers.discard(peer)
         self._admission.drop(peer)
         self.presence.left(peer)
-        self._correct()
 
     def receive(self, peer: Peer, message: protocol.Message) -> None:
         match message:
@@ -322,7 +320,6 @@ class Room:
     def expire_held(self, now: float | None = None) -> None:
         """Close the senders of updates whose missing ids did not arrive in time."""
         self._admission.expire(now)
-        self._correct()
 
     def _refused(self, origin: Peer | None, exc: WriterError) -> None:
         if isinstance(exc, WriterClosed):
