@@ -102,6 +102,7 @@ def create_app(
         inline = read_settings.projections == "inline"
         if supervisor is not None:
             supervisor.start()
+        metrics = Metrics()
         try:
             store = await PostgresEventStore.connect(
                 database_url,
@@ -111,6 +112,10 @@ def create_app(
                 read_cache=2 * read_settings.projection_batch if inline else 0,
                 command_timeout=database_settings.command_timeout,
                 acquire_timeout=database_settings.acquire_timeout,
+                # the live rooms' updates wait this long for others to share their
+                # transaction (events/group_commit.py)
+                commit_window=live_settings.commit_window,
+                observe_commit=metrics.observe_commit,
             )
         except BaseException:
             if supervisor is not None:
@@ -144,7 +149,6 @@ def create_app(
                         "authentication is OFF: every caller may read, edit, roll back and"
                         " audit every project (COLLAB_AUTH=off; for experiments only)"
                     )
-                metrics = Metrics()
                 app.state.live = Live(
                     store,
                     live_settings,

@@ -6,7 +6,7 @@ contract suite in ``tests/contract`` runs against it.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol
@@ -112,6 +112,18 @@ class EventStore(Protocol):
 
         Each request succeeds or fails on its own (its error is returned in its slot);
         the successful ones commit together.
+        """
+        ...
+
+    def append_soon(
+        self, request: AppendRequest, decided: Callable[[AppendResult | EventStoreError], None]
+    ) -> None:
+        """Queue ``request`` for the store's next group commit without awaiting it.
+
+        The batch waits a short window for others to join (the live rooms' updates);
+        ``decided`` is called with the request's outcome, in the order requests were
+        queued; events that cannot be prepared come back as an ``EventStoreError``.
+        Raises ValueError (or DuplicateEvent) at once for a malformed request.
         """
         ...
 

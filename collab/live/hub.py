@@ -82,7 +82,6 @@ class Live:
         self.writer = GroupCommitWriter(
             store,
             metrics,
-            window=settings.commit_window,
             max_pending=settings.max_pending_updates,
         )
         self.rooms = Rooms(
@@ -165,7 +164,6 @@ class Live:
             log.warning("rooms not followed after the fan-out returned", error=str(exc))
 
     def start(self, *background: Callable[[Live], Coroutine[Any, Any, None]]) -> None:
-        self.writer.start()
         self.rooms.start()
         loop = asyncio.get_running_loop()
         self._background = [loop.create_task(work(self)) for work in background]

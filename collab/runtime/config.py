@@ -175,7 +175,8 @@ class Settings(BaseSettings):
     ready_timeout: float = Field(default=_DATABASE.ready_timeout, gt=0, le=60)
     #: seconds between subscription polls when no notification arrives
     poll_interval: float = Field(default=1.0, gt=0, le=60)
-    #: milliseconds the group-commit writer gathers updates into one append
+    #: milliseconds the store's group commit waits for more rooms' updates to join a
+    #: transaction (callers that await an append never wait for it)
     commit_window_ms: float = Field(default=_LIVE.commit_window * 1000, ge=0, le=1000)
     #: largest WebSocket message accepted (close 4413 above it)
     max_message_bytes: int = Field(default=_LIVE.max_message_bytes, ge=1024, le=1024**3)

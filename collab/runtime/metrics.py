@@ -95,6 +95,11 @@ class Metrics:
             registry=r,
         )
 
+    def observe_commit(self, events: int, seconds: float) -> None:
+        """One group commit written: its events and how long its write took."""
+        self.commit_batch_size.observe(events)
+        self.commit_latency.observe(seconds)
+
     def key_mismatch(self, *, refused: bool) -> None:
         self.audit_key_mismatch.set(1 if refused else 0)
 

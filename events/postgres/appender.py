@@ -1,9 +1,9 @@
-"""The append queue: concurrent appends share one transaction (group commit).
+"""Writing a batch of appends: prepare against the version tips, one transaction.
 
-Appends are serialised by the log head anyway, so while one transaction is in flight
-the calls that arrive meanwhile are queued and sent together in the next one. The
-queue also remembers each stream's version tip (the DAID of its last version), so a
-version event's parents are known without asking the database.
+``events.group_commit`` decides what goes together; this module writes it. It
+remembers each stream's version tip (the DAID of its last version), so a version
+event's parents are known without asking the database, and retries a request whose
+tip another writer moved on.
 """
 
 from __future__ import annotations
@@ -11,11 +11,10 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any, Final, cast
-from uuid import UUID
 
 import asyncpg
 import structlog
@@ -26,7 +25,6 @@ from events.postgres.append_call import (
     StaleLineage,
     append_arguments,
     append_outcome,
-    check_request,
     check_unique_ids,
 )
 from events.postgres.connection import CONNECTION_ERRORS, Database, unavailable
@@ -35,12 +33,10 @@ from events.store import NO_STREAM, AppendRequest, AppendResult
 
 log = structlog.get_logger("events.postgres")
 
-#: most events one coalesced append transaction carries
-MAX_GROUP_EVENTS: Final = 5000
 #: streams whose version tip (last version DAID) is remembered between appends
 TIP_CACHE_SIZE: Final = 10_000
 #: attempts of a request whose version tip moved on under it (another writer). The first
-#: goes through the shared queue with the tip this process remembers; the ones after
+#: goes with the tip this process remembers; the ones after
 #: it lock their streams' rows, read their tips and append in one transaction, so no
 #: other writer can move a tip in between. Guessing again instead starved the process
 #: that did not write last: two nodes writing one project at 20 updates/s each gave
@@ -57,21 +53,12 @@ _LOCK_TIPS: Final = (
     " order by stream_id for update"
 )
 
+#: what :meth:`Appender.write` makes of one unit: its requests' outcomes, or its refusal
+Written = list[AppendResult | EventStoreError] | ValueError | EventStoreError
+
 #: awaited inside the append transaction, after the events are written and before
 #: the commit. Tests use it to hold transactions open; production passes nothing.
 BeforeCommit = Callable[[], Awaitable[None]]
-
-
-@dataclass(frozen=True, slots=True)
-class _Waiting:
-    """One caller's append, queued for the next transaction."""
-
-    requests: Sequence[AppendRequest]
-    prepared: list[list[PreparedEvent]]
-    #: per request, the version tip it was prepared against and the one it makes
-    #: (both None when the request makes no version)
-    tips: list[tuple[str | None, str | None]]
-    done: asyncio.Future[list[AppendResult | EventStoreError]]
 
 
 class Appender:
@@ -81,51 +68,101 @@ class Appender:
         self._db = db
         self._append_attempts = append_attempts
         self._before_commit = before_commit
-        self._queue: deque[_Waiting] = deque()
-        self._writer: asyncio.Task[None] | None = None
-        # stream -> DAID of its last version as this process expects it once the
-        # queued appends commit; checked by collab_append, so a stale entry costs a
-        # retry, never a wrong parent.
+        # stream -> DAID of its last version as this process expects it; checked by
+        # collab_append, so a stale entry costs a retry, never a wrong parent.
         self._tips: OrderedDict[str, str | None] = OrderedDict()
         #: streams a guess failed on lately, and until when they count as contended
         self._contended_until: dict[str, float] = {}
 
-    async def close(self) -> None:
-        if self._writer is not None and not self._writer.done():
-            await self._writer  # let queued appends finish
+    async def write(self, units: Sequence[Sequence[AppendRequest]]) -> list[Written]:
+        """Write one batch of units (each the requests of one caller).
 
-    async def append_batch(
-        self, requests: Sequence[AppendRequest]
-    ) -> list[AppendResult | EventStoreError]:
-        """Append; concurrent callers on this store share transactions (group commit).
-
-        Appends are serialised by the log head anyway, so while one transaction is in
-        flight the calls that arrive meanwhile are queued and sent together in the next
-        one. Each request still succeeds or fails on its own.
+        A unit whose events cannot be prepared (an invalid event, a value JSON cannot
+        hold) is refused on its own with that error and nothing of it is written;
+        otherwise each request succeeds or fails on its own, in its slot. The batch goes
+        in one statement, except for streams another writer moved on under this
+        process's guess: those are retried, each retry in one transaction that locks
+        their rows. Raises only when the version tips cannot be read (nothing was
+        prepared). The requests are checked (``check_request``) and their event ids
+        unique: the group commit's callers see to both.
         """
-        if not requests:
-            return []
-        for request in requests:
-            check_request(request)
+        await self._learn_tips([request for unit in units for request in unit])
+        now = time.monotonic()
+        written: list[Written] = []
+        requests: list[AppendRequest] = []
+        #: per request: its events prepared against the remembered tip, None if contended
+        prepared: list[list[PreparedEvent] | None] = []
+        tips: list[tuple[str | None, str | None]] = []
+        for unit in units:
+            start = len(requests)
+            # what this process believed of the unit's streams, put back if it is refused
+            before = {request.stream_id: self._tips.get(request.stream_id) for request in unit}
+            known = {stream for stream in before if stream in self._tips}
+            try:
+                for request in unit:
+                    events: list[PreparedEvent] | None
+                    tip: tuple[str | None, str | None]
+                    if self._contended(request, now):
+                        for new in request.events:  # checked now, prepared under the lock
+                            prepare(request.stream_id, new)
+                        events, tip = None, (None, None)
+                    else:
+                        events, tip = self._prepare(request)
+                    requests.append(request)
+                    prepared.append(events)
+                    tips.append(tip)
+            except Exception as exc:
+                for stream, remembered in before.items():
+                    if stream in known:
+                        self._remember_tip(stream, remembered)
+                    else:
+                        self._tips.pop(stream, None)
+                del requests[start:], prepared[start:], tips[start:]
+                if not isinstance(exc, ValueError | EventStoreError):
+                    log.exception("events could not be prepared")
+                    exc = EventStoreError(f"events could not be prepared: {exc!r}")
+                written.append(exc)
+                continue
+            written.append([])
+        try:
+            outcomes = await self._write_requests(requests, prepared, tips, now)
+        except EventStoreError as exc:
+            # nothing of the batch was written: the refused keep their own reason
+            outcomes = [exc] * len(requests)
+        taken = iter(outcomes)
+        for unit, result in zip(units, written, strict=True):
+            if isinstance(result, list):
+                result.extend(next(taken) for _ in unit)
+        return written
+
+    async def _write_requests(
+        self,
+        requests: list[AppendRequest],
+        prepared: list[list[PreparedEvent] | None],
+        tips: list[tuple[str | None, str | None]],
+        now: float,
+    ) -> list[AppendResult | EventStoreError]:
         outcomes: list[AppendResult | EventStoreError] = [EventStoreError("not attempted")] * len(
             requests
         )
+        locked = [i for i, events in enumerate(prepared) if events is None]
+        guessed = [i for i, events in enumerate(prepared) if events is not None]
         todo = list(range(len(requests)))
         for attempt in range(LINEAGE_ATTEMPTS):
-            now = time.monotonic()
-            locked = [i for i in todo if attempt > 0 or self._contended(requests[i], now)]
-            queued = [i for i in todo if attempt == 0 and i not in locked]
-            # Both run to their end before either's error is raised: none is left behind.
-            done = await asyncio.gather(
-                self._append_queued([requests[i] for i in queued]),
-                self._append_locked([requests[i] for i in locked]),
-                return_exceptions=True,
+            if attempt > 0:
+                now = time.monotonic()
+                locked, guessed = todo, []
+            results = await self._append_guessed(
+                [requests[i] for i in guessed],
+                [cast("list[PreparedEvent]", prepared[i]) for i in guessed],
+                [tips[i] for i in guessed],
             )
-            for failed in done:
-                if isinstance(failed, BaseException):
-                    raise failed
-            results = cast("list[list[AppendResult | EventStoreError]]", done)
-            for index, result in zip(queued + locked, results[0] + results[1], strict=True):
+            try:
+                results += await self._append_locked([requests[i] for i in locked])
+            except EventStoreError as exc:
+                # What the guessed statement wrote is committed: only these failed.
+                results += [exc] * len(locked)
+            for index, result in zip(guessed + locked, results, strict=True):
                 outcomes[index] = result
             todo = [index for index in todo if isinstance(outcomes[index], StaleLineage)]
             for index in todo:
@@ -143,32 +180,28 @@ class Appender:
             )
         return outcomes
 
-    async def _append_queued(
-        self, requests: Sequence[AppendRequest]
+    async def _append_guessed(
+        self,
+        requests: Sequence[AppendRequest],
+        prepared: Sequence[Sequence[PreparedEvent]],
+        tips: Sequence[tuple[str | None, str | None]],
     ) -> list[AppendResult | EventStoreError]:
+        """Append against the version tips this process remembers, in one statement."""
         if not requests:
             return []
-        await self._learn_tips(requests)
-        prepared: list[list[PreparedEvent]] = []
-        tips: list[tuple[str | None, str | None]] = []
-        for request in requests:
-            events, tip = self._prepare(request)
-            prepared.append(events)
-            tips.append(tip)
-        check_unique_ids(requests, prepared)
-        waiting = _Waiting(requests, prepared, tips, asyncio.get_running_loop().create_future())
-        self._queue.append(waiting)
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.create_task(self._write_queued(), name="event-store-writer")
         try:
-            outcomes = await waiting.done
+            rows = await self._call_append(append_arguments(requests, prepared, tips))
         except BaseException:
             self._forget_tips(requests)
             raise
+        outcomes = [
+            append_outcome(requests[row["req"] - 1], row)
+            for row in sorted(rows, key=lambda row: int(row["req"]))
+        ]
         for request, (_base, made), outcome in zip(requests, tips, outcomes, strict=True):
             if made is None or (isinstance(outcome, AppendResult) and made in outcome.daids):
                 continue
-            # Not written as prepared: what the queue assumed about this stream is wrong.
+            # Not written as prepared: what this process assumed about the stream is wrong.
             self._tips.pop(request.stream_id, None)
             if isinstance(outcome, StaleLineage):
                 self._remember_tip(request.stream_id, outcome.tip)
@@ -265,51 +298,6 @@ class Appender:
     def _forget_tips(self, requests: Sequence[AppendRequest]) -> None:
         for request in requests:
             self._tips.pop(request.stream_id, None)
-
-    async def _write_queued(self) -> None:
-        while self._queue:
-            group = self._take_group()
-            requests = [request for waiting in group for request in waiting.requests]
-            prepared = [events for waiting in group for events in waiting.prepared]
-            tips = [tip for waiting in group for tip in waiting.tips]
-            try:
-                rows = await self._call_append(append_arguments(requests, prepared, tips))
-            except asyncio.CancelledError:
-                for waiting in group:
-                    waiting.done.cancel()
-                raise
-            except Exception as exc:  # noqa: BLE001 - handed to every caller of the group
-                for waiting in group:
-                    self._forget_tips(waiting.requests)
-                    if not waiting.done.done():
-                        waiting.done.set_exception(exc)
-                continue
-            outcomes = [
-                append_outcome(requests[row["req"] - 1], row)
-                for row in sorted(rows, key=lambda row: int(row["req"]))
-            ]
-            offset = 0
-            for waiting in group:
-                count = len(waiting.requests)
-                if not waiting.done.done():  # the caller may have been cancelled
-                    waiting.done.set_result(outcomes[offset : offset + count])
-                offset += count
-
-    def _take_group(self) -> list[_Waiting]:
-        group: list[_Waiting] = []
-        ids: set[UUID] = set()
-        events = 0
-        while self._queue:
-            waiting = self._queue[0]
-            waiting_ids = {event.event_id for batch in waiting.prepared for event in batch}
-            size = sum(len(batch) for batch in waiting.prepared)
-            # An id sent twice in one call would fail the whole group: wait a round.
-            if group and (ids & waiting_ids or events + size > MAX_GROUP_EVENTS):
-                break
-            group.append(self._queue.popleft())
-            ids |= waiting_ids
-            events += size
-        return group
 
     def _prepare(
         self, request: AppendRequest

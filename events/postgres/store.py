@@ -1,7 +1,7 @@
 """``PostgresEventStore``: the event store on PostgreSQL >= 14, one facade over the parts.
 
 Each concern lives in its own module of this package (the pool, migrations, the
-append queue, reads, the state cache, subscriptions, the SQL port, verify); this class
+appender, reads, the state cache, subscriptions, the SQL port, verify); this class
 only wires them to one pool and keeps the ``EventStore`` surface in one place.
 """
 
@@ -11,8 +11,10 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 
 from events.errors import EventStoreError
+from events.group_commit import GroupCommit, Observe
 from events.postgres import leadership as leads
 from events.postgres import migrations, sql, verify
+from events.postgres.append_call import check_request
 from events.postgres.appender import Appender, BeforeCommit
 from events.postgres.connection import CONNECTION_ERRORS, Database
 from events.postgres.reads import Reads
@@ -41,9 +43,14 @@ class PostgresEventStore:
         append_attempts: int,
         before_commit: BeforeCommit | None,
         read_cache: int = 0,
+        commit_window: float = 0.0,
+        observe_commit: Observe | None = None,
     ) -> None:
         self._db = db
         self._appender = Appender(db, append_attempts=append_attempts, before_commit=before_commit)
+        self._commits = GroupCommit(
+            self._appender.write, window=commit_window, observe=observe_commit
+        )
         self._reads = Reads(db, read_cache)
         self._state = StateCache(db)
         self._subscriptions = Subscriptions(db, self._reads, poll_interval)
@@ -61,6 +68,8 @@ class PostgresEventStore:
         read_cache: int = 0,
         command_timeout: float | None = 60.0,
         acquire_timeout: float | None = None,
+        commit_window: float = 0.0,
+        observe_commit: Observe | None = None,
     ) -> PostgresEventStore:
         """A store on a new pool.
 
@@ -72,6 +81,10 @@ class PostgresEventStore:
         ``command_timeout`` bounds each statement and ``acquire_timeout`` the wait for a
         pooled connection (opening one included), in seconds; past either the call
         raises :class:`StoreTimeout`. None waits forever.
+
+        ``commit_window`` is how long a batch of :meth:`append_soon` requests waits for
+        more to join it, in seconds; ``observe_commit`` sees each batch written (its
+        events and the seconds its write took).
         """
         db = await Database.open(
             dsn,
@@ -86,10 +99,12 @@ class PostgresEventStore:
             append_attempts=append_attempts,
             before_commit=before_commit,
             read_cache=read_cache,
+            commit_window=commit_window,
+            observe_commit=observe_commit,
         )
 
     async def close(self) -> None:
-        await self._appender.close()
+        await self._commits.close()
         await self._db.close()
 
     # -- schema ---------------------------------------------------------------------------
@@ -131,7 +146,16 @@ class PostgresEventStore:
 
         Each request still succeeds or fails on its own.
         """
-        return await self._appender.append_batch(requests)
+        for request in requests:
+            check_request(request)
+        return await self._commits.append_batch(requests)
+
+    def append_soon(
+        self, request: AppendRequest, decided: Callable[[AppendResult | EventStoreError], None]
+    ) -> None:
+        """Queue ``request`` for a batch that waits up to the commit window for others."""
+        check_request(request)
+        self._commits.append_soon(request, decided)
 
     # -- reads ----------------------------------------------------------------------------
 

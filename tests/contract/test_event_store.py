@@ -15,11 +15,13 @@ from events import (
     ANY,
     NO_STREAM,
     AppendRequest,
+    AppendResult,
     DuplicateEvent,
     EventMetadata,
     EventStoreError,
     InvalidEvent,
     NewEvent,
+    StoredEvent,
     WrongExpectedVersion,
 )
 from events import daid as daid_module
@@ -594,3 +596,115 @@ async def test_state_cache_keeps_the_newest_state(store: PostgresEventStore):
     assert await store.load_state("project-p") == CachedState("project-p", 8, 20, b"eight")
     await store.clear_state_cache()
     assert await store.load_state("project-p") is None
+
+
+async def test_one_group_commit_takes_live_and_awaited_appends_and_refuses_alone(
+    database_url: str,
+) -> None:
+    """What waits while a transaction is in flight goes in the next one together (the
+    rooms' lingering updates and callers that await); a caller whose events cannot be
+    written is refused alone, and nothing of it is stored."""
+    release = asyncio.Event()
+    holding = asyncio.Event()
+
+    async def hold_first() -> None:
+        if not release.is_set():
+            holding.set()
+            await release.wait()
+
+    store = await PostgresEventStore.connect(
+        database_url, before_commit=hold_first, commit_window=0.001
+    )
+    try:
+        first = asyncio.create_task(store.append("first", [doc(0)]))
+        await asyncio.wait_for(holding.wait(), timeout(10))
+        live: list[AppendResult | EventStoreError] = []
+        for n in range(3):
+            store.append_soon(AppendRequest("live", (doc(n),), ANY), live.append)
+        good = asyncio.create_task(store.append("good", [doc(1)]))
+        bad = asyncio.create_task(
+            store.append_batch(
+                [
+                    AppendRequest("fine", [doc(2)]),
+                    AppendRequest(
+                        "bad", [NewEvent(ProjectCreated(name="a\x00b", owner="x"), META)]
+                    ),
+                ]
+            )
+        )
+        await asyncio.sleep(0.05)  # all three queue behind the held transaction
+        release.set()
+        await asyncio.wait_for(first, timeout(10))
+        result = await asyncio.wait_for(good, timeout(10))
+        with pytest.raises(ValueError, match="NUL"):
+            await asyncio.wait_for(bad, timeout(10))
+        await eventually(lambda: len(live) == 3, 10, "the live appends were not decided")
+    finally:
+        await store.close()
+    assert all(isinstance(outcome, AppendResult) for outcome in live)
+    assert [o.versions for o in live if isinstance(o, AppendResult)] == [(1,), (2,), (3,)]
+    events = await _read_everything(database_url)
+    assert [(e.stream_id, e.stream_version) for e in events] == [
+        ("first", 1),
+        ("live", 1),
+        ("live", 2),
+        ("live", 3),
+        ("good", 1),
+    ]
+    # the second transaction held all of them: one commit time
+    assert len({e.recorded_at for e in events[1:]}) == 1
+    assert result.positions == (5,)
+
+
+async def _read_everything(database_url: str) -> list[StoredEvent]:
+    reader = await PostgresEventStore.connect(database_url)
+    try:
+        return await reader.read_all()
+    finally:
+        await reader.close()
+
+
+async def test_a_refused_caller_leaves_the_version_lineage_of_its_streams_as_it_was(
+    database_url: str,
+) -> None:
+    """A caller refused in the middle of a batch shares a stream with the callers around
+    it: they still derive from each other, first try (no stream is left contended)."""
+    release = asyncio.Event()
+    holding = asyncio.Event()
+
+    async def hold_first() -> None:
+        if not release.is_set():
+            holding.set()
+            await release.wait()
+
+    release.set()
+    store = await PostgresEventStore.connect(database_url, before_commit=hold_first)
+    try:
+        # the store now remembers the stream's tip
+        await asyncio.wait_for(store.append("s", [doc(0)]), timeout(10))
+        release.clear()
+        first = asyncio.create_task(store.append("other", [doc(0)]))
+        await asyncio.wait_for(holding.wait(), timeout(10))
+        before = asyncio.create_task(store.append("s", [doc(1)]))
+        refused = asyncio.create_task(
+            store.append_batch(
+                [
+                    AppendRequest("s", [doc(2)]),
+                    AppendRequest("t", [NewEvent(ProjectCreated(name="a\x00", owner="x"), META)]),
+                ]
+            )
+        )
+        after = asyncio.create_task(store.append("s", [doc(3)]))
+        await asyncio.sleep(0.05)
+        release.set()
+        await asyncio.wait_for(first, timeout(10))
+        made, then = await asyncio.wait_for(asyncio.gather(before, after), timeout(10))
+        with pytest.raises(ValueError, match="NUL"):
+            await asyncio.wait_for(refused, timeout(10))
+        assert (made.versions, then.versions) == ((2,), (3,))
+        (stored,) = await store.read_stream("s", from_version=3)
+        assert stored.parents[0] == made.daids[0]
+        # a wrong guess would have marked the stream contended for two seconds
+        assert "s" not in store._appender._contended_until
+    finally:
+        await store.close()
