@@ -111,7 +111,8 @@ class GroupCommit:
 
     def append_soon(self, request: AppendRequest, decided: Callable[[Outcome], None]) -> None:
         """Queue one request to linger for the next batch; ``decided`` gets its outcome."""
-        _check_unique_ids((request,))
+        if len(request.events) > 1:
+            _check_unique_ids((request,))
 
         def one(outcome: Written) -> None:
             if isinstance(outcome, ValueError):
@@ -177,15 +178,15 @@ class GroupCommit:
         events = 0
         while self._queue:
             item = self._queue[0]
-            item_ids = {new.event_id for request in item.requests for new in request.events}
+            item_ids = [new.event_id for request in item.requests for new in request.events]
             # An id sent twice in one call would fail the whole batch: it waits a round.
-            if batch and (ids & item_ids or events + item.events > self._max_batch):
+            if batch and (events + item.events > self._max_batch or not ids.isdisjoint(item_ids)):
                 break
             batch.append(self._queue.popleft())
             self._events -= item.events
             if not item.linger:
                 self._urgent -= 1
-            ids |= item_ids
+            ids.update(item_ids)
             events += item.events
         return batch
 

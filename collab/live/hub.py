@@ -1,4 +1,4 @@
-"""The live path of one server: store, group-commit writer, rooms, metrics, and the
+"""The live path of one server: store, writer, rooms, metrics, and the
 fan-out that ties it to the other nodes of a cluster.
 
 Created with the app, started by its lifespan, and drained on shutdown: stop taking

@@ -1,19 +1,19 @@
 """One live project in memory: its document, its peers, their presence.
 
 The room's document holds exactly what the log holds: an update from a client is
-checked, handed to the group-commit writer, and applied and broadcast only in the
-writer's ``on_committed`` callback. "Checked" means more than "decodes": an update that
-writes a value the log cannot hold (a NUL, a NaN; ``protocol.check_update``) is
-refused, and so is one that does not apply to the document (a decodable update can
-still name a parent that is not a shared type), and one that refers to ids nobody sent
-is held until they arrive: :mod:`collab.live.admission` keeps the trial document this
-is decided on, so nothing the room could not apply is ever stored (one stored poison
-update stopped every reader of the log). An update that writes values outside the
-document schema is stored (its sender keeps it anyway) and followed at once by the
-server's ``doc.corrected`` update that puts them back or removes them.
+checked, handed to the writer (the rooms' side of the store's group commit), and applied
+and broadcast only in the writer's ``on_committed`` callback. "Checked" means more than
+"decodes": an update that writes a value the log cannot hold (a NUL, a NaN;
+``protocol.check_update``) is refused, and so is one that does not apply to the document
+(a decodable update can still name a parent that is not a shared type), and one that
+refers to ids nobody sent is held until they arrive: :mod:`collab.live.admission` keeps
+the trial document this is decided on, so nothing the room could not apply is ever
+stored (one stored poison update stopped every reader of the log). An update that writes
+values outside the document schema is stored (its sender keeps it anyway) and followed
+at once by the server's ``doc.corrected`` update that puts them back or removes them.
 
-The room hands updates to a :class:`Durability` port (the group-commit writer in the
-server, a hand-driven log in ``tests/test_room_log.py``).
+The room hands updates to a :class:`Durability` port (the writer in the server, a
+hand-driven log in ``tests/test_room_log.py``).
 
 Because updates are applied only once durable, a client joining in between never sees
 one that is not, and the room never has to be repaired after a failed append (the
@@ -27,6 +27,11 @@ presence (:mod:`collab.live.fanout`, :mod:`collab.live.presence`).
 
 Nothing here awaits: peers are handed frames through :class:`Peer.send`, which only
 queues them.
+
+Why this module is a little over 400 lines: what the room decides for one frame (admit,
+hold, correct, broadcast, answer a sync) reads the same state (its peers, the versions
+applied, the updates on their way to the log); the parts that stand alone already live
+beside it (admission, versions, presence, corrections).
 """
 
 from __future__ import annotations
@@ -67,7 +72,7 @@ READ_ONLY = "permission denied: read-only access (viewer); edits are not stored"
 
 
 class Durability(Protocol):
-    """Where the room sends an update to become durable: the group-commit writer.
+    """Where the room sends an update to become durable: the writer.
 
     Callbacks run in submission order once the event's batch is decided; ``submit``
     raises WriterError at once instead of queueing when it cannot take the event.

@@ -7,6 +7,10 @@ forgets the connection and it is closed with 4508 (the close frame waits CLOSE_T
 behind the frames already sent, for a client that reads again). Decisions about frames
 are made by ``collab.live.protocol`` (decoding) and ``collab.live.room`` (what to answer and
 broadcast).
+
+Why this module is a little over 400 lines: one connection's life (admission, the read
+loop with its pauses under overload, the send queue and its watchdog, the close) shares
+the connection's state; the decisions are elsewhere, what stays is the plumbing.
 """
 
 from __future__ import annotations
