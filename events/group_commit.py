@@ -159,6 +159,9 @@ class GroupCommit:
                 log.exception("batch could not be decided", items=len(batch))
                 _decide(batch, EventStoreError(f"batch could not be decided: {exc!r}"))
             del batch  # its callbacks hold rooms and connections
+            # Let what the callbacks woke (the sockets sending the broadcasts) run before
+            # the next batch is prepared: preparing hashes every event of it.
+            await asyncio.sleep(0)
 
     async def _wait(self, delay: float) -> None:
         """Wait ``delay`` seconds, or less if a caller that awaits arrives or the batch
