@@ -29,6 +29,7 @@ from collab.live.fanout import (
     Envelope,
     FanOut,
 )
+from collab.live.intake import Intake
 from collab.live.rooms import Rooms
 from collab.live.writer import GroupCommitWriter
 from collab.runtime.config import LiveSettings
@@ -77,6 +78,8 @@ class Live:
         self.limits = limits
         #: grants and revocations applied so far (a socket being admitted compares it)
         self.access_changes = 0
+        #: the sockets' recent reads: which pause first under overload
+        self.intake = Intake()
         self.metrics = metrics
         self.store = store
         self.writer = GroupCommitWriter(

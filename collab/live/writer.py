@@ -13,10 +13,11 @@ refuses new updates instead of buffering them without limit.
 
 Overload costs latency before it costs connections: once half of ``max_pending``
 events wait, the writer says it is :attr:`~GroupCommitWriter.congested` until the
-wait is back under a quarter. The sockets stop reading editors' frames meanwhile
-(their updates wait in the clients and in TCP) and new connections are refused with
-1013, so the limit, which closes the sender with 1013, is the last resort for what
-was already read.
+wait is back under a quarter. The busiest sockets stop being read meanwhile
+(``collab.live.intake``; their updates wait in the clients and in TCP), every writing
+socket once five eighths wait (:attr:`~GroupCommitWriter.saturated`), and new
+connections are refused with 1013, so the limit, which closes the sender with 1013, is
+the last resort for what was already read.
 """
 
 from __future__ import annotations
@@ -67,9 +68,11 @@ class GroupCommitWriter:
         self._store = store
         self._metrics = metrics
         self._max_pending = max_pending
-        #: congestion starts at the high mark and ends at the low one
+        #: congestion starts at the high mark and ends at the low one; past the
+        #: saturation mark every writing socket pauses, not just the busiest
         self._high = max(1, max_pending // 2)
         self._low = max_pending // 4
+        self._saturation = max(self._high, (5 * max_pending) // 8)
         #: set while the writer takes more: readers wait on it while it is not
         self._room_for_more = asyncio.Event()
         self._room_for_more.set()
@@ -145,8 +148,13 @@ class GroupCommitWriter:
 
     @property
     def congested(self) -> bool:
-        """Whether so many updates wait that readers should stop taking more."""
+        """Whether so many updates wait that the busiest readers should stop taking more."""
         return not self._room_for_more.is_set()
+
+    @property
+    def saturated(self) -> bool:
+        """Whether so many updates wait that every reader should stop taking more."""
+        return self._pending >= self._saturation
 
     async def room_for_more(self) -> None:
         """Return once the writer is not congested (at once when it is not)."""

@@ -34,6 +34,7 @@ from collab.access.principal import Principal, bearer_token, unverified
 from collab.live import protocol
 from collab.live.closecodes import CloseCode, close_reason
 from collab.live.hub import Live
+from collab.live.intake import Reads
 from collab.live.room import Room
 from collab.live.rooms import UnknownProject
 from collab.live.writer import WriterError
@@ -85,6 +86,8 @@ class Connection:
         self.sending_since: float | None = None
         #: the watchdog gave up on the frame being sent (the close frame may still go)
         self._abandoned = False
+        #: how much it sent lately (the busiest pause first under overload)
+        self.reads = Reads()
 
     @property
     def actor(self) -> str:
@@ -263,6 +266,16 @@ async def endpoint(websocket: WebSocket) -> None:
         live.metrics.connections.dec()
 
 
+def _pauses(connection: Connection, live: Live, now: float) -> bool:
+    """Under congestion the busiest sockets pause; once saturated, every writing one.
+
+    The mean is taken over every open connection, viewers included: when viewers are
+    many, more editors count as busy, which errs towards relieving the database."""
+    return live.writer.saturated or live.intake.busiest(
+        connection.reads, now, len(live.connections)
+    )
+
+
 def _busy(live: Live) -> tuple[CloseCode, str] | None:
     """Why no new connection is taken now, if so: a restart, or an overload."""
     if live.draining:
@@ -379,20 +392,27 @@ async def _receive(websocket: WebSocket, connection: Connection, room: Room, liv
     # a principal's frames are counted together, whichever socket they come by
     sender = _sender(websocket, connection.principal)
     writer = live.writer
+    loop = asyncio.get_running_loop()
     while connection.closing is None:
-        if writer.congested and connection.can_write:
+        if writer.congested and connection.can_write and _pauses(connection, live, loop.time()):
             # Backpressure: the client's frames wait (in it and in TCP) until the
             # database has caught up, rather than being refused with its connection.
             # One frame is still read every PAUSE_SLICE seconds: uvicorn reads pongs,
             # close frames and the step 2 a held update waits for only when the app
             # takes a frame, and a long pause would otherwise time them all out.
-            with contextlib.suppress(TimeoutError):
+            live.metrics.paused_sockets.inc()
+            try:
                 await asyncio.wait_for(writer.room_for_more(), PAUSE_SLICE)
                 continue
+            except TimeoutError:
+                pass
+            finally:
+                live.metrics.paused_sockets.dec()
         try:
             message = await websocket.receive()
         except (WebSocketDisconnect, RuntimeError):
             return
+        live.intake.read(connection.reads, loop.time())
         if message["type"] == "websocket.disconnect":
             return
         frame = message.get("bytes")

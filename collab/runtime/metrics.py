@@ -44,6 +44,12 @@ class Metrics:
             "1 while editors' sockets are not read because updates wait for the database",
             registry=r,
         )
+        self.paused_sockets = Gauge(
+            "collab_paused_sockets",
+            "Editors' sockets not read for now because updates wait for the database (the"
+            " busiest first)",
+            registry=r,
+        )
         self.corrected = Counter(
             "collab_corrected_values",
             "Values outside the document schema that a correcting update put back or removed",
