@@ -29,6 +29,9 @@ the only difference), COLLAB_AUTH=off and COLLAB_RATE_LIMITS=off (the generator 
 tokens). Server output (warnings and up) goes to bench/.work/cluster-logs/; a run line
 counts the "update not stored" warnings there (an update the node gave up appending,
 whose sender it closed with 1013).
+
+Over 400 lines because it stays one file beside bench/live.py, whose generator it
+reuses: the nodes, Redis, the layouts and the report.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ Scenarios (all bounded by a duration and stop by themselves):
   fanout  1 writer -> 200 observers in one room, 50 updates/s
   join    100 clients join at once a room whose log holds 50,000 updates
 
-The script stays one file (about 600 lines): the load generator, the three servers
+The script stays one file (about 800 lines): the load generator, the three servers
 under test and the scenarios make one experiment, run as ``python bench/live.py``;
 what other benchmarks share is in bench/harness.py.
 """

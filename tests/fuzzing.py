@@ -22,6 +22,9 @@ The module stays whole (about 650 lines): the fuzzer, the honest editor and the 
 all write to one :class:`Findings` and follow one :class:`Restarts`, and the list of
 promises above reads top to bottom as the run checks them. The frames themselves are
 in tests/fuzz_frames.py.
+
+Over 400 lines because the campaign is one loop (send a unit, learn its fate, check the
+invariants the server must keep) whose parts share the run's state.
 """
 
 from __future__ import annotations

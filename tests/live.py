@@ -4,6 +4,9 @@
 event loop. ``YClient`` is a pycrdt document speaking y-websocket through pycrdt's own
 codec (not ours: the server's codec is what is under test) over the ``websockets``
 client library.
+
+Over 400 lines because it is the one kit every live test uses (server, clients,
+raw-frame helpers); a second module would split helpers that call each other.
 """
 
 from __future__ import annotations

@@ -5,6 +5,9 @@ live socket, revocation and downgrade acting on open sockets, tokens that expire
 The tokens are HS256 tokens of the server's secret (``collab.access.issuing.issue``),
 as ``collab token create`` makes them; tests/test_tokens.py covers the other key
 sources (PEM, JWKS file and URL) and every way a token can be wrong.
+
+Over 400 lines because the access matrix (every route for every kind of caller) is one
+table run against one server setup; split, each part would repeat that setup.
 """
 
 from __future__ import annotations

@@ -5,6 +5,9 @@ There is no Docker engine where the tests run, so the image is rebuilt the way i
 Dockerfile says, by hand: the files its COPY lines name, in a root-owned folder, the
 project installed from there (not editable), and ``collab serve`` started in that folder
 as a user that is not root, with the Dockerfile's environment.
+
+Over 400 lines because the image's start conditions and the compose file are checked
+together: the compose checks refer to what the image test builds.
 """
 
 from __future__ import annotations

@@ -1,7 +1,11 @@
 """MIDI in and out (``music/midi.py``): the export (``GET .../export.mid``) read back with
 mido and with @tonejs/midi (written by others, in Node); the import (``POST
 /api/imports/midi``, ``POST /api/projects/{id}/imports/midi``) of files that
-@tonejs/midi and mido wrote, with its provenance record, and bad files refused."""
+@tonejs/midi and mido wrote, with its provenance record, and bad files refused.
+
+Over 400 lines because export and import are checked against each other (a file
+written, read back, written again) with the same fixtures.
+"""
 
 from __future__ import annotations
 

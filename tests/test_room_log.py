@@ -1,5 +1,9 @@
 """The room and its durability port, without I/O: what is sent to the log, in which
-order, and what the room applies and broadcasts when the log answers."""
+order, and what the room applies and broadcasts when the log answers.
+
+Over 400 lines because its tests share the hand-driven log (``ManualLog``) and the
+recording peers; each is one ordering case of the same room.
+"""
 
 from __future__ import annotations
 

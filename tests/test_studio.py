@@ -1,6 +1,10 @@
 """The web studio in real headless Chromium against a real server: co-editing between
 pages and a pycrdt client, presence, rollback, a viewer's read-only page, history,
-lineage and the in-browser audit check, and the connection state."""
+lineage and the in-browser audit check, and the connection state.
+
+Over 400 lines because every test drives the same browser and server fixtures; the
+browser's start-up is paid once per module.
+"""
 
 from __future__ import annotations
 

@@ -4,6 +4,9 @@ Every refusal a forged, stale or misdirected token should meet is exercised here
 token built the way an attacker or a misconfigured identity provider would build it;
 the JWKS endpoint is a local HTTP server that counts its requests, so the promise that
 a flood of unknown key ids costs at most one fetch per cooldown is measured, not assumed.
+
+Over 400 lines because each refusal is its own test, all on the same key sources and
+key set server.
 """
 
 from __future__ import annotations

@@ -1,4 +1,8 @@
-"""The event store contract, run against the real PostgreSQL implementation."""
+"""The event store contract, run against the real PostgreSQL implementation.
+
+Over 400 lines on purpose: the store's contract is one suite, so an adapter is checked
+against all of it at once.
+"""
 
 from __future__ import annotations
 
