@@ -8,6 +8,7 @@ import random
 import uuid
 from datetime import UTC, datetime
 
+import pytest
 import rfc8785
 
 from events import EventMetadata, NewEvent
@@ -84,3 +85,17 @@ def test_prepared_hashes_match_their_definitions():
     # JCS wherever it can write the event; integers beyond 2^53 keep the older scheme
     assert set(schemes) == {"rfc8785", None}
     assert schemes["rfc8785"] > schemes[None]
+
+
+def test_only_the_known_tip_skips_the_parents_check() -> None:
+    """The appender names the stream's tip (a DAID it minted or read from the log) as
+    ``known``; every other parent is still checked."""
+    meta = EventMetadata(actor="a")
+    tip = prepare("s", NewEvent(DocUpdated(update=b"\x00\x00"), meta)).daid
+    child = prepare("s", NewEvent(DocUpdated(update=b"\x00\x00"), meta, parents=(tip,)), known=tip)
+    assert child.parents == (tip,)
+    alike = prepare("s", NewEvent(DocUpdated(update=b"\x00\x00"), meta, parents=(tip,)))
+    assert alike.parents == child.parents  # naming it known changes no byte but the time
+    forged = NewEvent(DocUpdated(update=b"\x00\x00"), meta, parents=(tip, "daid:v9:nonsense"))
+    with pytest.raises(daid_module.DaidError):
+        prepare("s", forged, known=tip)

@@ -315,7 +315,8 @@ class Appender:
             if type(new.event).is_version:
                 if tip is not None:
                     new = replace(new, parents=(tip, *new.parents))  # noqa: PLW2901
-                event = prepare(stream_id, new)
+                # the tip is a DAID this store minted or read from the log
+                event = prepare(stream_id, new, known=tip)
                 tip = event.daid
             else:
                 event = prepare(stream_id, new)
