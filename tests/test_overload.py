@@ -7,7 +7,9 @@ lock while the editors type."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
+from collections.abc import AsyncIterator
 
 import asyncpg
 import httpx
@@ -29,6 +31,23 @@ async def _paused(address: str) -> bool:
     return "collab_intake_paused 1.0" in metrics
 
 
+@contextlib.asynccontextmanager
+async def _log_locked(database_url: str) -> AsyncIterator[None]:
+    """The database falls behind for real: a transaction holds the log's table lock
+    until the block ends."""
+    blocker = await asyncpg.connect(database_url)
+    try:
+        held = blocker.transaction()
+        await held.start()
+        await blocker.execute("lock table events in exclusive mode")
+        try:
+            yield
+        finally:
+            await held.rollback()  # it wrote nothing
+    finally:
+        await blocker.close()
+
+
 async def test_a_database_that_falls_behind_slows_editors_down_and_closes_nobody(
     database_url: str,
 ) -> None:
@@ -38,11 +57,7 @@ async def test_a_database_that_falls_behind_slows_editors_down_and_closes_nobody
         for editor in editors:
             await editor.connect()
             await editor.wait_synced()
-        blocker = await asyncpg.connect(database_url)
-        try:
-            held = blocker.transaction()
-            await held.start()
-            await blocker.execute("lock table events in exclusive mode")
+        async with _log_locked(database_url):
             rng = random.Random(7)
             for _ in range(EDITS):
                 for index, editor in enumerate(editors):
@@ -55,9 +70,6 @@ async def test_a_database_that_falls_behind_slows_editors_down_and_closes_nobody
             assert await late.wait_closed(10) == 1013
             assert late.close_reason is not None
             assert late.close_reason.startswith("overloaded")
-            await held.rollback()
-        finally:
-            await blocker.close()
 
         async def caught_up() -> bool:
             logged = await log_document(database_url, project)
@@ -93,11 +105,7 @@ async def test_the_busiest_socket_pauses_first_and_a_light_editor_is_still_read(
         for editor in (flooder, light):
             await editor.connect()
             await editor.wait_synced()
-        blocker = await asyncpg.connect(database_url)
-        try:
-            held = blocker.transaction()
-            await held.start()
-            await blocker.execute("lock table events in exclusive mode")
+        async with _log_locked(database_url):
             flooded = flooder.doc.get(document.META, type=pycrdt.Map)
             for n in range(100):
                 flooded["tempo"] = float(60 + n)
@@ -122,9 +130,6 @@ async def test_the_busiest_socket_pauses_first_and_a_light_editor_is_still_read(
             # only the flooder waited (were every writer paused, the light editor's
             # second change would wait for its socket's next 2-second slice)
             assert await _metric(address, "collab_paused_sockets") == 1
-            await held.rollback()
-        finally:
-            await blocker.close()
 
         async def caught_up() -> bool:
             logged = await log_document(database_url, project)

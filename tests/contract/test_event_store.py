@@ -602,26 +602,31 @@ async def test_state_cache_keeps_the_newest_state(store: PostgresEventStore):
     assert await store.load_state("project-p") is None
 
 
+class _Gate:
+    """A ``before_commit`` hook that holds each transaction while the gate is shut, so
+    that the appends arriving meanwhile queue behind it."""
+
+    def __init__(self) -> None:
+        self.open = asyncio.Event()
+        self.holding = asyncio.Event()
+
+    async def __call__(self) -> None:
+        if not self.open.is_set():
+            self.holding.set()
+            await self.open.wait()
+
+
 async def test_one_group_commit_takes_live_and_awaited_appends_and_refuses_alone(
     database_url: str,
 ) -> None:
     """What waits while a transaction is in flight goes in the next one together (the
     rooms' lingering updates and callers that await); a caller whose events cannot be
     written is refused alone, and nothing of it is stored."""
-    release = asyncio.Event()
-    holding = asyncio.Event()
-
-    async def hold_first() -> None:
-        if not release.is_set():
-            holding.set()
-            await release.wait()
-
-    store = await PostgresEventStore.connect(
-        database_url, before_commit=hold_first, commit_window=0.001
-    )
+    gate = _Gate()
+    store = await PostgresEventStore.connect(database_url, before_commit=gate, commit_window=0.001)
     try:
         first = asyncio.create_task(store.append("first", [doc(0)]))
-        await asyncio.wait_for(holding.wait(), timeout(10))
+        await asyncio.wait_for(gate.holding.wait(), timeout(10))
         live: list[AppendResult | EventStoreError] = []
         for n in range(3):
             store.append_soon(AppendRequest("live", (doc(n),), ANY), live.append)
@@ -637,7 +642,7 @@ async def test_one_group_commit_takes_live_and_awaited_appends_and_refuses_alone
             )
         )
         await asyncio.sleep(0.05)  # all three queue behind the held transaction
-        release.set()
+        gate.open.set()
         await asyncio.wait_for(first, timeout(10))
         result = await asyncio.wait_for(good, timeout(10))
         with pytest.raises(ValueError, match="NUL"):
@@ -673,22 +678,15 @@ async def test_a_refused_caller_leaves_the_version_lineage_of_its_streams_as_it_
 ) -> None:
     """A caller refused in the middle of a batch shares a stream with the callers around
     it: they still derive from each other, first try (no stream is left contended)."""
-    release = asyncio.Event()
-    holding = asyncio.Event()
-
-    async def hold_first() -> None:
-        if not release.is_set():
-            holding.set()
-            await release.wait()
-
-    release.set()
-    store = await PostgresEventStore.connect(database_url, before_commit=hold_first)
+    gate = _Gate()
+    gate.open.set()
+    store = await PostgresEventStore.connect(database_url, before_commit=gate)
     try:
         # the store now remembers the stream's tip
         await asyncio.wait_for(store.append("s", [doc(0)]), timeout(10))
-        release.clear()
+        gate.open.clear()
         first = asyncio.create_task(store.append("other", [doc(0)]))
-        await asyncio.wait_for(holding.wait(), timeout(10))
+        await asyncio.wait_for(gate.holding.wait(), timeout(10))
         before = asyncio.create_task(store.append("s", [doc(1)]))
         refused = asyncio.create_task(
             store.append_batch(
@@ -700,7 +698,7 @@ async def test_a_refused_caller_leaves_the_version_lineage_of_its_streams_as_it_
         )
         after = asyncio.create_task(store.append("s", [doc(3)]))
         await asyncio.sleep(0.05)
-        release.set()
+        gate.open.set()
         await asyncio.wait_for(first, timeout(10))
         made, then = await asyncio.wait_for(asyncio.gather(before, after), timeout(10))
         with pytest.raises(ValueError, match="NUL"):
