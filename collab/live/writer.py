@@ -139,12 +139,15 @@ class GroupCommitWriter:
                 future.set_exception(outcome)
                 # Nobody may be awaiting it; mark the exception retrieved.
                 future.exception()
+        self._relieve()
+        if not self._pending:
+            self._idle.set()
+
+    def _relieve(self) -> None:
         if not self._room_for_more.is_set() and (self._pending <= self._low or self._closed):
             self._room_for_more.set()
             self._metrics.intake_paused.set(0)
             log.info("updates caught up: sockets are read again", waiting=self._pending)
-        if not self._pending:
-            self._idle.set()
 
     @property
     def congested(self) -> bool:
@@ -167,9 +170,7 @@ class GroupCommitWriter:
     async def close(self) -> None:
         """Refuse new events, wait for the submitted ones to be decided."""
         self._closed = True
-        if self._room_for_more.is_set() is False:
-            self._room_for_more.set()  # waiting readers go on, and are refused
-            self._metrics.intake_paused.set(0)
+        self._relieve()  # waiting readers go on, and are refused
         await self.flush()
 
 
