@@ -224,6 +224,75 @@ async def test_a_node_killed_loses_no_committed_edit_and_its_presence_goes(
         node_a.close()
 
 
+async def test_one_node_appends_a_project_s_updates_and_another_takes_over_when_it_dies(
+    database_url: str, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """Writers on two nodes: the node that hosted the room first (its home) appends
+    every update, the other forwards its clients' updates there and appends none of them
+    itself; all converge on the log. The home is SIGKILLed mid-edit: the other node
+    appends its clients' updates itself from then on, and nothing committed is lost."""
+    rng = random.Random(22)
+    home = ServeProcess(database_url, tmp_path / "home.log", REDIS_URL=redis_server.url)
+    await home.start()
+    try:
+        async with running_server(
+            database_url, redis_url=redis_server.url, follow_seconds=FAN_OUT_ONLY
+        ) as other:
+            project = await create_project(home.address)
+            at_home = await synced_clients(home.address, project, 2)
+            elsewhere = await synced_clients(other, project, 2)
+            forwarded = 'collab_forwarded_updates_total{direction="out"}'
+            # the other node learns the home within its claim (or its next heartbeat)
+            _meta(elsewhere[0])["probe"] = 0
+
+            async def forwarding() -> bool:
+                _meta(elsewhere[0])["probe"] = rng.random()
+                return await metric(other, forwarded) > 0
+
+            await eventually(forwarding, 10, "the other node does not forward", interval=0.2)
+            appended = "collab_updates_committed_total"
+            # what the other node appended itself before it knew the home
+            before = await metric(other, appended)
+            for _ in range(15):
+                for who, client in enumerate([*at_home, *elsewhere]):
+                    random_edit(rng, client.doc, who)
+                await asyncio.sleep(rng.uniform(0, 0.02))
+            clients = [*at_home, *elsewhere]
+
+            async def converged(group: list[YClient]) -> bool:
+                logged = await log_document(database_url, project)
+                return all(client.json() == logged for client in group)
+
+            await eventually(lambda: converged(clients), 30, "clients did not converge")
+            sent = await metric(other, forwarded)
+            assert sent >= 15  # every edit of its two clients after the probe
+            assert (
+                await metric(home.address, 'collab_forwarded_updates_total{direction="in"}') == sent
+            )
+            assert await metric(other, "collab_forward_fallbacks_total") == 0
+            assert await metric(other, appended) == before
+
+            await home.kill()
+            for client in at_home:
+                await client.disconnect()
+            tracks = elsewhere[0].doc.get(document.TRACKS, type=pycrdt.Map)
+            for index in range(20):
+                tracks[f"after-{index}"] = pycrdt.Map({"name": f"after {index}"})
+                await asyncio.sleep(0.01)
+
+            async def all_stored() -> bool:
+                logged = await log_document(database_url, project)
+                names = {f"after-{index}" for index in range(20)}
+                return names <= set(logged["tracks"]) and await converged(elsewhere)
+
+            await eventually(all_stored, 30, "edits lost after the home died")
+            assert await metric(other, appended) >= before + 20
+            for client in elsewhere:
+                await client.disconnect()
+    finally:
+        home.close()
+
+
 async def test_a_redis_outage_loses_nothing_and_the_fast_path_returns(
     database_url: str, redis_server: RedisServer
 ) -> None:

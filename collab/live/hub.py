@@ -28,7 +28,10 @@ from collab.live.fanout import (
     CommittedUpdate,
     Envelope,
     FanOut,
+    Forward,
+    ForwardOutcome,
 )
+from collab.live.forwarding import Forwarder
 from collab.live.intake import Intake
 from collab.live.rooms import Rooms
 from collab.live.writer import GroupCommitWriter
@@ -87,9 +90,17 @@ class Live:
             metrics,
             max_pending=settings.max_pending_updates,
         )
+        #: what the rooms submit to: the writer, or the project's home node
+        self.forwarder = Forwarder(
+            self.writer,
+            self.fanout,
+            metrics,
+            on_home_commit=self._committed_here,
+            max_waiting=settings.max_pending_updates,
+        )
         self.rooms = Rooms(
             store,
-            self.writer,
+            self.forwarder,
             metrics,
             grace=settings.room_grace,
             cache_every=settings.cache_every,
@@ -114,10 +125,18 @@ class Live:
 
     # -- what the other nodes say (fanout.Receiver) --------------------------------------
 
+    def _committed_here(self, update: CommittedUpdate) -> None:
+        self.rooms.committed_elsewhere(update)
+
     def received(self, envelope: Envelope) -> None:
         match envelope.message:
             case CommittedUpdate() as update:
-                self.rooms.committed_elsewhere(update)
+                if not self.forwarder.settled(update):
+                    self.rooms.committed_elsewhere(update)
+            case Forward() as forward:
+                self.forwarder.serve(envelope.node, forward)
+            case ForwardOutcome() as outcome:
+                self.forwarder.settled(outcome)
             case Awareness(project_id, frame):
                 room = self.rooms.loaded(project_id)
                 if room is None:
@@ -139,6 +158,7 @@ class Live:
                 pass  # heartbeats and farewells are the fan-out's own business
 
     def node_lost(self, node: str) -> None:
+        self.forwarder.node_lost(node)
         for room in self.rooms.all():
             room.presence.node_lost(node)
 
@@ -155,6 +175,9 @@ class Live:
         task = asyncio.get_running_loop().create_task(self._follow_now())
         self._catching_up.add(task)
         task.add_done_callback(self._catching_up.discard)
+
+    def fast_path_lost(self) -> None:
+        self.forwarder.fast_path_lost()
 
     def _ask_presence(self) -> None:
         for room in self.rooms.all():
@@ -177,6 +200,7 @@ class Live:
         if self.draining:
             return
         self.draining = True
+        await self.forwarder.close()
         pending = self.writer.pending
         await self.writer.close()
         log.info("writer flushed", updates=pending)

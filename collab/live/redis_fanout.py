@@ -2,9 +2,16 @@
 :class:`collab.live.fanout.FanOut`.
 
 One channel per project (``{prefix}:room:{id}``), subscribed by the nodes that host its
-room, and one for the cluster (``{prefix}:cluster``: access changes, heartbeats). Pub/sub
-keeps nothing: a node that is not listening misses the message, which is why the rooms
-check versions and read the log for what they miss.
+room, one for the cluster (``{prefix}:cluster``: access changes, heartbeats), and one per
+node (``{prefix}:node:{id}``: forwarded updates and their outcomes). Pub/sub keeps
+nothing: a node that is not listening misses the message, which is why the rooms check
+versions and read the log for what they miss, and why a forwarded update that has no
+outcome in time is appended by the node that forwarded it (``collab.live.forwarding``).
+
+A project's home (the node that appends its updates) is a key ``{prefix}:home:{id}``
+naming the node, set by the first node that hosts the room and kept alive by its
+heartbeat (``HOME_LEASE_SECONDS``); every hosting node reads it with the same beat. A node
+that unloads the room, stops, or is no longer heard leaves it to the next.
 
 Publishing never waits for Redis: messages go to a bounded outbox that one task sends
 in pipelined batches. When Redis is unreachable the batch is dropped and counted
@@ -34,12 +41,16 @@ from collab.live.fanout import (
     NODE_TIMEOUT_SECONDS,
     BadMessage,
     Farewell,
+    Forward,
+    ForwardOutcome,
     Heartbeat,
     Message,
     Receiver,
+    bundle,
     decode,
     encode,
     new_node_id,
+    unbundle,
 )
 from collab.runtime.metrics import Metrics
 
@@ -53,6 +64,25 @@ BATCH: Final = 500
 MAX_BACKOFF: Final = 5.0
 #: seconds a Redis command may take before the connection counts as lost
 COMMAND_TIMEOUT: Final = 5.0
+#: milliseconds a project's home key lives unless its node renews it (every heartbeat)
+HOME_LEASE_MS: Final = int(NODE_TIMEOUT_SECONDS * 1000)
+#: the home of KEYS[1]: kept or taken by ARGV[1] when it is free or already theirs
+#: (renewed for ARGV[2] ms), else the node that holds it
+_CLAIM = """
+local home = redis.call('GET', KEYS[1])
+if home == false or home == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return ARGV[1]
+end
+return home
+"""
+#: let go of KEYS[1] if ARGV[1] holds it
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
 
 
 class RedisFanOut:
@@ -85,6 +115,10 @@ class RedisFanOut:
         self._echo = time.monotonic()
         self._tasks: list[asyncio.Task[None]] = []
         self._pending_subscriptions: set[asyncio.Task[None]] = set()
+        #: the home of each watched project, as Redis last said
+        self._homes: dict[str, str] = {}
+        self._claim = self._client.register_script(_CLAIM)
+        self._release = self._client.register_script(_RELEASE)
 
     @property
     def connected(self) -> bool:
@@ -93,11 +127,23 @@ class RedisFanOut:
     def _channel(self, project_id: str) -> str:
         return f"{self._prefix}:room:{project_id}"
 
+    def _node_channel(self, node: str) -> str:
+        return f"{self._prefix}:node:{node}"
+
+    def _home_key(self, project_id: str) -> str:
+        return f"{self._prefix}:home:{project_id}"
+
     # -- publishing -----------------------------------------------------------------------
 
     def publish(self, message: Message) -> None:
-        project_id = getattr(message, "project_id", None)
-        channel = self._cluster if project_id is None else self._channel(project_id)
+        if isinstance(message, Forward):
+            channel = self._node_channel(message.home)
+        elif isinstance(message, ForwardOutcome):
+            channel = self._node_channel(message.origin)
+        elif (project_id := getattr(message, "project_id", None)) is not None:
+            channel = self._channel(project_id)
+        else:
+            channel = self._cluster
         if len(self._outbox) >= OUTBOX_LIMIT:
             self._outbox.popleft()
             self._metrics.fanout_dropped.inc()
@@ -110,10 +156,14 @@ class RedisFanOut:
             self._wake.clear()
             while self._outbox:
                 batch = [self._outbox.popleft() for _ in range(min(BATCH, len(self._outbox)))]
+                # One publish per channel: its messages in their order, bundled.
+                channels: dict[str, list[bytes]] = {}
+                for channel, data in batch:
+                    channels.setdefault(channel, []).append(data)
                 try:
                     async with self._client.pipeline(transaction=False) as pipe:
-                        for channel, data in batch:
-                            pipe.publish(channel, data)
+                        for channel, frames in channels.items():
+                            pipe.publish(channel, bundle(frames))
                         await pipe.execute()
                 except (RedisError, OSError) as exc:
                     # The log has every update; the others' followers find them.
@@ -134,8 +184,60 @@ class RedisFanOut:
             # ask it for its clients' presence (Receiver.node_joined).
             if self._pubsub is not None:
                 self.publish(Heartbeat())
+                await self._claim_homes(list(self._watched_projects))
             await asyncio.sleep(HEARTBEAT_SECONDS)
             self._forget_silent_nodes()
+
+    # -- homes ----------------------------------------------------------------------------
+
+    @property
+    def _watched_projects(self) -> set[str]:
+        start = len(self._channel(""))
+        return {channel[start:] for channel in self._watched}
+
+    def home(self, project_id: str) -> str | None:
+        home = self._homes.get(project_id)
+        if home is None or home == self.node or not self._connected or home not in self._heard:
+            return None
+        return home
+
+    async def _claim_homes(self, projects: list[str]) -> None:
+        """Take or renew the homes of ``projects`` that are free or this node's, and
+        learn who holds the others."""
+        if not projects:
+            return
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for project_id in projects:
+                    await self._claim(
+                        keys=[self._home_key(project_id)],
+                        args=[self.node, HOME_LEASE_MS],
+                        client=pipe,
+                    )
+                homes = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            # Each node appends its own until Redis answers again; whether the
+            # connection is lost is the listener's to find out.
+            self._homes.clear()
+            log.debug("project homes not read", error=str(exc) or type(exc).__name__)
+            return
+        for project_id, home in zip(projects, homes, strict=True):
+            if project_id in self._watched_projects:
+                self._homes[project_id] = home.decode() if isinstance(home, bytes) else str(home)
+
+    def _claim_soon(self, project_id: str) -> None:
+        task = asyncio.get_running_loop().create_task(self._claim_homes([project_id]))
+        self._pending_subscriptions.add(task)
+        task.add_done_callback(self._pending_subscriptions.discard)
+
+    def _release_soon(self, project_id: str) -> None:
+        async def release() -> None:
+            with contextlib.suppress(RedisError, OSError):
+                await self._release(keys=[self._home_key(project_id)], args=[self.node])
+
+        task = asyncio.get_running_loop().create_task(release())
+        self._pending_subscriptions.add(task)
+        task.add_done_callback(self._pending_subscriptions.discard)
 
     # -- listening ------------------------------------------------------------------------
 
@@ -143,11 +245,15 @@ class RedisFanOut:
         channel = self._channel(project_id)
         self._watched.add(channel)
         self._subscription(channel, subscribe=True)
+        if self._connected:
+            self._claim_soon(project_id)
 
     def unwatch(self, project_id: str) -> None:
         channel = self._channel(project_id)
         self._watched.discard(channel)
         self._subscription(channel, subscribe=False)
+        if self._homes.pop(project_id, None) == self.node and self._connected:
+            self._release_soon(project_id)
 
     def _subscription(self, channel: str, *, subscribe: bool) -> None:
         pubsub = self._pubsub
@@ -173,7 +279,7 @@ class RedisFanOut:
         while True:
             pubsub = self._client.pubsub(ignore_subscribe_messages=True)
             try:
-                await pubsub.subscribe(self._cluster, *self._watched)
+                await pubsub.subscribe(self._cluster, self._node_channel(self.node), *self._watched)
                 self._pubsub = pubsub
                 self._up()
                 backoff = 0.1
@@ -184,7 +290,7 @@ class RedisFanOut:
                 while True:
                     message = await pubsub.get_message(timeout=HEARTBEAT_SECONDS)
                     if message is not None and message["type"] == "message":
-                        self._deliver(receiver, message["data"])
+                        self._deliver_all(receiver, message["data"])
                     if time.monotonic() - self._echo > NODE_TIMEOUT_SECONDS:
                         # Our own heartbeats stopped coming back: whatever the client
                         # believes, this subscription is not working.
@@ -197,6 +303,16 @@ class RedisFanOut:
                     await pubsub.aclose()
             await asyncio.sleep(backoff)
             backoff = min(MAX_BACKOFF, backoff * 2)
+
+    def _deliver_all(self, receiver: Receiver, data: bytes) -> None:
+        try:
+            frames = unbundle(data)
+        except BadMessage as exc:
+            self._metrics.fanout_bad.inc()
+            log.warning("fan-out messages dropped: not ours", error=str(exc), size=len(data))
+            return
+        for frame in frames:
+            self._deliver(receiver, frame)
 
     def _deliver(self, receiver: Receiver, data: bytes) -> None:
         try:
@@ -247,7 +363,10 @@ class RedisFanOut:
                 redis=_safe(self._url),
                 error=str(exc) or type(exc).__name__,
             )
+            if self._receiver is not None:
+                self._receiver.fast_path_lost()
         self._connected = False
+        self._homes.clear()
         self._metrics.fanout_connected.set(0)
 
     # -- lifetime -------------------------------------------------------------------------

@@ -87,6 +87,13 @@ class Durability(Protocol):
     ) -> asyncio.Future[Committed]: ...
 
 
+class RoomWriter(Durability, Protocol):
+    """The rooms' writer: :class:`Durability`, and a wait for what it was handed."""
+
+    async def flush(self) -> None:
+        """Return once every event submitted so far is decided."""
+
+
 def _no_cluster(message: Message) -> None:
     pass
 
@@ -338,7 +345,7 @@ class Room:
     def _committed(self, key: int, update: bytes, origin: Peer | None, done: Committed) -> None:
         self.pending -= 1
         del self._admission.in_flight[key]
-        if self._apply_durable(update, done, origin):
+        if self._apply_durable(update, done, origin) and not done.announced:
             self._publish(CommittedUpdate(self.project_id, done.version, done.position, update))
 
     def apply_committed(self, update: bytes, done: Committed, origin: Peer | None) -> bool:

@@ -30,8 +30,8 @@ from typing import Any
 import structlog
 
 from collab.live.fanout import Alone, AwarenessQuery, CommittedUpdate, FanOut
-from collab.live.room import Room
-from collab.live.writer import Committed, GroupCommitWriter
+from collab.live.room import Room, RoomWriter
+from collab.live.writer import Committed
 from collab.runtime.metrics import Metrics
 from events.errors import EventStoreError
 from events.models import DOCUMENT_EVENTS, project_stream
@@ -72,7 +72,7 @@ class Rooms:
     def __init__(
         self,
         store: EventStore,
-        writer: GroupCommitWriter,
+        writer: RoomWriter,
         metrics: Metrics,
         *,
         grace: float = 10.0,

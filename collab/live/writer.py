@@ -55,6 +55,8 @@ class Committed:
     version: int
     position: int
     daid: str
+    #: the other nodes were told already (the project's home published it)
+    announced: bool = False
 
 
 class GroupCommitWriter:
@@ -130,11 +132,11 @@ class GroupCommitWriter:
         if isinstance(outcome, AppendResult):
             committed = Committed(outcome.versions[0], outcome.positions[0], outcome.daids[0])
             self._metrics.updates_committed.inc()
-            _call(on_committed, committed)
+            run_callback(on_committed, committed)
             if not future.done():
                 future.set_result(committed)
         else:
-            _call(on_failed, outcome)
+            run_callback(on_failed, outcome)
             if not future.done():
                 future.set_exception(outcome)
                 # Nobody may be awaiting it; mark the exception retrieved.
@@ -174,7 +176,9 @@ class GroupCommitWriter:
         await self.flush()
 
 
-def _call(callback: Callable[[T], None] | None, value: T) -> None:
+def run_callback(callback: Callable[[T], None] | None, value: T) -> None:
+    """Call ``callback`` (if any); a callback's defect is logged, never raised to the
+    writer that decides the other events."""
     if callback is None:
         return
     try:

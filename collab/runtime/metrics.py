@@ -79,6 +79,21 @@ class Metrics:
         self.fanout_bad = Counter(
             "collab_fanout_bad_messages", "Fan-out messages dropped as unreadable", registry=r
         )
+        self.forwarded = Counter(
+            "collab_forwarded_updates",
+            "Updates handed to the node that appends their project's updates (out: sent"
+            " to that home node; in: appended here for another node)",
+            ["direction"],
+            registry=r,
+        )
+        for direction in ("out", "in"):
+            self.forwarded.labels(direction)  # exported at 0 before the first
+        self.forward_fallbacks = Counter(
+            "collab_forward_fallbacks",
+            "Forwarded updates this node appended itself after all (no answer in time,"
+            " the home node lost or declining, the fan-out down)",
+            registry=r,
+        )
         self.fanout_connected = Gauge(
             "collab_fanout_connected", "1 while the fan-out reaches Redis (0: alone)", registry=r
         )
