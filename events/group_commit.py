@@ -9,7 +9,9 @@ share the queue:
 - :meth:`GroupCommit.append_soon` (the live rooms' updates): one event and a callback.
   These *linger*: a batch whose items all linger waits up to ``window`` seconds from
   its first item's arrival for other rooms' updates to join, so a busy server writes
-  few, large transactions. Lingering events of one stream in a batch go as one request.
+  few, large transactions. Lingering events of one stream in a batch go as one request,
+  except a request queued ``alone`` (a resend, which may be stored already: a request
+  comes back as stored only if every event of it was).
 
 Outcomes are handed back in queue order once the batch's write has decided them, so a
 room applies its committed updates in the order it submitted them. What writes a batch
@@ -55,6 +57,8 @@ class _Item:
     decided: Decided
     linger: bool
     events: int
+    #: may be written as part of one request with other lingering events of its stream
+    merge: bool = False
     enqueued: float = field(default_factory=time.perf_counter)
     #: its caller has heard what became of it (it is never told twice)
     told: bool = False
@@ -109,8 +113,11 @@ class GroupCommit:
         )
         return await done
 
-    def append_soon(self, request: AppendRequest, decided: Callable[[Outcome], None]) -> None:
-        """Queue one request to linger for the next batch; ``decided`` gets its outcome."""
+    def append_soon(
+        self, request: AppendRequest, decided: Callable[[Outcome], None], *, alone: bool = False
+    ) -> None:
+        """Queue one request to linger for the next batch; ``decided`` gets its outcome.
+        Unless ``alone``, it may be merged with the other lingering events of its stream."""
         if len(request.events) > 1:
             _check_unique_ids((request,))
 
@@ -120,7 +127,8 @@ class GroupCommit:
             else:
                 decided(outcome if isinstance(outcome, EventStoreError) else outcome[0])
 
-        self._enqueue(_Item((request,), one, linger=True, events=len(request.events)))
+        merge = not alone and request.expected_version is ANY
+        self._enqueue(_Item((request,), one, linger=True, events=len(request.events), merge=merge))
 
     def _enqueue(self, item: _Item) -> None:
         self._queue.append(item)
@@ -201,7 +209,7 @@ class GroupCommit:
         merged: dict[str, int] = {}
         merged_events: dict[int, list[NewEvent]] = {}
         for item in batch:
-            if item.linger and item.requests[0].expected_version is ANY:
+            if item.merge:
                 (request,) = item.requests
                 unit = merged.get(request.stream_id)
                 if unit is None:
@@ -215,6 +223,9 @@ class GroupCommit:
                 continue
             places.append((len(units), None))
             units.append(item.requests)
+            for request in item.requests:
+                # what follows it on its stream may not be written before it
+                merged.pop(request.stream_id, None)
         for unit, events in merged_events.items():
             if len(events) > 1:
                 units[unit] = (AppendRequest(units[unit][0].stream_id, events, ANY),)

@@ -116,13 +116,20 @@ class EventStore(Protocol):
         ...
 
     def append_soon(
-        self, request: AppendRequest, decided: Callable[[AppendResult | EventStoreError], None]
+        self,
+        request: AppendRequest,
+        decided: Callable[[AppendResult | EventStoreError], None],
+        *,
+        alone: bool = False,
     ) -> None:
         """Queue ``request`` for the store's next group commit without awaiting it.
 
         The batch waits a short window for others to join (the live rooms' updates);
         ``decided`` is called with the request's outcome, in the order requests were
         queued; events that cannot be prepared come back as an ``EventStoreError``.
+        Requests of one stream with any expected version may be written as one, unless
+        ``alone``: a request that may have been stored already (a resend) must go on
+        its own, since a request comes back as stored only if all of its events were.
         Raises ValueError (or DuplicateEvent) at once for a malformed request.
         """
         ...

@@ -105,6 +105,24 @@ async def test_lingering_updates_of_several_rooms_share_one_write_in_queue_order
     ]
 
 
+async def test_a_resend_goes_as_a_request_of_its_own_beside_its_stream_s_updates() -> None:
+    """A request queued ``alone`` may be stored already: merged with others, it would
+    make their request come back 'duplicate' (only part of it stored before)."""
+    log = Log()
+    commits = GroupCommit(log.write, window=0.05)
+    heard: list[Outcome] = []
+    commits.append_soon(AppendRequest("a", (event(),), ANY), heard.append)
+    commits.append_soon(AppendRequest("a", (event(),), ANY), heard.append, alone=True)
+    commits.append_soon(AppendRequest("a", (event(),), ANY), heard.append)
+    await settled(commits)
+
+    (batch,) = log.batches
+    # and what follows it on its stream is not merged into a request written before it
+    assert [[len(request.events) for request in unit] for unit in batch] == [[1], [1], [1]]
+    versions = [outcome.versions for outcome in heard if isinstance(outcome, AppendResult)]
+    assert versions == [(1,), (2,), (3,)]
+
+
 async def test_a_caller_that_awaits_does_not_wait_for_the_window() -> None:
     log = Log()
     commits = GroupCommit(log.write, window=3600.0)  # lingering alone would never go

@@ -163,8 +163,8 @@ def encode(node: str, message: Message) -> bytes:
                 + _uuid_bytes(project_id)
                 + event_id.bytes
                 + positions
-                + _SHORT.pack(len(daid))
-                + daid.encode()
+                + _SHORT.pack(len(daid_bytes := daid.encode()))
+                + daid_bytes
                 + update
             )
         case Awareness(project_id, frame):
@@ -249,8 +249,15 @@ def _forward(home: str, project_id: str, body: bytes) -> Forward:
             parents=tuple(str(parent) for parent in head["parents"]),
         )
         stream_id = str(head["stream"])
-    except (ValueError, KeyError, TypeError, ValidationError, EventStoreError) as exc:
-        raise BadMessage(f"forwarded event: {exc}") from None
+    except (
+        ValueError,
+        KeyError,
+        TypeError,
+        AttributeError,
+        ValidationError,
+        EventStoreError,
+    ) as exc:
+        raise BadMessage(f"forwarded event: {exc!r}") from None
     return Forward(project_id, home, stream_id, new)
 
 

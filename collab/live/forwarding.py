@@ -60,14 +60,28 @@ class _Waiting:
     event: NewEvent
     home: str
     deadline: float
-    on_committed: Callable[[Committed], None] | None
-    on_failed: Callable[[Exception], None] | None
+    on_committed: Callable[[Committed], None]
+    on_failed: Callable[[Exception], None]
     future: asyncio.Future[Committed]
+
+
+@dataclass(slots=True)
+class _Route:
+    """Where a stream's undecided updates went: all to one home node, or all here."""
+
+    home: str | None
+    undecided: int = 0
 
 
 class Forwarder:
     """The rooms' :class:`~collab.live.room.Durability`: the local writer for the
     projects this node is home of (or when it is alone), the home node for the others.
+
+    A stream's updates take one route at a time: while some are undecided, the next
+    ones follow them, so they are stored in the order the room admitted them (an update
+    may build on the one before it). When the home changes meanwhile, or a forwarded
+    update falls back here, every forwarded update of that stream still waiting comes
+    here too, in order.
     """
 
     def __init__(
@@ -88,6 +102,8 @@ class Forwarder:
         self._timeout = timeout
         #: forwarded updates without an outcome, in the order they were sent
         self._waiting: OrderedDict[UUID, _Waiting] = OrderedDict()
+        #: streams with undecided updates, and where those went
+        self._routes: dict[str, _Route] = {}
         self._idle = asyncio.Event()
         self._idle.set()
         self._closed = False
@@ -112,29 +128,70 @@ class Forwarder:
         home = None
         if not self._closed and stream_id.startswith(PROJECT_STREAM_PREFIX):
             home = self._fanout.home(stream_id.removeprefix(PROJECT_STREAM_PREFIX))
-        if home is None:
-            return self._writer.submit(stream_id, event, on_committed, on_failed)
-        if len(self._waiting) >= self._max_waiting:
-            raise Overloaded(f"{len(self._waiting)} updates are waiting for their home node")
+        route = self._routes.get(stream_id)
+        if route is None:
+            route = self._routes[stream_id] = _Route(home)
+        elif route.home != home:
+            # The home changed under undecided updates: they and this one are stored
+            # here, in order; the new home takes the stream once they are decided.
+            if route.home is not None:
+                self._fall_back({stream_id}, "home changed")
+            home = None
+        committed, failed = self._counted(stream_id, route, on_committed, on_failed)
+        try:
+            if home is None:
+                return self._writer.submit(stream_id, event, committed, failed)
+            if len(self._waiting) >= self._max_waiting:
+                raise Overloaded(f"{len(self._waiting)} updates are waiting for their home node")
+        except WriterError:
+            route.undecided -= 1  # refused at once: its callbacks will not run
+            self._forget_route(stream_id, route)
+            raise
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Committed] = loop.create_future()
+        self._fanout.publish(
+            Forward(stream_id.removeprefix(PROJECT_STREAM_PREFIX), home, stream_id, event)
+        )
         self._waiting[event.event_id] = _Waiting(
             stream_id,
             event,
             home,
             time.monotonic() + self._timeout,
-            on_committed,
-            on_failed,
+            committed,
+            failed,
             future,
         )
         self._idle.clear()
-        self._fanout.publish(
-            Forward(stream_id.removeprefix(PROJECT_STREAM_PREFIX), home, stream_id, event)
-        )
         self._metrics.forwarded.labels("out").inc()
         if self._sweeper is None:
             self._sweeper = loop.create_task(self._sweep(), name="forward-sweep")
         return future
+
+    def _counted(
+        self,
+        stream_id: str,
+        route: _Route,
+        on_committed: Callable[[Committed], None] | None,
+        on_failed: Callable[[Exception], None] | None,
+    ) -> tuple[Callable[[Committed], None], Callable[[Exception], None]]:
+        """The callbacks, wrapped to count the stream's undecided updates."""
+        route.undecided += 1
+
+        def committed(done: Committed) -> None:
+            route.undecided -= 1
+            self._forget_route(stream_id, route)
+            run_callback(on_committed, done)
+
+        def failed(error: Exception) -> None:
+            route.undecided -= 1
+            self._forget_route(stream_id, route)
+            run_callback(on_failed, error)
+
+        return committed, failed
+
+    def _forget_route(self, stream_id: str, route: _Route) -> None:
+        if route.undecided <= 0 and self._routes.get(stream_id) is route:
+            del self._routes[stream_id]
 
     def settled(self, outcome: ForwardOutcome | CommittedUpdate) -> bool:
         """The home says what became of a forwarded update: the update committed (as it
@@ -146,22 +203,27 @@ class Forwarder:
         if waiting is None:
             return False  # appended here meanwhile: the store gave that the same answer
         if isinstance(outcome, CommittedUpdate) or outcome.committed:
-            done = Committed(outcome.version, outcome.position, outcome.daid, announced=True)
-            run_callback(waiting.on_committed, done)
+            announced = isinstance(outcome, CommittedUpdate)
+            done = Committed(outcome.version, outcome.position, outcome.daid, announced)
+            waiting.on_committed(done)
             if not waiting.future.done():
                 waiting.future.set_result(done)
+            self._check_idle()
         else:
-            self._append_here(waiting, f"declined: {outcome.detail}")
-        self._check_idle()
+            # it and whatever of its stream was forwarded after it: here, in order
+            self._waiting[outcome.event_id] = waiting
+            self._waiting.move_to_end(outcome.event_id, last=False)
+            self._fall_back({waiting.stream_id}, f"declined: {outcome.detail}")
         return True
 
     def node_lost(self, node: str) -> None:
         """``node`` is gone: what waits for it is appended here."""
-        self._fall_back(lambda waiting: waiting.home == node, "home node lost")
+        lost = {waiting.stream_id for waiting in self._waiting.values() if waiting.home == node}
+        self._fall_back(lost, "home node lost")
 
     def fast_path_lost(self) -> None:
         """The fan-out is down: no outcome is sure to come back."""
-        self._fall_back(lambda _waiting: True, "fan-out lost")
+        self._fall_back(self._waiting_streams(), "fan-out lost")
 
     async def flush(self) -> None:
         """Wait until everything submitted so far is decided, here or at its home."""
@@ -172,33 +234,44 @@ class Forwarder:
     async def close(self) -> None:
         """Forward nothing more and append what waits here (the writer is still open)."""
         self._closed = True
-        self._fall_back(lambda _waiting: True, "this node is draining")
+        self._fall_back(self._waiting_streams(), "this node is draining")
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
 
-    def _fall_back(self, which: Callable[[_Waiting], bool], reason: str) -> None:
-        taken = [event_id for event_id, waiting in self._waiting.items() if which(waiting)]
+    def _waiting_streams(self) -> set[str]:
+        return {waiting.stream_id for waiting in self._waiting.values()}
+
+    def _fall_back(self, streams: set[str], reason: str) -> None:
+        """Append here every waiting update of ``streams``, in the order they were
+        forwarded (so a stream's order holds)."""
+        if not streams:
+            return
+        taken = [
+            event_id for event_id, waiting in self._waiting.items() if waiting.stream_id in streams
+        ]
+        for stream_id in streams:
+            if (route := self._routes.get(stream_id)) is not None:
+                route.home = None
+        self._metrics.forward_fallbacks.inc(len(taken))
+        log.info("forwarded updates appended here", updates=len(taken), reason=reason)
         for event_id in taken:
-            self._append_here(self._waiting.pop(event_id), reason)
+            self._append_here(self._waiting.pop(event_id))
         self._check_idle()
 
-    def _append_here(self, waiting: _Waiting, reason: str) -> None:
-        self._metrics.forward_fallbacks.inc()
-        log.info(
-            "forwarded update appended here",
-            stream=waiting.stream_id,
-            home=waiting.home,
-            reason=reason,
-        )
+    def _append_here(self, waiting: _Waiting) -> None:
         future = waiting.future
         try:
             here = self._writer.submit(
-                waiting.stream_id, waiting.event, waiting.on_committed, waiting.on_failed
+                waiting.stream_id,
+                waiting.event,
+                waiting.on_committed,
+                waiting.on_failed,
+                resend=True,
             )
         except WriterError as exc:
-            run_callback(waiting.on_failed, exc)
+            waiting.on_failed(exc)
             if not future.done():
                 future.set_exception(exc)
                 future.exception()
@@ -223,15 +296,12 @@ class Forwarder:
         while True:
             await asyncio.sleep(_SWEEP_SECONDS)
             now = time.monotonic()
-            late = []
-            for event_id, waiting in self._waiting.items():
+            late = set()
+            for waiting in self._waiting.values():
                 if waiting.deadline > now:
                     break  # sent in order, so the rest are younger
-                late.append(event_id)
-            for event_id in late:
-                self._append_here(self._waiting.pop(event_id), "no outcome in time")
-            if late:
-                self._check_idle()
+                late.add(waiting.stream_id)
+            self._fall_back(late, "no outcome in time")
 
     # -- the home's side ------------------------------------------------------------------
 
@@ -259,7 +329,8 @@ class Forwarder:
             self._fanout.publish(ForwardOutcome(origin, event_id, detail=str(error) or "failed"))
 
         try:
-            self._writer.submit(forward.stream_id, forward.event, committed, failed)
+            # The origin may have stored it meanwhile (it gave up waiting): a resend.
+            self._writer.submit(forward.stream_id, forward.event, committed, failed, resend=True)
         except WriterError as exc:
             failed(exc)
 

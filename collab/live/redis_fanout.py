@@ -10,8 +10,8 @@ outcome in time is appended by the node that forwarded it (``collab.live.forward
 
 A project's home (the node that appends its updates) is a key ``{prefix}:home:{id}``
 naming the node, set by the first node that hosts the room and kept alive by its
-heartbeat (``HOME_LEASE_SECONDS``); every hosting node reads it with the same beat. A node
-that unloads the room, stops, or is no longer heard leaves it to the next.
+heartbeat (``HOME_LEASE_MS``); every hosting node reads it with the same beat. A node
+that unloads the room or stops lets go of it; one that dies leaves it to expire.
 
 Publishing never waits for Redis: messages go to a bounded outbox that one task sends
 in pipelined batches. When Redis is unreachable the batch is dropped and counted
@@ -104,6 +104,9 @@ class RedisFanOut:
         )
         self._outbox: deque[tuple[str, bytes]] = deque()
         self._wake = asyncio.Event()
+        #: set while nothing waits in the outbox or in a pipeline being sent
+        self._sent = asyncio.Event()
+        self._sent.set()
         self._watched: set[str] = set()
         self._pubsub: aioredis.client.PubSub | None = None
         self._receiver: Receiver | None = None
@@ -149,12 +152,14 @@ class RedisFanOut:
             self._metrics.fanout_dropped.inc()
         self._outbox.append((channel, encode(self.node, message)))
         self._wake.set()
+        self._sent.clear()
 
     async def _send(self) -> None:
         while True:
             await self._wake.wait()
             self._wake.clear()
             while self._outbox:
+                self._sent.clear()
                 batch = [self._outbox.popleft() for _ in range(min(BATCH, len(self._outbox)))]
                 # One publish per channel: its messages in their order, bundled.
                 channels: dict[str, list[bytes]] = {}
@@ -177,6 +182,8 @@ class RedisFanOut:
                     break
                 self._dropping = False
                 self._metrics.fanout_messages.labels("out").inc(len(batch))
+            if not self._outbox:
+                self._sent.set()
 
     async def _beat(self) -> None:
         while True:
@@ -207,22 +214,25 @@ class RedisFanOut:
         if not projects:
             return
         try:
-            async with self._client.pipeline(transaction=False) as pipe:
-                for project_id in projects:
-                    await self._claim(
-                        keys=[self._home_key(project_id)],
-                        args=[self.node, HOME_LEASE_MS],
-                        client=pipe,
-                    )
-                homes = await pipe.execute()
-        except (RedisError, OSError) as exc:
+            # Within a beat: a slow Redis must not hold up the heartbeat itself.
+            async with asyncio.timeout(HEARTBEAT_SECONDS):
+                async with self._client.pipeline(transaction=False) as pipe:
+                    for project_id in projects:
+                        await self._claim(
+                            keys=[self._home_key(project_id)],
+                            args=[self.node, HOME_LEASE_MS],
+                            client=pipe,
+                        )
+                    homes = await pipe.execute()
+        except (RedisError, OSError, TimeoutError) as exc:
             # Each node appends its own until Redis answers again; whether the
             # connection is lost is the listener's to find out.
             self._homes.clear()
             log.debug("project homes not read", error=str(exc) or type(exc).__name__)
             return
+        watched = self._watched_projects
         for project_id, home in zip(projects, homes, strict=True):
-            if project_id in self._watched_projects:
+            if project_id in watched:
                 self._homes[project_id] = home.decode() if isinstance(home, bytes) else str(home)
 
     def _claim_soon(self, project_id: str) -> None:
@@ -383,11 +393,27 @@ class RedisFanOut:
         await asyncio.gather(*self._tasks)
 
     async def close(self) -> None:
-        """Say goodbye (best effort) and stop."""
+        """Send what is queued, let go of this node's homes, say goodbye (each best
+        effort, within about a second) and stop."""
+        beat = next((task for task in self._tasks if task.get_name() == "fanout-heartbeat"), None)
+        if beat is not None:
+            beat.cancel()  # no heartbeat may follow the farewell
+            with contextlib.suppress(asyncio.CancelledError):
+                await beat
         if self._connected:
+            ours = [p for p, home in self._homes.items() if home == self.node]
             with contextlib.suppress(RedisError, OSError, asyncio.TimeoutError):
                 async with asyncio.timeout(1.0):
-                    await self._client.publish(self._cluster, encode(self.node, Farewell()))
+                    # The outcomes of what this node appended for others go out first:
+                    # told "gone" before them, the others would append those again.
+                    await self._sent.wait()
+                    async with self._client.pipeline(transaction=False) as pipe:
+                        for project_id in ours:
+                            await self._release(
+                                keys=[self._home_key(project_id)], args=[self.node], client=pipe
+                            )
+                        pipe.publish(self._cluster, encode(self.node, Farewell()))
+                        await pipe.execute()
         for task in (*self._tasks, *self._pending_subscriptions):
             task.cancel()
         for task in (*self._tasks, *self._pending_subscriptions):

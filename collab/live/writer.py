@@ -94,11 +94,16 @@ class GroupCommitWriter:
         event: NewEvent,
         on_committed: Callable[[Committed], None] | None = None,
         on_failed: Callable[[Exception], None] | None = None,
+        *,
+        resend: bool = False,
     ) -> asyncio.Future[Committed]:
         """Queue ``event``; callbacks run in submission order once its batch is decided.
 
         The returned future resolves at the same moment (after ``on_committed``).
-        Raises :class:`Overloaded` or :class:`WriterClosed` at once instead of queueing.
+        ``resend``: the event may be stored already (it was forwarded to another node);
+        it goes as a request of its own, so that it comes back as stored without failing
+        the events beside it. Raises :class:`Overloaded` or :class:`WriterClosed` at once
+        instead of queueing.
         """
         if self._closed:
             raise WriterClosed("the server is shutting down")
@@ -109,7 +114,7 @@ class GroupCommitWriter:
         def decided(outcome: AppendResult | EventStoreError) -> None:
             self._decided(outcome, on_committed, on_failed, future)
 
-        self._store.append_soon(AppendRequest(stream_id, (event,), ANY), decided)
+        self._store.append_soon(AppendRequest(stream_id, (event,), ANY), decided, alone=resend)
         self._pending += 1
         self._idle.clear()
         if self._pending >= self._high and self._room_for_more.is_set():

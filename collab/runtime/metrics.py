@@ -82,7 +82,7 @@ class Metrics:
         self.forwarded = Counter(
             "collab_forwarded_updates",
             "Updates handed to the node that appends their project's updates (out: sent"
-            " to that home node; in: appended here for another node)",
+            " to that home node; in: other nodes forwarded here)",
             ["direction"],
             registry=r,
         )

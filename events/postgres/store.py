@@ -151,11 +151,15 @@ class PostgresEventStore:
         return await self._commits.append_batch(requests)
 
     def append_soon(
-        self, request: AppendRequest, decided: Callable[[AppendResult | EventStoreError], None]
+        self,
+        request: AppendRequest,
+        decided: Callable[[AppendResult | EventStoreError], None],
+        *,
+        alone: bool = False,
     ) -> None:
         """Queue ``request`` for a batch that waits up to the commit window for others."""
         check_request(request)
-        self._commits.append_soon(request, decided)
+        self._commits.append_soon(request, decided, alone=alone)
 
     # -- reads ----------------------------------------------------------------------------
 

@@ -665,6 +665,45 @@ async def test_one_group_commit_takes_live_and_awaited_appends_and_refuses_alone
     assert result.positions == (5,)
 
 
+async def test_a_resent_update_comes_back_stored_beside_new_updates_of_its_stream(
+    database_url: str,
+) -> None:
+    """A node that forwarded an update and got no answer appends it itself, beside its
+    stream's newer updates, in one batch: the one stored already comes back as stored,
+    the new ones are appended after it, and none of them fails."""
+    gate = _Gate()
+    store = await PostgresEventStore.connect(database_url, before_commit=gate, commit_window=0.001)
+    try:
+        stored_before = doc(0)
+        gate.open.set()
+        (first,) = await asyncio.wait_for(
+            store.append_batch([AppendRequest("room", [stored_before], ANY)]), timeout(10)
+        )
+        assert isinstance(first, AppendResult)
+        gate.open.clear()
+        held = asyncio.create_task(store.append("other", [doc(9)]))
+        await asyncio.wait_for(gate.holding.wait(), timeout(10))
+        live: list[AppendResult | EventStoreError] = []
+        store.append_soon(AppendRequest("room", (doc(1),), ANY), live.append)
+        store.append_soon(AppendRequest("room", (stored_before,), ANY), live.append, alone=True)
+        store.append_soon(AppendRequest("room", (doc(2),), ANY), live.append)
+        await asyncio.sleep(0.05)  # all three queue behind the held transaction
+        gate.open.set()
+        await asyncio.wait_for(held, timeout(10))
+        await eventually(lambda: len(live) == 3, 10, "the live appends were not decided")
+    finally:
+        await store.close()
+    assert all(isinstance(outcome, AppendResult) for outcome in live), live
+    versions = [o.versions for o in live if isinstance(o, AppendResult)]
+    assert versions == [(2,), first.versions, (3,)]
+    events = await _read_everything(database_url)
+    assert [(e.stream_id, e.stream_version) for e in events if e.stream_id == "room"] == [
+        ("room", 1),
+        ("room", 2),
+        ("room", 3),
+    ]
+
+
 async def _read_everything(database_url: str) -> list[StoredEvent]:
     reader = await PostgresEventStore.connect(database_url)
     try:
