@@ -120,6 +120,13 @@ class Run:
     #: for each other on the log head)
     commit_ms: list[float] = field(default_factory=list)
     redis_cpu_s: float = 0.0
+    #: per node, updates forwarded to their project's home node, and those appended
+    #: by the node itself after all
+    forwarded: list[float] = field(default_factory=list)
+    fallbacks: list[float] = field(default_factory=list)
+    #: this process (the load generator) over the load, in cores: with the nodes,
+    #: PostgreSQL and Redis it says how close the 2 cores were to saturation
+    generator_cpu: float = 0.0
     #: per node, updates it could not store ("update not stored" in its log)
     not_stored: list[int] = field(default_factory=list)
 
@@ -137,7 +144,9 @@ class Run:
         fanout = (
             f"; commit {'/'.join(f'{ms:.1f}' for ms in self.commit_ms)} ms,"
             f" gap reads {_ints(self.gap_reads)}, fan-out in {_ints(self.fanout_in)},"
-            f" dropped {_ints(self.dropped)}, redis cpu {self.redis_cpu_s:.1f} s"
+            f" dropped {_ints(self.dropped)}, forwarded {_ints(self.forwarded)}"
+            f" (fell back {_ints(self.fallbacks)}), redis cpu {self.redis_cpu_s:.1f} s,"
+            f" generator cpu {self.generator_cpu:.0%}"
         )
         if any(self.not_stored):
             fanout += f", updates not stored {'/'.join(map(str, self.not_stored))}"
@@ -394,8 +403,12 @@ async def _run(
             await _wait_disconnected(targets)
         before = [await _metrics(t) for t in targets]
         redis_before = _redis_cpu_seconds(redis)
+        generator_before, wall_before = time.process_time(), time.perf_counter()
         result = await _rooms_scenario(
             targets, rooms, CLIENTS, layout.writers, RATE, args.duration, layout.place
+        )
+        generator_cpu = (time.process_time() - generator_before) / (
+            time.perf_counter() - wall_before
         )
         redis_cpu = _redis_cpu_seconds(redis) - redis_before
         after = [await _metrics(t) for t in targets]
@@ -418,7 +431,10 @@ async def _run(
         gap_reads=delta("collab_room_gap_reads_total"),
         fanout_in=delta('collab_fanout_messages_total{direction="in"}'),
         dropped=delta("collab_fanout_dropped_total"),
+        forwarded=delta('collab_forwarded_updates_total{direction="out"}'),
+        fallbacks=delta("collab_forward_fallbacks_total"),
         redis_cpu_s=redis_cpu,
+        generator_cpu=generator_cpu,
     )
 
 

@@ -2,20 +2,23 @@
 
 Two nodes appending to one project's stream take turns on its row: each append reads
 the stream's version tip under the row's lock, since a version's DAID names the version
-before it. With each room's editors split over two nodes, that turn-taking made a
-commit take 44-55 ms instead of 10 and the cross-node latency +166 ms at p50
-(docs/benchmarks.md, "Cross-node fan-out"). So a node does not append the updates of a
-project whose home (:meth:`FanOut.home`) is another node: it forwards them there, the
-home appends them with its own in its group commit and sends back the outcome, and only
-then does the room apply and broadcast them. Durable before broadcast still holds: the
-outcome says the update was committed.
+before it. With each room's editors split over two nodes, that turn-taking made an
+append take 10-14 ms instead of 3-7 (44-55 ms in an earlier sitting), and a process
+that kept losing the race could starve (docs/benchmarks.md, "Cross-node fan-out"). So a
+node does not append the updates of a project whose home (:meth:`FanOut.home`) is
+another node: it forwards them there, the home appends them with its own in its group
+commit and tells every node hosting the room (its outcome for the forwarding node), and
+only then does the room apply and broadcast them. Durable before broadcast still holds:
+the outcome says the update was committed.
 
 The log stays the truth and the node that took the update stays answerable for it. A
 forwarded update that has no outcome within ``FORWARD_TIMEOUT``, whose home is no longer
 heard or declines it (draining, overloaded, its database failing), or that is waiting
 when the fan-out is lost or this node drains, is appended by this node itself with the
-same event id: if the home did commit it, the store answers with what it stored
-(an idempotent retry), so nothing is written twice.
+same event id, and so is every update of its project still waiting after it: a
+project's updates take one way at a time, in the order the room admitted them. If the
+home did commit it, the store answers with what it stored (an idempotent retry, sent as
+a request of its own), so nothing is written twice.
 
 The home trusts what the other nodes forward (they checked it as they check their own
 clients' updates); Redis is inside the cluster's trust boundary.
