@@ -218,3 +218,28 @@ async def test_the_home_declines_what_its_store_refuses() -> None:
     store.appended[0].decided(EventStoreError("database unavailable"))
     (told,) = cluster.published
     assert told == ForwardOutcome(ELSEWHERE, event.event_id, detail="database unavailable")
+
+
+async def test_a_decline_of_a_later_update_keeps_the_earlier_one_first() -> None:
+    forwarder, store, cluster, _ = rig()
+    cluster.homes[PROJECT] = HOME
+    heard = Heard()
+    first, second = submit(forwarder, heard, "u1"), submit(forwarder, heard, "u2")
+    assert forwarder.settled(ForwardOutcome(cluster.node, second.event_id, detail="overloaded"))
+    assert [a.event_id for a in store.appended] == [first.event_id, second.event_id]
+    store.commit_all()
+    assert [name for name, _ in heard.committed] == ["u1", "u2"]
+
+
+async def test_after_a_decline_the_home_declines_what_followed_from_that_origin() -> None:
+    """What the origin forwarded before it heard of the decline would be stored ahead of
+    the declined update, which the origin appends itself: the home declines it too."""
+    forwarder, store, cluster, _ = rig()
+    first, second, third = update(1), update(2), update(3)
+    forwarder.serve(ELSEWHERE, Forward(PROJECT, cluster.node, STREAM, first))
+    store.appended[0].decided(EventStoreError("database unavailable"))
+    forwarder.serve(ELSEWHERE, Forward(PROJECT, cluster.node, STREAM, second))
+    forwarder.serve(HOME, Forward(PROJECT, cluster.node, STREAM, third))  # another origin
+    assert [a.event_id for a in store.appended] == [first.event_id, third.event_id]
+    declined = [m for m in cluster.published if isinstance(m, ForwardOutcome)]
+    assert [m.event_id for m in declined] == [first.event_id, second.event_id]

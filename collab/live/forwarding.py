@@ -55,6 +55,9 @@ log = structlog.get_logger("collab.live.forwarding")
 FORWARD_TIMEOUT: Final = 5.0
 #: seconds between two looks for forwarded updates that waited too long
 _SWEEP_SECONDS: Final = 0.25
+#: seconds a home declines what an origin forwards of a stream after declining one of
+#: its updates: those were sent before the origin heard, and would overtake it
+DECLINE_SECONDS: Final = 2.0
 
 
 @dataclass(slots=True)
@@ -111,6 +114,8 @@ class Forwarder:
         self._idle.set()
         self._closed = False
         self._sweeper: asyncio.Task[None] | None = None
+        #: (origin, stream) whose forwards this home declines until then
+        self._declined: dict[tuple[str, str], float] = {}
 
     @property
     def waiting(self) -> int:
@@ -140,21 +145,22 @@ class Forwarder:
             if route.home is not None:
                 self._fall_back({stream_id}, "home changed")
             home = None
+        if home is not None and len(self._waiting) >= self._max_waiting:
+            self._forget_route(stream_id, route)
+            raise Overloaded(f"{len(self._waiting)} updates are waiting for their home node")
         committed, failed = self._counted(stream_id, route, on_committed, on_failed)
         try:
             if home is None:
                 return self._writer.submit(stream_id, event, committed, failed)
-            if len(self._waiting) >= self._max_waiting:
-                raise Overloaded(f"{len(self._waiting)} updates are waiting for their home node")
-        except WriterError:
+            self._fanout.publish(
+                Forward(stream_id.removeprefix(PROJECT_STREAM_PREFIX), home, stream_id, event)
+            )
+        except BaseException:
             route.undecided -= 1  # refused at once: its callbacks will not run
             self._forget_route(stream_id, route)
             raise
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Committed] = loop.create_future()
-        self._fanout.publish(
-            Forward(stream_id.removeprefix(PROJECT_STREAM_PREFIX), home, stream_id, event)
-        )
         self._waiting[event.event_id] = _Waiting(
             stream_id,
             event,
@@ -202,10 +208,11 @@ class Forwarder:
         of this node waits for it."""
         if outcome.event_id is None:
             return False
-        waiting = self._waiting.pop(outcome.event_id, None)
+        waiting = self._waiting.get(outcome.event_id)
         if waiting is None:
             return False  # appended here meanwhile: the store gave that the same answer
         if isinstance(outcome, CommittedUpdate) or outcome.committed:
+            del self._waiting[outcome.event_id]
             announced = isinstance(outcome, CommittedUpdate)
             done = Committed(outcome.version, outcome.position, outcome.daid, announced)
             waiting.on_committed(done)
@@ -213,9 +220,8 @@ class Forwarder:
                 waiting.future.set_result(done)
             self._check_idle()
         else:
-            # it and whatever of its stream was forwarded after it: here, in order
-            self._waiting[outcome.event_id] = waiting
-            self._waiting.move_to_end(outcome.event_id, last=False)
+            # it and every other update of its stream still waiting: here, in the order
+            # they were forwarded
             self._fall_back({waiting.stream_id}, f"declined: {outcome.detail}")
         return True
 
@@ -329,8 +335,21 @@ class Forwarder:
             self._on_home_commit(message)
 
         def failed(error: Exception) -> None:
+            self._declined[origin, forward.stream_id] = time.monotonic() + DECLINE_SECONDS
+            if len(self._declined) > 10_000:
+                now = time.monotonic()
+                self._declined = {k: t for k, t in self._declined.items() if t > now}
             self._fanout.publish(ForwardOutcome(origin, event_id, detail=str(error) or "failed"))
 
+        key = (origin, forward.stream_id)
+        until = self._declined.get(key)
+        if until is not None:
+            if until > time.monotonic():
+                # The origin appends this stream's updates itself once told of a decline;
+                # what it forwarded before hearing of it must not be stored ahead of that.
+                failed(WriterError("an earlier update of this project was declined"))
+                return
+            del self._declined[key]
         try:
             # The origin may have stored it meanwhile (it gave up waiting): a resend.
             self._writer.submit(forward.stream_id, forward.event, committed, failed, resend=True)

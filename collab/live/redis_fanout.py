@@ -405,12 +405,14 @@ class RedisFanOut:
             with contextlib.suppress(asyncio.CancelledError):
                 await beat
         if self._connected:
+            # The outcomes of what this node appended for others go out first: told
+            # "gone" before them, the others would append those again.
+            self._wake.set()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._sent.wait(), 0.5)
             ours = [p for p, home in self._homes.items() if home == self.node]
             with contextlib.suppress(RedisError, OSError, asyncio.TimeoutError):
-                async with asyncio.timeout(1.0):
-                    # The outcomes of what this node appended for others go out first:
-                    # told "gone" before them, the others would append those again.
-                    await self._sent.wait()
+                async with asyncio.timeout(0.5):
                     async with self._client.pipeline(transaction=False) as pipe:
                         for project_id in ours:
                             await self._release(
