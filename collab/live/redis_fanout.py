@@ -111,6 +111,7 @@ class RedisFanOut:
         #: set while nothing waits in the outbox or in a pipeline being sent
         self._sent = asyncio.Event()
         self._sent.set()
+        #: the projects whose rooms this node hosts (their channels are subscribed)
         self._watched: set[str] = set()
         self._pubsub: aioredis.client.PubSub | None = None
         self._receiver: Receiver | None = None
@@ -195,16 +196,11 @@ class RedisFanOut:
             # ask it for its clients' presence (Receiver.node_joined).
             if self._pubsub is not None:
                 self.publish(Heartbeat())
-                await self._claim_homes(list(self._watched_projects))
+                await self._claim_homes(list(self._watched))
             await asyncio.sleep(HEARTBEAT_SECONDS)
             self._forget_silent_nodes()
 
     # -- homes ----------------------------------------------------------------------------
-
-    @property
-    def _watched_projects(self) -> set[str]:
-        start = len(self._channel(""))
-        return {channel[start:] for channel in self._watched}
 
     def home(self, project_id: str) -> str | None:
         home = self._homes.get(project_id)
@@ -234,9 +230,8 @@ class RedisFanOut:
             self._homes.clear()
             log.debug("project homes not read", error=str(exc) or type(exc).__name__)
             return
-        watched = self._watched_projects
         for project_id, home in zip(projects, homes, strict=True):
-            if project_id in watched:
+            if project_id in self._watched:
                 self._homes[project_id] = home.decode() if isinstance(home, bytes) else str(home)
 
     def _claim_soon(self, project_id: str) -> None:
@@ -256,16 +251,14 @@ class RedisFanOut:
     # -- listening ------------------------------------------------------------------------
 
     def watch(self, project_id: str) -> None:
-        channel = self._channel(project_id)
-        self._watched.add(channel)
-        self._subscription(channel, subscribe=True)
+        self._watched.add(project_id)
+        self._subscription(self._channel(project_id), subscribe=True)
         if self._connected:
             self._claim_soon(project_id)
 
     def unwatch(self, project_id: str) -> None:
-        channel = self._channel(project_id)
-        self._watched.discard(channel)
-        self._subscription(channel, subscribe=False)
+        self._watched.discard(project_id)
+        self._subscription(self._channel(project_id), subscribe=False)
         if self._homes.pop(project_id, None) == self.node and self._connected:
             self._release_soon(project_id)
 
@@ -293,7 +286,11 @@ class RedisFanOut:
         while True:
             pubsub = self._client.pubsub(ignore_subscribe_messages=True)
             try:
-                await pubsub.subscribe(self._cluster, self._node_channel(self.node), *self._watched)
+                await pubsub.subscribe(
+                    self._cluster,
+                    self._node_channel(self.node),
+                    *(self._channel(project_id) for project_id in self._watched),
+                )
                 self._pubsub = pubsub
                 self._up()
                 backoff = 0.1
