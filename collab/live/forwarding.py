@@ -99,7 +99,11 @@ class Forwarder:
         on_home_commit: Callable[[CommittedUpdate], None],
         max_waiting: int = 20_000,
         timeout: float = FORWARD_TIMEOUT,
+        clustered: bool = True,
     ) -> None:
+        #: False for a node without a cluster: no project has another home, and each
+        #: update goes straight to the writer, untracked (the live path's hot loop)
+        self._clustered = clustered
         self._writer = writer
         self._fanout = fanout
         self._metrics = metrics
@@ -133,6 +137,8 @@ class Forwarder:
     ) -> asyncio.Future[Committed]:
         """As :meth:`GroupCommitWriter.submit`; forwarded when the project's home is
         another node."""
+        if not self._clustered:
+            return self._writer.submit(stream_id, event, on_committed, on_failed)
         home = None
         if not self._closed and stream_id.startswith(PROJECT_STREAM_PREFIX):
             home = self._fanout.home(stream_id.removeprefix(PROJECT_STREAM_PREFIX))

@@ -97,6 +97,7 @@ class Live:
             metrics,
             on_home_commit=self._committed_here,
             max_waiting=settings.max_pending_updates,
+            clustered=fanout is not None,
         )
         self.rooms = Rooms(
             store,
