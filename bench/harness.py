@@ -84,11 +84,16 @@ def free_port() -> int:
 
 @contextlib.asynccontextmanager
 async def collab_server(
-    database_url: str, *, log: Path | None = None, **settings: str
+    database_url: str,
+    *,
+    log: Path | None = None,
+    cores: Sequence[int] = (),
+    **settings: str,
 ) -> AsyncIterator[tuple[str, subprocess.Popen[bytes]]]:
     """``collab serve`` as its own process on ``database_url``, on a free loopback port,
     with ``settings`` as environment variables; yields its base URL once ``/ready``
-    answers, and stops it afterwards. Its output goes to ``log`` (appended) if given."""
+    answers, and stops it afterwards. Its output goes to ``log`` (appended) if given;
+    ``cores``: the CPUs it (and the worker it starts) may run on (all if empty)."""
     port = free_port()
     env = clean_env(
         **{
@@ -102,7 +107,7 @@ async def collab_server(
     sink = subprocess.DEVNULL if log is None else output.enter_context(log.open("ab"))
     with output:
         process = subprocess.Popen(
-            [sys.executable, "-m", "collab.cli", "serve", "--port", str(port)],
+            [*pinned(cores), sys.executable, "-m", "collab.cli", "serve", "--port", str(port)],
             env=env,
             stdout=sink,
             stderr=sink,
@@ -113,6 +118,32 @@ async def collab_server(
             yield base, process
         finally:
             stop(process)
+
+
+def pinned(cores: Sequence[int]) -> list[str]:
+    """The command prefix that runs a program on ``cores`` only (none if empty): taskset
+    execs the program, so the process keeps its pid, and what it starts inherits the
+    cores."""
+    return ["taskset", "--cpu-list", ",".join(map(str, cores))] if cores else []
+
+
+def postgres_pids() -> list[int]:
+    """The PostgreSQL processes running on this machine."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if (entry / "comm").read_text().strip() == "postgres":
+                    pids.append(int(entry.name))
+    return pids
+
+
+def pin_postgres(cores: Sequence[int]) -> None:
+    """Put every running PostgreSQL process on ``cores``; the backends the postmaster
+    starts later inherit them."""
+    for pid in postgres_pids():
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(pid, set(cores))
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:

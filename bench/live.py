@@ -58,6 +58,9 @@ from bench.harness import (  # noqa: E402
     free_port,
     fresh_database,
     machine_line,
+    pin_postgres,
+    pinned,
+    postgres_pids,
     postgres_server,
     stop,
 )
@@ -232,14 +235,9 @@ def _rss_mib(pid: int) -> float:
     return 0.0
 
 
-def _postgres_pids() -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                if (entry / "comm").read_text().strip() == "postgres":
-                    pids.append(int(entry.name))
-    return pids
+#: with ``--pin``: the cores of the server under test and of everything it runs (its
+#: PostgreSQL, our projection worker); the load generator runs on the others
+SERVER_CORES: tuple[int, ...] = ()
 
 
 #: the HS256 secret of the server when a run has authentication on
@@ -274,7 +272,10 @@ async def ours(
         token = issue(BENCH_SECRET.encode(), user="bench", ttl=None)
         query = f"?token={token}"
         headers = {"Authorization": f"Bearer {token}"}
-    async with collab_server(database_url, log=log, **settings) as (base, process):
+    async with collab_server(database_url, log=log, cores=SERVER_CORES, **settings) as (
+        base,
+        process,
+    ):
         http = httpx.Client(base_url=base, headers=headers)
         port = base.rsplit(":", 1)[1]
 
@@ -287,7 +288,7 @@ async def ours(
             lambda room: f"ws://127.0.0.1:{port}/ws/{room}{query}",
             new_room,
             metrics_url=f"{base}/metrics",
-            db_pids=_postgres_pids,
+            db_pids=postgres_pids,
         )
 
 
@@ -336,6 +337,7 @@ async def pycrdt_websocket(python: Path) -> AsyncIterator[Target]:
     folder = Path(tempfile.mkdtemp())
     process = subprocess.Popen(
         [
+            *pinned(SERVER_CORES),
             str(python),
             str(ROOT / "bench" / "peers" / "pycrdt_websocket_server.py"),
             str(port),
@@ -361,7 +363,7 @@ async def pycrdt_websocket(python: Path) -> AsyncIterator[Target]:
 async def y_websocket(server: Path) -> AsyncIterator[Target]:
     port = free_port()
     process = subprocess.Popen(
-        ["node", str(server)],
+        [*pinned(SERVER_CORES), "node", str(server)],
         env={**os.environ, "HOST": "127.0.0.1", "PORT": str(port)},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -415,6 +417,13 @@ class Result:
     #: sending clients the server closed during the run
     closed: int = 0
 
+    @property
+    def cpu_per_update_us(self) -> float:
+        """CPU of the server and everything it runs (PostgreSQL, the worker) per update
+        sent, in microseconds of one core."""
+        busy = self.server_cpu + (self.db_cpu or 0.0) + (self.worker_cpu or 0.0)
+        return busy / self.sent_per_s * 1e6 if self.sent_per_s else 0.0
+
     def line(self) -> str:
         durable = f", durable {self.durable_per_s:,.0f}/s" if self.durable_per_s is not None else ""
         db = f", db cpu {self.db_cpu:.0%}" if self.db_cpu is not None else ""
@@ -423,7 +432,7 @@ class Result:
         return (
             f"p50 {self.p50_ms:.1f} ms, p99 {self.p99_ms:.1f} ms, delivered {self.delivered:.1%},"
             f" sent {self.sent_per_s:,.0f}/s{durable}, server cpu {self.server_cpu:.0%}{db},"
-            f" rss {self.rss_mib:.0f} MiB"
+            f" {self.cpu_per_update_us:.0f} µs cpu/update, rss {self.rss_mib:.0f} MiB"
         )
 
 
@@ -627,9 +636,12 @@ def _summary(name: str, results: list[Result]) -> str:
     delivered = statistics.median(r.delivered for r in results)
     durable = [r.durable_per_s for r in results if r.durable_per_s is not None]
     extra = f", durable {statistics.median(durable):,.0f}/s" if durable else ""
+    per_update = statistics.median(r.cpu_per_update_us for r in results)
+    worst = max(r.p99_ms for r in results)
     return (
-        f"{name}: median of {len(results)}: p50 {p50:.1f} ms, p99 {p99:.1f} ms,"
-        f" delivered {delivered:.1%}{extra}, server cpu {cpu:.0%}{extra_cpu}, rss {rss:.0f} MiB"
+        f"{name}: median of {len(results)}: p50 {p50:.1f} ms, p99 {p99:.1f} ms"
+        f" (worst {worst:.1f}), delivered {delivered:.1%}{extra}, server cpu {cpu:.0%}"
+        f"{extra_cpu}, {per_update:.0f} µs cpu/update, rss {rss:.0f} MiB"
     )
 
 
@@ -638,13 +650,19 @@ async def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="short runs (smoke test)")
     parser.add_argument("--peers", action="store_true", help="also run the peer servers")
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="each server under test, with its PostgreSQL and worker, on core 0; the load"
+        " generator on the other cores",
+    )
     parser.add_argument("--only", default="daw,fanout,join", help="of daw,fanout,join,connect")
     parser.add_argument("--rooms", default="25,50,75,100", help="room counts of the DAW sweep")
     parser.add_argument(
         "--projections",
         default="worker",
         help="where our server folds its projections (COLLAB_PROJECTIONS): worker, inline,"
-        " none; several, comma-separated, alternate run by run",
+        " none; several, comma-separated, alternate run by run; empty: only the peers run",
     )
     parser.add_argument(
         "--auth",
@@ -666,7 +684,14 @@ async def main() -> None:
     # Always embedded here: the peers are measured on the same local PostgreSQL.
     embedded = contextlib.ExitStack()
     server_url = embedded.enter_context(postgres_server(from_environment=False))
-    print(machine_line(f", {duration:.0f} s per run"), flush=True)
+    pin = ""
+    if args.pin:
+        global SERVER_CORES  # noqa: PLW0603 - one setting for the whole run, set once here
+        SERVER_CORES = (0,)
+        pin_postgres(SERVER_CORES)
+        os.sched_setaffinity(0, set(range(os.cpu_count() or 2)) - set(SERVER_CORES))
+        pin = f", servers on core 0, generator on {sorted(os.sched_getaffinity(0))}"
+    print(machine_line(f", {duration:.0f} s per run{pin}"), flush=True)
     targets: list[Callable[[], contextlib.AbstractAsyncContextManager[Target]]] = []
     if args.peers:
         python, node_server = ensure_peers()
@@ -675,6 +700,7 @@ async def main() -> None:
     modes = [
         (projections, auth)
         for projections in args.projections.split(",")
+        if projections
         for auth in args.auth.split(",")
     ]
 
