@@ -30,7 +30,7 @@ from events.store import AppendRequest
 from projections import quarantine
 from projections.fold import Projection, reset
 from projections.progress import ProjectionProgress
-from projections.runner import ProjectionRunner, rebuild
+from projections.runner import LINGER, LINGER_MAX, ProjectionRunner, lingering, rebuild
 from tests.support import eventually, timeout, wait_ready
 
 EVENTS = 3000
@@ -437,3 +437,14 @@ async def test_a_database_outage_during_a_fold_is_retried_not_quarantined(store,
 )
 def test_which_errors_say_an_event_cannot_be_folded(error, quarantined):
     assert quarantine.unfoldable(error) is quarantined
+
+
+def test_a_busy_log_is_folded_in_longer_waits_and_a_quiet_one_at_once():
+    # a few events (an editor's own write): the short wait, so a read of it is quick
+    assert lingering(LINGER, 1) == LINGER
+    assert lingering(LINGER, 20) == LINGER
+    # steady traffic: fewer, larger batches, never past the cap
+    assert LINGER < lingering(LINGER, 60) < LINGER_MAX
+    assert lingering(LINGER, 10_000) == LINGER_MAX
+    # a runner told not to wait (tests, rebuild helpers) never waits
+    assert lingering(0.0, 10_000) == 0.0
