@@ -670,6 +670,13 @@ async def main() -> None:
         help="our server's COLLAB_AUTH: off, on, or off,on to alternate run by run",
     )
     parser.add_argument(
+        "--setting",
+        action="append",
+        default=[],
+        metavar="COLLAB_NAME=VALUE",
+        help="a setting of our server (repeatable), e.g. COLLAB_COMMIT_WINDOW_MS=5",
+    )
+    parser.add_argument(
         "--frames",
         choices=("valid", "invalid"),
         default="valid",
@@ -707,8 +714,13 @@ async def main() -> None:
     def named(mode: tuple[str, str]) -> str:
         return f"{mode[0]}, auth {mode[1]}"
 
+    settings = dict(item.split("=", 1) for item in args.setting)
+
     async def run_ours(scenario: Callable[[Target], object], mode: tuple[str, str]) -> Result:
-        async with fresh_database(server_url, migrated=True) as url, ours(url, *mode) as target:
+        async with (
+            fresh_database(server_url, migrated=True) as url,
+            ours(url, *mode, **settings) as target,
+        ):
             return await scenario(target)  # type: ignore[misc]
 
     async def ours_runs(label: str, scenario: Callable[[Target], object]) -> None:
