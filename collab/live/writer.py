@@ -82,6 +82,7 @@ class GroupCommitWriter:
         self._idle = asyncio.Event()
         self._idle.set()
         self._closed = False
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def pending(self) -> int:
@@ -109,7 +110,10 @@ class GroupCommitWriter:
             raise WriterClosed("the server is shutting down")
         if self._pending >= self._max_pending:
             raise Overloaded(f"{self._pending} updates are waiting for the database")
-        future: asyncio.Future[Committed] = asyncio.get_running_loop().create_future()
+        if self._loop is None:
+            # Asked once: get_running_loop makes a system call (getpid) every time.
+            self._loop = asyncio.get_running_loop()
+        future: asyncio.Future[Committed] = self._loop.create_future()
 
         def decided(outcome: AppendResult | EventStoreError) -> None:
             self._decided(outcome, on_committed, on_failed, future)

@@ -13,7 +13,6 @@ import random
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import replace
 from typing import Any, Final, cast
 
 import asyncpg
@@ -28,7 +27,7 @@ from events.postgres.append_call import (
     check_unique_ids,
 )
 from events.postgres.connection import CONNECTION_ERRORS, Database, unavailable
-from events.records import PreparedEvent, prepare
+from events.records import NewEvent, PreparedEvent, prepare
 from events.store import NO_STREAM, AppendRequest, AppendResult
 
 log = structlog.get_logger("events.postgres")
@@ -314,7 +313,8 @@ class Appender:
         for new in request.events:
             if type(new.event).is_version:
                 if tip is not None:
-                    new = replace(new, parents=(tip, *new.parents))  # noqa: PLW2901
+                    # built directly: dataclasses.replace was 1 % of the live server
+                    new = NewEvent(new.event, new.metadata, new.event_id, (tip, *new.parents))  # noqa: PLW2901
                 # the tip is a DAID this store minted or read from the log
                 event = prepare(stream_id, new, known=tip)
                 tip = event.daid
