@@ -14,6 +14,7 @@ import uuid
 import warnings
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
 
@@ -127,22 +128,37 @@ def pinned(cores: Sequence[int]) -> list[str]:
     return ["taskset", "--cpu-list", ",".join(map(str, cores))] if cores else []
 
 
-def postgres_pids() -> list[int]:
-    """The PostgreSQL processes running on this machine."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                if (entry / "comm").read_text().strip() == "postgres":
-                    pids.append(int(entry.name))
+def postgres_pids(database_url: str) -> list[int]:
+    """The processes of the PostgreSQL server at ``database_url``, if it runs on this
+    machine with its socket in its data folder (as the embedded pgserver does): its
+    postmaster, named by ``postmaster.pid`` there, and every process under it. Empty if
+    that server cannot be found."""
+    query = parse_qs(urlsplit(database_url).query)
+    folders = query.get("host", [])
+    if not folders:
+        return []
+    try:
+        postmaster = int((Path(folders[0]) / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return []
+    pids, frontier = [], [postmaster]
+    while frontier:
+        pid = frontier.pop()
+        pids.append(pid)
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{pid}/task").iterdir():
+                frontier += [int(child) for child in (task / "children").read_text().split()]
     return pids
 
 
-def pin_postgres(cores: Sequence[int]) -> None:
-    """Put every running PostgreSQL process on ``cores``; the backends the postmaster
-    starts later inherit them."""
-    for pid in postgres_pids():
-        with contextlib.suppress(OSError):
+def pin_postgres(database_url: str, cores: Sequence[int]) -> None:
+    """Put the PostgreSQL server at ``database_url`` (see :func:`postgres_pids`) on
+    ``cores``; the backends its postmaster starts later inherit them."""
+    pids = postgres_pids(database_url)
+    if not pids:
+        raise RuntimeError(f"no PostgreSQL processes found for {database_url} to pin")
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):  # a backend that just ended
             os.sched_setaffinity(pid, set(cores))
 
 

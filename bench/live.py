@@ -288,7 +288,7 @@ async def ours(
             lambda room: f"ws://127.0.0.1:{port}/ws/{room}{query}",
             new_room,
             metrics_url=f"{base}/metrics",
-            db_pids=postgres_pids,
+            db_pids=lambda: postgres_pids(database_url),
         )
 
 
@@ -416,13 +416,17 @@ class Result:
     node_worker_cpu: list[float | None] = field(default_factory=list)
     #: sending clients the server closed during the run
     closed: int = 0
+    #: the updates sent, and the seconds over which the CPU figures were taken (the
+    #: load's duration plus its start and the stragglers' second)
+    updates: int = 0
+    window_s: float = 0.0
 
     @property
     def cpu_per_update_us(self) -> float:
         """CPU of the server and everything it runs (PostgreSQL, the worker) per update
         sent, in microseconds of one core."""
         busy = self.server_cpu + (self.db_cpu or 0.0) + (self.worker_cpu or 0.0)
-        return busy / self.sent_per_s * 1e6 if self.sent_per_s else 0.0
+        return busy * self.window_s / self.updates * 1e6 if self.updates else 0.0
 
     def line(self) -> str:
         durable = f", durable {self.durable_per_s:,.0f}/s" if self.durable_per_s is not None else ""
@@ -559,6 +563,8 @@ async def _rooms_scenario(
         node_cpu=node_cpu,
         node_worker_cpu=node_worker_cpu,
         closed=len(tally.closed),
+        updates=tally.sent,
+        window_s=elapsed,
     )
 
 
@@ -593,7 +599,9 @@ def _safe_cpu(pid: int) -> float:
         return 0.0
 
 
-async def _join_storm(database_url: str, updates: int, joiners: int) -> float:
+async def _join_storm(
+    database_url: str, updates: int, joiners: int, settings: dict[str, str]
+) -> float:
     project = str(uuid.uuid4())
     stream = project_stream(project)
     store = await PostgresEventStore.connect(database_url)
@@ -612,7 +620,7 @@ async def _join_storm(database_url: str, updates: int, joiners: int) -> float:
             await store.append_batch([AppendRequest(stream, events)])
     finally:
         await store.close()
-    async with ours(database_url) as target:
+    async with ours(database_url, **settings) as target:
         tally = Tally()
         clients = [Client(target.url(project), tally) for _ in range(joiners)]
         began = time.perf_counter()
@@ -662,7 +670,8 @@ async def main() -> None:
         "--projections",
         default="worker",
         help="where our server folds its projections (COLLAB_PROJECTIONS): worker, inline,"
-        " none; several, comma-separated, alternate run by run; empty: only the peers run",
+        " none; several, comma-separated, alternate run by run; empty: in the daw and fanout"
+        " scenarios only the peers run",
     )
     parser.add_argument(
         "--auth",
@@ -693,11 +702,14 @@ async def main() -> None:
     server_url = embedded.enter_context(postgres_server(from_environment=False))
     pin = ""
     if args.pin:
+        allowed = sorted(os.sched_getaffinity(0))
+        if len(allowed) < 2:
+            parser.error(f"--pin needs two cores; this process may run on {allowed}")
         global SERVER_CORES  # noqa: PLW0603 - one setting for the whole run, set once here
-        SERVER_CORES = (0,)
-        pin_postgres(SERVER_CORES)
-        os.sched_setaffinity(0, set(range(os.cpu_count() or 2)) - set(SERVER_CORES))
-        pin = f", servers on core 0, generator on {sorted(os.sched_getaffinity(0))}"
+        SERVER_CORES = (allowed[0],)
+        pin_postgres(server_url, SERVER_CORES)
+        os.sched_setaffinity(0, set(allowed[1:]))
+        pin = f", servers on core {allowed[0]}, generator on {allowed[1:]}"
     print(machine_line(f", {duration:.0f} s per run{pin}"), flush=True)
     targets: list[Callable[[], contextlib.AbstractAsyncContextManager[Target]]] = []
     if args.peers:
@@ -714,6 +726,9 @@ async def main() -> None:
     def named(mode: tuple[str, str]) -> str:
         return f"{mode[0]}, auth {mode[1]}"
 
+    malformed = [item for item in args.setting if "=" not in item]
+    if malformed:
+        parser.error(f"--setting takes COLLAB_NAME=VALUE, not {malformed[0]!r}")
     settings = dict(item.split("=", 1) for item in args.setting)
 
     async def run_ours(scenario: Callable[[Target], object], mode: tuple[str, str]) -> Result:
@@ -780,7 +795,7 @@ async def main() -> None:
                 for mode in modes:
                     async with (
                         fresh_database(server_url, migrated=True) as url,
-                        ours(url, *mode) as target,
+                        ours(url, *mode, **settings) as target,
                     ):
                         rates[mode].append(await _connect_scenario(target, count, 10))
                     print(
@@ -799,7 +814,7 @@ async def main() -> None:
             times = []
             for index in range(args.runs):
                 async with fresh_database(server_url, migrated=True) as url:
-                    times.append(await _join_storm(url, updates, 100))
+                    times.append(await _join_storm(url, updates, 100, settings))
                 print(f"  join storm run {index + 1}: {times[-1]:.2f} s", flush=True)
             print(
                 f"join storm, 100 clients, {updates:,} updates in the log:"
