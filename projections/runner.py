@@ -121,7 +121,7 @@ def lingering(linger: float, events: int) -> float:
     A batch costs some writes whatever its size (each project's row and document
     parts, the checkpoint, the commit): under steady traffic a longer wait folds the
     same events in fewer, larger batches. Measured at 1,000 updates/s on one core, the
-    worker and its share of PostgreSQL cost a third less at 0.25 s than at 0.05 s
+    worker and PostgreSQL took about 30 % less CPU at 0.25 s than at 0.05 s
     (docs/benchmarks.md). A quiet log keeps the short wait, so an editor's read of
     their own write stays quick when few are writing."""
     return max(linger, min(LINGER_MAX, linger * events / LINGER_EVENTS))

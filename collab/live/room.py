@@ -439,6 +439,6 @@ class Room:
 
 @functools.lru_cache(maxsize=4096)
 def _metadata(actor: str, agent: str, correlation_id: str | None) -> EventMetadata:
-    """One metadata object per writer (it is frozen): validated once, and the store's
-    cache of its encoded forms finds it by identity."""
+    """One metadata object per writer (it is frozen): validated once, and found in the
+    store's cache of its encoded forms without a field-by-field comparison."""
     return EventMetadata(actor=actor, agent_id=agent, correlation_id=correlation_id)
