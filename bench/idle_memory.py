@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import sys
 import tracemalloc
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,13 +52,10 @@ asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3])))
 """
 
 
-async def _idle(
-    address: str, projects: list[str], per_project: int
-) -> tuple[tracemalloc.Snapshot, tracemalloc.Snapshot]:
-    """Connect the clients, wait until they are idle; the snapshots before and after."""
-    gc.collect()
-    tracemalloc.start(4)
-    before = tracemalloc.take_snapshot()
+@contextlib.asynccontextmanager
+async def _idle_clients(address: str, projects: list[str], per_project: int) -> AsyncIterator[None]:
+    """``per_project`` clients in each project's room, in a child process; inside, they
+    have connected and the server has answered them, and sit idle."""
     child = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",
@@ -70,12 +69,25 @@ async def _idle(
         assert child.stdout is not None
         await asyncio.wait_for(child.stdout.readline(), 300)
         await asyncio.sleep(2)  # the server answers every step 1
-        gc.collect()
-        after = tracemalloc.take_snapshot()
+        yield
     finally:
         child.kill()
         await child.wait()
-    tracemalloc.stop()
+
+
+async def _idle(
+    address: str, projects: list[str], per_project: int
+) -> tuple[tracemalloc.Snapshot, tracemalloc.Snapshot]:
+    """The traced allocations before the clients connect and once they are idle."""
+    gc.collect()
+    tracemalloc.start(4)
+    before = tracemalloc.take_snapshot()
+    try:
+        async with _idle_clients(address, projects, per_project):
+            gc.collect()
+            after = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
     return before, after
 
 
@@ -114,23 +126,8 @@ async def _resident_growth(server_url: str, rooms: int, per_room: int) -> float:
         projects = [await create_project(address, f"idle {i}") for i in range(rooms)]
         await asyncio.sleep(1)
         before = _resident_kib(process.pid)
-        child = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-c",
-            CLIENTS,
-            f"ws://{address}/ws",
-            ",".join(projects),
-            str(per_room),
-            stdout=asyncio.subprocess.PIPE,
-        )
-        try:
-            assert child.stdout is not None
-            await asyncio.wait_for(child.stdout.readline(), 300)
-            await asyncio.sleep(2)  # the server answers every step 1
+        async with _idle_clients(address, projects, per_room):
             return _resident_kib(process.pid) - before
-        finally:
-            child.kill()
-            await child.wait()
 
 
 async def rooms(server_url: str, count: int) -> None:
