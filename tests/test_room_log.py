@@ -142,6 +142,23 @@ async def test_updates_reach_the_log_in_order_and_the_room_only_once_durable() -
     assert room.doc.get_update() == _replay(log.stored).get_update()
 
 
+async def test_what_goes_to_the_log_is_a_valid_event_naming_its_author() -> None:
+    room, log = _room()
+    sender = RecordingPeer()
+    room.attach(sender)
+    edits = _edits(2)
+    for edit in edits:
+        room.submit(edit, origin=sender, actor="tester")
+    first, second = (item.event for item in log.waiting)
+    for new, edit in zip((first, second), edits, strict=True):
+        # built without validation on the hot path: the model still accepts it as is
+        assert DocUpdated.model_validate(new.event.model_dump()) == new.event
+        assert new.event == DocUpdated(update=edit, client_id=protocol.update_author(edit))
+        assert (new.metadata.actor, new.metadata.agent_id) == ("tester", sender.agent)
+    assert second.metadata is first.metadata  # one metadata object per writer
+    assert first.event_id != second.event_id
+
+
 async def test_a_failed_append_closes_its_sender_and_leaves_the_room_as_the_log() -> None:
     room, log = _room()
     sender, reader = RecordingPeer(), RecordingPeer()
