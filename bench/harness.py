@@ -128,6 +128,14 @@ def pinned(cores: Sequence[int]) -> list[str]:
     return ["taskset", "--cpu-list", ",".join(map(str, cores))] if cores else []
 
 
+def resident_kib(pid: int) -> float:
+    """The resident memory of process ``pid`` in KiB (0 if /proc does not say)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return float(line.split()[1])
+    return 0.0
+
+
 def postgres_pids(database_url: str) -> list[int]:
     """The processes of the PostgreSQL server at ``database_url``, if it runs on this
     machine with its socket in its data folder (as the embedded pgserver does): its

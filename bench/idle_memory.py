@@ -36,6 +36,7 @@ from bench.harness import (  # noqa: E402
     fresh_database,
     machine_line,
     postgres_server,
+    resident_kib,
 )
 from tests.live import create_project, running_server  # noqa: E402
 
@@ -108,13 +109,6 @@ async def connections(database_url: str, clients: int, *, compression: bool) -> 
         print(f"  {item.size_diff / clients / 1024:6.2f} KiB  {name}", flush=True)
 
 
-def _resident_kib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return float(line.split()[1])
-    return 0.0
-
-
 async def _resident_growth(server_url: str, rooms: int, per_room: int) -> float:
     """KiB the resident memory of ``collab serve`` (its own process, a fresh database)
     grows by while ``per_room`` idle clients sit in each of ``rooms`` rooms."""
@@ -125,9 +119,9 @@ async def _resident_growth(server_url: str, rooms: int, per_room: int) -> float:
         address = base.removeprefix("http://")
         projects = [await create_project(address, f"idle {i}") for i in range(rooms)]
         await asyncio.sleep(1)
-        before = _resident_kib(process.pid)
+        before = resident_kib(process.pid)
         async with _idle_clients(address, projects, per_room):
-            return _resident_kib(process.pid) - before
+            return resident_kib(process.pid) - before
 
 
 async def rooms(server_url: str, count: int) -> None:

@@ -62,6 +62,7 @@ from bench.harness import (  # noqa: E402
     pinned,
     postgres_pids,
     postgres_server,
+    resident_kib,
     stop,
 )
 from collab.access.issuing import issue  # noqa: E402
@@ -226,13 +227,6 @@ class Target:
 def _cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 #: with ``--pin``: the cores of the server under test and of everything it runs (its
@@ -537,7 +531,7 @@ async def _rooms_scenario(
     ]
     workers = [cpu for cpu in node_worker_cpu if cpu is not None]
     committed_after = [await _committed(t) for t in targets]
-    rss = sum(_rss_mib(t.process.pid) for t in targets)
+    rss = sum(resident_kib(t.process.pid) for t in targets) / 1024
     await asyncio.gather(*(client.close() for client in everyone))
 
     expected = (
